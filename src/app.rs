@@ -1,0 +1,127 @@
+//! Application wiring: the shared state, the router of every domain with its middleware,
+//! and serving it until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Settings;
+use crate::docs::spec::ApiDoc;
+use crate::error::json_error;
+use crate::{auth, docs, health};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub settings: Arc<Settings>,
+    /// Cancelled when the server shuts down; background tasks watch it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(db: PgPool, settings: Settings) -> Self {
+        AppState { db, settings: Arc::new(settings), shutdown: CancellationToken::new() }
+    }
+}
+
+/// Every documented route, with the OpenAPI document they make up.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(docs::router())
+        .merge(health::router())
+        .merge(auth::router())
+}
+
+/// The OpenAPI document as served at `/api/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, spec) = api_router().split_for_parts();
+    let max_body = state.settings.max_body_bytes;
+    api.merge(docs::spec_routes(spec))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                    tracing::error!("a handler panicked");
+                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "The server hit an internal error; it has been logged.")
+                })),
+        )
+        .with_state(state)
+}
+
+async fn route_not_found(request: Request) -> Response {
+    let message = format!("No route for {} {}. See /docs for the API.", request.method(), request.uri().path());
+    json_error(StatusCode::NOT_FOUND, "not_found", &message)
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let message = format!("{} is not allowed on {}.", request.method(), request.uri().path());
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &message).into_response()
+}
+
+/// Serves until `shutdown` resolves, then cancels background work and drains connections.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let token = state.shutdown.clone();
+    let app = router(state);
+    let drain_started = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        token.cancel();
+    });
+    axum::serve(listener, app).with_graceful_shutdown(drain_started.cancelled_owned()).await?;
+    // Give background tasks a moment to observe the cancellation.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining connections");
+}

@@ -1,0 +1,147 @@
+//! `AuthUser`: who is calling. A bearer API key (`Authorization: Bearer ocaas_…`) or the
+//! `/account` browser session cookie; cookie-authenticated requests that change state must
+//! also carry the session's CSRF token in `X-CSRF-Token` (a cross-site form or `fetch` can
+//! send the cookie but can neither read the token nor set that header without CORS, which
+//! ocaas never grants).
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use uuid::Uuid;
+
+use super::{repo, secrets};
+use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+
+pub const SESSION_COOKIE: &str = "ocaas_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    ApiKey { key_id: Uuid },
+    Session { token_hash: Vec<u8>, csrf_token: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+    pub credential: Credential,
+}
+
+impl AuthUser {
+    /// The CSRF token to hand back to a browser session (none for API keys).
+    pub fn csrf_token(&self) -> Option<String> {
+        match &self.credential {
+            Credential::Session { csrf_token, .. } => Some(csrf_token.clone()),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        authenticate(&state, &parts.method, &parts.headers).await
+    }
+}
+
+pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap) -> AppResult<AuthUser> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let key = bearer_token(value.to_str().unwrap_or(""))
+            .ok_or_else(|| AppError::unauthorized("The Authorization header must be `Bearer <API key>`."))?;
+        return authenticate_key(state, key).await;
+    }
+    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        let user = authenticate_session(state, &token).await?;
+        if !is_safe(method) {
+            check_csrf(&user, headers)?;
+        }
+        return Ok(user);
+    }
+    Err(AppError::unauthorized(
+        "This endpoint needs an API key: send `Authorization: Bearer <API key>` (create keys at /account).",
+    ))
+}
+
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+async fn authenticate_key(state: &AppState, key: &str) -> AppResult<AuthUser> {
+    let invalid = || AppError::unauthorized("The API key is not valid: it is unknown, revoked or expired.");
+    if !secrets::looks_like_api_key(key) {
+        return Err(invalid());
+    }
+    let (key_id, user_id) = repo::authenticate_api_key(&state.db, &secrets::sha256(key)).await?.ok_or_else(invalid)?;
+    Ok(AuthUser { user_id, credential: Credential::ApiKey { key_id } })
+}
+
+async fn authenticate_session(state: &AppState, token: &str) -> AppResult<AuthUser> {
+    let token_hash = secrets::sha256(token);
+    let session = repo::session(&state.db, &token_hash)
+        .await?
+        .ok_or_else(|| AppError::unauthorized("The browser session has expired; log in again."))?;
+    Ok(AuthUser {
+        user_id: session.user_id,
+        credential: Credential::Session { token_hash, csrf_token: session.csrf_token },
+    })
+}
+
+fn check_csrf(user: &AuthUser, headers: &HeaderMap) -> AppResult<()> {
+    let Credential::Session { csrf_token, .. } = &user.credential else { return Ok(()) };
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if secrets::constant_time_eq(sent, csrf_token) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(
+            "csrf_failed",
+            "Requests authenticated by the session cookie must send the session's CSRF token in `X-CSRF-Token`.",
+        ))
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The value of cookie `name` from the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; ocaas_session=tok; b=2".parse().unwrap());
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+}

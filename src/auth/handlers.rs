@@ -1,0 +1,153 @@
+//! HTTP handlers of the account API (`/api/account…`): thin wrappers over `service`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use uuid::Uuid;
+
+use super::extractor::{AuthUser, Credential, SESSION_COOKIE};
+use super::models::{AccountView, ApiKeyView, CreateKeyRequest, CreatedApiKey, LoginRequest, RegisterRequest};
+use super::{repo, service};
+use crate::app::AppState;
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+
+/// Register an account
+///
+/// Creates an account and logs it in (sets the session cookie). Whether an invite code is
+/// needed depends on the server's registration mode (`OCAAS_REGISTRATION`).
+#[utoipa::path(post, path = "/api/account/register", tag = "account", security(()),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created; the session cookie is set", body = AccountView),
+        (status = 400, description = "Bad JSON, invalid email or weak password", body = ErrorBody),
+        (status = 403, description = "`registration_closed`, `invite_required` or `invalid_invite_code`", body = ErrorBody),
+        (status = 409, description = "`email_taken`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+pub async fn register(State(state): State<AppState>, ApiJson(body): ApiJson<RegisterRequest>) -> AppResult<Response> {
+    let user = service::register(&state.db, state.settings.registration, &body.email, &body.password, body.invite_code.as_deref()).await?;
+    logged_in(&state, user.id, StatusCode::CREATED).await
+}
+
+/// Log in
+///
+/// Checks email and password and starts a browser session (HttpOnly, SameSite=Lax cookie).
+/// The response carries the session's `csrf_token`.
+#[utoipa::path(post, path = "/api/account/login", tag = "account", security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = AccountView),
+        (status = 400, description = "Bad JSON", body = ErrorBody),
+        (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> AppResult<Response> {
+    let user = service::login(&state.db, &body.email, &body.password).await?;
+    logged_in(&state, user.id, StatusCode::OK).await
+}
+
+async fn logged_in(state: &AppState, user_id: Uuid, status: StatusCode) -> AppResult<Response> {
+    let session = service::start_session(&state.db, user_id, state.settings.session_hours).await?;
+    let account = service::account_view(&state.db, user_id, Some(session.csrf_token)).await?;
+    let max_age = u64::from(state.settings.session_hours) * 3600;
+    let cookie = session_cookie(&session.token, max_age, state.settings.secure_cookies());
+    let mut response = (status, Json(account)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
+    HeaderValue::from_str(&cookie).expect("cookie values are base64url")
+}
+
+/// Log out
+///
+/// Ends the browser session behind the cookie and clears it. With an API key it does nothing
+/// (revoke keys with `DELETE /api/account/keys/{id}`).
+#[utoipa::path(post, path = "/api/account/logout", tag = "account",
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+    ))]
+pub async fn logout(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
+    let mut headers = HeaderMap::new();
+    if let Credential::Session { token_hash, .. } = &user.credential {
+        repo::delete_session(&state.db, token_hash).await?;
+        headers.insert(header::SET_COOKIE, session_cookie("", 0, state.settings.secure_cookies()));
+    }
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+/// Who am I
+///
+/// The authenticated account and its subscription.
+#[utoipa::path(get, path = "/api/account", tag = "account",
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 401, description = "Missing, unknown, revoked or expired credentials", body = ErrorBody),
+    ))]
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<AccountView>> {
+    Ok(Json(service::account_view(&state.db, user.user_id, user.csrf_token()).await?))
+}
+
+/// List API keys
+///
+/// The account's keys that are not revoked, newest first. Secrets are never shown again.
+#[utoipa::path(get, path = "/api/account/keys", tag = "account",
+    responses(
+        (status = 200, description = "Keys", body = [ApiKeyView]),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ))]
+pub async fn list_keys(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<Vec<ApiKeyView>>> {
+    let keys = repo::list_api_keys(&state.db, user.user_id).await?;
+    Ok(Json(keys.into_iter().map(Into::into).collect()))
+}
+
+/// Create an API key
+///
+/// Returns the new key's secret once, in `key`; only its SHA-256 is stored.
+#[utoipa::path(post, path = "/api/account/keys", tag = "account",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "Key created", body = CreatedApiKey),
+        (status = 400, description = "Bad JSON, name or expiry", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<CreateKeyRequest>,
+) -> AppResult<(StatusCode, Json<CreatedApiKey>)> {
+    let created = service::create_api_key(&state.db, user.user_id, body.name.as_deref(), body.expires_in_days).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Revoke an API key
+///
+/// The key stops working at once.
+#[utoipa::path(delete, path = "/api/account/keys/{id}", tag = "account",
+    params(("id" = Uuid, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`key_not_found`: no such key on this account", body = ErrorBody),
+    ))]
+pub async fn revoke_key(State(state): State<AppState>, user: AuthUser, ApiPath(id): ApiPath<Uuid>) -> AppResult<StatusCode> {
+    if repo::revoke_api_key(&state.db, id, Some(user.user_id)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found("key_not_found", "This account has no active key with that id."))
+    }
+}

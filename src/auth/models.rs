@@ -1,0 +1,112 @@
+//! Wire types of the account API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::repo::{ApiKeyRow, SubscriptionRow};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com", "password": "a long passphrase", "invite_code": "ABCD-EFGH-JKLM-NPQR"}))]
+pub struct RegisterRequest {
+    pub email: String,
+    /// At least 10 characters.
+    pub password: String,
+    /// Required when the server's registration mode is `invite`; optional otherwise
+    /// (when given it is redeemed and grants its subscription).
+    #[serde(default)]
+    pub invite_code: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"email": "ada@example.com", "password": "a long passphrase"}))]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// How many instances the plan allows at once.
+    pub max_instances: i32,
+    #[serde(with = "crate::timefmt::option")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// False once `expires_at` has passed.
+    pub active: bool,
+}
+
+impl From<SubscriptionRow> for SubscriptionView {
+    fn from(row: SubscriptionRow) -> Self {
+        let active = row.expires_at.is_none_or(|at| at > Utc::now());
+        SubscriptionView { max_instances: row.max_instances, expires_at: row.expires_at, active }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a0f4-3c2e-7b61-9d1e-6a0b5d1f2c3a", "email": "ada@example.com",
+    "created_at": "2026-03-20T18:22:54.000Z",
+    "subscription": {"max_instances": 1, "expires_at": null, "active": true}
+}))]
+pub struct AccountView {
+    pub id: Uuid,
+    pub email: String,
+    #[serde(with = "crate::timefmt")]
+    pub created_at: DateTime<Utc>,
+    pub subscription: Option<SubscriptionView>,
+    /// Present when authenticated by the browser session cookie: send it back as
+    /// `X-CSRF-Token` on every state-changing request made with that cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "laptop", "expires_in_days": 90}))]
+pub struct CreateKeyRequest {
+    /// A label to tell keys apart (default `api key`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Days until the key stops working; never when absent.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: Uuid,
+    pub name: String,
+    /// The first characters of the key, to recognise it; the rest is never stored.
+    pub prefix: String,
+    #[serde(with = "crate::timefmt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::timefmt::option")]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::timefmt::option")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyRow> for ApiKeyView {
+    fn from(row: ApiKeyRow) -> Self {
+        ApiKeyView {
+            id: row.id,
+            name: row.name,
+            prefix: row.prefix,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a0f4-3c2e-7b61-9d1e-6a0b5d1f2c3a", "name": "laptop", "prefix": "ocaas_Q2x9fA",
+    "key": "ocaas_Q2x9fA…", "created_at": "2026-03-20T18:22:54.000Z", "last_used_at": null, "expires_at": null
+}))]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+    /// The secret itself. Shown only in this response; store it now.
+    pub key: String,
+}

@@ -1,0 +1,79 @@
+//! Passwords: policy, argon2id hashing and verification, always off the async runtime.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::Argon2;
+
+use crate::error::{AppError, AppResult};
+
+pub const MIN_PASSWORD_CHARS: usize = 10;
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Rejects passwords too short to resist guessing (and absurdly long ones, which cost CPU).
+pub fn check_policy(password: &str) -> AppResult<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AppError::bad_request(
+            "weak_password",
+            format!("The password must have at least {MIN_PASSWORD_CHARS} characters."),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AppError::bad_request("weak_password", "The password is longer than 1024 bytes."));
+    }
+    if password.chars().all(|c| c == password.chars().next().unwrap_or(' ')) {
+        return Err(AppError::bad_request("weak_password", "The password repeats a single character."));
+    }
+    Ok(())
+}
+
+pub async fn hash(password: String) -> AppResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(AppError::from)
+}
+
+/// Verifies `password` against `stored`; with no stored hash it still spends the same work,
+/// so response time does not tell whether an email is registered.
+pub async fn verify(password: String, stored: Option<String>) -> AppResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let stored = stored.unwrap_or_else(|| DUMMY_HASH.with(|h| h.clone()));
+        let Ok(parsed) = PasswordHash::new(&stored) else { return false };
+        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.into()))
+}
+
+thread_local! {
+    static DUMMY_HASH: String = Argon2::default()
+        .hash_password(b"not a real password", &SaltString::generate(&mut OsRng))
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_verify_only_the_right_password() {
+        let stored = hash("correct horse battery".into()).await.unwrap();
+        assert!(stored.starts_with("$argon2id$"));
+        assert!(verify("correct horse battery".into(), Some(stored.clone())).await.unwrap());
+        assert!(!verify("wrong horse battery".into(), Some(stored)).await.unwrap());
+        assert!(!verify("anything at all".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn policy_rejects_short_and_repetitive_passwords() {
+        assert!(check_policy("short").is_err());
+        assert!(check_policy("aaaaaaaaaaaaaa").is_err());
+        assert!(check_policy("a fine passphrase").is_ok());
+    }
+}

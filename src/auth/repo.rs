@@ -1,0 +1,245 @@
+//! SQL for accounts: users, API keys, browser sessions, subscriptions and invite codes.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscriptionRow {
+    pub max_instances: i32,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub struct RedeemedInvite {
+    pub max_instances: i32,
+    pub subscription_days: Option<i32>,
+}
+
+pub struct SessionRow {
+    pub user_id: Uuid,
+    pub csrf_token: String,
+}
+
+/// Inserts a user; `Ok(None)` when the email (case-insensitively) is taken.
+pub async fn insert_user(db: impl PgExecutor<'_>, email: &str, password_hash: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as!(
+        UserRow,
+        "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
+         ON CONFLICT (lower(email)) DO NOTHING
+         RETURNING id, email, password_hash, created_at",
+        Uuid::now_v7(),
+        email,
+        password_hash
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn user_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as!(
+        UserRow,
+        "SELECT id, email, password_hash, created_at FROM users WHERE lower(email) = lower($1)",
+        email
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn user_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users WHERE id = $1", id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn list_users(db: &PgPool) -> sqlx::Result<Vec<UserRow>> {
+    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users ORDER BY created_at, id")
+        .fetch_all(db)
+        .await
+}
+
+pub async fn subscription(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<SubscriptionRow>> {
+    sqlx::query_as!(
+        SubscriptionRow,
+        "SELECT max_instances, expires_at FROM subscriptions WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Grants (or replaces) the user's subscription.
+pub async fn upsert_subscription(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    max_instances: i32,
+    expires_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO subscriptions (user_id, max_instances, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE
+         SET max_instances = EXCLUDED.max_instances, expires_at = EXCLUDED.expires_at, updated_at = now()",
+        user_id,
+        max_instances,
+        expires_at
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_invite(
+    db: &PgPool,
+    code_hash: &[u8],
+    uses: i32,
+    max_instances: i32,
+    subscription_days: Option<i32>,
+    expires_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar!(
+        "INSERT INTO invite_codes (id, code_hash, uses_left, max_instances, subscription_days, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        Uuid::now_v7(),
+        code_hash,
+        uses,
+        max_instances,
+        subscription_days,
+        expires_at
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Takes one use of a valid invite in a single statement, so two concurrent redemptions of
+/// the last use cannot both succeed.
+pub async fn take_invite_use(db: impl PgExecutor<'_>, code_hash: &[u8]) -> sqlx::Result<Option<RedeemedInvite>> {
+    sqlx::query_as!(
+        RedeemedInvite,
+        "UPDATE invite_codes SET uses_left = uses_left - 1
+         WHERE code_hash = $1 AND uses_left > 0 AND (expires_at IS NULL OR expires_at > now())
+         RETURNING max_instances, subscription_days",
+        code_hash
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn invite_uses_left(db: &PgPool, code_hash: &[u8]) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar!("SELECT uses_left FROM invite_codes WHERE code_hash = $1", code_hash)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn insert_api_key(
+    db: &PgPool,
+    user_id: Uuid,
+    name: &str,
+    key_hash: &[u8],
+    prefix: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<ApiKeyRow> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, expires_at) VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id, name, prefix, created_at, last_used_at, expires_at",
+        Uuid::now_v7(),
+        user_id,
+        name,
+        key_hash,
+        prefix,
+        expires_at
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Active (not revoked) keys of a user, newest first; expired ones are listed with their expiry.
+pub async fn list_api_keys(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<ApiKeyRow>> {
+    sqlx::query_as!(
+        ApiKeyRow,
+        "SELECT id, name, prefix, created_at, last_used_at, expires_at FROM api_keys
+         WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id DESC",
+        user_id
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Revokes a key; `user_id` limits it to the owner's keys (admins pass `None`).
+pub async fn revoke_api_key(db: &PgPool, key_id: Uuid, user_id: Option<Uuid>) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE api_keys SET revoked_at = now()
+         WHERE id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR user_id = $2)",
+        key_id,
+        user_id
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The per-request key check: one indexed lookup on the hash that also records the use.
+pub async fn authenticate_api_key(db: &PgPool, key_hash: &[u8]) -> sqlx::Result<Option<(Uuid, Uuid)>> {
+    let row = sqlx::query!(
+        "UPDATE api_keys SET last_used_at = now()
+         WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+         RETURNING id, user_id",
+        key_hash
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.id, r.user_id)))
+}
+
+pub async fn insert_session(
+    db: &PgPool,
+    token_hash: &[u8],
+    user_id: Uuid,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO browser_sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
+        token_hash,
+        user_id,
+        csrf_token,
+        expires_at
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as!(
+        SessionRow,
+        "SELECT user_id, csrf_token FROM browser_sessions WHERE token_hash = $1 AND expires_at > now()",
+        token_hash
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn delete_session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM browser_sessions WHERE token_hash = $1 OR expires_at < now()", token_hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Account logic shared by the HTTP API and the admin CLI: creating users (with invite
+//! redemption), logging in, sessions, API keys, subscriptions and invites.
+
+use chrono::{Duration, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::models::{AccountView, ApiKeyView, CreatedApiKey};
+use super::repo::{self, UserRow};
+use super::{password, secrets};
+use crate::config::RegistrationMode;
+use crate::error::{AppError, AppResult};
+
+const MAX_EMAIL_LEN: usize = 254;
+const MAX_KEY_NAME_CHARS: usize = 100;
+/// Ten years: long enough for anything a person sets, small enough to stay a valid timestamp.
+const MAX_DAYS: u32 = 3650;
+
+/// Trims and checks an email address: one `@`, something on both sides, a dot in the domain.
+pub fn normalize_email(raw: &str) -> AppResult<String> {
+    let email = raw.trim();
+    let valid = email.len() <= MAX_EMAIL_LEN
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.contains('@') && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        });
+    if !valid {
+        return Err(AppError::bad_request("invalid_email", format!("`{}` is not a valid email address.", truncate(email, 80))));
+    }
+    Ok(email.to_owned())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+fn checked_days(days: u32, what: &str) -> AppResult<Duration> {
+    if days == 0 || days > MAX_DAYS {
+        return Err(AppError::bad_request("invalid_request", format!("`{what}` must be between 1 and {MAX_DAYS} days.")));
+    }
+    Ok(Duration::days(days.into()))
+}
+
+/// Creates a user; with an invite code, redeems it and grants its subscription in the same
+/// transaction, so a failed redemption leaves no user behind.
+pub async fn create_user(db: &PgPool, email: &str, password: &str, invite_code: Option<&str>) -> AppResult<UserRow> {
+    let email = normalize_email(email)?;
+    password::check_policy(password)?;
+    let hash = password::hash(password.to_owned()).await?;
+    let mut tx = db.begin().await?;
+    let user = repo::insert_user(&mut *tx, &email, &hash)
+        .await?
+        .ok_or_else(|| AppError::conflict("email_taken", "An account with this email already exists."))?;
+    if let Some(code) = invite_code {
+        redeem_invite(&mut tx, user.id, code).await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Registration over the API, subject to the server's registration mode.
+pub async fn register(db: &PgPool, mode: RegistrationMode, email: &str, password: &str, invite_code: Option<&str>) -> AppResult<UserRow> {
+    let invite_code = invite_code.map(str::trim).filter(|c| !c.is_empty());
+    match (mode, invite_code) {
+        (RegistrationMode::Closed, _) => {
+            Err(AppError::forbidden("registration_closed", "This server does not accept new registrations."))
+        }
+        (RegistrationMode::Invite, None) => Err(AppError::forbidden(
+            "invite_required",
+            "Registering on this server needs an invite code (`invite_code`).",
+        )),
+        _ => create_user(db, email, password, invite_code).await,
+    }
+}
+
+/// Consumes one use of `code` and grants the subscription it carries to `user_id`.
+pub async fn redeem_invite(conn: &mut PgConnection, user_id: Uuid, code: &str) -> AppResult<()> {
+    let hash = secrets::sha256(&secrets::normalize_invite_code(code));
+    let invite = repo::take_invite_use(&mut *conn, &hash).await?.ok_or_else(|| {
+        AppError::forbidden("invalid_invite_code", "The invite code is unknown, used up or expired.")
+    })?;
+    let expires_at = invite.subscription_days.map(|days| Utc::now() + Duration::days(days.into()));
+    repo::upsert_subscription(&mut *conn, user_id, invite.max_instances, expires_at).await?;
+    Ok(())
+}
+
+pub async fn login(db: &PgPool, email: &str, password: &str) -> AppResult<UserRow> {
+    let user = repo::user_by_email(db, email.trim()).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = password::verify(password.to_owned(), stored).await?;
+    match user {
+        Some(user) if verified => Ok(user),
+        _ => Err(AppError::unauthorized("The email or password is not correct.")),
+    }
+}
+
+pub struct NewSession {
+    pub token: String,
+    pub csrf_token: String,
+}
+
+pub async fn start_session(db: &PgPool, user_id: Uuid, hours: u32) -> AppResult<NewSession> {
+    let token = secrets::new_session_token();
+    let csrf_token = secrets::new_csrf_token();
+    let expires_at = Utc::now() + Duration::hours(hours.into());
+    repo::insert_session(db, &secrets::sha256(&token), user_id, &csrf_token, expires_at).await?;
+    Ok(NewSession { token, csrf_token })
+}
+
+pub async fn create_api_key(db: &PgPool, user_id: Uuid, name: Option<&str>, expires_in_days: Option<u32>) -> AppResult<CreatedApiKey> {
+    let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or("api key");
+    if name.chars().count() > MAX_KEY_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(AppError::bad_request(
+            "invalid_request",
+            format!("`name` must be at most {MAX_KEY_NAME_CHARS} printable characters."),
+        ));
+    }
+    let expires_at = expires_in_days.map(|d| checked_days(d, "expires_in_days")).transpose()?.map(|d| Utc::now() + d);
+    let key = secrets::new_api_key();
+    let row = repo::insert_api_key(db, user_id, name, &secrets::sha256(&key), &secrets::display_prefix(&key), expires_at).await?;
+    Ok(CreatedApiKey { view: ApiKeyView::from(row), key })
+}
+
+pub async fn account_view(db: &PgPool, user_id: Uuid, csrf_token: Option<String>) -> AppResult<AccountView> {
+    let user = repo::user_by_id(db, user_id)
+        .await?
+        .ok_or_else(|| AppError::unauthorized("The account behind these credentials no longer exists."))?;
+    let subscription = repo::subscription(db, user_id).await?.map(Into::into);
+    Ok(AccountView { id: user.id, email: user.email, created_at: user.created_at, subscription, csrf_token })
+}
+
+pub async fn user_by_email_or_404(db: &PgPool, email: &str) -> AppResult<UserRow> {
+    repo::user_by_email(db, email.trim())
+        .await?
+        .ok_or_else(|| AppError::not_found("user_not_found", format!("No user has the email `{}`.", truncate(email.trim(), 80))))
+}
+
+pub async fn grant_subscription(db: &PgPool, email: &str, max_instances: u32, days: Option<u32>) -> AppResult<UserRow> {
+    let user = user_by_email_or_404(db, email).await?;
+    let max_instances = i32::try_from(max_instances).map_err(|_| AppError::bad_request("invalid_request", "`max_instances` is too large."))?;
+    let expires_at = days.map(|d| checked_days(d, "days")).transpose()?.map(|d| Utc::now() + d);
+    repo::upsert_subscription(db, user.id, max_instances, expires_at).await?;
+    Ok(user)
+}
+
+pub struct InviteSpec {
+    pub uses: u32,
+    pub max_instances: u32,
+    /// How long the code itself can be redeemed.
+    pub valid_days: Option<u32>,
+    /// How long the subscription it grants lasts.
+    pub subscription_days: Option<u32>,
+}
+
+/// Creates an invite code and returns it; only its hash is stored.
+pub async fn create_invite(db: &PgPool, spec: &InviteSpec) -> AppResult<String> {
+    let too_large = |field: &str| AppError::bad_request("invalid_request", format!("`{field}` is too large."));
+    if spec.uses == 0 {
+        return Err(AppError::bad_request("invalid_request", "An invite needs at least one use."));
+    }
+    let uses = i32::try_from(spec.uses).map_err(|_| too_large("uses"))?;
+    let max_instances = i32::try_from(spec.max_instances).map_err(|_| too_large("max_instances"))?;
+    let expires_at = spec.valid_days.map(|d| checked_days(d, "days")).transpose()?.map(|d| Utc::now() + d);
+    let subscription_days = spec
+        .subscription_days
+        .map(|d| checked_days(d, "subscription_days").map(|_| d as i32))
+        .transpose()?;
+    let code = secrets::new_invite_code();
+    repo::insert_invite(db, &secrets::sha256(&code), uses, max_instances, subscription_days, expires_at).await?;
+    Ok(code)
+}

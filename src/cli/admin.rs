@@ -1,0 +1,192 @@
+//! `ocaas admin …`: account administration against the same database as the server
+//! (with the private cluster: the running one, or one started just for the command).
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use crate::auth::{repo, service};
+use crate::config::GlobalArgs;
+use crate::db::{self, ClusterUse, Database};
+use crate::error::AppError;
+use crate::timefmt::rfc3339_millis;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Invite codes.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Subscriptions.
+    #[command(subcommand)]
+    Subscription(SubscriptionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (the password is read from stdin when `--password` is absent).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// List users with their subscriptions.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key for a user; prints only the key.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Days until the key expires.
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[arg(long)]
+        id: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Create an invite code; prints only the code.
+    Create(InviteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// How many accounts or redemptions the code allows.
+    #[arg(long, default_value_t = 1)]
+    uses: u32,
+    /// `max_instances` of the subscription the code grants.
+    #[arg(long, default_value_t = 1)]
+    max_instances: u32,
+    /// Days the code can be redeemed (forever when absent).
+    #[arg(long)]
+    days: Option<u32>,
+    /// Days the granted subscription lasts (forever when absent).
+    #[arg(long)]
+    subscription_days: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    /// Grant (or replace) a user's subscription.
+    Grant {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        max_instances: u32,
+        /// Days until it expires (never when absent).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+}
+
+pub async fn run(global: &GlobalArgs, command: AdminCommand) -> ExitCode {
+    let database = match Database::open(global, ClusterUse::Command).await {
+        Ok(database) => database,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match db::migrate(&database.pool).await {
+        Ok(()) => execute(&database.pool, command).await,
+        Err(error) => Err(AppError::Internal(error)),
+    };
+    database.close().await;
+    match result {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn describe(error: &AppError) -> String {
+    match error {
+        AppError::Client { message, .. } | AppError::Unauthorized(message) => message.clone(),
+        AppError::Database(cause) => format!("database error: {cause}"),
+        AppError::Internal(cause) => format!("{cause:#}"),
+    }
+}
+
+async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, AppError> {
+    match command {
+        AdminCommand::User(UserCommand::Create { email, password }) => {
+            let password = match password {
+                Some(password) => password,
+                None => read_password_from_stdin()?,
+            };
+            let user = service::create_user(db, &email, &password, None).await?;
+            Ok(format!("created user {} ({})", user.email, user.id))
+        }
+        AdminCommand::User(UserCommand::List) => list_users(db).await,
+        AdminCommand::Key(KeyCommand::Create { email, name, days }) => {
+            let user = service::user_by_email_or_404(db, &email).await?;
+            let created = service::create_api_key(db, user.id, name.as_deref(), days).await?;
+            Ok(created.key)
+        }
+        AdminCommand::Key(KeyCommand::Revoke { id }) => {
+            if repo::revoke_api_key(db, id, None).await? {
+                Ok(format!("revoked key {id}"))
+            } else {
+                Err(AppError::not_found("key_not_found", format!("No active key has the id {id}.")))
+            }
+        }
+        AdminCommand::Invite(InviteCommand::Create(args)) => {
+            let spec = service::InviteSpec {
+                uses: args.uses,
+                max_instances: args.max_instances,
+                valid_days: args.days,
+                subscription_days: args.subscription_days,
+            };
+            service::create_invite(db, &spec).await
+        }
+        AdminCommand::Subscription(SubscriptionCommand::Grant { email, max_instances, days }) => {
+            let user = service::grant_subscription(db, &email, max_instances, days).await?;
+            Ok(format!("granted {} a subscription of {max_instances} instance(s)", user.email))
+        }
+    }
+}
+
+fn read_password_from_stdin() -> Result<String, AppError> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| AppError::Internal(e.into()))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+async fn list_users(db: &sqlx::PgPool) -> Result<String, AppError> {
+    let mut lines = vec![format!("{:<36}  {:<32}  {:<24}  subscription", "id", "email", "created_at")];
+    for user in repo::list_users(db).await? {
+        let subscription = match repo::subscription(db, user.id).await? {
+            Some(s) => format!(
+                "max_instances={} expires_at={}",
+                s.max_instances,
+                s.expires_at.map(|at| rfc3339_millis(&at)).unwrap_or_else(|| "never".into())
+            ),
+            None => "none".into(),
+        };
+        lines.push(format!("{:<36}  {:<32}  {:<24}  {subscription}", user.id, user.email, rfc3339_millis(&user.created_at)));
+    }
+    Ok(lines.join("\n"))
+}

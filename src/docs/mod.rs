@@ -1,0 +1,33 @@
+//! Documentation surfaces: `GET /api`, the OpenAPI spec (`/api/openapi.json|yaml`) and
+//! Swagger UI at `/docs`, served from files vendored into the binary (no CDN).
+
+pub mod root;
+pub mod spec;
+
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::app::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(root::api_root))
+}
+
+/// Routes that serve the finished spec; not themselves part of it.
+pub fn spec_routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
+    let yaml = spec::to_yaml(&spec);
+    let swagger = SwaggerUi::new("/docs")
+        .url("/api/openapi.json", spec)
+        .config(Config::default().validator_url("none").persist_authorization(true).try_it_out_enabled(true));
+    Router::from(swagger).route(
+        "/api/openapi.yaml",
+        get(move || {
+            let yaml = yaml.clone();
+            async move { ([(header::CONTENT_TYPE, "application/yaml")], yaml) }
+        }),
+    )
+}

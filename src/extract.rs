@@ -1,0 +1,149 @@
+//! Request extractors shared by every domain: JSON, path and query extractors whose
+//! rejections use the API's error shape, and the public origin used to build absolute URLs.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// `axum::Json` whose rejections become `invalid_request` (400), `payload_too_large` (413)
+/// or `unsupported_media_type` (415) JSON errors.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> AppError {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The request body is larger than this endpoint accepts.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON with `Content-Type: application/json`.",
+        ),
+        _ => {
+            let detail = match &rejection {
+                JsonRejection::JsonDataError(e) => format!("The JSON body does not fit: {}", inner_text(&e.body_text())),
+                JsonRejection::JsonSyntaxError(e) => format!("The body is not valid JSON: {}", inner_text(&e.body_text())),
+                other => other.body_text(),
+            };
+            AppError::bad_request("invalid_request", detail)
+        }
+    }
+}
+
+/// axum prefixes serde's message with a generic sentence; keep only serde's part, which names the field.
+fn inner_text(text: &str) -> String {
+    text.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or_else(|| text.to_owned())
+}
+
+/// `axum::extract::Path` with a 400 `invalid_request` JSON rejection.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection: PathRejection| {
+                AppError::bad_request("invalid_request", format!("Bad path parameter: {}", rejection.body_text()))
+            })
+    }
+}
+
+/// `axum::extract::Query` with a 400 `invalid_request` JSON rejection.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection: QueryRejection| {
+                AppError::bad_request("invalid_request", format!("Bad query string: {}", inner_text(&rejection.body_text())))
+            })
+    }
+}
+
+/// The origin (`scheme://host[:port]`, no trailing slash) clients use to reach this server:
+/// `OCAAS_PUBLIC_URL`, else `X-Forwarded-Proto`/`X-Forwarded-Host` when the proxy is trusted,
+/// else the request's `Host`.
+pub struct PublicOrigin(pub String);
+
+impl PublicOrigin {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.0, path)
+    }
+}
+
+impl<S> FromRequestParts<S> for PublicOrigin
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        Ok(PublicOrigin(origin_for(&state.settings, &parts.headers)))
+    }
+}
+
+pub fn origin_for(settings: &crate::config::Settings, headers: &axum::http::HeaderMap) -> String {
+    if let Some(public) = &settings.public_url {
+        return public.clone();
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
+            .filter(|v| !v.is_empty() && is_safe_host(v))
+    };
+    let host = if settings.trust_proxy { header("x-forwarded-host") } else { None };
+    let host = host.or_else(|| header("host")).unwrap_or_else(|| settings.bind.to_string());
+    let scheme = if settings.trust_proxy {
+        header("x-forwarded-proto").filter(|p| p == "https" || p == "http")
+    } else {
+        None
+    };
+    format!("{}://{}", scheme.as_deref().unwrap_or("http"), host)
+}
+
+/// A host header value that can be pasted into a URL without changing its meaning.
+fn is_safe_host(value: &str) -> bool {
+    value.len() <= 255
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+}

@@ -1,0 +1,12 @@
+//! ocaas: self-hosted OpenClaw as a Service. See README.md for the layout.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod timefmt;
