@@ -22,34 +22,47 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !has_json_content_type(req.headers()) {
+            return Err(unsupported_media_type());
         }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than this endpoint accepts.")
+            } else {
+                AppError::bad_request("invalid_request", format!("The request body could not be read: {}", rejection.body_text()))
+            }
+        })?;
+        // Every request body of this API is an object; serde would also accept an array for a struct.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(AppError::bad_request("invalid_request", "The body must be a JSON object."));
+        }
+        axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(value)| ApiJson(value)).map_err(json_rejection)
     }
 }
 
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn unsupported_media_type() -> AppError {
+    AppError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Send the body as JSON with `Content-Type: application/json`.",
+    )
+}
+
 fn json_rejection(rejection: JsonRejection) -> AppError {
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "The request body is larger than this endpoint accepts.",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send the body as JSON with `Content-Type: application/json`.",
-        ),
-        _ => {
-            let detail = match &rejection {
-                JsonRejection::JsonDataError(e) => format!("The JSON body does not fit: {}", inner_text(&e.body_text())),
-                JsonRejection::JsonSyntaxError(e) => format!("The body is not valid JSON: {}", inner_text(&e.body_text())),
-                other => other.body_text(),
-            };
-            AppError::bad_request("invalid_request", detail)
-        }
-    }
+    let detail = match &rejection {
+        JsonRejection::JsonDataError(e) => format!("The JSON body does not fit: {}", inner_text(&e.body_text())),
+        JsonRejection::JsonSyntaxError(e) => format!("The body is not valid JSON: {}", inner_text(&e.body_text())),
+        other => other.body_text(),
+    };
+    AppError::bad_request("invalid_request", detail)
 }
 
 /// axum prefixes serde's message with a generic sentence; keep only serde's part, which names the field.

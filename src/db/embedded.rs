@@ -59,7 +59,8 @@ impl EmbeddedPostgres {
         tokio::task::spawn_blocking(move || this.ensure_running_blocking()).await?
     }
 
-    fn ensure_running_blocking(&self) -> anyhow::Result<bool> {
+    /// Blocking form of `ensure_running`, for callers outside an async context.
+    pub fn ensure_running_blocking(&self) -> anyhow::Result<bool> {
         let lock = File::create(self.root.join(".pg.lock"))?;
         lock.lock().context("locking the private PostgreSQL")?;
         if self.is_running()? {
@@ -129,6 +130,11 @@ impl EmbeddedPostgres {
             Ok(())
         })
         .await?
+    }
+
+    /// A `postgres://` URL for `database`, for tools that take a URL (`DATABASE_URL`).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@localhost/{database}?host={}", self.socket_dir.display())
     }
 
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {

@@ -1,0 +1,156 @@
+//! Test harness: the real app on 127.0.0.1:0 against a real PostgreSQL, one fresh database
+//! per test. With `DATABASE_URL` unset, one private cluster (the same code as `ocaas serve`'s)
+//! is started for the whole run under the temp dir and shared by all test processes.
+
+use std::sync::OnceLock;
+
+use ocaas::app::{self, AppState};
+use ocaas::auth::service;
+use ocaas::config::{RegistrationMode, Settings};
+use ocaas::db::{self, embedded::EmbeddedPostgres};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Where test databases are created, as (maintenance options, URL for a database name).
+struct Server {
+    admin: PgConnectOptions,
+    url_for: Box<dyn Fn(&str) -> String + Send + Sync>,
+    options_for: Box<dyn Fn(&str) -> PgConnectOptions + Send + Sync>,
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let base: PgConnectOptions = url.parse().expect("DATABASE_URL parses");
+            let base_url = url::Url::parse(&url).expect("DATABASE_URL is a URL");
+            let for_db = base.clone();
+            Server {
+                admin: base.clone(),
+                url_for: Box::new(move |name| {
+                    let mut url = base_url.clone();
+                    url.set_path(name);
+                    url.to_string()
+                }),
+                options_for: Box::new(move |name| for_db.clone().database(name)),
+            }
+        }
+        Err(_) => {
+            let dir = std::env::temp_dir().join(format!("ocaas-test-pg-{}", unsafe { libc::geteuid() }));
+            let cluster = EmbeddedPostgres::new(&dir).expect("preparing the test cluster");
+            cluster.ensure_running_blocking().expect("starting the test cluster");
+            let (c1, c2) = (cluster.clone(), cluster.clone());
+            Server {
+                admin: cluster.connect_options("postgres"),
+                url_for: Box::new(move |name| c1.url(name)),
+                options_for: Box::new(move |name| c2.connect_options(name)),
+            }
+        }
+    })
+}
+
+pub fn test_settings() -> Settings {
+    Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        trust_proxy: false,
+        registration: RegistrationMode::Invite,
+        max_body_bytes: 64 * 1024,
+        session_hours: 24,
+    }
+}
+
+/// A fresh, migrated database; returns its pool and URL.
+pub async fn fresh_database() -> (PgPool, String) {
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    let server = server();
+    db::create_database_if_missing(&server.admin, &name).await.expect("creating the test database");
+    let pool = db::pool((server.options_for)(&name)).await.expect("connecting to the test database");
+    db::migrate(&pool).await.expect("migrating the test database");
+    (pool, (server.url_for)(&name))
+}
+
+pub struct SeededUser {
+    pub id: Uuid,
+    pub email: String,
+    pub key: String,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: PgPool,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    pub user: SeededUser,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (pool, database_url) = fresh_database().await;
+    let mut settings = test_settings();
+    configure(&mut settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::new(pool.clone(), settings);
+    tokio::spawn(app::serve(listener, state, std::future::pending()));
+
+    let user = service::create_user(&pool, "seed@example.com", PASSWORD, None).await.expect("seeding a user");
+    let key = service::create_api_key(&pool, user.id, Some("seed"), None).await.expect("seeding a key").key;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp { address, db: pool, database_url, client, user: SeededUser { id: user.id, email: user.email, key } }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// A request authenticated as the seeded user.
+    pub fn api(&self, method: Method, path: &str) -> RequestBuilder {
+        self.with_key(method, path, &self.user.key)
+    }
+
+    pub fn with_key(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    /// A request without credentials.
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn invite(&self, uses: u32, max_instances: u32) -> String {
+        let spec = service::InviteSpec { uses, max_instances, valid_days: None, subscription_days: None };
+        service::create_invite(&self.db, &spec).await.unwrap()
+    }
+}
+
+/// Asserts the response is the API's JSON error with `status` and `code`; returns the body.
+pub async fn assert_error(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let got = response.status();
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "status for body {text}");
+    assert!(content_type.starts_with("application/json"), "content type {content_type} for {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(body["error"], code, "error code in {body}");
+    let message = body["message"].as_str().unwrap_or_else(|| panic!("no message in {body}"));
+    assert!(message.len() > 10, "message should be a sentence: {body}");
+    assert_eq!(body.as_object().unwrap().len(), 2, "flat error shape: {body}");
+    body
+}
+
+pub async fn json(response: reqwest::Response, status: StatusCode) -> Value {
+    let got = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "status for body {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

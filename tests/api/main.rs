@@ -1,0 +1,10 @@
+//! Integration tests: the real server, a real PostgreSQL, real HTTP.
+
+mod account;
+mod admin_cli;
+mod auth;
+mod helpers;
+mod meta;
+mod openapi;
+mod request_errors;
+mod serve;

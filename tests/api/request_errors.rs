@@ -1,0 +1,91 @@
+//! Bad request bodies on every JSON endpoint get 4xx JSON errors, never a 500 or plain text,
+//! and leave stored data untouched.
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{assert_error, spawn_app, TestApp};
+
+/// (path, needs the seeded user's key, a valid body's fields with a string and a non-string field)
+const JSON_ENDPOINTS: [(&str, bool); 3] = [("/api/account/register", false), ("/api/account/login", false), ("/api/account/keys", true)];
+
+fn request(app: &TestApp, path: &str, authed: bool) -> reqwest::RequestBuilder {
+    if authed { app.api(Method::POST, path) } else { app.anon(Method::POST, path) }
+}
+
+async fn send_raw(app: &TestApp, path: &str, authed: bool, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    let mut builder = request(app, path, authed).body(body);
+    if let Some(content_type) = content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    builder.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_on_every_endpoint() {
+    let app = spawn_app().await;
+    for (path, authed) in JSON_ENDPOINTS {
+        for body in ["{", "{\"email\": }", "not json", "[1,2", "\u{0}"] {
+            let response = send_raw(&app, path, authed, Some("application/json"), body).await;
+            assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_fields_and_wrong_types_are_400_naming_the_field() {
+    let app = spawn_app().await;
+    let cases: [(&str, bool, &str, &str); 8] = [
+        ("/api/account/register", false, r#"{"password":"correct horse battery"}"#, "email"),
+        ("/api/account/register", false, r#"{"email":"a@example.com"}"#, "password"),
+        ("/api/account/register", false, r#"{"email":5,"password":"correct horse battery"}"#, "email"),
+        ("/api/account/register", false, r#"{"email":"a@example.com","password":"correct horse battery","invite_code":[]}"#, "invite_code"),
+        ("/api/account/login", false, r#"{"email":"seed@example.com"}"#, "password"),
+        ("/api/account/login", false, r#"{"email":null,"password":"x"}"#, "email"),
+        ("/api/account/keys", true, r#"{"name":42}"#, "name"),
+        ("/api/account/keys", true, r#"{"expires_in_days":"soon"}"#, "expires_in_days"),
+    ];
+    for (path, authed, body, field) in cases {
+        let response = send_raw(&app, path, authed, Some("application/json"), body).await;
+        let error = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert!(error["message"].as_str().unwrap().contains(field), "{path} {body}: {error}");
+    }
+    for (path, authed) in JSON_ENDPOINTS {
+        for body in ["[]", "\"text\"", "42", "null"] {
+            let response = send_raw(&app, path, authed, Some("application/json"), body).await;
+            assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let app = spawn_app().await;
+    let huge = format!(r#"{{"email":"a@example.com","password":"{}"}}"#, "p".repeat(200 * 1024));
+    for (path, authed) in JSON_ENDPOINTS {
+        let response = send_raw(&app, path, authed, Some("application/json"), huge.clone()).await;
+        assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    }
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_are_415() {
+    let app = spawn_app().await;
+    for (path, authed) in JSON_ENDPOINTS {
+        for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+            let response = send_raw(&app, path, authed, content_type, r#"{"email":"a@example.com"}"#).await;
+            assert_error(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_change_nothing() {
+    let app = spawn_app().await;
+    let count = || async { sqlx::query_scalar::<_, i64>("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM api_keys)").fetch_one(&app.db).await.unwrap() };
+    let before = count().await;
+    for (path, authed) in JSON_ENDPOINTS {
+        send_raw(&app, path, authed, Some("application/json"), "{").await;
+        send_raw(&app, path, authed, Some("application/json"), r#"{"name":1,"email":2}"#).await;
+    }
+    assert_eq!(count().await, before);
+}
