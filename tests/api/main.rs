@@ -3,6 +3,7 @@
 mod account;
 mod admin_cli;
 mod auth;
+mod browser;
 mod helpers;
 mod meta;
 mod openapi;

@@ -1,0 +1,67 @@
+//! Pages checked in a real headless Chromium (Debian's `chromium`), with name resolution for
+//! every host but 127.0.0.1 blocked so nothing can load from elsewhere.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    ["chromium", "chromium-browser"]
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+        .expect("browser tests need Debian's `chromium` package (`apt-get install chromium`; .ci/run installs it)")
+}
+
+/// Loads `url` and returns the rendered DOM and every request the page itself started.
+fn render(url: &str) -> (String, Vec<(String, String)>) {
+    let dir = std::env::temp_dir().join(format!("ocaas-chromium-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let netlog = dir.join("netlog.json");
+    let output = Command::new(chromium())
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update"])
+        .arg("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .args(["--virtual-time-budget=15000", "--dump-dom", url])
+        .output()
+        .expect("running chromium");
+    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    let log: Value = serde_json::from_str(&std::fs::read_to_string(&netlog).unwrap()).unwrap();
+    let requests = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|event| {
+            let params = &event["params"];
+            Some((params["initiator"].as_str()?.to_owned(), params["url"].as_str()?.to_owned()))
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    (String::from_utf8(output.stdout).unwrap(), requests)
+}
+
+#[tokio::test]
+async fn docs_render_every_operation_offline() {
+    let app = spawn_app().await;
+    let url = app.url("/docs/");
+    let (dom, requests) = tokio::task::spawn_blocking(move || render(&url)).await.unwrap();
+
+    let spec = serde_json::to_value(ocaas::app::openapi()).unwrap();
+    for path in spec["paths"].as_object().unwrap().keys() {
+        assert!(dom.contains(&format!("data-path=\"{path}\"")), "Swagger UI did not render {path}");
+    }
+    assert!(dom.contains("Authorize"), "the Authorize button is there");
+
+    let from_page: Vec<&String> = requests.iter().filter(|(initiator, _)| *initiator == app.address).map(|(_, url)| url).collect();
+    assert!(from_page.iter().any(|u| u.ends_with("/api/openapi.json")), "{from_page:?}");
+    for url in &from_page {
+        assert!(url.starts_with(&app.address), "the docs page requested {url} from another host");
+    }
+}
