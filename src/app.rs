@@ -20,10 +20,14 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use uuid::Uuid;
+
 use crate::config::Settings;
+use crate::instances::lifecycle::Drivers;
+use crate::runtime::Runtime;
 use crate::docs::spec::ApiDoc;
 use crate::error::json_error;
-use crate::{auth, docs, health};
+use crate::{auth, docs, health, instances};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -31,13 +35,33 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub db: PgPool,
     pub settings: Arc<Settings>,
+    pub runtime: Arc<dyn Runtime>,
+    /// Names this database's containers on a shared engine (label `ocaas.deployment`).
+    pub deployment_id: Uuid,
+    pub drivers: Arc<Drivers>,
+    /// For talking to sandbox gateways.
+    pub http: reqwest::Client,
     /// Cancelled when the server shuts down; background tasks watch it.
     pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, settings: Settings) -> Self {
-        AppState { db, settings: Arc::new(settings), shutdown: CancellationToken::new() }
+    pub async fn new(db: PgPool, settings: Settings, runtime: Arc<dyn Runtime>) -> anyhow::Result<Self> {
+        let deployment_id = crate::instances::repo::deployment_id(&db).await?;
+        Ok(AppState {
+            db,
+            settings: Arc::new(settings),
+            runtime,
+            deployment_id,
+            drivers: Arc::default(),
+            http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Starts the background work: the reconciler (which also resumes unfinished operations).
+    pub fn start_background_tasks(&self) {
+        crate::instances::reconciler::spawn(self.clone(), self.settings.instances.reconcile_interval);
     }
 }
 
@@ -47,6 +71,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(docs::router())
         .merge(health::router())
         .merge(auth::router())
+        .merge(instances::router())
 }
 
 /// The OpenAPI document as served at `/api/openapi.json`.

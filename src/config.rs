@@ -58,6 +58,99 @@ pub struct ServeArgs {
     /// How long a browser session lasts, in hours.
     #[arg(long, env = "OCAAS_SESSION_HOURS", default_value_t = 24 * 14)]
     pub session_hours: u32,
+    #[command(flatten)]
+    pub instances: InstanceArgs,
+}
+
+/// Flags about sandboxes.
+#[derive(Debug, Clone, Args)]
+pub struct InstanceArgs {
+    /// Sandbox image to run. Unset: the offline image, built by `--image-build-script` if missing.
+    #[arg(long, env = "OCAAS_SANDBOX_IMAGE")]
+    pub sandbox_image: Option<String>,
+    /// Script that builds the offline sandbox image and prints its tag.
+    #[arg(long, env = "OCAAS_IMAGE_BUILD_SCRIPT", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/offline/build.sh"))]
+    pub image_build_script: PathBuf,
+    /// Most instances this server runs at once (all users together).
+    #[arg(long, env = "OCAAS_MAX_INSTANCES", default_value_t = 20)]
+    pub max_instances: u32,
+    /// Memory limit per sandbox (bytes, or with a k/m/g suffix).
+    #[arg(long, env = "OCAAS_INSTANCE_MEMORY", default_value = "2g", value_parser = parse_size)]
+    pub instance_memory: i64,
+    /// CPU limit per sandbox, in CPUs.
+    #[arg(long, env = "OCAAS_INSTANCE_CPUS", default_value_t = 1.0)]
+    pub instance_cpus: f64,
+    /// Process limit per sandbox.
+    #[arg(long, env = "OCAAS_INSTANCE_PIDS", default_value_t = 512)]
+    pub instance_pids: i64,
+    /// How long a sandbox's gateway may take to become ready before the instance is `error`.
+    #[arg(long, env = "OCAAS_READY_TIMEOUT_SECS", default_value_t = 180)]
+    pub ready_timeout_secs: u64,
+    /// Seconds between reconciler passes.
+    #[arg(long, env = "OCAAS_RECONCILE_SECS", default_value_t = 10)]
+    pub reconcile_secs: u64,
+    /// OpenAI-compatible base URL of the LLM the agents use (passed to each sandbox).
+    #[arg(long, env = "OCAAS_LLM_BASE_URL", default_value = "")]
+    pub llm_base_url: String,
+    #[arg(long, env = "OCAAS_LLM_API_KEY", default_value = "", hide_env_values = true)]
+    pub llm_api_key: String,
+    #[arg(long, env = "OCAAS_LLM_MODEL", default_value = "")]
+    pub llm_model: String,
+}
+
+/// Parses `512m`, `2g`, `1048576` into bytes.
+pub fn parse_size(raw: &str) -> Result<i64, String> {
+    let raw = raw.trim().to_ascii_lowercase();
+    let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => raw.split_at(at),
+        None => (raw.as_str(), ""),
+    };
+    let multiplier: i64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("`{raw}` is not a size (use e.g. 512m or 2g)")),
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{raw}` is not a size (use e.g. 512m or 2g)"))
+}
+
+/// Sandbox settings the server reads at run time.
+#[derive(Debug, Clone)]
+pub struct InstanceSettings {
+    pub image: String,
+    pub max_instances: u32,
+    pub limits: crate::runtime::Limits,
+    pub ready_timeout: std::time::Duration,
+    pub reconcile_interval: std::time::Duration,
+    /// `KEY=value` pairs for the LLM, passed to every sandbox.
+    pub llm_env: Vec<String>,
+}
+
+impl InstanceSettings {
+    pub fn from_args(args: &InstanceArgs, image: String) -> Self {
+        InstanceSettings {
+            image,
+            max_instances: args.max_instances,
+            limits: crate::runtime::Limits {
+                memory_bytes: args.instance_memory,
+                nano_cpus: (args.instance_cpus * 1e9) as i64,
+                pids: args.instance_pids,
+            },
+            ready_timeout: std::time::Duration::from_secs(args.ready_timeout_secs),
+            reconcile_interval: std::time::Duration::from_secs(args.reconcile_secs.max(1)),
+            llm_env: vec![
+                format!("OCAAS_LLM_BASE_URL={}", args.llm_base_url),
+                format!("OCAAS_LLM_API_KEY={}", args.llm_api_key),
+                format!("OCAAS_LLM_MODEL={}", args.llm_model),
+            ],
+        }
+    }
 }
 
 /// What handlers read at run time.
@@ -70,10 +163,12 @@ pub struct Settings {
     pub registration: RegistrationMode,
     pub max_body_bytes: usize,
     pub session_hours: u32,
+    pub instances: InstanceSettings,
 }
 
 impl Settings {
-    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+    /// `image` is the sandbox image resolved at start (configured or built).
+    pub fn from_args(args: &ServeArgs, image: String) -> anyhow::Result<Self> {
         let public_url = args.public_url.as_deref().map(normalize_origin).transpose()?;
         Ok(Settings {
             bind: args.bind,
@@ -82,6 +177,7 @@ impl Settings {
             registration: args.registration,
             max_body_bytes: args.max_body_bytes,
             session_hours: args.session_hours,
+            instances: InstanceSettings::from_args(&args.instances, image),
         })
     }
 
@@ -97,4 +193,20 @@ fn normalize_origin(raw: &str) -> anyhow::Result<String> {
         anyhow::bail!("OCAAS_PUBLIC_URL `{raw}` must be an http(s) URL with a host");
     }
     Ok(raw.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64kb"), Ok(64 << 10));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3t").is_err());
+    }
 }

@@ -22,22 +22,47 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !has_json_content_type(req.headers()) {
-            return Err(unsupported_media_type());
-        }
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than this endpoint accepts.")
-            } else {
-                AppError::bad_request("invalid_request", format!("The request body could not be read: {}", rejection.body_text()))
-            }
-        })?;
-        // Every request body of this API is an object; serde would also accept an array for a struct.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(AppError::bad_request("invalid_request", "The body must be a JSON object."));
-        }
-        axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(value)| ApiJson(value)).map_err(json_rejection)
+        parse_json_body(req, state, false).await.map(|v| ApiJson(v.expect("a body is required")))
     }
+}
+
+/// Like `ApiJson`, but a request without a body (no `Content-Type`, zero length) means
+/// `T::default()`: for endpoints whose fields are all optional, such as creating an instance.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        parse_json_body(req, state, true).await.map(|v| ApiJsonOrEmpty(v.unwrap_or_default()))
+    }
+}
+
+/// `Ok(None)` only when `allow_empty` and the request has no body at all.
+async fn parse_json_body<S: Send + Sync, T: DeserializeOwned>(req: Request, state: &S, allow_empty: bool) -> Result<Option<T>, AppError> {
+    let has_content_type = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+    if has_content_type && !has_json_content_type(req.headers()) || !has_content_type && !allow_empty {
+        return Err(unsupported_media_type());
+    }
+    let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than this endpoint accepts.")
+        } else {
+            AppError::bad_request("invalid_request", format!("The request body could not be read: {}", rejection.body_text()))
+        }
+    })?;
+    if !has_content_type {
+        return if bytes.is_empty() { Ok(None) } else { Err(unsupported_media_type()) };
+    }
+    // Every request body of this API is an object; serde would also accept an array for a struct.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::bad_request("invalid_request", "The body must be a JSON object."));
+    }
+    axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(value)| Some(value)).map_err(json_rejection)
 }
 
 fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {

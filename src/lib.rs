@@ -10,3 +10,5 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod timefmt;
+pub mod runtime;
+pub mod instances;

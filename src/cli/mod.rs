@@ -12,6 +12,8 @@ use crate::app::{self, AppState};
 use crate::config::{GlobalArgs, LogFormat, ServeArgs, Settings};
 use crate::db::{self, ClusterUse, Database};
 use crate::docs::spec;
+use crate::runtime::{DockerRuntime, image};
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(name = "ocaas", version, about = "Self-hosted OpenClaw as a Service")]
@@ -67,12 +69,19 @@ fn init_tracing(format: LogFormat, verbose: bool) {
 }
 
 async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::from_args(&args)?;
+    let instance_args = args.instances.clone();
+    let image = tokio::task::spawn_blocking(move || {
+        image::resolve(instance_args.sandbox_image.as_deref(), &instance_args.image_build_script)
+    })
+    .await??;
+    let settings = Settings::from_args(&args, image)?;
+    let runtime = Arc::new(DockerRuntime::connect()?);
     let listener = TcpListener::bind(settings.bind).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.bind))?;
     let database = Database::open(global, ClusterUse::Server).await?;
     let result = async {
         db::migrate(&database.pool).await?;
-        let state = AppState::new(database.pool.clone(), settings);
+        let state = AppState::new(database.pool.clone(), settings, runtime).await?;
+        state.start_background_tasks();
         tracing::info!(address = %listener.local_addr()?, "ocaas listening");
         app::serve(listener, state, app::shutdown_signal()).await
     }

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "meta", description = "Discovery and health"),
         (name = "account", description = "Accounts, sessions and API keys"),
+        (name = "instances", description = "Instances: Docker sandboxes running the OpenClaw gateway"),
     )
 )]
 pub struct ApiDoc;

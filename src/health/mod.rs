@@ -18,10 +18,11 @@ pub struct Health {
 }
 
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"status": "ready", "database": "ok"}))]
+#[schema(example = json!({"status": "ready", "database": "ok", "docker": "ok"}))]
 pub struct Readiness {
     pub status: &'static str,
     pub database: &'static str,
+    pub docker: &'static str,
 }
 
 /// Liveness
@@ -35,22 +36,25 @@ pub async fn healthz() -> Json<Health> {
 
 /// Readiness
 ///
-/// Answers 200 when the database is reachable, 503 `not_ready` otherwise.
+/// Answers 200 when the database and the container engine are reachable, 503 `not_ready` otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "meta", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "`not_ready`: a dependency is unreachable", body = ErrorBody),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Readiness>> {
-    let probe = tokio::time::timeout(std::time::Duration::from_secs(3), sqlx::query("SELECT 1").execute(&state.db)).await;
-    match probe {
-        Ok(Ok(_)) => Ok(Json(Readiness { status: "ready", database: "ok" })),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "readiness: database unreachable");
-            Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The database is unreachable."))
-        }
-        Err(_) => Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The database did not answer within 3 s.")),
+    let limit = std::time::Duration::from_secs(3);
+    let database = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&state.db)).await;
+    if !matches!(database, Ok(Ok(_))) {
+        tracing::warn!("readiness: database unreachable");
+        return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The database is unreachable."));
     }
+    let docker = tokio::time::timeout(limit, state.runtime.ping()).await;
+    if !matches!(docker, Ok(Ok(()))) {
+        tracing::warn!("readiness: container engine unreachable");
+        return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The container engine (Docker) is unreachable."));
+    }
+    Ok(Json(Readiness { status: "ready", database: "ok", docker: "ok" }))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

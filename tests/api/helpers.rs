@@ -2,11 +2,13 @@
 //! per test. With `DATABASE_URL` unset, one private cluster (the same code as `ocaas serve`'s)
 //! is started for the whole run under the temp dir and shared by all test processes.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use ocaas::app::{self, AppState};
 use ocaas::auth::service;
-use ocaas::config::{RegistrationMode, Settings};
+use ocaas::config::{InstanceSettings, RegistrationMode, Settings};
+use ocaas::runtime::{DockerRuntime, Limits};
 use ocaas::db::{self, embedded::EmbeddedPostgres};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -62,7 +64,34 @@ pub fn test_settings() -> Settings {
         registration: RegistrationMode::Invite,
         max_body_bytes: 64 * 1024,
         session_hours: 24,
+        instances: InstanceSettings {
+            // Tests that start sandboxes set the real image with `sandbox_image()`.
+            image: "ocaas-sandbox:not-built-for-this-test".into(),
+            max_instances: 20,
+            limits: Limits { memory_bytes: 512 << 20, nano_cpus: 1_000_000_000, pids: 256 },
+            ready_timeout: Duration::from_secs(90),
+            reconcile_interval: Duration::from_secs(1),
+            llm_env: vec![],
+        },
     }
+}
+
+/// The offline sandbox image, built once for the whole run by `docker/offline/build.sh`.
+/// Panics (the test fails, never skips) when the Docker engine is not there.
+pub fn sandbox_image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let ping = std::process::Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+            assert!(
+                ping.as_ref().is_ok_and(|o| o.status.success()),
+                "these tests need the Docker engine (CI={}); `docker version` failed: {ping:?}",
+                std::env::var("CI").unwrap_or_default()
+            );
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/offline/build.sh");
+            ocaas::runtime::image::resolve(None, std::path::Path::new(script)).expect("building the offline sandbox image")
+        })
+        .clone()
 }
 
 /// A fresh, migrated database; returns its pool and URL.
@@ -87,6 +116,7 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     pub user: SeededUser,
+    pub state: AppState,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -99,13 +129,79 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     configure(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(pool.clone(), settings);
-    tokio::spawn(app::serve(listener, state, std::future::pending()));
+    let runtime = Arc::new(DockerRuntime::connect().expect("a Docker client"));
+    let state = AppState::new(pool.clone(), settings, runtime).await.expect("building the app state");
+    state.start_background_tasks();
+    tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
 
     let user = service::create_user(&pool, "seed@example.com", PASSWORD, None).await.expect("seeding a user");
     let key = service::create_api_key(&pool, user.id, Some("seed"), None).await.expect("seeding a key").key;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, db: pool, database_url, client, user: SeededUser { id: user.id, email: user.email, key } }
+    TestApp { address, db: pool, database_url, client, user: SeededUser { id: user.id, email: user.email, key }, state }
+}
+
+/// A second server process on the same database as `app` (as after a restart).
+pub async fn respawn(app: &TestApp) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let mut settings = (*app.state.settings).clone();
+    settings.instances.reconcile_interval = Duration::from_secs(1);
+    let runtime = Arc::new(DockerRuntime::connect().unwrap());
+    let state = AppState::new(app.db.clone(), settings, runtime).await.unwrap();
+    state.start_background_tasks();
+    tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
+    let user = SeededUser { id: app.user.id, email: app.user.email.clone(), key: app.user.key.clone() };
+    TestApp { address, db: app.db.clone(), database_url: app.database_url.clone(), client: app.client.clone(), user, state }
+}
+
+/// An app whose instances run the real offline sandbox image.
+pub async fn spawn_app_with_docker(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let image = tokio::task::spawn_blocking(sandbox_image).await.unwrap();
+    spawn_app_with(|settings| {
+        settings.instances.image = image;
+        configure(settings);
+    })
+    .await
+}
+
+impl TestApp {
+    /// Waits until no instance is still being created, so nothing is created after the test.
+    pub async fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let busy: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE status IN ('provisioning', 'rebooting')")
+                .fetch_one(&self.db)
+                .await
+                .unwrap();
+            if busy == 0 || std::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// Removes whatever containers and volumes this test's deployment left on the engine.
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+        let label = format!("label=ocaas.deployment={}", self.state.deployment_id);
+        let list = |args: &[&str]| -> Vec<String> {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let containers = list(&["ps", "-aq", "--filter", &label]);
+        if !containers.is_empty() {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", "-v"]).args(&containers).output();
+        }
+        let volumes = list(&["volume", "ls", "-q", "--filter", &label]);
+        if !volumes.is_empty() {
+            let _ = std::process::Command::new("docker").args(["volume", "rm", "-f"]).args(&volumes).output();
+        }
+    }
 }
 
 impl TestApp {

@@ -5,6 +5,7 @@ mod admin_cli;
 mod auth;
 mod browser;
 mod helpers;
+mod instances;
 mod meta;
 mod openapi;
 mod request_errors;

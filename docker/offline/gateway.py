@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""ocaas's stand-in for the OpenClaw gateway, for the offline sandbox image.
+
+It speaks the HTTP shapes captured from openclaw 2026.9.6 (see shared/openclaw-gateway-captures):
+GET /health, GET /readyz (unauthenticated), GET /v1/models and POST /v1/chat/completions
+(bearer token from OPENCLAW_GATEWAY_TOKEN; 401 {"error":{"message":"Unauthorized",...}}),
+non-streaming and SSE streaming (role chunk, content chunks, finish chunk, optional usage chunk,
+`data: [DONE]`), and an in-stream {"error":...} when the turn fails. History is kept per
+`x-openclaw-session-key` (else the `user` field), like the real gateway.
+
+Answers are deterministic so tests can assert on them. The last user message decides:
+  /echo TEXT     -> TEXT
+  /exec CMD      -> the output of `sh -c CMD` run in /workspace (exit code appended when not 0)
+  /slow MS TEXT  -> TEXT, streamed with MS milliseconds between chunks
+  /fail [TEXT]   -> the upstream error the real gateway reports when its LLM is down
+  anything else  -> "Hello from the stand-in gateway #N. You said: MSG | history_turns=K"
+"""
+import argparse
+import hmac
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STARTED = time.monotonic()
+TOKEN = os.environ.get("OPENCLAW_GATEWAY_TOKEN", "")
+MODEL = "openclaw/default"
+SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Permissions-Policy", "camera=(), microphone=(self), geolocation=()"),
+]
+UPSTREAM_ERROR = {"error": {"message": "upstream provider timeout", "type": "api_error"}}
+
+sessions = {}
+sessions_lock = threading.Lock()
+counter = {"turns": 0}
+
+
+def compact(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def text_of(message):
+    content = message.get("content", "")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
+
+
+def run_turn(session_key, messages):
+    """Returns (chunks, delay_seconds, failed) for the turn and records it in the session."""
+    user_text = next((text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    with sessions_lock:
+        history = sessions.setdefault(session_key, []) if session_key else []
+        history.append(("user", user_text))
+        counter["turns"] += 1
+        number = counter["turns"]
+        history_turns = len(history)
+    delay, failed = 0.0, False
+    if user_text.startswith("/echo "):
+        answer = user_text[len("/echo "):]
+    elif user_text.startswith("/exec "):
+        answer = run_command(user_text[len("/exec "):])
+    elif user_text.startswith("/slow "):
+        parts = user_text.split(" ", 2)
+        delay = int(parts[1]) / 1000.0 if len(parts) > 1 and parts[1].isdigit() else 0.5
+        answer = parts[2] if len(parts) > 2 else "slow answer"
+    elif user_text.startswith("/fail"):
+        answer, failed = "", True
+    else:
+        answer = f"Hello from the stand-in gateway #{number}. You said: {user_text} | history_turns={history_turns}"
+    if not failed and session_key:
+        with sessions_lock:
+            sessions[session_key].append(("assistant", answer))
+    return split_words(answer), delay, failed
+
+
+def run_command(command):
+    try:
+        done = subprocess.run(["sh", "-c", command], cwd="/workspace" if os.path.isdir("/workspace") else None,
+                              capture_output=True, text=True, timeout=60)
+        out = done.stdout + done.stderr
+        return out if done.returncode == 0 else f"{out}[exit {done.returncode}]"
+    except subprocess.TimeoutExpired:
+        return "[timed out after 60 s]"
+
+
+def split_words(text):
+    if not text:
+        return []
+    words = text.split(" ")
+    return [words[0]] + [" " + w for w in words[1:]]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "openclaw-standin"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def send_json(self, status, body, cache="no-store"):
+        data = compact(body).encode()
+        self.send_response(status)
+        for name, value in SECURITY_HEADERS:
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        if cache:
+            self.send_header("Cache-Control", cache)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def authorized(self):
+        header = self.headers.get("Authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if TOKEN and hmac.compare_digest(given.encode(), TOKEN.encode()):
+            return True
+        self.send_json(401, {"error": {"message": "Unauthorized", "type": "unauthorized"}}, cache=None)
+        return False
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path in ("/health", "/healthz"):
+            self.send_json(200, {"ok": True, "status": "live"})
+        elif path == "/readyz":
+            uptime = int((time.monotonic() - STARTED) * 1000)
+            self.send_json(200, {"ready": True, "failing": [], "uptimeMs": uptime})
+        elif path == "/v1/models":
+            if self.authorized():
+                models = [{"id": i, "object": "model", "created": 0, "owned_by": "openclaw", "permission": []}
+                          for i in ("openclaw", "openclaw/default", "openclaw/main")]
+                self.send_json(200, {"object": "list", "data": models})
+        else:
+            self.send_json(404, {"error": {"message": "Not Found", "type": "not_found"}})
+
+    def do_POST(self):
+        if self.path.split("?")[0] != "/v1/chat/completions":
+            self.send_json(404, {"error": {"message": "Not Found", "type": "not_found"}})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if not self.authorized():
+            return
+        try:
+            body = json.loads(raw or b"{}")
+            messages = body["messages"]
+            assert isinstance(messages, list) and messages
+        except (ValueError, KeyError, AssertionError, TypeError):
+            self.send_json(400, {"error": {"message": "messages must be a non-empty array", "type": "invalid_request_error"}})
+            return
+        session_key = self.headers.get("x-openclaw-session-key") or body.get("user")
+        chunks, delay, failed = run_turn(session_key, messages)
+        completion_id = f"chatcmpl_{uuid.uuid4()}"
+        created = int(time.time())
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self.stream(completion_id, created, chunks, delay, failed, include_usage)
+        elif failed:
+            self.send_json(408, UPSTREAM_ERROR, cache=None)
+        else:
+            message = {"role": "assistant", "content": "".join(chunks)}
+            self.send_json(200, {"id": completion_id, "object": "chat.completion", "created": created, "model": MODEL,
+                                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                                 "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}, cache=None)
+
+    def stream(self, completion_id, created, chunks, delay, failed, include_usage):
+        self.send_response(200)
+        for name, value in SECURITY_HEADERS:
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "keep-alive")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def chunk(delta, finish=None, **extra):
+            return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": MODEL,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+        def send(data):
+            payload = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(payload):X}\r\n".encode() + payload + b"\r\n")
+            self.wfile.flush()
+
+        try:
+            send(compact(chunk({"role": "assistant"})))
+            if failed:
+                send(compact(UPSTREAM_ERROR))
+            else:
+                for piece in chunks:
+                    if delay:
+                        time.sleep(delay)
+                    send(compact(chunk({"content": piece})))
+                send(compact(chunk({}, "stop")))
+                if include_usage:
+                    usage = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": MODEL,
+                             "choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}
+                    send(compact(usage))
+            send("[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=18789)
+    parser.add_argument("--bind", default="0.0.0.0")
+    args = parser.parse_args()
+    server = ThreadingHTTPServer((args.bind, args.port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

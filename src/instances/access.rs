@@ -1,0 +1,69 @@
+//! Who may create an instance: an active subscription, or an invite code redeemed on the spot;
+//! the plan's `max_instances`; the server's capacity. Checked and inserted in one transaction
+//! under an advisory lock, so concurrent creates cannot overshoot either limit.
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::repo::{self, InstanceRow, NewInstance};
+use crate::app::AppState;
+use crate::auth::{repo as auth_repo, secrets, service as auth_service};
+use crate::error::{AppError, AppResult};
+
+/// Seconds a client is told to wait when the server is full.
+const CAPACITY_RETRY_AFTER_SECS: u64 = 60;
+const MAX_NAME_CHARS: usize = 100;
+
+pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Option<&str>, name: Option<&str>) -> AppResult<InstanceRow> {
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
+        return Err(AppError::bad_request("invalid_request", format!("`name` must be at most {MAX_NAME_CHARS} printable characters.")));
+    }
+    let invite_code = invite_code.map(str::trim).filter(|c| !c.is_empty());
+    let mut tx = state.db.begin().await?;
+    repo::lock_creation(&mut *tx).await?;
+
+    let current = auth_repo::subscription(&mut *tx, user_id).await?;
+    let active = current.as_ref().filter(|s| s.expires_at.is_none_or(|at| at > Utc::now()));
+    let max_instances = match (active, invite_code) {
+        (Some(plan), _) => plan.max_instances,
+        (None, Some(code)) => {
+            auth_service::redeem_invite(&mut tx, user_id, code).await?;
+            auth_repo::subscription(&mut *tx, user_id).await?.map(|s| s.max_instances).unwrap_or(0)
+        }
+        (None, None) => {
+            let message = if current.is_some() {
+                "Your subscription has expired; pass an `invite_code` to renew it."
+            } else {
+                "Creating an instance needs an active subscription or an `invite_code`."
+            };
+            return Err(AppError::forbidden("subscription_required", message));
+        }
+    };
+    if repo::count_for_user(&mut *tx, user_id).await? >= i64::from(max_instances) {
+        return Err(AppError::forbidden(
+            "instance_limit_reached",
+            format!("Your plan allows {max_instances} instance(s); delete one to create another."),
+        ));
+    }
+    if repo::count_all(&mut *tx).await? >= i64::from(state.settings.instances.max_instances) {
+        return Err(AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "capacity_exhausted",
+            "The server is at capacity; try again later.",
+        )
+        .with_retry_after(CAPACITY_RETRY_AFTER_SECS));
+    }
+    let sandbox_id = new_sandbox_id();
+    let token = secrets::new_session_token();
+    let new = NewInstance { user_id, sandbox_id: &sandbox_id, name, image: &state.settings.instances.image, gateway_token: &token };
+    let row = repo::insert(&mut *tx, &new).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+fn new_sandbox_id() -> String {
+    let hex = Uuid::new_v4().simple().to_string();
+    format!("sandy-{}", &hex[..12])
+}

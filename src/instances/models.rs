@@ -1,0 +1,135 @@
+//! Wire types of the instance API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::repo::InstanceRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    Provisioning,
+    Ready,
+    Rebooting,
+    Stopping,
+    Stopped,
+    Error,
+    Deleting,
+}
+
+impl InstanceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Provisioning => "provisioning",
+            InstanceStatus::Ready => "ready",
+            InstanceStatus::Rebooting => "rebooting",
+            InstanceStatus::Stopping => "stopping",
+            InstanceStatus::Stopped => "stopped",
+            InstanceStatus::Error => "error",
+            InstanceStatus::Deleting => "deleting",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Provisioning, Self::Ready, Self::Rebooting, Self::Stopping, Self::Stopped, Self::Error, Self::Deleting]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+
+    /// States in which background work is under way.
+    pub fn is_transitional(self) -> bool {
+        matches!(self, Self::Provisioning | Self::Rebooting | Self::Stopping | Self::Deleting)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "8b21f18f-20eb-44ce-a31a-06798aea3e50", "status": "ready", "sandbox_id": "sandy-aaaaaaaaaaaa",
+    "created_at": "2026-03-20T18:22:54.000Z", "updated_at": "2026-03-20T18:23:59.000Z",
+    "name": null, "last_error": null, "image": "ocaas-sandbox:offline-0123456789abcdef"
+}))]
+pub struct Instance {
+    pub id: Uuid,
+    pub status: InstanceStatus,
+    /// Name of the sandbox container (`sandy-` + 12 hex digits).
+    pub sandbox_id: String,
+    #[serde(with = "crate::timefmt")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::timefmt")]
+    pub updated_at: DateTime<Utc>,
+    pub name: Option<String>,
+    /// Why the instance is in `error`.
+    pub last_error: Option<String>,
+    pub image: String,
+}
+
+impl From<InstanceRow> for Instance {
+    fn from(row: InstanceRow) -> Self {
+        Instance {
+            id: row.id,
+            status: InstanceStatus::parse(&row.status).unwrap_or(InstanceStatus::Error),
+            sandbox_id: row.sandbox_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            name: row.name,
+            last_error: row.last_error,
+            image: row.image,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"invite_code": "ABCD-EFGH-JKLM-NPQR", "name": "research"}))]
+pub struct CreateInstanceRequest {
+    /// Needed when the account has no active subscription; redeeming it grants one.
+    #[serde(default)]
+    pub invite_code: Option<String>,
+    /// A label for the instance.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContainerStatus {
+    /// Docker's state: `created`, `running`, `exited`, … or `missing`.
+    pub state: String,
+    #[serde(with = "crate::timefmt::option")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentStatus {
+    /// Whether the gateway's `/readyz` answers 200 right now.
+    pub ready: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceUsage {
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "8b21f18f-20eb-44ce-a31a-06798aea3e50", "status": "ready",
+    "container": {"state": "running", "started_at": "2026-03-20T18:23:50.000Z"},
+    "agent": {"ready": true}, "uptime_ms": 65000,
+    "resources": {"cpu_percent": 1.5, "memory_bytes": 180000000, "memory_limit_bytes": 2147483648u64}
+}))]
+pub struct InstanceStatusView {
+    pub id: Uuid,
+    pub status: InstanceStatus,
+    pub container: ContainerStatus,
+    pub agent: AgentStatus,
+    /// Milliseconds since the container started; 0 when it is not running.
+    pub uptime_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}

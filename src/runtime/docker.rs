@@ -1,0 +1,242 @@
+//! `Runtime` on the Docker Engine API through bollard (`DOCKER_HOST` or the default socket).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, RestartContainerOptions, StatsOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
+
+use super::*;
+
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+impl DockerRuntime {
+    /// Connects lazily: nothing is sent until the first call.
+    pub fn connect() -> anyhow::Result<Self> {
+        Ok(DockerRuntime { docker: Docker::connect_with_defaults()? })
+    }
+}
+
+fn map_err(error: DockerError) -> RuntimeError {
+    match error {
+        DockerError::DockerResponseServerError { status_code: 404, message } => RuntimeError::NotFound(message),
+        DockerError::DockerResponseServerError { status_code: 409, message } => RuntimeError::Conflict(message),
+        DockerError::DockerResponseServerError { status_code, message } => {
+            RuntimeError::Other(format!("engine answered {status_code}: {message}"))
+        }
+        DockerError::IOError { .. } | DockerError::HyperResponseError { .. } | DockerError::RequestTimeoutError => {
+            RuntimeError::Unavailable(error.to_string())
+        }
+        other => RuntimeError::Other(other.to_string()),
+    }
+}
+
+/// Treats "already there / already gone" answers as success.
+fn ignore_not_found(result: Result<(), DockerError>) -> RuntimeResult<()> {
+    match result.map_err(map_err) {
+        Err(RuntimeError::NotFound(_)) => Ok(()),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn ping(&self) -> RuntimeResult<()> {
+        self.docker.ping().await.map(|_| ()).map_err(map_err)
+    }
+
+    async fn ensure_network(&self) -> RuntimeResult<()> {
+        let existing = self.sandbox_networks().await?;
+        if existing.is_empty() {
+            let request = NetworkCreateRequest {
+                name: SANDBOX_NETWORK.to_owned(),
+                driver: Some("bridge".into()),
+                options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned())])),
+                labels: Some(HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned())])),
+                ..Default::default()
+            };
+            self.docker.create_network(request).await.map_err(map_err)?;
+        }
+        // Older engines let two processes racing here create two networks of the same name;
+        // keep the oldest one so every process converges on it.
+        let mut networks = self.sandbox_networks().await?;
+        networks.sort();
+        for (_, id) in networks.iter().skip(1) {
+            let _ = self.docker.remove_network(id).await;
+        }
+        Ok(())
+    }
+
+    async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
+        let volume = VolumeCreateRequest {
+            name: Some(spec.workspace_volume.clone()),
+            labels: Some(spec.labels.clone()),
+            ..Default::default()
+        };
+        self.docker.create_volume(volume).await.map_err(map_err)?;
+        let host_config = HostConfig {
+            mounts: Some(vec![Mount {
+                target: Some("/workspace".into()),
+                source: Some(spec.workspace_volume.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            memory: Some(spec.limits.memory_bytes),
+            memory_swap: Some(spec.limits.memory_bytes),
+            nano_cpus: Some(spec.limits.nano_cpus),
+            pids_limit: Some(spec.limits.pids),
+            network_mode: Some(SANDBOX_NETWORK.into()),
+            shm_size: Some(256 * 1024 * 1024),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            hostname: Some(spec.name.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
+        match self.docker.create_container(Some(options), body).await.map_err(map_err) {
+            Ok(_) | Err(RuntimeError::Conflict(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn start(&self, name: &str) -> RuntimeResult<()> {
+        // 304 (already started) is not an error for bollard.
+        self.docker.start_container(name, None).await.map_err(map_err)
+    }
+
+    async fn stop(&self, name: &str, grace_secs: i32) -> RuntimeResult<()> {
+        let options = StopContainerOptions { t: Some(grace_secs), ..Default::default() };
+        self.docker.stop_container(name, Some(options)).await.map_err(map_err)
+    }
+
+    async fn restart(&self, name: &str, grace_secs: i32) -> RuntimeResult<()> {
+        let options = RestartContainerOptions { t: Some(grace_secs), ..Default::default() };
+        self.docker.restart_container(name, Some(options)).await.map_err(map_err)
+    }
+
+    async fn remove_sandbox(&self, name: &str, workspace_volume: &str) -> RuntimeResult<()> {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        ignore_not_found(self.docker.remove_container(name, Some(options)).await)?;
+        ignore_not_found(self.docker.remove_volume(workspace_volume, Some(RemoveVolumeOptions { force: true })).await)
+    }
+
+    async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo> {
+        let info = self.docker.inspect_container(name, None::<InspectContainerOptions>).await.map_err(map_err)?;
+        let state = info.state.unwrap_or_default();
+        let ip = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut networks| networks.remove(SANDBOX_NETWORK))
+            .and_then(|endpoint| endpoint.ip_address)
+            .and_then(|ip| ip.parse().ok());
+        let running = state.running.unwrap_or(false);
+        Ok(ContainerInfo {
+            state: state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+            running,
+            exit_code: if running { None } else { state.exit_code },
+            started_at: state.started_at.and_then(|at| at.parse().ok()).filter(|_| running),
+            ip,
+            error: state.error.filter(|e| !e.is_empty()),
+        })
+    }
+
+    async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_DEPLOYMENT}={deployment}")],
+        )]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let containers = self.docker.list_containers(Some(options)).await.map_err(map_err)?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names?.into_iter().next()?.trim_start_matches('/').to_owned();
+                Some(ManagedContainer { name, labels: c.labels.unwrap_or_default() })
+            })
+            .collect())
+    }
+
+    async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput> {
+        let options = CreateExecOptions {
+            cmd: Some(request.cmd),
+            env: Some(request.env),
+            working_dir: request.working_dir,
+            user: request.user,
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(name, options).await.map_err(map_err)?;
+        let mut output = ExecOutput::default();
+        if let StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec.id, None).await.map_err(map_err)? {
+            while let Some(frame) = stream.next().await {
+                let (target, bytes) = match frame.map_err(map_err)? {
+                    LogOutput::StdOut { message } => (&mut output.stdout, message),
+                    LogOutput::StdErr { message } => (&mut output.stderr, message),
+                    _ => continue,
+                };
+                let room = request.max_output.saturating_sub(target.len());
+                if bytes.len() > room {
+                    output.truncated = true;
+                }
+                target.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        }
+        let inspected = self.docker.inspect_exec(&exec.id).await.map_err(map_err)?;
+        output.exit_code = inspected.exit_code.unwrap_or(-1);
+        Ok(output)
+    }
+
+    async fn resources(&self, name: &str) -> RuntimeResult<Resources> {
+        let options = StatsOptions { stream: false, one_shot: false };
+        let stats = self
+            .docker
+            .stats(name, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| RuntimeError::Other("no stats sample".into()))?
+            .map_err(map_err)?;
+        let cpu = stats.cpu_stats.unwrap_or_default();
+        let pre = stats.precpu_stats.unwrap_or_default();
+        let total = |c: &bollard::models::ContainerCpuStats| c.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);
+        let cpu_delta = total(&cpu).saturating_sub(total(&pre)) as f64;
+        let system_delta = cpu.system_cpu_usage.unwrap_or(0).saturating_sub(pre.system_cpu_usage.unwrap_or(0)) as f64;
+        let cpus = f64::from(cpu.online_cpus.unwrap_or(1).max(1));
+        let memory = stats.memory_stats.unwrap_or_default();
+        Ok(Resources {
+            cpu_percent: if system_delta > 0.0 { cpu_delta / system_delta * cpus * 100.0 } else { 0.0 },
+            memory_bytes: memory.usage.unwrap_or(0),
+            memory_limit_bytes: memory.limit.unwrap_or(0),
+        })
+    }
+}
+
+impl DockerRuntime {
+    /// (created, id) of every network named `SANDBOX_NETWORK`.
+    async fn sandbox_networks(&self) -> RuntimeResult<Vec<(String, String)>> {
+        let filters = HashMap::from([("name".to_owned(), vec![SANDBOX_NETWORK.to_owned()])]);
+        let networks = self.docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })).await.map_err(map_err)?;
+        Ok(networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(SANDBOX_NETWORK))
+            .filter_map(|n| Some((n.created.map(|c| c.to_string()).unwrap_or_default(), n.id?)))
+            .collect())
+    }
+}

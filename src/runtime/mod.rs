@@ -1,0 +1,116 @@
+//! The container runtime: the `Runtime` trait every domain uses to manage sandboxes, and its
+//! Docker implementation (`docker.rs`, the only code in ocaas that speaks to Docker).
+
+pub mod docker;
+pub mod image;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use docker::DockerRuntime;
+
+/// The Docker network sandboxes live on (a bridge with inter-container traffic disabled).
+pub const SANDBOX_NETWORK: &str = "ocaas-sandboxes";
+pub const LABEL_MANAGED: &str = "ocaas.managed";
+pub const LABEL_DEPLOYMENT: &str = "ocaas.deployment";
+pub const LABEL_INSTANCE: &str = "ocaas.instance";
+pub const LABEL_USER: &str = "ocaas.user";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("container engine unavailable: {0}")]
+    Unavailable(String),
+    #[error("container engine error: {0}")]
+    Other(String),
+}
+
+pub type RuntimeResult<T> = Result<T, RuntimeError>;
+
+/// Everything needed to create one sandbox container and its workspace volume.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub name: String,
+    pub image: String,
+    pub workspace_volume: String,
+    pub labels: HashMap<String, String>,
+    pub env: Vec<String>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    /// Docker's state word: `created`, `running`, `exited`, `restarting`, …
+    pub state: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ip: Option<IpAddr>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagedContainer {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    /// Per-stream cap; output beyond it is dropped and `truncated` set.
+    pub max_output: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i64,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Resources {
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Whether the engine answers.
+    async fn ping(&self) -> RuntimeResult<()>;
+    /// Creates the sandbox network if missing.
+    async fn ensure_network(&self) -> RuntimeResult<()>;
+    /// Creates the workspace volume and the container (already existing ones are kept).
+    async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()>;
+    async fn start(&self, name: &str) -> RuntimeResult<()>;
+    async fn stop(&self, name: &str, grace_secs: i32) -> RuntimeResult<()>;
+    async fn restart(&self, name: &str, grace_secs: i32) -> RuntimeResult<()>;
+    /// Removes the container (forcibly) and its workspace volume; missing ones are fine.
+    async fn remove_sandbox(&self, name: &str, workspace_volume: &str) -> RuntimeResult<()>;
+    async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo>;
+    /// Containers (running or not) labelled as managed by `deployment`.
+    async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>>;
+    /// Runs a command without a TTY; stdout and stderr apart, with the exit code.
+    async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput>;
+    /// One sample of CPU and memory use.
+    async fn resources(&self, name: &str) -> RuntimeResult<Resources>;
+}
