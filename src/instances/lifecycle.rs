@@ -202,7 +202,7 @@ async fn wait_until_ready(state: &AppState, instance: &InstanceRow, token: &Canc
         }
         tokio::select! {
             () = token.cancelled() => return Err(DriveError::Cancelled),
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
 }
