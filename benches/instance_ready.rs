@@ -63,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
             ready_timeout: Duration::from_secs(120),
             reconcile_interval: Duration::from_secs(30),
             llm_env: vec![],
+            max_read_bytes: 1 << 20,
+            max_upload_bytes: 512 << 20,
+            exec_max_output: 1 << 20,
         },
     };
     let state = AppState::new(pool.clone(), settings, Arc::new(DockerRuntime::connect()?)).await?;

@@ -5,7 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -27,7 +28,7 @@ use crate::instances::lifecycle::Drivers;
 use crate::runtime::Runtime;
 use crate::docs::spec::ApiDoc;
 use crate::error::json_error;
-use crate::{auth, docs, health, instances};
+use crate::{auth, docs, files, health, instances, terminal};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -72,6 +73,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(auth::router())
         .merge(instances::router())
+        .merge(files::router())
+        .merge(terminal::router())
 }
 
 /// The OpenAPI document as served at `/api/openapi.json`.
@@ -81,11 +84,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     let (api, spec) = api_router().split_for_parts();
-    let max_body = state.settings.max_body_bytes;
     api.merge(docs::spec_routes(spec))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_body))
+        .layer(DefaultBodyLimit::disable())
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -104,6 +107,22 @@ pub fn router(state: AppState) -> Router {
                 })),
         )
         .with_state(state)
+}
+
+/// Caps request bodies: `OCAAS_MAX_BODY_BYTES` everywhere, more on the file upload routes.
+/// Extractors turn an overrun into 413 `payload_too_large`.
+async fn limit_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let limit = if path.ends_with("/files/upload") || path.ends_with("/files/write") {
+        state.settings.instances.upload_body_limit()
+    } else {
+        state.settings.max_body_bytes
+    };
+    if request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than this endpoint accepts.");
+    }
+    let request = request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(request).await
 }
 
 async fn route_not_found(request: Request) -> Response {

@@ -96,6 +96,15 @@ pub struct InstanceArgs {
     pub llm_api_key: String,
     #[arg(long, env = "OCAAS_LLM_MODEL", default_value = "")]
     pub llm_model: String,
+    /// Largest file `files/read` returns as text (bigger ones: use `files/download`).
+    #[arg(long, env = "OCAAS_MAX_READ_BYTES", default_value_t = 1 << 20)]
+    pub max_read_bytes: u64,
+    /// Largest file accepted by `files/write` and `files/upload`.
+    #[arg(long, env = "OCAAS_MAX_UPLOAD_BYTES", default_value_t = 512 << 20)]
+    pub max_upload_bytes: u64,
+    /// Cap per stream (stdout, stderr) of `terminal/exec` output.
+    #[arg(long, env = "OCAAS_EXEC_MAX_OUTPUT", default_value_t = 1 << 20)]
+    pub exec_max_output: usize,
 }
 
 /// Parses `512m`, `2g`, `1048576` into bytes.
@@ -130,6 +139,16 @@ pub struct InstanceSettings {
     pub reconcile_interval: std::time::Duration,
     /// `KEY=value` pairs for the LLM, passed to every sandbox.
     pub llm_env: Vec<String>,
+    pub max_read_bytes: u64,
+    pub max_upload_bytes: u64,
+    pub exec_max_output: usize,
+}
+
+impl InstanceSettings {
+    /// Body limit of the upload routes: the file, base64-encoded in JSON, plus room for the rest.
+    pub fn upload_body_limit(&self) -> usize {
+        usize::try_from(self.max_upload_bytes / 3 * 4 + (64 << 10)).unwrap_or(usize::MAX)
+    }
 }
 
 impl InstanceSettings {
@@ -149,6 +168,9 @@ impl InstanceSettings {
                 format!("OCAAS_LLM_API_KEY={}", args.llm_api_key),
                 format!("OCAAS_LLM_MODEL={}", args.llm_model),
             ],
+            max_read_bytes: args.max_read_bytes,
+            max_upload_bytes: args.max_upload_bytes,
+            exec_max_output: args.exec_max_output,
         }
     }
 }

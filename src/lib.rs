@@ -12,3 +12,5 @@ pub mod health;
 pub mod timefmt;
 pub mod runtime;
 pub mod instances;
+pub mod files;
+pub mod terminal;

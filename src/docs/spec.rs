@@ -23,6 +23,8 @@ use utoipa::{Modify, OpenApi};
         (name = "meta", description = "Discovery and health"),
         (name = "account", description = "Accounts, sessions and API keys"),
         (name = "instances", description = "Instances: Docker sandboxes running the OpenClaw gateway"),
+        (name = "files", description = "Files inside an instance (as the sandbox user)"),
+        (name = "terminal", description = "Commands and terminals inside an instance"),
     )
 )]
 pub struct ApiDoc;

@@ -41,6 +41,19 @@ pub async fn owned(state: &AppState, user: &AuthUser, id: Uuid) -> AppResult<Ins
     repo::get_for_user(&state.db, id, user.user_id).await?.ok_or_else(not_found)
 }
 
+/// The caller's instance when it is `ready` to run commands and file operations; 409
+/// `instance_not_running` otherwise.
+pub async fn running(state: &AppState, user: &AuthUser, id: Uuid) -> AppResult<InstanceRow> {
+    let instance = owned(state, user, id).await?;
+    if instance.status() != InstanceStatus::Ready {
+        return Err(AppError::conflict(
+            "instance_not_running",
+            format!("The instance is {}; it must be ready (start it with POST /api/instances/{id}/start).", instance.status),
+        ));
+    }
+    Ok(instance)
+}
+
 /// List instances
 ///
 /// The caller's instances, newest first (a bare JSON array).

@@ -9,7 +9,7 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions, UploadToContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
     RemoveVolumeOptions, RestartContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
@@ -185,8 +185,20 @@ impl Runtime for DockerRuntime {
         };
         let exec = self.docker.create_exec(name, options).await.map_err(map_err)?;
         let mut output = ExecOutput::default();
+        let deadline = request.timeout.map(|t| tokio::time::Instant::now() + t);
         if let StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec.id, None).await.map_err(map_err)? {
-            while let Some(frame) = stream.next().await {
+            loop {
+                let next = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, stream.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            output.timed_out = true;
+                            return Ok(output);
+                        }
+                    },
+                    None => stream.next().await,
+                };
+                let Some(frame) = next else { break };
                 let (target, bytes) = match frame.map_err(map_err)? {
                     LogOutput::StdOut { message } => (&mut output.stdout, message),
                     LogOutput::StdErr { message } => (&mut output.stderr, message),
@@ -200,8 +212,20 @@ impl Runtime for DockerRuntime {
             }
         }
         let inspected = self.docker.inspect_exec(&exec.id).await.map_err(map_err)?;
-        output.exit_code = inspected.exit_code.unwrap_or(-1);
+        output.exit_code = Some(inspected.exit_code.unwrap_or(-1));
         Ok(output)
+    }
+
+    async fn upload_archive(&self, name: &str, dir: &str, tar: ByteStream) -> RuntimeResult<()> {
+        let options = UploadToContainerOptions { path: dir.to_owned(), ..Default::default() };
+        self.docker.upload_to_container(name, Some(options), bollard::body_try_stream(tar)).await.map_err(map_err)
+    }
+
+    fn download_archive(&self, name: &str, path: &str) -> ByteStream {
+        let options = DownloadFromContainerOptions { path: path.to_owned() };
+        Box::pin(self.docker.download_from_container(name, Some(options)).map(|chunk| {
+            chunk.map_err(|e| std::io::Error::other(map_err(e)))
+        }))
     }
 
     async fn resources(&self, name: &str) -> RuntimeResult<Resources> {

@@ -76,15 +76,22 @@ pub struct ExecRequest {
     pub user: Option<String>,
     /// Per-stream cap; output beyond it is dropped and `truncated` set.
     pub max_output: usize,
+    /// Stop waiting after this long (the process is left running: the caller decides how to end it).
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    pub exit_code: i64,
+    /// `None` when the wait timed out.
+    pub exit_code: Option<i64>,
     pub truncated: bool,
+    pub timed_out: bool,
 }
+
+/// A stream of bytes to or from the engine (tar archives).
+pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Resources {
@@ -111,6 +118,11 @@ pub trait Runtime: Send + Sync {
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>>;
     /// Runs a command without a TTY; stdout and stderr apart, with the exit code.
     async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput>;
+    /// Extracts the tar archive `tar` into directory `dir` of the container (as the engine's root;
+    /// ownership comes from the archive's headers).
+    async fn upload_archive(&self, name: &str, dir: &str, tar: ByteStream) -> RuntimeResult<()>;
+    /// A tar archive of `path` in the container, streamed.
+    fn download_archive(&self, name: &str, path: &str) -> ByteStream;
     /// One sample of CPU and memory use.
     async fn resources(&self, name: &str) -> RuntimeResult<Resources>;
 }

@@ -72,6 +72,9 @@ pub fn test_settings() -> Settings {
             ready_timeout: Duration::from_secs(90),
             reconcile_interval: Duration::from_secs(1),
             llm_env: vec![],
+            max_read_bytes: 1 << 20,
+            max_upload_bytes: 64 << 20,
+            exec_max_output: 1 << 20,
         },
     }
 }
@@ -152,6 +155,31 @@ pub async fn respawn(app: &TestApp) -> TestApp {
     tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
     let user = SeededUser { id: app.user.id, email: app.user.email.clone(), key: app.user.key.clone() };
     TestApp { address, db: app.db.clone(), database_url: app.database_url.clone(), client: app.client.clone(), user, state }
+}
+
+/// Grants the seeded user a plan, creates an instance over the API and waits until it is ready.
+/// Returns (instance id, sandbox container name).
+pub async fn ready_instance(app: &TestApp) -> (String, String) {
+    service::grant_subscription(&app.db, &app.user.email, 5, None).await.unwrap();
+    let response = app.api(Method::POST, "/api/instances").send().await.unwrap();
+    let created = json(response, StatusCode::CREATED).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let body = json(app.api(Method::GET, &format!("/api/instances/{id}")).send().await.unwrap(), StatusCode::OK).await;
+        match body["status"].as_str() {
+            Some("ready") => return (id, created["sandbox_id"].as_str().unwrap().to_owned()),
+            Some("error") => panic!("instance failed: {body}"),
+            _ => assert!(std::time::Instant::now() < deadline, "instance never became ready: {body}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs a shell script in the sandbox with `docker exec` (the test's own view, not ocaas's).
+pub fn sandbox_sh(sandbox: &str, script: &str) -> String {
+    let output = std::process::Command::new("docker").args(["exec", sandbox, "sh", "-c", script]).output().expect("docker exec");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// An app whose instances run the real offline sandbox image.

@@ -4,6 +4,8 @@ mod account;
 mod admin_cli;
 mod auth;
 mod browser;
+mod exec;
+mod files;
 mod helpers;
 mod instances;
 mod meta;

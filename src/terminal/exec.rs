@@ -1,0 +1,134 @@
+//! One-shot commands: `/bin/sh -lc <command>` as the sandbox user, in its own session so a
+//! timeout can kill the whole process group, with output capped per stream.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+use crate::files::ops::SANDBOX_USER;
+use crate::files::paths::SandboxPath;
+use crate::runtime::{ExecRequest, RuntimeError};
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+const MAX_COMMAND_BYTES: usize = 256 << 10;
+const MAX_ENV_VARS: usize = 200;
+/// Exit status and stderr marker of the wrapper when `cwd` is not a directory it can enter.
+const CWD_MISSING_EXIT: i64 = 199;
+const CWD_MISSING_MARKER: &str = "ocaas: cwd is not an accessible directory";
+
+/// `$0` pid file, `$1` command, `$2` cwd. The wrapper shell is the session and process-group
+/// leader (`setsid -w`), so killing its group on timeout ends everything the command started.
+const WRAPPER: &str = r#"cd -- "$2" 2>/dev/null || { echo "ocaas: cwd is not an accessible directory" >&2; exit 199; }
+echo $$ > "$0"; /bin/sh -lc "$1"; rc=$?; rm -f -- "$0"; exit $rc"#;
+const KILL_GROUP: &str = r#"pg=$(cat -- "$0" 2>/dev/null) && [ -n "$pg" ] && /bin/kill -KILL -- "-$pg" 2>/dev/null; rm -f -- "$0""#;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"command": "pwd", "timeout_ms": 5000}))]
+pub struct ExecCommand {
+    /// Run by `/bin/sh -lc` as the sandbox user.
+    pub command: String,
+    /// Default 30000, at most 600000. On expiry the command's whole process group is killed.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Absolute working directory (default `/workspace`).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"command": "pwd", "stdout": "/workspace\n", "stderr": "", "exit_code": 0, "duration_ms": 112, "timed_out": false, "truncated": false}))]
+pub struct ExecResult {
+    pub command: String,
+    /// UTF-8 (invalid bytes replaced).
+    pub stdout: String,
+    pub stderr: String,
+    /// `null` when the command timed out.
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    pub timed_out: bool,
+    /// True when stdout or stderr was cut at `OCAAS_EXEC_MAX_OUTPUT` bytes.
+    pub truncated: bool,
+}
+
+fn invalid(message: impl Into<String>) -> AppError {
+    AppError::bad_request("invalid_request", message)
+}
+
+fn validate(request: &ExecCommand) -> AppResult<(Duration, SandboxPath, Vec<String>)> {
+    if request.command.trim().is_empty() || request.command.len() > MAX_COMMAND_BYTES || request.command.contains('\0') {
+        return Err(invalid("`command` must be a non-empty string of at most 256 KiB without NUL bytes."));
+    }
+    let timeout_ms = request.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+        return Err(invalid(format!("`timeout_ms` must be between 1 and {MAX_TIMEOUT_MS}.")));
+    }
+    let cwd = SandboxPath::parse(request.cwd.as_deref().unwrap_or("/workspace"))?;
+    let env = request.env.clone().unwrap_or_default();
+    if env.len() > MAX_ENV_VARS {
+        return Err(invalid(format!("`env` may hold at most {MAX_ENV_VARS} variables.")));
+    }
+    let mut pairs = Vec::with_capacity(env.len());
+    for (name, value) in env {
+        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name || value.contains('\0') {
+            return Err(invalid(format!("`env` entry `{}` needs a name like MY_VAR and a value without NUL.", name.escape_debug())));
+        }
+        pairs.push(format!("{name}={value}"));
+    }
+    Ok((Duration::from_millis(timeout_ms), cwd, pairs))
+}
+
+fn runtime_error(error: RuntimeError) -> AppError {
+    match error {
+        RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => AppError::conflict("instance_not_running", "The instance's sandbox is not running."),
+        other => AppError::Internal(anyhow::anyhow!(other)),
+    }
+}
+
+pub async fn run(state: &AppState, sandbox: &str, request: ExecCommand) -> AppResult<ExecResult> {
+    let (timeout, cwd, env) = validate(&request)?;
+    let pid_file = format!("/tmp/.ocaas-exec-{}.pid", Uuid::new_v4().simple());
+    let cmd = ["setsid", "-w", "/bin/sh", "-c", WRAPPER, &pid_file, &request.command, cwd.as_str()].map(str::to_owned).to_vec();
+    let exec = ExecRequest {
+        cmd,
+        env,
+        user: Some(SANDBOX_USER.into()),
+        max_output: state.settings.instances.exec_max_output,
+        timeout: Some(timeout),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let output = state.runtime.exec(sandbox, exec).await.map_err(runtime_error)?;
+    if output.timed_out {
+        let kill = ExecRequest {
+            cmd: ["/bin/sh", "-c", KILL_GROUP, &pid_file].map(str::to_owned).to_vec(),
+            user: Some(SANDBOX_USER.into()),
+            max_output: 4096,
+            ..Default::default()
+        };
+        state.runtime.exec(sandbox, kill).await.map_err(runtime_error)?;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.exit_code == Some(CWD_MISSING_EXIT) && stderr.trim() == CWD_MISSING_MARKER {
+        return Err(AppError::bad_request("invalid_cwd", format!("`cwd` {} is not a directory the sandbox user can enter.", cwd.as_str())));
+    }
+    Ok(ExecResult {
+        command: request.command,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+        exit_code: output.exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        timed_out: output.timed_out,
+        truncated: output.truncated,
+    })
+}
