@@ -1,0 +1,106 @@
+#![allow(dead_code)] // each benchmark uses part of this module
+//! Shared set-up of the benchmarks: the real app on loopback against a fresh database in a
+//! private PostgreSQL cluster, with a user who may create instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ocaas::app::{self, AppState};
+use ocaas::auth::service;
+use ocaas::config::{InstanceSettings, RegistrationMode, Settings};
+use ocaas::db::{self, embedded::EmbeddedPostgres};
+use ocaas::runtime::{DockerRuntime, Limits, image};
+
+pub struct Bench {
+    pub base: String,
+    pub key: String,
+    pub image: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    cluster: EmbeddedPostgres,
+    started_cluster: bool,
+}
+
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker").args(args).output().expect("docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Bench {
+    pub async fn start(max_instances: u32) -> anyhow::Result<Bench> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/offline/build.sh");
+        let image = image::resolve(None, std::path::Path::new(script))?;
+        let cluster = EmbeddedPostgres::new(&std::env::temp_dir().join("ocaas-bench-pg"))?;
+        let started_cluster = cluster.ensure_running().await?;
+        let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+        db::create_database_if_missing(&cluster.connect_options("postgres"), &name).await?;
+        let pool = db::pool(cluster.connect_options(&name)).await?;
+        db::migrate(&pool).await?;
+        let settings = Settings {
+            bind: "127.0.0.1:0".parse()?,
+            public_url: None,
+            trust_proxy: false,
+            registration: RegistrationMode::Closed,
+            max_body_bytes: 1 << 20,
+            session_hours: 1,
+            instances: InstanceSettings {
+                image: image.clone(),
+                max_instances: 1000,
+                limits: Limits { memory_bytes: 1 << 30, nano_cpus: 1_000_000_000, pids: 512 },
+                ready_timeout: Duration::from_secs(120),
+                reconcile_interval: Duration::from_secs(30),
+                llm_env: vec![],
+                max_read_bytes: 1 << 20,
+                max_upload_bytes: 512 << 20,
+                exec_max_output: 1 << 20,
+            },
+        };
+        let state = AppState::new(pool.clone(), settings, Arc::new(DockerRuntime::connect()?)).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
+        let user = service::create_user(&pool, "bench@example.com", "bench passphrase", None).await?;
+        service::grant_subscription(&pool, "bench@example.com", max_instances, None).await?;
+        let key = service::create_api_key(&pool, user.id, None, None).await?.key;
+        Ok(Bench { base, key, image, http: reqwest::Client::new(), state, cluster, started_cluster })
+    }
+
+    /// Creates an instance and waits until it is ready; returns (id, sandbox name).
+    pub async fn ready_instance(&self) -> anyhow::Result<(String, String)> {
+        let created: serde_json::Value = self.http.post(format!("{}/api/instances", self.base)).bearer_auth(&self.key).send().await?.json().await?;
+        let id = created["id"].as_str().ok_or_else(|| anyhow::anyhow!("no id in {created}"))?.to_owned();
+        loop {
+            let body: serde_json::Value = self.http.get(format!("{}/api/instances/{id}", self.base)).bearer_auth(&self.key).send().await?.json().await?;
+            match body["status"].as_str() {
+                Some("ready") => return Ok((id, created["sandbox_id"].as_str().unwrap_or_default().to_owned())),
+                Some("error") => anyhow::bail!("instance failed: {body}"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
+        self.http.delete(format!("{}/api/instances/{id}", self.base)).bearer_auth(&self.key).send().await?;
+        Ok(())
+    }
+
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.state.shutdown.cancel();
+        self.state.db.close().await;
+        if self.started_cluster {
+            self.cluster.stop().await?;
+        }
+        Ok(())
+    }
+}
