@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{assert_error, spawn_app, TestApp};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp};
 
 /// (path, needs the seeded user's key, a valid body's fields with a string and a non-string field)
 const JSON_ENDPOINTS: [(&str, bool); 3] = [("/api/account/register", false), ("/api/account/login", false), ("/api/account/keys", true)];
@@ -76,6 +76,52 @@ async fn bodies_that_are_not_json_are_415() {
             assert_error(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
         }
     }
+}
+
+/// JSON endpoints under an instance: the body is checked before the instance is looked up, so
+/// an unknown instance id still shows the body errors.
+const INSTANCE_JSON_ENDPOINTS: [&str; 6] = ["files/write", "files/upload", "files/mkdir", "files/rename", "files/delete", "terminal/exec"];
+
+#[tokio::test]
+async fn instance_endpoints_reject_bad_bodies_the_same_way() {
+    let app = spawn_app().await;
+    let id = uuid::Uuid::new_v4();
+    for endpoint in INSTANCE_JSON_ENDPOINTS {
+        let path = format!("/api/instances/{id}/{endpoint}");
+        for body in ["{", "[]", "null", r#"{"path": 5, "command": 5, "from": 5, "targetDir": 5}"#] {
+            let response = send_raw(&app, &path, true, Some("application/json"), body).await;
+            assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        }
+        let response = send_raw(&app, &path, true, Some("text/plain"), "{}").await;
+        assert_error(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+        let response = send_raw(&app, &path, true, Some("application/json"), "{}").await;
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    // Creating an instance takes an optional body: none is fine, a bad one is not.
+    for body in ["{", "[]", r#"{"invite_code": 5}"#, r#"{"name": []}"#] {
+        let response = send_raw(&app, "/api/instances", true, Some("application/json"), body).await;
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    let response = send_raw(&app, "/api/instances", true, Some("text/plain"), "x").await;
+    assert_error(response, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    let response = send_raw(&app, "/api/instances", true, None, "").await;
+    assert_error(response, StatusCode::FORBIDDEN, "subscription_required").await;
+}
+
+#[tokio::test]
+async fn file_bodies_have_their_own_larger_limit() {
+    let app = spawn_app_with(|s| s.instances.max_upload_bytes = 300 << 10).await;
+    let id = uuid::Uuid::new_v4();
+    // Over the general JSON limit (64 KiB in tests) but within the upload limit: accepted as far
+    // as the body goes (the unknown instance answers).
+    let fits = format!(r#"{{"path":"/workspace/x","content":"{}"}}"#, "a".repeat(200 << 10));
+    let response = send_raw(&app, &format!("/api/instances/{id}/files/write"), true, Some("application/json"), fits.clone()).await;
+    assert_error(response, StatusCode::NOT_FOUND, "instance_not_found").await;
+    let response = send_raw(&app, &format!("/api/instances/{id}/terminal/exec"), true, Some("application/json"), fits).await;
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let too_big = format!(r#"{{"path":"/workspace/x","content":"{}"}}"#, "a".repeat(600 << 10));
+    let response = send_raw(&app, &format!("/api/instances/{id}/files/write"), true, Some("application/json"), too_big).await;
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
 
 #[tokio::test]
