@@ -10,8 +10,10 @@ use super::repo::{ApiKeyRow, SubscriptionRow};
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"email": "ada@example.com", "password": "a long passphrase", "invite_code": "ABCD-EFGH-JKLM-NPQR"}))]
 pub struct RegisterRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
     /// Required when the server's registration mode is `invite`; optional otherwise
     /// (when given it is redeemed and grants its subscription).
@@ -66,9 +68,11 @@ pub struct AccountView {
 pub struct CreateKeyRequest {
     /// A label to tell keys apart (default `api key`).
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub name: Option<String>,
     /// Days until the key stops working; never when absent.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 

@@ -6,7 +6,8 @@ use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct PathQuery {
-    /// Absolute path inside the sandbox, e.g. `/workspace/README.md`.
+    /// Absolute path inside the sandbox, e.g. `/workspace/README.md` (no `..`).
+    #[param(pattern = "^/")]
     pub path: String,
 }
 
@@ -54,6 +55,7 @@ pub struct FileContent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"path": "/workspace/notes.txt", "content": "Hello from the API"}))]
 pub struct WriteRequest {
+    #[schema(pattern = "^/")]
     pub path: String,
     /// UTF-8 text; the file is replaced. Missing parent directories are created.
     pub content: String,
@@ -72,8 +74,10 @@ pub enum Encoding {
 #[schema(example = json!({"targetDir": "/workspace", "fileName": "hello.txt", "content": "Hello from upload"}))]
 pub struct UploadRequest {
     #[serde(rename = "targetDir")]
+    #[schema(pattern = "^/")]
     pub target_dir: String,
     #[serde(rename = "fileName")]
+    #[schema(pattern = "^[^/]+$")]
     pub file_name: String,
     pub content: String,
     /// `utf-8` (default) or `base64` for binary content.
@@ -92,20 +96,24 @@ pub struct Written {
 #[schema(example = json!({"path": "/workspace/src/lib"}))]
 pub struct MkdirRequest {
     /// Created with its parents; an existing directory is fine.
+    #[schema(pattern = "^/")]
     pub path: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"from": "/workspace/a.txt", "to": "/workspace/b.txt"}))]
 pub struct RenameRequest {
+    #[schema(pattern = "^/")]
     pub from: String,
     /// Must not exist yet; its directory must.
+    #[schema(pattern = "^/")]
     pub to: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"path": "/workspace/old", "recursive": true}))]
 pub struct DeleteRequest {
+    #[schema(pattern = "^/")]
     pub path: String,
     /// Needed to delete a directory that is not empty.
     #[serde(default)]

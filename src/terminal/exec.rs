@@ -32,12 +32,15 @@ const KILL_GROUP: &str = r#"pg=$(cat -- "$0" 2>/dev/null) && [ -n "$pg" ] && /bi
 #[schema(example = json!({"command": "pwd", "timeout_ms": 5000}))]
 pub struct ExecCommand {
     /// Run by `/bin/sh -lc` as the sandbox user.
+    #[schema(min_length = 1)]
     pub command: String,
     /// Default 30000, at most 600000. On expiry the command's whole process group is killed.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 600000)]
     pub timeout_ms: Option<u64>,
     /// Absolute working directory (default `/workspace`).
     #[serde(default)]
+    #[schema(pattern = "^/")]
     pub cwd: Option<String>,
     /// Extra environment variables.
     #[serde(default)]
