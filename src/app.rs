@@ -28,7 +28,7 @@ use crate::instances::lifecycle::Drivers;
 use crate::runtime::Runtime;
 use crate::docs::spec::ApiDoc;
 use crate::error::json_error;
-use crate::{auth, docs, files, health, instances, terminal};
+use crate::{auth, chat, docs, files, health, instances, terminal};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -40,6 +40,7 @@ pub struct AppState {
     /// Names this database's containers on a shared engine (label `ocaas.deployment`).
     pub deployment_id: Uuid,
     pub drivers: Arc<Drivers>,
+    pub chat_events: Arc<crate::chat::events::EventHub>,
     /// For talking to sandbox gateways.
     pub http: reqwest::Client,
     /// Cancelled when the server shuts down; background tasks watch it.
@@ -55,14 +56,17 @@ impl AppState {
             runtime,
             deployment_id,
             drivers: Arc::default(),
+            chat_events: Arc::default(),
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
             shutdown: CancellationToken::new(),
         })
     }
 
-    /// Starts the background work: the reconciler (which also resumes unfinished operations).
+    /// Starts the background work: the reconciler (which also resumes unfinished operations
+    /// and closes abandoned chat turns) and the chat event listener.
     pub fn start_background_tasks(&self) {
         crate::instances::reconciler::spawn(self.clone(), self.settings.instances.reconcile_interval);
+        crate::chat::events::spawn_listener(self.clone());
     }
 }
 
@@ -74,6 +78,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(instances::router())
         .merge(files::router())
+        .merge(chat::router())
         .merge(terminal::router())
 }
 

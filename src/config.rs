@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// How long a browser session lasts, in hours.
     #[arg(long, env = "OCAAS_SESSION_HOURS", default_value_t = 24 * 14)]
     pub session_hours: u32,
+    /// How long one chat turn may take before its assistant message ends in `error`.
+    #[arg(long, env = "OCAAS_CHAT_TIMEOUT", default_value_t = 600)]
+    pub chat_timeout_secs: u64,
     #[command(flatten)]
     pub instances: InstanceArgs,
 }
@@ -185,6 +188,7 @@ pub struct Settings {
     pub registration: RegistrationMode,
     pub max_body_bytes: usize,
     pub session_hours: u32,
+    pub chat_timeout: std::time::Duration,
     pub instances: InstanceSettings,
 }
 
@@ -199,6 +203,7 @@ impl Settings {
             registration: args.registration,
             max_body_bytes: args.max_body_bytes,
             session_hours: args.session_hours,
+            chat_timeout: std::time::Duration::from_secs(args.chat_timeout_secs.max(1)),
             instances: InstanceSettings::from_args(&args.instances, image),
         })
     }

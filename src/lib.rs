@@ -14,3 +14,4 @@ pub mod runtime;
 pub mod instances;
 pub mod files;
 pub mod terminal;
+pub mod chat;

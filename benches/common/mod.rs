@@ -54,7 +54,8 @@ impl Bench {
             registration: RegistrationMode::Closed,
             max_body_bytes: 1 << 20,
             session_hours: 1,
-            instances: InstanceSettings {
+            chat_timeout: Duration::from_secs(60),
+        instances: InstanceSettings {
                 image: image.clone(),
                 max_instances: 1000,
                 limits: Limits { memory_bytes: 1 << 30, nano_cpus: 1_000_000_000, pids: 512 },

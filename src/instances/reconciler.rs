@@ -13,6 +13,10 @@ use super::repo;
 use crate::app::AppState;
 use crate::runtime::{LABEL_INSTANCE, RuntimeError};
 
+/// A streaming message untouched for this long belongs to a turn nobody runs any more
+/// (running turns touch theirs at least every 5 s).
+const STALE_TURN_SECS: f64 = 30.0;
+
 /// Runs `reconcile_once` now and every `interval` until shutdown.
 pub fn spawn(state: AppState, interval: Duration) {
     tokio::spawn(async move {
@@ -59,6 +63,12 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
             tracing::warn!(id = %instance.id, %problem, "reconcile: marking instance as error");
             repo::transition(&state.db, instance.id, &[InstanceStatus::Ready], InstanceStatus::Error, Some(&problem)).await?;
         }
+    }
+
+    // Turns whose server died mid-answer: their message stopped being touched.
+    let interrupted = crate::chat::repo::interrupt_stale_turns(&state.db, STALE_TURN_SECS).await?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "reconcile: finalised abandoned chat turns as interrupted");
     }
 
     let known: HashSet<String> = instances.iter().map(|i| i.id.to_string()).collect();

@@ -64,6 +64,7 @@ pub fn test_settings() -> Settings {
         registration: RegistrationMode::Invite,
         max_body_bytes: 64 * 1024,
         session_hours: 24,
+        chat_timeout: Duration::from_secs(60),
         instances: InstanceSettings {
             // Tests that start sandboxes set the real image with `sandbox_image()`.
             image: "ocaas-sandbox:not-built-for-this-test".into(),

@@ -1,0 +1,105 @@
+//! The persisted chat event feed. One `LISTEN ocaas_chat` connection per process fans
+//! notifications (sent by a trigger on every message insert/update, from any process) out to
+//! subscribers; each subscriber then reads what changed in its session since its cursor, so a
+//! missed or coalesced notification loses nothing.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use sqlx::postgres::PgListener;
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use super::models::ChatMessage;
+use super::repo::{self, MessageRow};
+use crate::app::AppState;
+
+pub const CHANNEL: &str = "ocaas_chat";
+/// Subscribers also look for changes this often, in case a notification was lost.
+const RESCAN: Duration = Duration::from_secs(30);
+
+/// Fan-out of `(session id, event id)` notifications within this process.
+pub struct EventHub {
+    sender: broadcast::Sender<(Uuid, i64)>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        EventHub { sender: broadcast::channel(4096).0 }
+    }
+}
+
+impl EventHub {
+    pub fn subscribe(&self) -> broadcast::Receiver<(Uuid, i64)> {
+        self.sender.subscribe()
+    }
+}
+
+/// Keeps one LISTEN connection open (reconnecting as needed) until shutdown.
+pub fn spawn_listener(state: AppState) {
+    tokio::spawn(async move {
+        while !state.shutdown.is_cancelled() {
+            if let Err(error) = listen(&state).await {
+                tracing::warn!(%error, "chat event listener lost its connection; reconnecting");
+            }
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
+async fn listen(state: &AppState) -> sqlx::Result<()> {
+    let mut listener = PgListener::connect_with(&state.db).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        let notification = tokio::select! {
+            () = state.shutdown.cancelled() => return Ok(()),
+            n = listener.recv() => n?,
+        };
+        let mut parts = notification.payload().split(' ');
+        if let (Some(Ok(session)), Some(Ok(event))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<i64>)) {
+            let _ = state.chat_events.sender.send((session, event));
+        }
+    }
+}
+
+pub fn message_event(row: MessageRow) -> Event {
+    let id = row.event_id;
+    let data = serde_json::json!({ "message": ChatMessage::from(row) });
+    Event::default().event("message").id(id.to_string()).data(data.to_string())
+}
+
+/// Feeds `sink` with the session's message changes after `cursor` until the client goes away.
+pub async fn follow(state: AppState, session_id: Uuid, mut cursor: i64, mut notifications: broadcast::Receiver<(Uuid, i64)>, sink: mpsc::Sender<Result<Event, Infallible>>) {
+    loop {
+        let relevant = tokio::select! {
+            () = sink.closed() => return,
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(RESCAN) => true,
+            received = notifications.recv() => match received {
+                Ok((session, event)) => session == session_id && event > cursor,
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if !relevant {
+            continue;
+        }
+        let changed = match repo::changed_since(&state.db, session_id, cursor).await {
+            Ok(changed) => changed,
+            Err(error) => {
+                tracing::warn!(%error, "chat events: reading changes");
+                continue;
+            }
+        };
+        for row in changed {
+            cursor = cursor.max(row.event_id);
+            if sink.send(Ok(message_event(row))).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Chat with an instance's agent: sessions, synchronous and streamed turns bridged to the
+//! OpenClaw gateway, history, and the persisted event feed.
+
+pub mod events;
+pub mod gateway;
+pub mod handlers;
+pub mod models;
+pub mod repo;
+pub mod turn;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(handlers::list_sessions, handlers::create_session))
+        .routes(routes!(handlers::send))
+        .routes(routes!(handlers::stream))
+        .routes(routes!(handlers::messages))
+        .routes(routes!(handlers::follow))
+}

@@ -1,0 +1,206 @@
+//! SQL for chat sessions and messages.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub title: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    pub message_count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub seq: i64,
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub event_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn insert_session(db: impl PgExecutor<'_>, instance_id: Uuid, title: Option<&str>) -> sqlx::Result<SessionRow> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"INSERT INTO chat_sessions (id, instance_id, title) VALUES ($1, $2, $3)
+           RETURNING id, instance_id, title, created_at, last_activity_at, 0::bigint AS "message_count!""#,
+        Uuid::now_v7(),
+        instance_id,
+        title
+    )
+    .fetch_one(db)
+    .await
+}
+
+pub async fn list_sessions(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT s.id, s.instance_id, s.title, s.created_at, s.last_activity_at,
+                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!"
+           FROM chat_sessions s WHERE s.instance_id = $1 ORDER BY s.last_activity_at DESC, s.id DESC"#,
+        instance_id
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn session(db: impl PgExecutor<'_>, instance_id: Uuid, id: Uuid) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT s.id, s.instance_id, s.title, s.created_at, s.last_activity_at,
+                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!"
+           FROM chat_sessions s WHERE s.instance_id = $1 AND s.id = $2"#,
+        instance_id,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn latest_session(db: impl PgExecutor<'_>, instance_id: Uuid) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"SELECT s.id, s.instance_id, s.title, s.created_at, s.last_activity_at,
+                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!"
+           FROM chat_sessions s WHERE s.instance_id = $1 ORDER BY s.last_activity_at DESC, s.id DESC LIMIT 1"#,
+        instance_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Claims the session for a turn; `false` when another turn holds it.
+pub async fn claim_turn(db: impl PgExecutor<'_>, session_id: Uuid, assistant_id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE chat_sessions SET active_turn = $2, last_activity_at = now() WHERE id = $1 AND active_turn IS NULL",
+        session_id,
+        assistant_id
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn release_turn(db: &PgPool, session_id: Uuid, assistant_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE chat_sessions SET active_turn = NULL, last_activity_at = now() WHERE id = $1 AND active_turn = $2",
+        session_id,
+        assistant_id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Appends a message at the session's next sequence number.
+pub async fn insert_message(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    session_id: Uuid,
+    role: &str,
+    content: &str,
+    status: &str,
+) -> sqlx::Result<MessageRow> {
+    sqlx::query_as!(
+        MessageRow,
+        "WITH next AS (UPDATE chat_sessions SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq - 1 AS seq)
+         INSERT INTO chat_messages (id, session_id, seq, role, content, status)
+         SELECT $1, $2, next.seq, $3, $4, $5 FROM next
+         RETURNING id, session_id, seq, role, content, status, error, event_id, created_at, updated_at",
+        id,
+        session_id,
+        role,
+        content,
+        status
+    )
+    .fetch_one(db)
+    .await
+}
+
+pub async fn update_message(db: &PgPool, id: Uuid, content: &str, status: &str, error: Option<&str>) -> sqlx::Result<MessageRow> {
+    sqlx::query_as!(
+        MessageRow,
+        "UPDATE chat_messages SET content = $2, status = $3, error = $4 WHERE id = $1
+         RETURNING id, session_id, seq, role, content, status, error, event_id, created_at, updated_at",
+        id,
+        content,
+        status,
+        error
+    )
+    .fetch_one(db)
+    .await
+}
+
+pub async fn message(db: &PgPool, session_id: Uuid, id: Uuid) -> sqlx::Result<Option<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        "SELECT id, session_id, seq, role, content, status, error, event_id, created_at, updated_at
+         FROM chat_messages WHERE session_id = $1 AND id = $2",
+        session_id,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Messages with `seq > after_seq`: the first `limit`, or with `tail` the last `limit`; always
+/// returned in chronological order.
+pub async fn history(db: &PgPool, session_id: Uuid, after_seq: i64, limit: i64, tail: bool) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id AS "id!", session_id AS "session_id!", seq AS "seq!", role AS "role!", content AS "content!",
+                  status AS "status!", error, event_id AS "event_id!", created_at AS "created_at!", updated_at AS "updated_at!"
+           FROM (SELECT * FROM chat_messages WHERE session_id = $1 AND seq > $2
+                 ORDER BY CASE WHEN $4 THEN -seq ELSE seq END LIMIT $3) picked
+           ORDER BY seq"#,
+        session_id,
+        after_seq,
+        limit,
+        tail
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Messages of the session changed after event `after_event`, oldest change first.
+pub async fn changed_since(db: &PgPool, session_id: Uuid, after_event: i64) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        "SELECT id, session_id, seq, role, content, status, error, event_id, created_at, updated_at
+         FROM chat_messages WHERE session_id = $1 AND event_id > $2 ORDER BY event_id",
+        session_id,
+        after_event
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn last_event(db: &PgPool, session_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT coalesce(max(event_id), 0) AS "last!" FROM chat_messages WHERE session_id = $1"#, session_id)
+        .fetch_one(db)
+        .await
+}
+
+/// Finalises messages whose turn stopped making progress (a crashed server) and frees their sessions.
+pub async fn interrupt_stale_turns(db: &PgPool, stale_secs: f64) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "WITH stale AS (
+             UPDATE chat_messages SET status = 'error', error = 'interrupted'
+             WHERE status = 'streaming' AND updated_at < now() - make_interval(secs => $1)
+             RETURNING id, session_id)
+         UPDATE chat_sessions s SET active_turn = NULL FROM stale WHERE s.id = stale.session_id AND s.active_turn = stale.id",
+        stale_secs
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,180 @@
+//! A chat turn: the user message is committed first, then the gateway is called by a task
+//! that belongs to the server, not to the HTTP request. The assistant message is written while
+//! it grows (throttled) and finalised `complete` or `error`; listeners (the stream endpoint)
+//! get the progress over a channel and may go away at any time.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::gateway::{self, GatewayError, GatewayEvent};
+use super::models::ChatMessage;
+use super::repo::{self, MessageRow, SessionRow};
+use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+use crate::instances::models::InstanceStatus;
+use crate::instances::repo::InstanceRow;
+
+const MAX_MESSAGE_CHARS: usize = 100_000;
+/// At most ten writes a second while an answer streams.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// A streaming message is touched at least this often, so a stalled one can be told apart.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+const CONNECT_ATTEMPTS: u32 = 3;
+
+pub enum TurnEvent {
+    Running,
+    Delta { message: ChatMessage, delta: String },
+    Notice { level: &'static str, message: String },
+    Finished { assistant: ChatMessage },
+}
+
+pub struct StartedTurn {
+    pub session_id: Uuid,
+    pub user_message: ChatMessage,
+    pub assistant: ChatMessage,
+    pub events: mpsc::UnboundedReceiver<TurnEvent>,
+}
+
+/// Picks the session: the given one (404 if it is not this instance's), else the most
+/// recently active, else a new one.
+pub async fn resolve_session(conn: &mut sqlx::PgConnection, instance_id: Uuid, requested: Option<Uuid>) -> AppResult<SessionRow> {
+    match requested {
+        Some(id) => repo::session(&mut *conn, instance_id, id).await?.ok_or_else(session_not_found),
+        None => match repo::latest_session(&mut *conn, instance_id).await? {
+            Some(session) => Ok(session),
+            None => Ok(repo::insert_session(&mut *conn, instance_id, None).await?),
+        },
+    }
+}
+
+pub fn session_not_found() -> AppError {
+    AppError::not_found("session_not_found", "This instance has no chat session with that id.")
+}
+
+pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<Uuid>, text: &str) -> AppResult<StartedTurn> {
+    if text.trim().is_empty() {
+        return Err(AppError::bad_request("invalid_request", "`message` must not be empty."));
+    }
+    if text.chars().count() > MAX_MESSAGE_CHARS || text.contains('\0') {
+        return Err(AppError::bad_request("invalid_request", format!("`message` must be at most {MAX_MESSAGE_CHARS} characters, without NUL.")));
+    }
+    if instance.status() != InstanceStatus::Ready {
+        return Err(AppError::conflict("instance_not_ready", format!("The instance is {}; chat needs it ready.", instance.status)));
+    }
+    let mut tx = state.db.begin().await?;
+    let session = resolve_session(&mut tx, instance.id, session_id).await?;
+    let assistant_id = Uuid::now_v7();
+    if !repo::claim_turn(&mut *tx, session.id, assistant_id).await? {
+        return Err(AppError::conflict("session_busy", "A turn is already running in this chat session; wait for it to finish."));
+    }
+    let user = repo::insert_message(&mut *tx, Uuid::now_v7(), session.id, "user", text, "complete").await?;
+    let assistant = repo::insert_message(&mut *tx, assistant_id, session.id, "assistant", "", "streaming").await?;
+    tx.commit().await?;
+
+    let (sender, events) = mpsc::unbounded_channel();
+    let job = Job { state: state.clone(), instance: instance.clone(), session_id: session.id, assistant: assistant.clone(), text: text.to_owned(), sender };
+    tokio::spawn(job.run());
+    Ok(StartedTurn { session_id: session.id, user_message: user.into(), assistant: assistant.into(), events })
+}
+
+struct Job {
+    state: AppState,
+    instance: InstanceRow,
+    session_id: Uuid,
+    assistant: MessageRow,
+    text: String,
+    sender: mpsc::UnboundedSender<TurnEvent>,
+}
+
+impl Job {
+    fn emit(&self, event: TurnEvent) {
+        // The listener may have disconnected; the turn goes on regardless.
+        let _ = self.sender.send(event);
+    }
+
+    async fn run(self) {
+        self.emit(TurnEvent::Running);
+        let mut content = String::new();
+        let timeout = self.state.settings.chat_timeout;
+        let outcome = match tokio::time::timeout(timeout, self.converse(&mut content)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("the agent did not finish within {} s", timeout.as_secs())),
+        };
+        let (status, error) = match &outcome {
+            Ok(()) => ("complete", None),
+            Err(message) => {
+                self.emit(TurnEvent::Notice { level: "error", message: format!("The agent turn failed: {message}") });
+                ("error", Some(message.as_str()))
+            }
+        };
+        let db = &self.state.db;
+        let finished = repo::update_message(db, self.assistant.id, &content, status, error).await;
+        if let Err(e) = repo::release_turn(db, self.session_id, self.assistant.id).await {
+            tracing::error!(error = %e, "releasing a chat session");
+        }
+        match finished {
+            Ok(row) => self.emit(TurnEvent::Finished { assistant: row.into() }),
+            Err(e) => tracing::error!(error = %e, message = %self.assistant.id, "finalising an assistant message"),
+        }
+    }
+
+    async fn converse(&self, content: &mut String) -> Result<(), String> {
+        let mut stream = self.connect().await?;
+        let mut last_flush = Instant::now();
+        loop {
+            let next = tokio::time::timeout(HEARTBEAT, stream.next()).await;
+            let event = match next {
+                Err(_) => {
+                    // No news from the agent: touch the message so it is not taken for abandoned.
+                    let _ = repo::update_message(&self.state.db, self.assistant.id, content, "streaming", None).await;
+                    continue;
+                }
+                Ok(None) => return Err("the agent gateway closed the stream before finishing".into()),
+                Ok(Some(event)) => event.map_err(|e| e.to_string())?,
+            };
+            match event {
+                GatewayEvent::Done => return Ok(()),
+                GatewayEvent::Delta(delta) => {
+                    content.push_str(&delta);
+                    let mut message = ChatMessage::from(self.assistant.clone());
+                    if last_flush.elapsed() >= FLUSH_EVERY {
+                        if let Ok(row) = repo::update_message(&self.state.db, self.assistant.id, content, "streaming", None).await {
+                            message = row.into();
+                        }
+                        last_flush = Instant::now();
+                    }
+                    message.content = content.clone();
+                    self.emit(TurnEvent::Delta { message, delta });
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<impl futures_util::Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, String> {
+        let mut attempt = 1;
+        loop {
+            let ip = match self.state.runtime.inspect(&self.instance.sandbox_id).await {
+                Ok(info) if info.running => info.ip,
+                Ok(info) => return Err(format!("the sandbox is {}", info.state)),
+                Err(e) => return Err(e.to_string()),
+            };
+            let Some(ip) = ip else { return Err("the sandbox has no address on the sandbox network".into()) };
+            let turn = gateway::Turn { ip, token: &self.instance.gateway_token, session_key: &self.session_id.to_string(), message: &self.text };
+            match gateway::stream_turn(&self.state.http, turn).await {
+                Ok(stream) => return Ok(stream),
+                Err(GatewayError::Unreachable(reason)) if attempt < CONNECT_ATTEMPTS => {
+                    self.emit(TurnEvent::Notice {
+                        level: "warning",
+                        message: format!("The agent is not reachable yet ({reason}); retrying ({attempt}/{}).", CONNECT_ATTEMPTS - 1),
+                    });
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
