@@ -17,6 +17,8 @@ pub struct Bench {
     pub image: String,
     pub http: reqwest::Client,
     pub state: AppState,
+    /// URL of the bench database, for a separate `ocaas serve` process.
+    pub database_url: String,
     cluster: EmbeddedPostgres,
     started_cluster: bool,
 }
@@ -74,7 +76,8 @@ impl Bench {
         let user = service::create_user(&pool, "bench@example.com", "bench passphrase", None).await?;
         service::grant_subscription(&pool, "bench@example.com", max_instances, None).await?;
         let key = service::create_api_key(&pool, user.id, None, None).await?.key;
-        Ok(Bench { base, key, image, http: reqwest::Client::new(), state, cluster, started_cluster })
+        let database_url = cluster.url(&name);
+        Ok(Bench { base, key, image, http: reqwest::Client::new(), state, database_url, cluster, started_cluster })
     }
 
     /// Creates an instance and waits until it is ready; returns (id, sandbox name).

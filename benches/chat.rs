@@ -1,0 +1,112 @@
+//! Benchmark: (a) time to the first answer delta of a chat turn through ocaas (`chat/stream`)
+//! against asking the stand-in gateway directly, p50/p95 over `OCAAS_BENCH_TURNS` (default 50)
+//! turns each; (b) resident memory of one `ocaas serve` process holding
+//! `OCAAS_BENCH_SUBSCRIBERS` (default 1000) idle `chat/events` subscribers against none.
+//! `cargo bench --bench chat`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Bench, docker, ms, percentile};
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// Reads a response until `needle` shows up in the body; returns how long that took from `t0`.
+async fn until(response: reqwest::Response, needle: &str, t0: Instant) -> anyhow::Result<Duration> {
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk?));
+        if seen.contains(needle) {
+            return Ok(t0.elapsed());
+        }
+    }
+    anyhow::bail!("stream ended without {needle:?}: {seen:.400}")
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let turns: usize = std::env::var("OCAAS_BENCH_TURNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let subscribers: usize = std::env::var("OCAAS_BENCH_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let bench = Bench::start(2).await?;
+    let (id, sandbox) = bench.ready_instance().await?;
+    let ip = docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", &sandbox]);
+    let token: String = sqlx::query_scalar("SELECT gateway_token FROM instances WHERE id = $1::uuid").bind(&id).fetch_one(&bench.state.db).await?;
+
+    let mut through_ocaas = Vec::new();
+    for n in 0..turns {
+        let t0 = Instant::now();
+        let response = bench.http.post(format!("{}/api/instances/{id}/chat/stream", bench.base)).bearer_auth(&bench.key)
+            .json(&json!({"message": format!("benchmark turn {n}")})).send().await?;
+        through_ocaas.push(until(response, "\"delta\"", t0).await?);
+        // Let the turn finish before the next one (one turn per session at a time).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut direct = Vec::new();
+    for n in 0..turns {
+        let t0 = Instant::now();
+        let response = bench.http.post(format!("http://{ip}:18789/v1/chat/completions")).bearer_auth(&token)
+            .header("x-openclaw-session-key", "bench-direct")
+            .json(&json!({"model": "openclaw/default", "stream": true, "messages": [{"role": "user", "content": format!("benchmark turn {n}")}]}))
+            .send().await?;
+        direct.push(until(response, "\"content\"", t0).await?);
+    }
+    println!("time to first answer delta over {turns} turns");
+    println!("{:<32} {:>8} {:>8}", "", "p50 ms", "p95 ms");
+    println!("{:<32} {:>8.1} {:>8.1}", "ocaas POST chat/stream", ms(percentile(&through_ocaas, 0.5)), ms(percentile(&through_ocaas, 0.95)));
+    println!("{:<32} {:>8.1} {:>8.1}", "stand-in gateway directly", ms(percentile(&direct, 0.5)), ms(percentile(&direct, 0.95)));
+    println!("ratio ocaas / direct: p50 {:.2}x", ms(percentile(&through_ocaas, 0.5)) / ms(percentile(&direct, 0.5)));
+
+    // (b) A separate server process on the same database, so its memory is its own.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on this process; the child inherits the raised limit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_ocaas"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &bench.database_url)
+        .env("OCAAS_SANDBOX_IMAGE", &bench.image)
+        .env("OCAAS_LOG", "warn")
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    while bench.http.get(format!("{base}/readyz")).send().await.map(|r| !r.status().is_success()).unwrap_or(true) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = bench.http.post(format!("{base}/api/instances/{id}/chat/sessions")).bearer_auth(&bench.key).send().await?.json::<serde_json::Value>().await?;
+    let session = session["id"].as_str().unwrap_or_default().to_owned();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(server.id())?;
+    let mut streams = Vec::with_capacity(subscribers);
+    for _ in 0..subscribers {
+        let client = reqwest::Client::new();
+        let response = client.get(format!("{base}/api/instances/{id}/chat/events")).query(&[("session_id", &session)]).bearer_auth(&bench.key).send().await?;
+        let mut body = response.bytes_stream();
+        let first = body.next().await.ok_or_else(|| anyhow::anyhow!("no ready event"))??;
+        anyhow::ensure!(String::from_utf8_lossy(&first).contains("ready"), "unexpected first event");
+        streams.push((client, body));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = rss_kib(server.id())?;
+    println!("\nRSS of one `ocaas serve` process");
+    println!("  idle, no subscribers:         {:>8.1} MiB", idle as f64 / 1024.0);
+    println!("  with {subscribers} chat/events subscribers: {:>8.1} MiB", loaded as f64 / 1024.0);
+    println!("  per subscriber:               {:>8.1} KiB", (loaded.saturating_sub(idle)) as f64 / subscribers as f64);
+    drop(streams);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    server.wait()?;
+
+    bench.delete(&id).await?;
+    bench.finish().await
+}
