@@ -28,7 +28,7 @@ use crate::instances::lifecycle::Drivers;
 use crate::runtime::Runtime;
 use crate::docs::spec::ApiDoc;
 use crate::error::json_error;
-use crate::{auth, chat, docs, files, health, instances, terminal};
+use crate::{auth, chat, docs, files, health, instances, terminal, vnc, web};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -80,6 +80,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(files::router())
         .merge(chat::router())
         .merge(terminal::router())
+        .merge(vnc::router())
 }
 
 /// The OpenAPI document as served at `/api/openapi.json`.
@@ -90,6 +91,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, spec) = api_router().split_for_parts();
     api.merge(docs::spec_routes(spec))
+        .merge(web::router(&state.settings))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), limit_body))

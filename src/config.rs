@@ -61,6 +61,15 @@ pub struct ServeArgs {
     /// How long one chat turn may take before its assistant message ends in `error`.
     #[arg(long, env = "OCAAS_CHAT_TIMEOUT", default_value_t = 600)]
     pub chat_timeout_secs: u64,
+    /// How long a websocket ticket from `vnc-url` stays valid, in seconds (one handshake).
+    #[arg(long, env = "OCAAS_TICKET_TTL", default_value_t = 60)]
+    pub ticket_ttl_secs: u64,
+    /// noVNC's client files (Debian's `novnc` package), served for the desktop page.
+    #[arg(long, env = "OCAAS_NOVNC_DIR", default_value = "/usr/share/novnc")]
+    pub novnc_dir: PathBuf,
+    /// xterm.js (Debian's `libjs-xterm` package), served for the dashboard's terminal.
+    #[arg(long, env = "OCAAS_XTERM_DIR", default_value = "/usr/share/javascript/xterm")]
+    pub xterm_dir: PathBuf,
     #[command(flatten)]
     pub instances: InstanceArgs,
 }
@@ -189,6 +198,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub session_hours: u32,
     pub chat_timeout: std::time::Duration,
+    pub ticket_ttl: std::time::Duration,
+    pub novnc_dir: PathBuf,
+    pub xterm_dir: PathBuf,
     pub instances: InstanceSettings,
 }
 
@@ -204,6 +216,9 @@ impl Settings {
             max_body_bytes: args.max_body_bytes,
             session_hours: args.session_hours,
             chat_timeout: std::time::Duration::from_secs(args.chat_timeout_secs.max(1)),
+            ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl_secs.max(1)),
+            novnc_dir: args.novnc_dir.clone(),
+            xterm_dir: args.xterm_dir.clone(),
             instances: InstanceSettings::from_args(&args.instances, image),
         })
     }

@@ -15,3 +15,6 @@ pub mod instances;
 pub mod files;
 pub mod terminal;
 pub mod chat;
+pub mod vnc;
+pub mod web;
+pub mod wsbridge;

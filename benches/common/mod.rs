@@ -57,6 +57,9 @@ impl Bench {
             max_body_bytes: 1 << 20,
             session_hours: 1,
             chat_timeout: Duration::from_secs(60),
+            ticket_ttl: Duration::from_secs(60),
+            novnc_dir: "/usr/share/novnc".into(),
+            xterm_dir: "/usr/share/javascript/xterm".into(),
         instances: InstanceSettings {
                 image: image.clone(),
                 max_instances: 1000,

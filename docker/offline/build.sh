@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 context=$(dirname "$here")
 suite=bookworm
 mirror=${OCAAS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=tini,xvfb,x11vnc,fluxbox,xterm,python3,git,procps,ca-certificates,chromium,fonts-dejavu-core,bash,less
+packages=tini,xvfb,x11vnc,fluxbox,xterm,python3,git,procps,ca-certificates,chromium,fonts-dejavu-core,bash,less,hsetroot
 
 base_hash=$(printf '%s\n' "$suite" "$packages" "apt-in-chroot" | sha256sum | cut -c1-16)
 base=ocaas-sandbox-base:$base_hash

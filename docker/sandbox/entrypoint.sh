@@ -16,7 +16,10 @@ for _ in $(seq 1 50); do
   [ -e "/tmp/.X11-unix/X${DISPLAY#:}" ] && break
   sleep 0.1
 done
+# fluxbox draws its style's wallpaper with hsetroot (without a setter it complains in a dialog).
 fluxbox >"$HOME/.fluxbox.log" 2>&1 &
+# A terminal window, so a fresh desktop visibly shows something.
+(cd /workspace && xterm -geometry 100x30+40+40 -title workspace >/dev/null 2>&1) &
 x11vnc -display "$DISPLAY" -rfbport 5900 -forever -shared -nopw -quiet -noxdamage >"$HOME/.x11vnc.log" 2>&1 &
 
 cd /workspace

@@ -20,6 +20,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub enum Credential {
     ApiKey { key_id: Uuid },
     Session { token_hash: Vec<u8>, csrf_token: String },
+    /// A single-use websocket ticket (see `tickets`).
+    Ticket,
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +35,7 @@ impl AuthUser {
     pub fn csrf_token(&self) -> Option<String> {
         match &self.credential {
             Credential::Session { csrf_token, .. } => Some(csrf_token.clone()),
-            Credential::ApiKey { .. } => None,
+            Credential::ApiKey { .. } | Credential::Ticket => None,
         }
     }
 }

@@ -8,6 +8,8 @@ pub mod password;
 pub mod repo;
 pub mod secrets;
 pub mod service;
+pub mod tickets;
+pub mod ws;
 
 pub use extractor::AuthUser;
 

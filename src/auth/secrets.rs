@@ -13,7 +13,7 @@ const API_KEY_BODY_LEN: usize = 43;
 /// How much of a key is kept in clear so users can tell their keys apart.
 const DISPLAY_PREFIX_LEN: usize = API_KEY_PREFIX.len() + 6;
 
-fn random_token(bytes: usize) -> String {
+pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)

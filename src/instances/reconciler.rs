@@ -70,6 +70,7 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     if interrupted > 0 {
         tracing::warn!(interrupted, "reconcile: finalised abandoned chat turns as interrupted");
     }
+    crate::auth::repo::delete_stale_tickets(&state.db).await?;
 
     let known: HashSet<String> = instances.iter().map(|i| i.id.to_string()).collect();
     for container in containers {

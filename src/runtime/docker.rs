@@ -4,9 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions, UploadToContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
@@ -17,7 +15,7 @@ use futures_util::StreamExt;
 use super::*;
 
 pub struct DockerRuntime {
-    docker: Docker,
+    pub(super) docker: Docker,
 }
 
 impl DockerRuntime {
@@ -27,7 +25,7 @@ impl DockerRuntime {
     }
 }
 
-fn map_err(error: DockerError) -> RuntimeError {
+pub(super) fn map_err(error: DockerError) -> RuntimeError {
     match error {
         DockerError::DockerResponseServerError { status_code: 404, message } => RuntimeError::NotFound(message),
         DockerError::DockerResponseServerError { status_code: 409, message } => RuntimeError::Conflict(message),
@@ -174,46 +172,19 @@ impl Runtime for DockerRuntime {
     }
 
     async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput> {
-        let options = CreateExecOptions {
-            cmd: Some(request.cmd),
-            env: Some(request.env),
-            working_dir: request.working_dir,
-            user: request.user,
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let exec = self.docker.create_exec(name, options).await.map_err(map_err)?;
-        let mut output = ExecOutput::default();
-        let deadline = request.timeout.map(|t| tokio::time::Instant::now() + t);
-        if let StartExecResults::Attached { output: mut stream, .. } = self.docker.start_exec(&exec.id, None).await.map_err(map_err)? {
-            loop {
-                let next = match deadline {
-                    Some(deadline) => match tokio::time::timeout_at(deadline, stream.next()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            output.timed_out = true;
-                            return Ok(output);
-                        }
-                    },
-                    None => stream.next().await,
-                };
-                let Some(frame) = next else { break };
-                let (target, bytes) = match frame.map_err(map_err)? {
-                    LogOutput::StdOut { message } => (&mut output.stdout, message),
-                    LogOutput::StdErr { message } => (&mut output.stderr, message),
-                    _ => continue,
-                };
-                let room = request.max_output.saturating_sub(target.len());
-                if bytes.len() > room {
-                    output.truncated = true;
-                }
-                target.extend_from_slice(&bytes[..bytes.len().min(room)]);
-            }
-        }
-        let inspected = self.docker.inspect_exec(&exec.id).await.map_err(map_err)?;
-        output.exit_code = Some(inspected.exit_code.unwrap_or(-1));
-        Ok(output)
+        self.exec_captured(name, request).await
+    }
+
+    async fn exec_tty(&self, name: &str, request: TtyRequest) -> RuntimeResult<TtySession> {
+        self.exec_interactive(name, request).await
+    }
+
+    async fn resize_tty(&self, exec_id: &str, cols: u16, rows: u16) -> RuntimeResult<()> {
+        self.resize_interactive(exec_id, cols, rows).await
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> RuntimeResult<Option<i64>> {
+        self.finished_exit_code(exec_id).await
     }
 
     async fn upload_archive(&self, name: &str, dir: &str, tar: ByteStream) -> RuntimeResult<()> {

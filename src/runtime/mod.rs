@@ -2,6 +2,7 @@
 //! Docker implementation (`docker.rs`, the only code in ocaas that speaks to Docker).
 
 pub mod docker;
+mod docker_exec;
 pub mod image;
 
 use std::collections::HashMap;
@@ -90,6 +91,25 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
+/// An interactive command on a pseudo-terminal.
+#[derive(Debug, Clone, Default)]
+pub struct TtyRequest {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// A running TTY exec: what the terminal prints, and its keyboard.
+pub struct TtySession {
+    pub exec_id: String,
+    /// Raw terminal output; ends when the process exits.
+    pub output: ByteStream,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// A stream of bytes to or from the engine (tar archives).
 pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
 
@@ -118,6 +138,11 @@ pub trait Runtime: Send + Sync {
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>>;
     /// Runs a command without a TTY; stdout and stderr apart, with the exit code.
     async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput>;
+    /// Starts a command on a pseudo-terminal, attached both ways.
+    async fn exec_tty(&self, name: &str, request: TtyRequest) -> RuntimeResult<TtySession>;
+    async fn resize_tty(&self, exec_id: &str, cols: u16, rows: u16) -> RuntimeResult<()>;
+    /// The exit code of an exec, `None` while it still runs.
+    async fn exec_exit_code(&self, exec_id: &str) -> RuntimeResult<Option<i64>>;
     /// Extracts the tar archive `tar` into directory `dir` of the container (as the engine's root;
     /// ownership comes from the archive's headers).
     async fn upload_archive(&self, name: &str, dir: &str, tar: ByteStream) -> RuntimeResult<()>;

@@ -1,6 +1,9 @@
-//! Terminal access to an instance: one-shot commands (`terminal/exec`).
+//! Terminal access to an instance: one-shot commands (`terminal/exec`) and interactive
+//! shells over a websocket (`terminal/ws`).
 
 pub mod exec;
+pub mod pty;
+pub mod ws;
 
 use axum::extract::State;
 use axum::Json;
@@ -43,5 +46,5 @@ pub async fn exec_command(
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(exec_command))
+    OpenApiRouter::new().routes(routes!(exec_command)).routes(routes!(ws::terminal_ws))
 }

@@ -65,6 +65,9 @@ pub fn test_settings() -> Settings {
         max_body_bytes: 64 * 1024,
         session_hours: 24,
         chat_timeout: Duration::from_secs(60),
+        ticket_ttl: Duration::from_secs(60),
+        novnc_dir: "/usr/share/novnc".into(),
+        xterm_dir: "/usr/share/javascript/xterm".into(),
         instances: InstanceSettings {
             // Tests that start sandboxes set the real image with `sandbox_image()`.
             image: "ocaas-sandbox:not-built-for-this-test".into(),

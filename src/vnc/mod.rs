@@ -1,0 +1,135 @@
+//! The instance's desktop: `vnc-url` hands out a ticket and the URLs of the desktop page and
+//! websocket; `vnc/ws` bridges a websocket to the sandbox's VNC server (RFB on port 5900).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::auth::tickets;
+use crate::auth::ws::WsCaller;
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::extract::{ApiQuery, PublicOrigin};
+use crate::instances::handlers::{InstanceId, running};
+use crate::wsbridge::{self, Upstream, WsUpgrade};
+
+pub const VNC_PORT: u16 = 5900;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "url": "https://ocaas.example.com/desktop/0193b6c2-7d1e-7cc0-9f43-2b1f7e0c9a11#ticket=q9Xn…",
+    "ws_url": "wss://ocaas.example.com/api/instances/0193b6c2-7d1e-7cc0-9f43-2b1f7e0c9a11/vnc/ws?ticket=q9Xn…",
+    "expires_at": "2026-11-26T12:00:60Z"}))]
+pub struct VncUrl {
+    /// This server's desktop page (noVNC), already holding the ticket: open it in a browser.
+    pub url: String,
+    /// The websocket to connect a VNC client to directly (`wss` when the origin is https).
+    pub ws_url: String,
+    /// The ticket works for one handshake until then.
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TicketQuery {
+    /// A single-use ticket from `vnc-url` (browsers), instead of the `Authorization` header.
+    pub ticket: Option<String>,
+}
+
+/// Desktop URL
+///
+/// A single-use ticket for the instance's desktop, valid `OCAAS_TICKET_TTL` seconds (default
+/// 60) for one websocket handshake, with the URL of this server's desktop page (which connects
+/// with it) and the `vnc/ws` websocket URL carrying it.
+#[utoipa::path(get, path = "/api/instances/{instanceId}/vnc-url", tag = "terminal",
+    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "Desktop page and websocket URLs with a fresh ticket", body = VncUrl),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`instance_not_running`", body = ErrorBody),
+    ))]
+pub async fn vnc_url(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, origin: PublicOrigin) -> AppResult<Json<VncUrl>> {
+    running(&state, &user, id).await?;
+    let ticket = tickets::issue(&state, user.user_id, id).await?;
+    let ws_origin = origin.0.replacen("http", "ws", 1);
+    Ok(Json(VncUrl {
+        url: origin.url(&format!("/desktop/{id}#ticket={}", ticket.secret)),
+        ws_url: format!("{ws_origin}/api/instances/{id}/vnc/ws?ticket={}", ticket.secret),
+        expires_at: ticket.expires_at,
+    }))
+}
+
+/// Desktop websocket
+///
+/// Upgrades to a WebSocket bridged byte for byte to the sandbox's VNC server (RFB 3.8, no VNC
+/// password: the ticket or key is the access control) until either side closes. Binary frames
+/// both ways; the subprotocol `binary` is accepted (noVNC asks for it). Authenticate with a
+/// `ticket` from `vnc-url`, `Authorization: Bearer <API key>`, or the `/account` session cookie
+/// from a page of this server's origin; refusals are JSON errors before the upgrade.
+#[utoipa::path(get, path = "/api/instances/{instanceId}/vnc/ws", tag = "terminal",
+    params(("instanceId" = Uuid, Path, description = "Instance id"), TicketQuery),
+    responses(
+        (status = 101, description = "Switching protocols: RFB over websocket"),
+        (status = 401, description = "Missing, invalid, expired or used key or ticket", body = ErrorBody),
+        (status = 403, description = "`origin_mismatch`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`instance_not_running`", body = ErrorBody),
+        (status = 426, description = "`websocket_required`", body = ErrorBody),
+        (status = 502, description = "`desktop_unavailable`: the sandbox's VNC server does not answer", body = ErrorBody),
+    ))]
+pub async fn vnc_ws(
+    State(state): State<AppState>,
+    ApiQuery(_ticket): ApiQuery<TicketQuery>,
+    caller: WsCaller,
+    WsUpgrade(upgrade): WsUpgrade,
+) -> AppResult<Response> {
+    let instance = running(&state, &caller.user, caller.instance_id).await?;
+    // Connected before upgrading, so a desktop that is down is an HTTP error, not a dead socket.
+    let vnc = connect(&state, &instance.sandbox_id).await?;
+    Ok(upgrade.protocols(["binary"]).max_message_size(wsbridge::MAX_MESSAGE).on_upgrade(move |socket| async move {
+        let (from_vnc, to_vnc) = vnc.into_split();
+        let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 64 << 10));
+        wsbridge::bridge(socket, from_vnc, Box::pin(to_vnc), &mut RfbPipe, &state.shutdown).await;
+    }))
+}
+
+async fn connect(state: &AppState, sandbox: &str) -> AppResult<TcpStream> {
+    let unavailable = || AppError::new(StatusCode::BAD_GATEWAY, "desktop_unavailable", "The sandbox's desktop (VNC server) does not answer.");
+    let info = state.runtime.inspect(sandbox).await.map_err(|_| unavailable())?;
+    let address = SocketAddr::new(info.ip.filter(|_| info.running).ok_or_else(unavailable)?, VNC_PORT);
+    // The VNC server starts beside the gateway and may be a moment behind it (or restarting).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => return Err(unavailable()),
+        }
+    }
+}
+
+/// RFB is binary only; text frames are ignored.
+struct RfbPipe;
+
+#[async_trait]
+impl Upstream for RfbPipe {}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(vnc_url)).routes(routes!(vnc_ws))
+}
