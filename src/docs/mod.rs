@@ -1,6 +1,7 @@
 //! Documentation surfaces: `GET /api`, the OpenAPI spec (`/api/openapi.json|yaml`) and
 //! Swagger UI at `/docs`, served from files vendored into the binary (no CDN).
 
+pub mod agent;
 pub mod root;
 pub mod spec;
 
@@ -23,7 +24,7 @@ pub fn spec_routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
     let swagger = SwaggerUi::new("/docs")
         .url("/api/openapi.json", spec)
         .config(Config::default().validator_url("none").persist_authorization(true).try_it_out_enabled(true));
-    Router::from(swagger).route(
+    Router::from(swagger).merge(agent::routes()).route(
         "/api/openapi.yaml",
         get(move || {
             let yaml = yaml.clone();

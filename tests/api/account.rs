@@ -213,3 +213,35 @@ async fn keys_are_listed_revoked_and_scoped_to_their_owner() {
         assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
 }
+
+#[tokio::test]
+async fn a_cross_origin_form_post_with_the_session_cookie_is_refused() {
+    let app = spawn_app().await;
+    let response = app
+        .anon(Method::POST, "/api/account/login")
+        .json(&json!({"email": "seed@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&response);
+    let keys_before = json(app.api(Method::GET, "/api/account/keys").send().await.unwrap(), StatusCode::OK).await;
+    // What a hostile page's auto-submitting <form method=post> sends: cookie, foreign Origin,
+    // a form body, and no CSRF header (it cannot read the token nor set headers).
+    for path in ["/api/account/keys", "/api/instances", "/api/account/logout"] {
+        let forged = app
+            .anon(Method::POST, path)
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("name=stolen")
+            .send()
+            .await
+            .unwrap();
+        assert_error(forged, StatusCode::FORBIDDEN, "csrf_failed").await;
+    }
+    let keys_after = json(app.api(Method::GET, "/api/account/keys").send().await.unwrap(), StatusCode::OK).await;
+    let ids = |keys: &serde_json::Value| keys.as_array().unwrap().iter().map(|k| k["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&keys_before), ids(&keys_after), "no key was created");
+    let me = app.anon(Method::GET, "/api/account").header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK, "the session was not logged out");
+}

@@ -2,6 +2,7 @@
 
 mod account;
 mod admin_cli;
+mod agent;
 mod auth;
 mod browser;
 mod chat;

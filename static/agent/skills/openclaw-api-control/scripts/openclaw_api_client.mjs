@@ -1,0 +1,285 @@
+#!/usr/bin/env node
+// openclaw_api_client.mjs — zero-dependency client and CLI for the ocaas API at {{ORIGIN}}.
+// Node >= 20. Configuration: OPENCLAW_API_KEY (required), OPENCLAW_API_BASE_URL (default
+// {{ORIGIN}}/api; "/api" is appended when missing), OPENCLAW_INSTANCE_ID (default: the first
+// ready instance). Every command prints JSON; failures print the server's message and exit 1.
+import { readFile, writeFile, readdir, stat } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { basename, join, posix, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function apiBase(raw = process.env.OPENCLAW_API_BASE_URL || '{{ORIGIN}}/api') {
+  const trimmed = raw.replace(/\/+$/, '');
+  return trimmed.endsWith('/api') ? trimmed : `${trimmed}/api`;
+}
+
+export class Client {
+  constructor({ apiKey = process.env.OPENCLAW_API_KEY, baseUrl, instanceId = process.env.OPENCLAW_INSTANCE_ID } = {}) {
+    if (!apiKey) throw new ApiError(0, 'missing_api_key', 'Set OPENCLAW_API_KEY to an API key (create one at /account).');
+    this.apiKey = apiKey;
+    this.base = apiBase(baseUrl);
+    this.instanceId = instanceId || null;
+  }
+
+  async request(method, path, { json, query, body, headers = {}, raw = false } = {}) {
+    const url = new URL(this.base + path);
+    for (const [k, v] of Object.entries(query || {})) if (v !== undefined && v !== null) url.searchParams.set(k, String(v));
+    const init = { method, headers: { Authorization: `Bearer ${this.apiKey}`, ...headers } };
+    if (json !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(json);
+    } else if (body !== undefined) {
+      init.body = body;
+    }
+    const response = await fetch(url, init);
+    if (!response.ok) {
+      let error = {};
+      try { error = await response.json(); } catch { /* not JSON */ }
+      throw new ApiError(response.status, error.error || 'http_error', error.message || `${method} ${path} answered ${response.status}`);
+    }
+    if (raw) return response;
+    if (response.status === 204) return null;
+    const text = await response.text();
+    return text ? JSON.parse(text) : null;
+  }
+
+  // Meta and instances
+  root() { return this.request('GET', ''); }
+  listInstances() { return this.request('GET', '/instances'); }
+  createInstance({ inviteCode, name } = {}) {
+    const json = {};
+    if (inviteCode) json.invite_code = inviteCode;
+    if (name) json.name = name;
+    return this.request('POST', '/instances', { json });
+  }
+  async instance(id) {
+    if (id || this.instanceId) return id || this.instanceId;
+    const ready = (await this.listInstances()).find((i) => i.status === 'ready');
+    if (!ready) throw new ApiError(0, 'no_ready_instance', 'No ready instance: create one with `instances create` or set OPENCLAW_INSTANCE_ID.');
+    this.instanceId = ready.id;
+    return ready.id;
+  }
+  async getInstance(id) { return this.request('GET', `/instances/${await this.instance(id)}`); }
+  async deleteInstance(id) { return this.request('DELETE', `/instances/${await this.instance(id)}`); }
+  async lifecycle(action, id) { return this.request('POST', `/instances/${await this.instance(id)}/${action}`); }
+  async status(id) { return this.request('GET', `/instances/${await this.instance(id)}/status`); }
+  async vncUrl(id) { return this.request('GET', `/instances/${await this.instance(id)}/vnc-url`); }
+
+  // Chat
+  async chatSessions() { return this.request('GET', `/instances/${await this.instance()}/chat/sessions`); }
+  async createChatSession(title) { return this.request('POST', `/instances/${await this.instance()}/chat/sessions`, { json: title ? { title } : {} }); }
+  async sendMessage(message, sessionId) {
+    return this.request('POST', `/instances/${await this.instance()}/chat`, { json: { message, ...(sessionId ? { session_id: sessionId } : {}) } });
+  }
+  /** Streams a turn; calls onEvent({event, data}) per SSE event and resolves with all of them. */
+  async streamMessage(message, sessionId, onEvent = () => {}) {
+    const response = await this.request('POST', `/instances/${await this.instance()}/chat/stream`, {
+      json: { message, ...(sessionId ? { session_id: sessionId } : {}) }, raw: true, headers: { Accept: 'text/event-stream' },
+    });
+    return readSse(response, onEvent);
+  }
+  async messages({ sessionId, tail, after, limit } = {}) {
+    return this.request('GET', `/instances/${await this.instance()}/chat/messages`, {
+      query: { session_id: sessionId, tail: tail ? 'true' : undefined, after, limit },
+    });
+  }
+  /** Follows the persisted event feed; stops after maxEvents events or timeoutMs. */
+  async events({ sessionId, after, maxEvents = Infinity, timeoutMs } = {}, onEvent = () => {}) {
+    const controller = new AbortController();
+    const timer = timeoutMs ? setTimeout(() => controller.abort(), timeoutMs) : null;
+    const url = new URL(`${this.base}/instances/${await this.instance()}/chat/events`);
+    if (sessionId) url.searchParams.set('session_id', sessionId);
+    if (after) url.searchParams.set('after', after);
+    const seen = [];
+    try {
+      const response = await fetch(url, { headers: { Authorization: `Bearer ${this.apiKey}`, Accept: 'text/event-stream' }, signal: controller.signal });
+      if (!response.ok) {
+        const error = await response.json().catch(() => ({}));
+        throw new ApiError(response.status, error.error || 'http_error', error.message || `events answered ${response.status}`);
+      }
+      await readSse(response, (event) => {
+        seen.push(event);
+        onEvent(event);
+        if (seen.length >= maxEvents) controller.abort();
+      });
+    } catch (error) {
+      if (error.name !== 'AbortError') throw error;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+    return seen;
+  }
+
+  // Files
+  async files(path = '/workspace') { return this.request('GET', `/instances/${await this.instance()}/files`, { query: { path } }); }
+  async readFile(path) { return this.request('GET', `/instances/${await this.instance()}/files/read`, { query: { path } }); }
+  async writeFile(path, content) { return this.request('POST', `/instances/${await this.instance()}/files/write`, { json: { path, content } }); }
+  async mkdir(path) { return this.request('POST', `/instances/${await this.instance()}/files/mkdir`, { json: { path } }); }
+  async rename(from, to) { return this.request('POST', `/instances/${await this.instance()}/files/rename`, { json: { from, to } }); }
+  async remove(path, recursive = false) { return this.request('POST', `/instances/${await this.instance()}/files/delete`, { json: { path, recursive } }); }
+  /** Uploads a local file (any size, binary or text) into targetDir. */
+  async upload(localPath, targetDir, fileName = basename(localPath)) {
+    const form = new FormData();
+    form.set('targetDir', targetDir);
+    form.set('fileName', fileName);
+    form.set('file', new Blob([await readFile(localPath)]), fileName);
+    return this.request('POST', `/instances/${await this.instance()}/files/upload`, { body: form });
+  }
+  /** Mirrors a local directory tree under dest. */
+  async uploadTree(src, dest) {
+    const uploaded = [];
+    await this.mkdir(dest);
+    for (const entry of await readdir(src, { withFileTypes: true })) {
+      const local = join(src, entry.name);
+      const remote = posix.join(dest, entry.name);
+      if (entry.isDirectory()) uploaded.push(...(await this.uploadTree(local, remote)));
+      else if (entry.isFile()) uploaded.push(await this.upload(local, dest, entry.name));
+    }
+    return uploaded;
+  }
+  /** Downloads a file to outPath (or returns its bytes when outPath is omitted). */
+  async download(path, outPath) {
+    const response = await this.request('GET', `/instances/${await this.instance()}/files/download`, { query: { path }, raw: true });
+    if (!outPath) return Buffer.from(await response.arrayBuffer());
+    await pipeline(Readable.fromWeb(response.body), createWriteStream(outPath));
+    return { path, saved_to: outPath, size: (await stat(outPath)).size };
+  }
+
+  // Commands
+  async exec(command, { timeoutMs, cwd, env } = {}) {
+    const json = { command };
+    if (timeoutMs) json.timeout_ms = Number(timeoutMs);
+    if (cwd) json.cwd = cwd;
+    if (env) json.env = env;
+    return this.request('POST', `/instances/${await this.instance()}/terminal/exec`, { json });
+  }
+}
+
+/** Parses a text/event-stream body into {event, id, data} objects (data JSON-decoded when it can be). */
+export async function readSse(response, onEvent) {
+  const events = [];
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of response.body) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end;
+    while ((end = buffer.search(/\r?\n\r?\n/)) !== -1) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
+      const event = { event: 'message', id: undefined, data: '' };
+      const data = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (!line || line.startsWith(':')) continue;
+        const at = line.indexOf(':');
+        const field = at === -1 ? line : line.slice(0, at);
+        const value = at === -1 ? '' : line.slice(at + 1).replace(/^ /, '');
+        if (field === 'event') event.event = value;
+        else if (field === 'id') event.id = value;
+        else if (field === 'data') data.push(value);
+      }
+      if (!data.length) continue;
+      event.data = data.join('\n');
+      try { event.data = JSON.parse(event.data); } catch { /* plain text */ }
+      events.push(event);
+      onEvent(event);
+    }
+  }
+  return events;
+}
+
+function parseArgs(argv) {
+  const positional = [];
+  const flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg.startsWith('--')) {
+      const [name, inline] = arg.slice(2).split(/=(.*)/s);
+      if (inline !== undefined) flags[name] = inline;
+      else if (i + 1 < argv.length && !argv[i + 1].startsWith('--')) flags[name] = argv[++i];
+      else flags[name] = true;
+    } else positional.push(arg);
+  }
+  return { positional, flags };
+}
+
+const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --instance ID, --base-url URL)
+  root
+  instances list | create [--invite-code C] [--name N] | get | status | reboot | shutdown | start | delete | vnc-url
+  chat sessions | new-session [--title T] | send [--session S] --message M [--stream]
+       tail [--session S] [--limit N] | messages [--session S] [--after ID] [--limit N]
+       events [--session S] [--after ID] [--max-events N] [--timeout-ms MS]
+  files list [--path P] | read --path P | write --path P (--content C | --from-file F) | mkdir --path P
+        upload --src FILE --dest DIR [--name N] | upload-tree --src DIR --dest /workspace/x
+        rename --from A --to B | delete --path P [--recursive] | download --path P [--out FILE]
+  terminal exec --command C [--timeout-ms N] [--cwd DIR]`;
+
+function need(flags, name) {
+  if (flags[name] === undefined || flags[name] === true) throw new ApiError(0, 'usage', `--${name} is required.\n${USAGE}`);
+  return flags[name];
+}
+
+const print = (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+const printLine = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
+
+export async function main(argv = process.argv.slice(2)) {
+  const { positional: [group, action], flags } = parseArgs(argv);
+  if (!group || group === 'help' || flags.help) return print({ usage: USAGE });
+  const client = new Client({ baseUrl: flags['base-url'], instanceId: flags.instance });
+  const id = flags.instance;
+  switch (`${group} ${action ?? ''}`.trim()) {
+    case 'root': return print(await client.root());
+    case 'instances list': return print(await client.listInstances());
+    case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name }));
+    case 'instances get': return print(await client.getInstance(id));
+    case 'instances status': return print(await client.status(id));
+    case 'instances reboot': case 'instances shutdown': case 'instances start': return print(await client.lifecycle(action, id));
+    case 'instances delete': return print((await client.deleteInstance(id)) ?? { deleted: await client.instance(id) });
+    case 'instances vnc-url': return print(await client.vncUrl(id));
+    case 'chat sessions': return print(await client.chatSessions());
+    case 'chat new-session': return print(await client.createChatSession(flags.title));
+    case 'chat send':
+      if (flags.stream) return void (await client.streamMessage(need(flags, 'message'), flags.session, printLine));
+      return print(await client.sendMessage(need(flags, 'message'), flags.session));
+    case 'chat tail': return print(await client.messages({ sessionId: flags.session, tail: true, limit: flags.limit ?? 20 }));
+    case 'chat messages': return print(await client.messages({ sessionId: flags.session, after: flags.after, limit: flags.limit }));
+    case 'chat events':
+      return void (await client.events({ sessionId: flags.session, after: flags.after, maxEvents: Number(flags['max-events'] ?? Infinity), timeoutMs: Number(flags['timeout-ms'] ?? 0) }, printLine));
+    case 'files list': return print(await client.files(flags.path ?? '/workspace'));
+    case 'files read': return print(await client.readFile(need(flags, 'path')));
+    case 'files write': {
+      const content = flags['from-file'] ? await readFile(flags['from-file'], 'utf8') : need(flags, 'content');
+      return print(await client.writeFile(need(flags, 'path'), content));
+    }
+    case 'files mkdir': return print(await client.mkdir(need(flags, 'path')));
+    case 'files upload': return print(await client.upload(need(flags, 'src'), need(flags, 'dest'), flags.name));
+    case 'files upload-tree': return print(await client.uploadTree(need(flags, 'src'), need(flags, 'dest')));
+    case 'files rename': return print(await client.rename(need(flags, 'from'), need(flags, 'to')));
+    case 'files delete': return print(await client.remove(need(flags, 'path'), Boolean(flags.recursive)));
+    case 'files download': {
+      const path = need(flags, 'path');
+      if (flags.out) return print(await client.download(path, flags.out));
+      return void process.stdout.write(await client.download(path));
+    }
+    case 'terminal exec': return print(await client.exec(need(flags, 'command'), { timeoutMs: flags['timeout-ms'], cwd: flags.cwd }));
+    default: throw new ApiError(0, 'usage', `Unknown command \`${group} ${action ?? ''}\`.\n${USAGE}`);
+  }
+}
+
+const invokedDirectly = process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
+if (invokedDirectly) {
+  main().catch((error) => {
+    const body = { error: error.code || 'client_error', message: error.message, ...(error.status ? { status: error.status } : {}) };
+    process.stderr.write(`${JSON.stringify(body)}\n`);
+    process.exit(1);
+  });
+}
