@@ -67,8 +67,8 @@ pub struct ServeArgs {
     /// noVNC's client files (Debian's `novnc` package), served for the desktop page.
     #[arg(long, env = "OCAAS_NOVNC_DIR", default_value = "/usr/share/novnc")]
     pub novnc_dir: PathBuf,
-    /// xterm.js (Debian's `libjs-xterm` package), served for the dashboard's terminal.
-    #[arg(long, env = "OCAAS_XTERM_DIR", default_value = "/usr/share/javascript/xterm")]
+    /// xterm.js as CommonJS modules (Debian's `node-xterm` package), bundled for the dashboard's terminal.
+    #[arg(long, env = "OCAAS_XTERM_DIR", default_value = "/usr/share/nodejs/xterm")]
     pub xterm_dir: PathBuf,
     #[command(flatten)]
     pub instances: InstanceArgs,

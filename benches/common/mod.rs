@@ -59,7 +59,7 @@ impl Bench {
             chat_timeout: Duration::from_secs(60),
             ticket_ttl: Duration::from_secs(60),
             novnc_dir: "/usr/share/novnc".into(),
-            xterm_dir: "/usr/share/javascript/xterm".into(),
+            xterm_dir: "/usr/share/nodejs/xterm".into(),
         instances: InstanceSettings {
                 image: image.clone(),
                 max_instances: 1000,

@@ -67,7 +67,7 @@ pub fn test_settings() -> Settings {
         chat_timeout: Duration::from_secs(60),
         ticket_ttl: Duration::from_secs(60),
         novnc_dir: "/usr/share/novnc".into(),
-        xterm_dir: "/usr/share/javascript/xterm".into(),
+        xterm_dir: "/usr/share/nodejs/xterm".into(),
         instances: InstanceSettings {
             // Tests that start sandboxes set the real image with `sandbox_image()`.
             image: "ocaas-sandbox:not-built-for-this-test".into(),

@@ -6,6 +6,7 @@ mod agent;
 mod auth;
 mod browser;
 mod chat;
+mod dashboard;
 mod desktop;
 mod exec;
 mod files;

@@ -102,6 +102,42 @@ impl Browser {
         }
     }
 
+    /// The element matching `css` (waiting up to 20 s for it to exist).
+    pub async fn find(&self, css: &str) -> String {
+        let selector = serde_json::to_string(css).unwrap();
+        self.wait_for(&format!("return document.querySelector({selector}) !== null"), 20).await;
+        let found = self.command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await;
+        found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).unwrap().to_owned()
+    }
+
+    pub async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+    }
+
+    /// Types `text` into the form field matching `css`.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.command(reqwest::Method::POST, &format!("/element/{element}/clear"), Some(json!({}))).await;
+        self.command(reqwest::Method::POST, &format!("/element/{element}/value"), Some(json!({"text": text}))).await;
+    }
+
+    /// Presses the keys of `text` on the keyboard (into whatever has focus); `\n` is Enter.
+    pub async fn type_keys(&self, text: &str) {
+        let mut actions = Vec::new();
+        for c in text.chars() {
+            let key = if c == '\n' { "\u{E007}".to_owned() } else { c.to_string() };
+            actions.push(json!({"type": "keyDown", "value": key}));
+            actions.push(json!({"type": "keyUp", "value": key}));
+        }
+        let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]});
+        self.command(reqwest::Method::POST, "/actions", Some(body)).await;
+    }
+
+    pub async fn set_window(&self, width: u32, height: u32) {
+        self.command(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
+    }
+
     /// Saves a PNG screenshot of the viewport and returns its size in bytes.
     pub async fn screenshot(&self, path: &Path) -> usize {
         let encoded = self.command(reqwest::Method::GET, "/screenshot", None).await;

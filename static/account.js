@@ -1,0 +1,103 @@
+// /account: log in or register, then the dashboard — API keys here, instances and their
+// chat, terminal and desktop in dashboard.js.
+import { api, setCsrf, when, el } from '/static/api.js';
+import { startDashboard, stopDashboard } from '/static/dashboard.js';
+
+const $ = (id) => document.getElementById(id);
+
+export function notify(message, kind = 'error') {
+  const notice = $('notice');
+  notice.textContent = message;
+  notice.dataset.kind = kind;
+  notice.hidden = !message;
+}
+
+async function showAccount(account) {
+  setCsrf(account.csrf_token);
+  $('auth').hidden = true;
+  $('dashboard').hidden = false;
+  $('whoami').hidden = false;
+  $('user-email').textContent = account.email;
+  notify('');
+  await loadKeys();
+  await startDashboard(account);
+}
+
+function showLogin() {
+  setCsrf(null);
+  stopDashboard();
+  $('auth').hidden = false;
+  $('dashboard').hidden = true;
+  $('whoami').hidden = true;
+}
+
+function formData(form) {
+  return Object.fromEntries([...new FormData(form)].filter(([, v]) => v !== '').map(([k, v]) => [k, String(v).trim()]));
+}
+
+function guard(action) {
+  return async (event) => {
+    event?.preventDefault?.();
+    try {
+      await action(event);
+    } catch (error) {
+      notify(error.message || String(error));
+    }
+  };
+}
+
+$('login-form').addEventListener('submit', guard(async (event) => {
+  await showAccount(await api('POST', '/api/account/login', formData(event.target)));
+}));
+
+$('register-form').addEventListener('submit', guard(async (event) => {
+  await showAccount(await api('POST', '/api/account/register', formData(event.target)));
+}));
+
+$('logout').addEventListener('click', guard(async () => {
+  await api('POST', '/api/account/logout');
+  showLogin();
+}));
+
+async function loadKeys() {
+  const keys = await api('GET', '/api/account/keys');
+  $('keys').replaceChildren(...keys.map((key) => el('tr', { dataset: { keyId: key.id } },
+    el('td', {}, key.name),
+    el('td', {}, el('code', {}, `${key.prefix}…`)),
+    el('td', {}, when(key.created_at)),
+    el('td', {}, when(key.last_used_at)),
+    el('td', {}, el('button', { type: 'button', class: 'danger revoke', onclick: guard(async () => {
+      if (!confirm(`Revoke the key “${key.name}”? Programs using it stop working.`)) return;
+      await api('DELETE', `/api/account/keys/${key.id}`);
+      await loadKeys();
+    }) }, 'Revoke')),
+  )));
+}
+
+$('create-key-form').addEventListener('submit', guard(async (event) => {
+  const created = await api('POST', '/api/account/keys', formData(event.target));
+  event.target.reset();
+  $('new-key-secret').textContent = created.key;
+  $('new-key').hidden = false;
+  await loadKeys();
+}));
+
+$('copy-key').addEventListener('click', async () => {
+  const secret = $('new-key-secret').textContent;
+  try {
+    await navigator.clipboard.writeText(secret);
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents($('new-key-secret'));
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    document.execCommand('copy');
+  }
+  $('copy-key').textContent = 'Copied';
+  setTimeout(() => { $('copy-key').textContent = 'Copy'; }, 1500);
+});
+
+api('GET', '/api/account').then(showAccount, (error) => {
+  if (error.status !== 401) notify(error.message);
+  showLogin();
+});

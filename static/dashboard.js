@@ -1,0 +1,190 @@
+// The instance dashboard: the list with live status (polled), create and lifecycle buttons,
+// and for the open instance its chat (SSE), terminal (xterm.js over the terminal websocket)
+// and desktop (the vnc-url page in a frame).
+import { api, postStream, when, el } from '/static/api.js';
+import { notify } from '/static/account.js';
+
+const $ = (id) => document.getElementById(id);
+let poller = null;
+let openId = null;
+let terminal = null;
+
+export async function startDashboard(account) {
+  const plan = account.subscription;
+  const active = plan && plan.active;
+  $('plan').textContent = active ? `Plan: up to ${plan.max_instances} instance(s)${plan.expires_at ? `, until ${when(plan.expires_at)}` : ''}.` : 'No active plan: enter an invite code to create an instance.';
+  $('instance-invite').hidden = Boolean(active);
+  await refresh();
+  clearInterval(poller);
+  poller = setInterval(() => refresh().catch(() => {}), 2000);
+}
+
+export function stopDashboard() {
+  clearInterval(poller);
+  closePanel();
+}
+
+async function refresh() {
+  const instances = await api('GET', '/api/instances');
+  $('instances').replaceChildren(...instances.map(row));
+  if (openId && !instances.some((i) => i.id === openId)) closePanel();
+}
+
+function action(label, run, cls = 'secondary') {
+  return el('button', { type: 'button', class: cls, dataset: { action: label.toLowerCase() }, onclick: async () => {
+    try { await run(); await refresh(); } catch (error) { notify(error.message); }
+  } }, label);
+}
+
+function row(instance) {
+  const id = instance.id;
+  const ready = instance.status === 'ready';
+  return el('li', { class: 'instance', dataset: { instanceId: id, status: instance.status } },
+    el('div', {},
+      el('strong', {}, instance.name || instance.sandbox_id), ' ',
+      el('span', { class: `badge ${instance.status}` }, instance.status),
+      instance.last_error ? el('div', { class: 'muted' }, instance.last_error) : ''),
+    el('div', { class: 'actions' },
+      ready ? action('Open', () => openPanel(instance), 'primary') : '',
+      ready ? action('Reboot', () => api('POST', `/api/instances/${id}/reboot`)) : '',
+      ready ? action('Shutdown', () => api('POST', `/api/instances/${id}/shutdown`)) : '',
+      ['stopped', 'error'].includes(instance.status) ? action('Start', () => api('POST', `/api/instances/${id}/start`)) : '',
+      action('Delete', async () => {
+        if (confirm('Delete this instance and its workspace?')) await api('DELETE', `/api/instances/${id}`);
+      }, 'danger')));
+}
+
+$('create-instance-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const data = Object.fromEntries([...new FormData(event.target)].filter(([, v]) => v !== ''));
+  try {
+    await api('POST', '/api/instances', data);
+    event.target.reset();
+    await refresh();
+  } catch (error) {
+    notify(error.message);
+  }
+});
+
+// The open instance's panel.
+function openPanel(instance) {
+  closePanel();
+  openId = instance.id;
+  $('instance-panel').hidden = false;
+  $('panel-title').textContent = instance.name || instance.sandbox_id;
+  showTab('chat');
+  loadSessions().catch((error) => notify(error.message));
+}
+
+function closePanel() {
+  openId = null;
+  $('instance-panel').hidden = true;
+  terminal?.close();
+  terminal = null;
+  $('desktop-frame').removeAttribute('src');
+}
+
+for (const button of document.querySelectorAll('.tabs button')) button.addEventListener('click', () => showTab(button.dataset.tab));
+
+function showTab(name) {
+  for (const button of document.querySelectorAll('.tabs button')) button.classList.toggle('active', button.dataset.tab === name);
+  for (const tab of ['chat', 'terminal', 'desktop']) $(`tab-${tab}`).hidden = tab !== name;
+  if (name === 'terminal' && !terminal) terminal = openTerminal(openId);
+  if (name === 'desktop') openDesktop(openId).catch((error) => notify(error.message));
+}
+
+// Chat
+async function loadSessions(selected) {
+  const sessions = await api('GET', `/api/instances/${openId}/chat/sessions`);
+  $('chat-session').replaceChildren(...sessions.map((s) => el('option', { value: s.id }, `${s.title || 'Session'} · ${s.message_count} messages`)));
+  if (selected) $('chat-session').value = selected;
+  await loadHistory();
+}
+
+async function loadHistory() {
+  const session = $('chat-session').value;
+  if (!session) return $('chat-log').replaceChildren();
+  const messages = await api('GET', `/api/instances/${openId}/chat/messages?session_id=${session}&tail=true&limit=100`);
+  $('chat-log').replaceChildren(...messages.map(bubble));
+  $('chat-log').scrollTop = $('chat-log').scrollHeight;
+}
+
+function bubble(message) {
+  return el('li', { class: `msg ${message.role}`, dataset: { messageId: message.id, status: message.status } }, message.content || (message.error ? `⚠ ${message.error}` : '…'));
+}
+
+function upsert(message) {
+  const node = bubble(message);
+  const old = $('chat-log').querySelector(`[data-message-id="${message.id}"]`);
+  if (old) old.replaceWith(node); else $('chat-log').append(node);
+  $('chat-log').scrollTop = $('chat-log').scrollHeight;
+}
+
+$('chat-session').addEventListener('change', () => loadHistory().catch((error) => notify(error.message)));
+$('new-session').addEventListener('click', async () => {
+  try {
+    const session = await api('POST', `/api/instances/${openId}/chat/sessions`, { title: `Session ${new Date().toLocaleString()}` });
+    await loadSessions(session.id);
+  } catch (error) { notify(error.message); }
+});
+
+$('chat-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const message = $('chat-input').value.trim();
+  if (!message) return;
+  $('chat-send').disabled = true;
+  const body = { message, ...($('chat-session').value ? { session_id: $('chat-session').value } : {}) };
+  try {
+    await postStream(`/api/instances/${openId}/chat/stream`, body, (name, data) => {
+      if (name === 'status') $('chat-state').textContent = `Agent: ${data.state}`;
+      if (name === 'message') upsert(data.message);
+      if (name === 'system_notification') notify(data.message, data.level);
+      if (name === 'complete' && !$('chat-session').value) loadSessions(data.session_id);
+    });
+    $('chat-input').value = '';
+  } catch (error) {
+    notify(error.message);
+  } finally {
+    $('chat-send').disabled = false;
+  }
+});
+
+// Terminal
+function openTerminal(id) {
+  // The DOM renderer keeps the screen's text in the page (screen readers, tests).
+  const term = new window.Terminal({ cursorBlink: true, fontSize: 14, scrollback: 2000, rendererType: 'dom' });
+  term.open($('terminal'));
+  const size = () => (window.XtermFit ? window.XtermFit.proposeGeometry(term) : null) || { cols: 80, rows: 24 };
+  const { cols, rows } = size();
+  term.resize(cols, rows);
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const socket = new WebSocket(`${scheme}//${location.host}/api/instances/${id}/terminal/ws?cols=${cols}&rows=${rows}`);
+  socket.binaryType = 'arraybuffer';
+  const encoder = new TextEncoder();
+  socket.onopen = () => { $('terminal-state').textContent = 'Connected.'; term.focus(); };
+  socket.onmessage = (event) => {
+    if (typeof event.data === 'string') {
+      const control = JSON.parse(event.data);
+      if (control.type === 'exit') $('terminal-state').textContent = `The shell exited with code ${control.code}.`;
+    } else {
+      term.write(new TextDecoder().decode(new Uint8Array(event.data), { stream: true }));
+    }
+  };
+  socket.onclose = () => { if (!$('terminal-state').textContent.startsWith('The shell')) $('terminal-state').textContent = 'Disconnected.'; };
+  term.on('data', (data) => socket.readyState === 1 && socket.send(encoder.encode(data)));
+  const onResize = () => {
+    const next = size();
+    term.resize(next.cols, next.rows);
+    if (socket.readyState === 1) socket.send(JSON.stringify({ type: 'resize', cols: next.cols, rows: next.rows }));
+  };
+  window.addEventListener('resize', onResize);
+  window.ocaasTerminal = term;
+  return { close() { window.removeEventListener('resize', onResize); socket.close(); term.destroy(); $('terminal').replaceChildren(); } };
+}
+
+// Desktop
+async function openDesktop(id) {
+  const { url } = await api('GET', `/api/instances/${id}/vnc-url`);
+  $('desktop-frame').src = url;
+  $('desktop-link').href = url;
+}

@@ -1,0 +1,78 @@
+//! `/account` in headless Chromium, walked as a new user would: register with an invite, make
+//! a key, create an instance, chat with its agent, type in its terminal, open its desktop —
+//! and the page still fits a phone-sized window. Screenshots go to target/test-artifacts/.
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{json, spawn_app_with_docker};
+use crate::webdriver::{Browser, artifact};
+
+#[tokio::test]
+async fn a_new_user_walks_from_registration_to_the_desktop() {
+    let app = spawn_app_with_docker(|_| {}).await;
+    let invite = app.invite(1, 2).await;
+    let browser = Browser::start().await;
+    browser.goto(&app.url("/account")).await;
+
+    browser.fill("#register-form input[name=email]", "walker@example.com").await;
+    browser.fill("#register-form input[name=password]", "a long enough passphrase").await;
+    browser.fill("#register-form input[name=invite_code]", &invite).await;
+    browser.click("#register-form button[type=submit]").await;
+    browser.wait_for("return !document.getElementById('dashboard').hidden && document.getElementById('user-email').textContent", 20).await;
+    browser.screenshot(&artifact("dashboard-1-registered.png")).await;
+
+    browser.fill("#create-key-form input[name=name]", "from the browser").await;
+    browser.click("#create-key").await;
+    let key = browser.wait_for("return document.getElementById('new-key-secret').textContent", 20).await;
+    let key = key.as_str().unwrap().to_owned();
+    assert!(key.starts_with("ocaas_"), "{key}");
+    let me = json(app.with_key(Method::GET, "/api/account", &key).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(me["email"], "walker@example.com", "the key read from the page works");
+    browser.wait_for("return document.querySelectorAll('#keys tr').length === 1", 10).await;
+    browser.screenshot(&artifact("dashboard-2-key.png")).await;
+
+    browser.click("#create-instance").await;
+    browser.wait_for("return document.querySelector('.instance[data-status=ready]') !== null", 150).await;
+    browser.screenshot(&artifact("dashboard-3-ready.png")).await;
+
+    browser.click(".instance[data-status=ready] button[data-action=open]").await;
+    browser.fill("#chat-input", "/echo hello from the browser").await;
+    browser.click("#chat-send").await;
+    browser
+        .wait_for(
+            "const a = document.querySelector('.msg.assistant');
+             return a && a.dataset.status === 'complete' && a.textContent.includes('hello from the browser')
+                 && document.getElementById('chat-state').textContent === 'Agent: done';",
+            30,
+        )
+        .await;
+    assert_eq!(browser.eval("return document.querySelector('.msg.user').textContent").await, "/echo hello from the browser");
+    browser.screenshot(&artifact("dashboard-4-chat.png")).await;
+
+    browser.click(".tabs button[data-tab=terminal]").await;
+    browser.wait_for("return document.getElementById('terminal-state').textContent === 'Connected.'", 20).await;
+    browser.wait_for("const r = document.querySelector('#terminal .xterm-rows'); return r && r.textContent.includes('$')", 20).await;
+    browser.click("#terminal").await;
+    browser.type_keys("echo typed-$((20+22))\n").await;
+    browser.wait_for("return document.querySelector('#terminal .xterm-rows').textContent.includes('typed-42')", 20).await;
+    browser.screenshot(&artifact("dashboard-5-terminal.png")).await;
+
+    browser.click(".tabs button[data-tab=desktop]").await;
+    browser
+        .wait_for(
+            "const d = document.getElementById('desktop-frame').contentDocument;
+             const s = d && d.getElementById('status');
+             return s && s.dataset.state === 'connected';",
+            30,
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    browser.screenshot(&artifact("dashboard-6-desktop.png")).await;
+
+    browser.set_window(390, 844).await;
+    browser.click(".tabs button[data-tab=chat]").await;
+    let fits = browser.eval("return document.documentElement.scrollWidth <= window.innerWidth + 1").await;
+    browser.screenshot(&artifact("dashboard-7-narrow.png")).await;
+    assert_eq!(fits, true, "the page fits a narrow window without sideways scrolling");
+    app.settle().await;
+}
