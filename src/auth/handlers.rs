@@ -73,7 +73,8 @@ fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
 #[utoipa::path(post, path = "/api/account/logout", tag = "account",
     responses(
         (status = 204, description = "Logged out"),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody,
+            example = json!({"error": "unauthorized", "message": "The browser session has expired; log in again."})),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
     ))]
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
@@ -142,7 +143,8 @@ pub async fn create_key(
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
-        (status = 404, description = "`key_not_found`: no such key on this account", body = ErrorBody),
+        (status = 404, description = "`key_not_found`: no such key on this account", body = ErrorBody,
+            example = json!({"error": "key_not_found", "message": "No API key with this id exists on your account."})),
     ))]
 pub async fn revoke_key(State(state): State<AppState>, user: AuthUser, ApiPath(id): ApiPath<Uuid>) -> AppResult<StatusCode> {
     if repo::revoke_api_key(&state.db, id, Some(user.user_id)).await? {

@@ -77,6 +77,10 @@ pub struct CreateKeyRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a0f4-3c2e-7b61-9d1e-6a0b5d1f2c3b", "name": "laptop", "prefix": "ocaas_q9XnT2",
+    "created_at": "2026-03-20T18:22:54.000Z", "last_used_at": "2026-03-21T09:01:12.000Z", "expires_at": null
+}))]
 pub struct ApiKeyView {
     pub id: Uuid,
     pub name: String,

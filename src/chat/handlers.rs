@@ -213,7 +213,8 @@ pub async fn messages(State(state): State<AppState>, user: AuthUser, InstanceId(
     params(("instanceId" = Uuid, Path, description = "Instance id"), EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String,
+            example = json!("event: ready\ndata: {\"session_id\":\"0193b6c2-7d1e-7cc0-9f43-2b1f7e0c9a12\"}\n\nid: 42\nevent: message\ndata: {\"message\":{\"id\":\"0193b6c2-9a00-7cc0-9f43-2b1f7e0c9a13\",\"role\":\"assistant\",\"content\":\"Hello!\",\"status\":\"complete\"}}\n\n")),
         (status = 400, description = "Unknown `after` or bad `Last-Event-ID`", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),

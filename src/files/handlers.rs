@@ -233,7 +233,8 @@ pub async fn delete(State(state): State<AppState>, user: AuthUser, InstanceId(id
 #[utoipa::path(get, path = "/api/instances/{instanceId}/files/download", tag = "files",
     params(("instanceId" = Uuid, Path, description = "Instance id"), PathQuery),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>,
+            example = json!("Hello from the API\n")),
         (status = 400, description = "`invalid_path`, `is_a_directory` or `not_a_regular_file`", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied`", body = ErrorBody),

@@ -44,10 +44,20 @@ pub struct TerminalQuery {
 /// pings every 20 s; several terminals per instance may be open at once.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/terminal/ws", tag = "terminal",
     params(("instanceId" = Uuid, Path, description = "Instance id"), TerminalQuery),
+    extensions(("x-websocket" = json!({
+        "client_frames": {
+            "binary": "keystrokes (raw bytes to the PTY)",
+            "text": [{"type": "resize", "cols": 120, "rows": 40}, {"type": "input", "data": "ls -la\n"}]
+        },
+        "server_frames": {"binary": "terminal output (raw bytes)", "text": [{"type": "exit", "code": 0}]},
+        "close": "1000 after the exit frame; the server pings every 20 s",
+        "example": "websocat -H 'Authorization: Bearer $OPENCLAW_API_KEY' wss://HOST/api/instances/INSTANCE_ID/terminal/ws"
+    }))),
     responses(
         (status = 101, description = "Switching protocols: the terminal websocket"),
         (status = 400, description = "Bad `cols`/`rows`", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or used key or ticket", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or used key or ticket", body = ErrorBody,
+            example = json!({"error": "unauthorized", "message": "The ticket was already used; each ticket opens one connection (get a new one from vnc-url)."})),
         (status = 403, description = "`origin_mismatch`: a cookie-authenticated handshake from another origin", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),

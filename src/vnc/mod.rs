@@ -81,9 +81,17 @@ pub async fn vnc_url(State(state): State<AppState>, user: AuthUser, InstanceId(i
 /// from a page of this server's origin; refusals are JSON errors before the upgrade.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/vnc/ws", tag = "terminal",
     params(("instanceId" = Uuid, Path, description = "Instance id"), TicketQuery),
+    extensions(("x-websocket" = json!({
+        "subprotocols": ["binary"],
+        "client_frames": {"binary": "RFB client messages"},
+        "server_frames": {"binary": "RFB server messages, starting with the `RFB 003.008` greeting"},
+        "security": "RFB security type 1 (None): the ticket or API key is the access control",
+        "example": "wss://HOST/api/instances/INSTANCE_ID/vnc/ws?ticket=TICKET_FROM_VNC_URL"
+    }))),
     responses(
         (status = 101, description = "Switching protocols: RFB over websocket"),
-        (status = 401, description = "Missing, invalid, expired or used key or ticket", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or used key or ticket", body = ErrorBody,
+            example = json!({"error": "unauthorized", "message": "The ticket has expired; get a new one from vnc-url."})),
         (status = 403, description = "`origin_mismatch`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),

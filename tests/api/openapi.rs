@@ -67,3 +67,35 @@ async fn docs_serve_swagger_ui_from_the_binary_pointing_at_our_spec() {
     assert_eq!(bundle.status(), StatusCode::OK);
     assert!(bundle.bytes().await.unwrap().len() > 100_000);
 }
+
+/// Whether a schema (inline or by reference) carries an example.
+fn schema_has_example(spec: &Value, schema: &Value) -> bool {
+    if schema.get("example").is_some() || schema.get("examples").is_some() {
+        return true;
+    }
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap();
+        return spec["components"]["schemas"][name].get("example").is_some();
+    }
+    schema.get("items").is_some_and(|items| schema_has_example(spec, items))
+}
+
+#[test]
+fn every_operation_has_an_example_and_websockets_are_described() {
+    let spec: Value = serde_json::to_value(ocaas::app::openapi()).unwrap();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut media: Vec<&Value> = op["requestBody"]["content"].as_object().map(|c| c.values().collect()).unwrap_or_default();
+            for response in op["responses"].as_object().unwrap().values() {
+                media.extend(response["content"].as_object().map(|c| c.values().collect::<Vec<_>>()).unwrap_or_default());
+            }
+            let example = media.iter().any(|m| m.get("example").is_some() || schema_has_example(&spec, &m["schema"]));
+            assert!(example, "{method} {path} has no example");
+        }
+    }
+    for path in ["/api/instances/{instanceId}/terminal/ws", "/api/instances/{instanceId}/vnc/ws"] {
+        let op = &spec["paths"][path]["get"];
+        assert!(op["x-websocket"].is_object(), "{path} describes its frames");
+        assert!(op["responses"]["101"].is_object(), "{path} documents the upgrade");
+    }
+}
