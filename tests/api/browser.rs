@@ -65,3 +65,27 @@ async fn docs_render_every_operation_offline() {
         assert!(url.starts_with(&app.address), "the docs page requested {url} from another host");
     }
 }
+
+#[tokio::test]
+async fn swagger_authorize_then_try_it_out_calls_the_api_with_the_key() {
+    let app = spawn_app().await;
+    let browser = crate::webdriver::Browser::start().await;
+    browser.goto(&app.url("/docs/")).await;
+    browser.click("button.authorize").await;
+    browser.fill(".modal-ux input", &app.user.key).await;
+    browser.click(".modal-ux .auth-btn-wrapper button.authorize").await;
+    browser.click(".modal-ux .auth-btn-wrapper button.btn-done").await;
+    browser.click(".opblock-get .opblock-summary-path[data-path='/api/instances']").await;
+    // The docs open operations ready to try (tryItOutEnabled); press "Try it out" otherwise.
+    if browser.eval("return document.querySelector('.opblock.is-open button.execute') === null").await == true {
+        browser.click(".opblock.is-open .try-out__btn").await;
+    }
+    browser.click(".opblock.is-open button.execute").await;
+    let status = browser
+        .wait_for("const s = document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()", 20)
+        .await;
+    browser.screenshot(&crate::webdriver::artifact("docs-try-it-out.png")).await;
+    assert_eq!(status, "200", "Try it out with the authorized key answers 200");
+    let used: Option<String> = sqlx::query_scalar("SELECT last_used_at::text FROM api_keys WHERE name = 'seed'").fetch_one(&app.db).await.unwrap();
+    assert!(used.is_some(), "the request carried the seeded key");
+}
