@@ -137,14 +137,7 @@ async fn wrong_passwords_and_unknown_emails_get_the_same_401() {
 #[tokio::test]
 async fn cookie_sessions_need_the_csrf_token_to_change_state_and_end_at_logout() {
     let app = spawn_app().await;
-    let response = app
-        .anon(Method::POST, "/api/account/login")
-        .json(&json!({"email": "seed@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&response);
-    let csrf = json(response, StatusCode::OK).await["csrf_token"].as_str().unwrap().to_owned();
+    let (cookie, csrf) = app.login().await;
 
     // Reads work with the cookie alone.
     let me = json(app.anon(Method::GET, "/api/account").header("cookie", &cookie).send().await.unwrap(), StatusCode::OK).await;
@@ -217,13 +210,7 @@ async fn keys_are_listed_revoked_and_scoped_to_their_owner() {
 #[tokio::test]
 async fn a_cross_origin_form_post_with_the_session_cookie_is_refused() {
     let app = spawn_app().await;
-    let response = app
-        .anon(Method::POST, "/api/account/login")
-        .json(&json!({"email": "seed@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&response);
+    let (cookie, _) = app.login().await;
     let keys_before = json(app.api(Method::GET, "/api/account/keys").send().await.unwrap(), StatusCode::OK).await;
     // What a hostile page's auto-submitting <form method=post> sends: cookie, foreign Origin,
     // a form body, and no CSRF header (it cannot read the token nor set headers).

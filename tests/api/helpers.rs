@@ -255,6 +255,21 @@ impl TestApp {
         self.client.request(method, self.url(path))
     }
 
+    /// Logs the seeded user in; returns the session cookie (`name=value`) and its CSRF token.
+    pub async fn login(&self) -> (String, String) {
+        let response = self
+            .anon(Method::POST, "/api/account/login")
+            .json(&serde_json::json!({"email": self.user.email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let csrf = json(response, StatusCode::OK).await["csrf_token"].as_str().unwrap().to_owned();
+        (cookie, csrf)
+    }
+
     pub async fn invite(&self, uses: u32, max_instances: u32) -> String {
         let spec = service::InviteSpec { uses, max_instances, valid_days: None, subscription_days: None };
         service::create_invite(&self.db, &spec).await.unwrap()

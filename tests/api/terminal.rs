@@ -130,24 +130,7 @@ async fn terminal_handshakes_are_refused_before_upgrading() {
 async fn cookie_handshakes_must_come_from_this_origin() {
     let app = spawn_app_with_docker(|_| {}).await;
     let (id, _) = ready_instance(&app).await;
-    let login = app
-        .anon(Method::POST, "/api/account/login")
-        .json(&serde_json::json!({"email": app.user.email, "password": crate::helpers::PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), StatusCode::OK);
-    let cookie = login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("ocaas_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (cookie, _) = app.login().await;
     let url = terminal_url(&app, &id);
     let foreign = ws::open(&url, &[("cookie", &cookie), ("origin", "http://evil.example")]).await;
     assert_refused(foreign, StatusCode::FORBIDDEN, "origin_mismatch");
