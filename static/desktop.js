@@ -17,6 +17,7 @@ function show(state, text) {
   status.textContent = text;
 }
 
+show('connecting', 'Connecting…');
 const rfb = new RFB(document.getElementById('screen'), url, { wsProtocols: ['binary'] });
 rfb.scaleViewport = true;
 rfb.resizeSession = false;

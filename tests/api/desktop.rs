@@ -88,7 +88,8 @@ async fn the_desktop_page_shows_the_remote_screen_in_chromium() {
 
     let browser = Browser::start().await;
     browser.goto(urls["url"].as_str().unwrap()).await;
-    browser.wait_for("return document.getElementById('status').dataset.state === 'connected'", 30).await;
+    // Generous: on a cold machine the first Chromium start and a CPU-starved x11vnc are slow.
+    browser.wait_for("return document.getElementById('status').dataset.state === 'connected'", 90).await;
     // The remote screen is drawn on noVNC's canvas: wait until it holds a real picture.
     let colours = browser
         .wait_for(

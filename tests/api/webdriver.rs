@@ -58,6 +58,7 @@ impl Browser {
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let created: Value = http.post(format!("{base}/session")).json(&capabilities).send().await.unwrap().json().await.unwrap();
         let session = created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {created}")).to_owned();
@@ -96,10 +97,21 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let body = self.eval("return document.body ? document.body.innerText.slice(0, 2000) : ''").await;
-                panic!("timed out waiting for `{script}`; page says: {body}");
+                let console = self.console().await;
+                panic!("timed out waiting for `{script}`; page says: {body}\nbrowser console:\n{console}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// What the page logged to the browser console (chromedriver's log endpoint).
+    pub async fn console(&self) -> String {
+        let url = format!("{}/session/{}/se/log", self.base, self.session);
+        let reply: Value = match self.http.post(url).json(&json!({"type": "browser"})).send().await {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(error) => return format!("(no console log: {error})"),
+        };
+        reply["value"].as_array().map(|entries| entries.iter().map(|e| format!("{} {}", e["level"], e["message"])).collect::<Vec<_>>().join("\n")).unwrap_or_default()
     }
 
     /// The element matching `css` (waiting up to 20 s for it to exist).
