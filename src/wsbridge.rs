@@ -124,7 +124,11 @@ pub async fn bridge(
     };
     let _ = to_upstream.shutdown().await;
     let code = match ended {
-        Ended::Client => return ended,
+        Ended::Client => {
+            // Sends the reply to the client's close frame, if it is still there to read it.
+            let _ = tokio::time::timeout(Duration::from_secs(5), sink.close()).await;
+            return ended;
+        }
         Ended::Upstream => {
             if let Some(text) = upstream.farewell().await {
                 let _ = sink.send(Message::Text(text.into())).await;

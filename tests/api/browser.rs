@@ -70,7 +70,7 @@ async fn docs_render_every_operation_offline() {
 async fn swagger_authorize_then_try_it_out_calls_the_api_with_the_key() {
     let app = spawn_app().await;
     let browser = crate::webdriver::Browser::start().await;
-    browser.goto(&app.url("/docs/")).await;
+    browser.goto_until_loaded(&app.url("/docs/"), "return document.querySelector('button.authorize') !== null", 3).await;
     browser.click("button.authorize").await;
     browser.fill(".modal-ux input", &app.user.key).await;
     browser.click(".modal-ux .auth-btn-wrapper button.authorize").await;

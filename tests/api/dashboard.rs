@@ -12,7 +12,7 @@ async fn a_new_user_walks_from_registration_to_the_desktop() {
     let app = spawn_app_with_docker(|_| {}).await;
     let invite = app.invite(1, 2).await;
     let browser = Browser::start().await;
-    browser.goto(&app.url("/account")).await;
+    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
 
     browser.fill("#register-form input[name=email]", "walker@example.com").await;
     browser.fill("#register-form input[name=password]", "a long enough passphrase").await;

@@ -87,7 +87,8 @@ async fn the_desktop_page_shows_the_remote_screen_in_chromium() {
     let urls = json(app.api(Method::GET, &format!("/api/instances/{id}/vnc-url")).send().await.unwrap(), StatusCode::OK).await;
 
     let browser = Browser::start().await;
-    browser.goto(urls["url"].as_str().unwrap()).await;
+    // The ticket is only used once the page's scripts have loaded, so a failed load can be retried.
+    browser.goto_until_loaded(urls["url"].as_str().unwrap(), "return document.getElementById('status').dataset.state !== 'loading'", 3).await;
     // Generous: on a cold machine the first Chromium start and a CPU-starved x11vnc are slow.
     browser.wait_for("return document.getElementById('status').dataset.state === 'connected'", 90).await;
     // The remote screen is drawn on noVNC's canvas: wait until it holds a real picture.

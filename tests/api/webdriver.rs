@@ -82,6 +82,24 @@ impl Browser {
         self.command(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
     }
 
+    /// Opens `url` until `loaded` (a script) is truthy, at most `attempts` times. Chromium aborts
+    /// loads with ERR_NETWORK_CHANGED when the engine adds interfaces for other tests' sandboxes.
+    pub async fn goto_until_loaded(&self, url: &str, loaded: &str, attempts: u32) {
+        for attempt in 1..=attempts {
+            self.goto(url).await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let value = self.eval(loaded).await;
+                if value == json!(true) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            eprintln!("page load {attempt} of {url} did not finish; console:\n{}", self.console().await);
+        }
+        panic!("{url} never loaded");
+    }
+
     /// Runs `script` (a function body; `return` a value) in the page.
     pub async fn eval(&self, script: &str) -> Value {
         self.command(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []}))).await
