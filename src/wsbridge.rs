@@ -109,10 +109,10 @@ pub async fn bridge(
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) => None,
             };
-            if let Some(bytes) = bytes.filter(|b| !b.is_empty()) {
-                if to_upstream.write_all(&bytes).await.is_err() || to_upstream.flush().await.is_err() {
-                    return Ended::Upstream;
-                }
+            if let Some(bytes) = bytes.filter(|b| !b.is_empty())
+                && (to_upstream.write_all(&bytes).await.is_err() || to_upstream.flush().await.is_err())
+            {
+                return Ended::Upstream;
             }
         }
         Ended::Client

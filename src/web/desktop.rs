@@ -13,7 +13,7 @@ const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'se
 
 pub async fn page(State(state): State<AppState>, Path(instance_id): Path<String>) -> Response {
     let novnc = state.settings.novnc_dir.join("core/rfb.js");
-    let (status, body) = if !instance_id.parse::<uuid::Uuid>().is_ok() {
+    let (status, body) = if instance_id.parse::<uuid::Uuid>().is_err() {
         (StatusCode::NOT_FOUND, problem("No such instance", "This desktop link is not valid."))
     } else if !novnc.is_file() {
         let message = format!(

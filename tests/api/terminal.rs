@@ -120,7 +120,8 @@ async fn terminal_handshakes_are_refused_before_upgrading() {
 
     let stale = ticket(json(app.api(Method::GET, &format!("/api/instances/{id}/vnc-url")).send().await.unwrap(), StatusCode::OK).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (status, body) = ws::open(&format!("{url}?ticket={stale}"), &[]).await.err().expect("an expired ticket is refused");
+    let expired = ws::open(&format!("{url}?ticket={stale}"), &[]).await;
+    let Err((status, body)) = expired else { panic!("an expired ticket is refused") };
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
     assert_refused(ws::open(&format!("{url}?ticket=made-up"), &[]).await, StatusCode::UNAUTHORIZED, "unauthorized");
