@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use ocaas::auth::service;
 use reqwest::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::Message;
@@ -140,4 +142,45 @@ async fn cookie_handshakes_must_come_from_this_origin() {
     let mut term = ws::open(&url, &[("cookie", &cookie), ("origin", &app.address)]).await.expect("same-origin cookie handshake");
     send_bytes(&mut term, b"echo cookie-$((7*7))\n").await;
     read_until(&mut term, "cookie-49").await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_the_shell_back() {
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    let mut term = ws::open_with_key(&terminal_url(&app, &id), &app.user.key).await.expect("handshake");
+    send_bytes(&mut term, b"stty -echo; echo READY:$((1+1)):\n").await;
+    read_number(&mut term, "READY").await;
+
+    // 100 MB of output is far more than every buffer on the way (PTY, engine, ocaas, TCP) holds:
+    // while nobody reads, the producer has to stay blocked instead of ocaas buffering it all.
+    send_bytes(&mut term, b"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 100000000; echo DONE:$((6*7)):\n").await;
+    let written = || sandbox_sh(&sandbox, "awk '/^wchar/ {print $2}' /proc/$(pgrep -x head)/io").parse::<u64>().expect("head is running");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = written();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = written();
+    eprintln!("head wrote {before} then {after} bytes while the client did not read");
+    assert!(after < 50_000_000, "only what the buffers hold was written: {after} bytes");
+    assert!(after - before < 1_000_000, "the writer is held back while the client does not read: {before} → {after} bytes");
+
+    let drain = async {
+        let mut tail = String::new();
+        let mut total = 0usize;
+        while let Some(message) = term.next().await {
+            if let Message::Binary(bytes) = message.unwrap() {
+                total += bytes.len();
+                tail.push_str(&String::from_utf8_lossy(&bytes));
+                if tail.contains("DONE:42:") {
+                    return total;
+                }
+                let keep = tail.len().saturating_sub(64);
+                tail = tail.split_off(tail.floor_char_boundary(keep));
+            }
+        }
+        total
+    };
+    let total = tokio::time::timeout(Duration::from_secs(120), drain).await.expect("the output drains once the client reads");
+    assert!(total >= 100_000_000, "all of it arrives: {total} bytes");
+    assert_eq!(sandbox_sh(&sandbox, "pgrep -x head || true"), "");
 }
