@@ -13,7 +13,16 @@ export async function api(method, path, body) {
   const headers = { Accept: 'application/json' };
   if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const response = await fetch(path, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
+  const init = { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) };
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    // Browsers abort requests when the machine's interfaces change (Docker adding a sandbox's
+    // veth on the same host does that); a read is safe to ask again.
+    if (method !== 'GET') throw error;
+    response = await fetch(path, init);
+  }
   return decode(response);
 }
 

@@ -21,7 +21,10 @@ show('connecting', 'Connecting…');
 const rfb = new RFB(document.getElementById('screen'), url, { wsProtocols: ['binary'] });
 rfb.scaleViewport = true;
 rfb.resizeSession = false;
-rfb.addEventListener('connect', () => show('connected', 'Connected'));
+rfb.addEventListener('connect', () => {
+  sessionStorage.removeItem('ocaas-desktop-reloaded');
+  show('connected', 'Connected');
+});
 rfb.addEventListener('disconnect', (event) =>
   show('disconnected', event.detail.clean ? 'Disconnected' : 'Connection failed (the link may have expired: get a new one from vnc-url)'));
 rfb.addEventListener('desktopname', (event) => { document.title = `${event.detail.name} · ocaas`; });

@@ -12,6 +12,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("api.js", JS, include_str!("../../static/api.js")),
     ("dashboard.js", JS, include_str!("../../static/dashboard.js")),
     ("desktop.js", JS, include_str!("../../static/desktop.js")),
+    ("desktop-boot.js", JS, include_str!("../../static/desktop-boot.js")),
     ("ocaas.css", "text/css; charset=utf-8", include_str!("../../static/ocaas.css")),
 ];
 
