@@ -21,12 +21,21 @@ export async function startDashboard(account) {
 
 export function stopDashboard() {
   clearInterval(poller);
+  rendered = '';
+  $('instances').replaceChildren();
   closePanel();
 }
 
+let rendered = '';
+
 async function refresh() {
   const instances = await api('GET', '/api/instances');
-  $('instances').replaceChildren(...instances.map(row));
+  // Redraw only on change, so a poll never swaps a button out from under a click.
+  const snapshot = JSON.stringify(instances.map((i) => [i.id, i.status, i.name, i.last_error]));
+  if (snapshot !== rendered) {
+    rendered = snapshot;
+    $('instances').replaceChildren(...instances.map(row));
+  }
   if (openId && !instances.some((i) => i.id === openId)) closePanel();
 }
 
