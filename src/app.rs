@@ -151,7 +151,9 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         shutdown.await;
         token.cancel();
     });
-    axum::serve(listener, app).with_graceful_shutdown(drain_started.cancelled_owned()).await?;
+    // `into_make_service` shares the router between connections; serving the `Router` itself
+    // would rebuild every route (and copy what handlers captured) for each connection.
+    axum::serve(listener, app.into_make_service()).with_graceful_shutdown(drain_started.cancelled_owned()).await?;
     // Give background tasks a moment to observe the cancellation.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())

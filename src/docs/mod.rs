@@ -20,7 +20,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Routes that serve the finished spec; not themselves part of it.
 pub fn spec_routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
-    let yaml = spec::to_yaml(&spec);
+    // Shared, not copied: handlers are cloned per request.
+    let yaml = bytes::Bytes::from(spec::to_yaml(&spec));
     let swagger = SwaggerUi::new("/docs")
         .url("/api/openapi.json", spec)
         .config(Config::default().validator_url("none").persist_authorization(true).try_it_out_enabled(true));
