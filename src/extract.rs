@@ -146,6 +146,11 @@ impl PublicOrigin {
     }
 }
 
+/// The websocket origin of an http(s) origin: `http` → `ws`, `https` → `wss`.
+pub fn ws_origin(origin: &str) -> String {
+    origin.replacen("http", "ws", 1)
+}
+
 impl<S> FromRequestParts<S> for PublicOrigin
 where
     AppState: FromRef<S>,

@@ -26,14 +26,16 @@ const CLIENT_GONE_AFTER: Duration = Duration::from_secs(65);
 /// Largest message accepted from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
-/// `WebSocketUpgrade`, rejecting plain HTTP requests with the API's JSON error (426).
+/// `WebSocketUpgrade` capped at `MAX_MESSAGE`, rejecting plain HTTP requests with the API's
+/// JSON error (426).
 pub struct WsUpgrade(pub WebSocketUpgrade);
 
 impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        WebSocketUpgrade::from_request_parts(parts, state).await.map(WsUpgrade).map_err(|rejection| {
+        let upgrade = WebSocketUpgrade::from_request_parts(parts, state).await;
+        upgrade.map(|upgrade| WsUpgrade(upgrade.max_message_size(MAX_MESSAGE))).map_err(|rejection| {
             AppError::new(
                 StatusCode::UPGRADE_REQUIRED,
                 "websocket_required",

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::app::AppState;
-use crate::extract::PublicOrigin;
+use crate::extract::{PublicOrigin, ws_origin};
 
 /// (URL path, content type, template).
 pub const TEMPLATES: &[(&str, &str, &str)] = &[
@@ -28,8 +28,7 @@ pub const TEMPLATES: &[(&str, &str, &str)] = &[
 ];
 
 pub fn render(template: &str, origin: &str) -> String {
-    let ws_origin = origin.replacen("http", "ws", 1);
-    template.replace("{{WS_ORIGIN}}", &ws_origin).replace("{{ORIGIN}}", origin)
+    template.replace("{{WS_ORIGIN}}", &ws_origin(origin)).replace("{{ORIGIN}}", origin)
 }
 
 pub fn routes() -> Router<AppState> {

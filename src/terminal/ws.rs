@@ -76,9 +76,7 @@ pub async fn terminal_ws(
     }
     let instance = running(&state, &caller.user, caller.instance_id).await?;
     let sandbox = instance.sandbox_id;
-    Ok(upgrade
-        .max_message_size(wsbridge::MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(state, sandbox, socket, cols, rows)))
+    Ok(upgrade.on_upgrade(move |socket| serve(state, sandbox, socket, cols, rows)))
 }
 
 async fn serve(state: AppState, sandbox: String, mut socket: WebSocket, cols: u16, rows: u16) {

@@ -21,7 +21,7 @@ use crate::auth::AuthUser;
 use crate::auth::tickets;
 use crate::auth::ws::WsCaller;
 use crate::error::{AppError, AppResult, ErrorBody};
-use crate::extract::{ApiQuery, PublicOrigin};
+use crate::extract::{ApiQuery, PublicOrigin, ws_origin};
 use crate::instances::handlers::{InstanceId, running};
 use crate::wsbridge::{self, Upstream, WsUpgrade};
 
@@ -64,7 +64,7 @@ pub struct TicketQuery {
 pub async fn vnc_url(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, origin: PublicOrigin) -> AppResult<Json<VncUrl>> {
     running(&state, &user, id).await?;
     let ticket = tickets::issue(&state, user.user_id, id).await?;
-    let ws_origin = origin.0.replacen("http", "ws", 1);
+    let ws_origin = ws_origin(&origin.0);
     Ok(Json(VncUrl {
         url: origin.url(&format!("/desktop/{id}#ticket={}", ticket.secret)),
         ws_url: format!("{ws_origin}/api/instances/{id}/vnc/ws?ticket={}", ticket.secret),
@@ -107,7 +107,7 @@ pub async fn vnc_ws(
     let instance = running(&state, &caller.user, caller.instance_id).await?;
     // Connected before upgrading, so a desktop that is down is an HTTP error, not a dead socket.
     let vnc = connect(&state, &instance.sandbox_id).await?;
-    Ok(upgrade.protocols(["binary"]).max_message_size(wsbridge::MAX_MESSAGE).on_upgrade(move |socket| async move {
+    Ok(upgrade.protocols(["binary"]).on_upgrade(move |socket| async move {
         let (from_vnc, to_vnc) = vnc.into_split();
         let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 64 << 10));
         wsbridge::bridge(socket, from_vnc, Box::pin(to_vnc), &mut RfbPipe, &state.shutdown).await;
