@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::net::TcpStream;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +21,7 @@ use crate::auth::AuthUser;
 use crate::auth::tickets;
 use crate::auth::ws::WsCaller;
 use crate::error::{AppError, AppResult, ErrorBody};
-use crate::extract::{ApiQuery, PublicOrigin, ws_origin};
+use crate::extract::{PublicOrigin, ws_origin};
 use crate::instances::handlers::{InstanceId, running};
 use crate::wsbridge::{self, Upstream, WsUpgrade};
 
@@ -41,7 +41,8 @@ pub struct VncUrl {
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// Documents the `ticket` parameter, which `WsCaller` reads.
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TicketQuery {
     /// A single-use ticket from `vnc-url` (browsers), instead of the `Authorization` header.
@@ -100,7 +101,6 @@ pub async fn vnc_url(State(state): State<AppState>, user: AuthUser, InstanceId(i
     ))]
 pub async fn vnc_ws(
     State(state): State<AppState>,
-    ApiQuery(_ticket): ApiQuery<TicketQuery>,
     caller: WsCaller,
     WsUpgrade(upgrade): WsUpgrade,
 ) -> AppResult<Response> {
