@@ -1,22 +1,12 @@
 //! Pages checked in a real headless Chromium (Debian's `chromium`), with name resolution for
 //! every host but 127.0.0.1 blocked so nothing can load from elsewhere.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
 use crate::helpers::spawn_app;
-
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    ["chromium", "chromium-browser"]
-        .iter()
-        .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
-        .find(|p| p.is_file())
-        .expect("browser tests need Debian's `chromium` package (`apt-get install chromium`; .ci/run installs it)")
-}
+use crate::webdriver::chromium;
 
 /// Loads `url` and returns the rendered DOM and every request the page itself started.
 fn render(url: &str) -> (String, Vec<(String, String)>) {

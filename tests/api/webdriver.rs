@@ -23,6 +23,12 @@ fn which(names: &[&str]) -> Option<PathBuf> {
     names.iter().flat_map(|name| dirs.iter().map(move |d| d.join(name))).find(|p| p.is_file())
 }
 
+/// Debian's Chromium; panics (the test fails) when it is not installed.
+pub fn chromium() -> PathBuf {
+    which(&["chromium", "chromium-browser"])
+        .expect("browser tests need Debian's `chromium` package (`apt-get install chromium`; .ci/run installs it)")
+}
+
 /// Where tests keep screenshots: `target/test-artifacts/`.
 pub fn artifact(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
@@ -33,7 +39,7 @@ pub fn artifact(name: &str) -> PathBuf {
 impl Browser {
     pub async fn start() -> Browser {
         let driver_path = which(&["chromedriver"]).expect("browser tests need Debian's `chromium-driver` package (.ci/run installs it)");
-        let chromium = which(&["chromium", "chromium-browser"]).expect("browser tests need Debian's `chromium` package");
+        let chromium = chromium();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new(driver_path)
             .arg(format!("--port={port}"))
