@@ -59,30 +59,36 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::Text(text.into())).await.unwrap();
 }
 
-/// Reads terminal output (binary frames) until `needle` shows up; returns everything read.
-pub async fn read_until(ws: &mut Ws, needle: &str) -> String {
+/// Reads terminal output (binary frames) for up to 20 s until `find` recognises something in
+/// all of it so far; returns what `find` returned and everything read, or panics with `what`.
+async fn read_for<T>(ws: &mut Ws, what: &str, find: impl Fn(&str) -> Option<T>) -> (T, String) {
     let mut seen = String::new();
     let read = async {
         while let Some(message) = ws.next().await {
             if let Message::Binary(bytes) = message.unwrap() {
                 seen.push_str(&String::from_utf8_lossy(&bytes));
-                if seen.contains(needle) {
-                    return;
+                if let Some(found) = find(&seen) {
+                    return Some(found);
                 }
             }
         }
+        None
     };
-    if tokio::time::timeout(Duration::from_secs(20), read).await.is_err() || !seen.contains(needle) {
-        panic!("never saw {needle:?} in the terminal; got {seen:?}");
+    match tokio::time::timeout(Duration::from_secs(20), read).await {
+        Ok(Some(found)) => (found, seen),
+        _ => panic!("never saw {what} in the terminal; got {seen:?}"),
     }
-    seen
+}
+
+/// Reads terminal output until `needle` shows up; returns everything read.
+pub async fn read_until(ws: &mut Ws, needle: &str) -> String {
+    read_for(ws, &format!("{needle:?}"), |seen| seen.contains(needle).then_some(())).await.1
 }
 
 /// Reads terminal output until the shell prints `NAME:<digits>:` (typed commands echo with
 /// `$(…)` in place of the digits, so the echo never matches); returns the digits.
 pub async fn read_number(ws: &mut Ws, name: &str) -> String {
     let marker = format!("{name}:");
-    let mut seen = String::new();
     let find = |seen: &str| {
         seen.match_indices(&marker).find_map(|(at, _)| {
             let rest = &seen[at + marker.len()..];
@@ -90,21 +96,7 @@ pub async fn read_number(ws: &mut Ws, name: &str) -> String {
             (!digits.is_empty() && rest[digits.len()..].starts_with(':')).then_some(digits)
         })
     };
-    let read = async {
-        while let Some(message) = ws.next().await {
-            if let Message::Binary(bytes) = message.unwrap() {
-                seen.push_str(&String::from_utf8_lossy(&bytes));
-                if let Some(digits) = find(&seen) {
-                    return Some(digits);
-                }
-            }
-        }
-        None
-    };
-    match tokio::time::timeout(Duration::from_secs(20), read).await {
-        Ok(Some(digits)) => digits,
-        _ => panic!("never saw {marker}<number>: in the terminal"),
-    }
+    read_for(ws, &format!("{marker}<number>:"), find).await.0
 }
 
 /// The next non-binary message (skipping terminal output).
