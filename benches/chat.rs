@@ -43,8 +43,13 @@ async fn main() -> anyhow::Result<()> {
     let mut through_ocaas = Vec::new();
     for n in 0..turns {
         let t0 = Instant::now();
-        let response = bench.http.post(format!("{}/api/instances/{id}/chat/stream", bench.base)).bearer_auth(&bench.key)
-            .json(&json!({"message": format!("benchmark turn {n}")})).send().await?;
+        let response = bench
+            .http
+            .post(format!("{}/api/instances/{id}/chat/stream", bench.base))
+            .bearer_auth(&bench.key)
+            .json(&json!({"message": format!("benchmark turn {n}")}))
+            .send()
+            .await?;
         through_ocaas.push(until(response, "\"delta\"", t0).await?);
         // Let the turn finish before the next one (one turn per session at a time).
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -52,10 +57,14 @@ async fn main() -> anyhow::Result<()> {
     let mut direct = Vec::new();
     for n in 0..turns {
         let t0 = Instant::now();
-        let response = bench.http.post(format!("http://{ip}:18789/v1/chat/completions")).bearer_auth(&token)
+        let response = bench
+            .http
+            .post(format!("http://{ip}:18789/v1/chat/completions"))
+            .bearer_auth(&token)
             .header("x-openclaw-session-key", "bench-direct")
             .json(&json!({"model": "openclaw/default", "stream": true, "messages": [{"role": "user", "content": format!("benchmark turn {n}")}]}))
-            .send().await?;
+            .send()
+            .await?;
         direct.push(until(response, "\"content\"", t0).await?);
     }
     println!("time to first answer delta over {turns} turns");
@@ -83,14 +92,16 @@ async fn main() -> anyhow::Result<()> {
     while bench.http.get(format!("{base}/readyz")).send().await.map(|r| !r.status().is_success()).unwrap_or(true) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let session = bench.http.post(format!("{base}/api/instances/{id}/chat/sessions")).bearer_auth(&bench.key).send().await?.json::<serde_json::Value>().await?;
+    let session =
+        bench.http.post(format!("{base}/api/instances/{id}/chat/sessions")).bearer_auth(&bench.key).send().await?.json::<serde_json::Value>().await?;
     let session = session["id"].as_str().unwrap_or_default().to_owned();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(server.id())?;
     let mut streams = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
         let client = reqwest::Client::new();
-        let response = client.get(format!("{base}/api/instances/{id}/chat/events")).query(&[("session_id", &session)]).bearer_auth(&bench.key).send().await?;
+        let response =
+            client.get(format!("{base}/api/instances/{id}/chat/events")).query(&[("session_id", &session)]).bearer_auth(&bench.key).send().await?;
         let mut body = response.bytes_stream();
         let first = body.next().await.ok_or_else(|| anyhow::anyhow!("no ready event"))??;
         anyhow::ensure!(String::from_utf8_lossy(&first).contains("ready"), "unexpected first event");

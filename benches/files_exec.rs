@@ -27,7 +27,8 @@ async fn main() -> anyhow::Result<()> {
     let mut api = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
-        let body: serde_json::Value = bench.http.post(&exec_url).bearer_auth(&bench.key).json(&serde_json::json!({"command": "true"})).send().await?.json().await?;
+        let body: serde_json::Value =
+            bench.http.post(&exec_url).bearer_auth(&bench.key).json(&serde_json::json!({"command": "true"})).send().await?.json().await?;
         anyhow::ensure!(body["exit_code"] == 0, "exec failed: {body}");
         api.push(t0.elapsed());
     }
@@ -66,15 +67,21 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&local, &data)?;
 
     let t0 = Instant::now();
-    let form = reqwest::multipart::Form::new()
-        .text("targetDir", "/workspace")
-        .part("file", reqwest::multipart::Part::bytes(data).file_name("api.bin"));
+    let form =
+        reqwest::multipart::Form::new().text("targetDir", "/workspace").part("file", reqwest::multipart::Part::bytes(data).file_name("api.bin"));
     let response = bench.http.post(format!("{}/api/instances/{id}/files/upload", bench.base)).bearer_auth(&bench.key).multipart(form).send().await?;
     anyhow::ensure!(response.status().is_success(), "upload failed: {}", response.text().await?);
     let api_up = t0.elapsed();
 
     let t0 = Instant::now();
-    let mut stream = bench.http.get(format!("{}/api/instances/{id}/files/download", bench.base)).query(&[("path", "/workspace/api.bin")]).bearer_auth(&bench.key).send().await?.bytes_stream();
+    let mut stream = bench
+        .http
+        .get(format!("{}/api/instances/{id}/files/download", bench.base))
+        .query(&[("path", "/workspace/api.bin")])
+        .bearer_auth(&bench.key)
+        .send()
+        .await?
+        .bytes_stream();
     let mut received = 0usize;
     while let Some(chunk) = stream.next().await {
         received += chunk?.len();

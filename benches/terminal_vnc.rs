@@ -91,7 +91,9 @@ struct WsPipe<W> {
 
 impl<W> Pipe for WsPipe<W>
 where
-    W: Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    W: Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + Unpin,
 {
     async fn read_exact(&mut self, n: usize) -> anyhow::Result<Vec<u8>> {
         while self.buffer.len() < n {

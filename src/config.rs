@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 /// Where the database is and how logs look; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// PostgreSQL URL. Without it ocaas runs its own private PostgreSQL under the data dir.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<SecretString>,
     /// Directory for ocaas's own state (the private PostgreSQL cluster among it).
     #[arg(long, env = "OCAAS_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
@@ -53,16 +54,16 @@ pub struct ServeArgs {
     #[arg(long, env = "OCAAS_REGISTRATION", value_enum, default_value_t = RegistrationMode::Invite)]
     pub registration: RegistrationMode,
     /// Largest JSON request body, in bytes.
-    #[arg(long, env = "OCAAS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "OCAAS_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = at_least_one::<usize>)]
     pub max_body_bytes: usize,
     /// How long a browser session lasts, in hours.
-    #[arg(long, env = "OCAAS_SESSION_HOURS", default_value_t = 24 * 14)]
+    #[arg(long, env = "OCAAS_SESSION_HOURS", default_value_t = 24 * 14, value_parser = at_least_one::<u32>)]
     pub session_hours: u32,
     /// How long one chat turn may take before its assistant message ends in `error`.
-    #[arg(long, env = "OCAAS_CHAT_TIMEOUT", default_value_t = 600)]
+    #[arg(long, env = "OCAAS_CHAT_TIMEOUT", default_value_t = 600, value_parser = at_least_one::<u64>)]
     pub chat_timeout_secs: u64,
     /// How long a websocket ticket from `vnc-url` stays valid, in seconds (one handshake).
-    #[arg(long, env = "OCAAS_TICKET_TTL", default_value_t = 60)]
+    #[arg(long, env = "OCAAS_TICKET_TTL", default_value_t = 60, value_parser = at_least_one::<u64>)]
     pub ticket_ttl_secs: u64,
     /// noVNC's client files (Debian's `novnc` package), served for the desktop page.
     #[arg(long, env = "OCAAS_NOVNC_DIR", default_value = "/usr/share/novnc")]
@@ -70,6 +71,13 @@ pub struct ServeArgs {
     /// xterm.js as CommonJS modules (Debian's `node-xterm` package), bundled for the dashboard's terminal.
     #[arg(long, env = "OCAAS_XTERM_DIR", default_value = "/usr/share/nodejs/xterm")]
     pub xterm_dir: PathBuf,
+    /// Bearer token that `GET /metrics` requires; unset, `/metrics` is not served.
+    #[arg(long, env = "OCAAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub metrics_token: Option<SecretString>,
+    /// Install missing Debian packages (PostgreSQL, debootstrap, noVNC, node-xterm) with apt
+    /// when running as root; `false`: only say which command would.
+    #[arg(long, env = "OCAAS_AUTO_INSTALL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_install: bool,
     #[command(flatten)]
     pub instances: InstanceArgs,
 }
@@ -80,11 +88,12 @@ pub struct InstanceArgs {
     /// Sandbox image to run. Unset: the offline image, built by `--image-build-script` if missing.
     #[arg(long, env = "OCAAS_SANDBOX_IMAGE")]
     pub sandbox_image: Option<String>,
-    /// Script that builds the offline sandbox image and prints its tag.
-    #[arg(long, env = "OCAAS_IMAGE_BUILD_SCRIPT", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/offline/build.sh"))]
-    pub image_build_script: PathBuf,
+    /// Script that builds the offline sandbox image and prints its tag. Unset: the build
+    /// context compiled into ocaas, written to `<data dir>/image-build/`.
+    #[arg(long, env = "OCAAS_IMAGE_BUILD_SCRIPT")]
+    pub image_build_script: Option<PathBuf>,
     /// Most instances this server runs at once (all users together).
-    #[arg(long, env = "OCAAS_MAX_INSTANCES", default_value_t = 20)]
+    #[arg(long, env = "OCAAS_MAX_INSTANCES", default_value_t = 20, value_parser = at_least_one::<u32>)]
     pub max_instances: u32,
     /// Memory limit per sandbox (bytes, or with a k/m/g suffix).
     #[arg(long, env = "OCAAS_INSTANCE_MEMORY", default_value = "2g", value_parser = parse_size)]
@@ -93,30 +102,43 @@ pub struct InstanceArgs {
     #[arg(long, env = "OCAAS_INSTANCE_CPUS", default_value_t = 1.0)]
     pub instance_cpus: f64,
     /// Process limit per sandbox.
-    #[arg(long, env = "OCAAS_INSTANCE_PIDS", default_value_t = 512)]
+    #[arg(long, env = "OCAAS_INSTANCE_PIDS", default_value_t = 512, value_parser = at_least_one::<i64>)]
     pub instance_pids: i64,
     /// How long a sandbox's gateway may take to become ready before the instance is `error`.
-    #[arg(long, env = "OCAAS_READY_TIMEOUT_SECS", default_value_t = 180)]
+    #[arg(long, env = "OCAAS_READY_TIMEOUT_SECS", default_value_t = 180, value_parser = at_least_one::<u64>)]
     pub ready_timeout_secs: u64,
     /// Seconds between reconciler passes.
-    #[arg(long, env = "OCAAS_RECONCILE_SECS", default_value_t = 10)]
+    #[arg(long, env = "OCAAS_RECONCILE_SECS", default_value_t = 10, value_parser = at_least_one::<u64>)]
     pub reconcile_secs: u64,
     /// OpenAI-compatible base URL of the LLM the agents use (passed to each sandbox).
     #[arg(long, env = "OCAAS_LLM_BASE_URL", default_value = "")]
     pub llm_base_url: String,
-    #[arg(long, env = "OCAAS_LLM_API_KEY", default_value = "", hide_env_values = true)]
-    pub llm_api_key: String,
+    #[arg(long, env = "OCAAS_LLM_API_KEY", default_value = "", hide_env_values = true, value_parser = secret)]
+    pub llm_api_key: SecretString,
     #[arg(long, env = "OCAAS_LLM_MODEL", default_value = "")]
     pub llm_model: String,
     /// Largest file `files/read` returns as text (bigger ones: use `files/download`).
-    #[arg(long, env = "OCAAS_MAX_READ_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "OCAAS_MAX_READ_BYTES", default_value_t = 1 << 20, value_parser = at_least_one::<u64>)]
     pub max_read_bytes: u64,
     /// Largest file accepted by `files/write` and `files/upload`.
-    #[arg(long, env = "OCAAS_MAX_UPLOAD_BYTES", default_value_t = 512 << 20)]
+    #[arg(long, env = "OCAAS_MAX_UPLOAD_BYTES", default_value_t = 512 << 20, value_parser = at_least_one::<u64>)]
     pub max_upload_bytes: u64,
     /// Cap per stream (stdout, stderr) of `terminal/exec` output.
-    #[arg(long, env = "OCAAS_EXEC_MAX_OUTPUT", default_value_t = 1 << 20)]
+    #[arg(long, env = "OCAAS_EXEC_MAX_OUTPUT", default_value_t = 1 << 20, value_parser = at_least_one::<usize>)]
     pub exec_max_output: usize,
+}
+
+/// A number of which 0 makes no sense (a limit, a timeout, an interval): refused, not clamped.
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(raw: &str) -> Result<T, String> {
+    match raw.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!("`{raw}` must be a whole number of at least 1")),
+    }
+}
+
+/// A value that must not show up in logs or `Debug` output.
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw.to_owned()))
 }
 
 /// Parses `512m`, `2g`, `1048576` into bytes.
@@ -141,6 +163,25 @@ pub fn parse_size(raw: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("`{raw}` is not a size (use e.g. 512m or 2g)"))
 }
 
+/// An OpenAI-compatible endpoint; the key never prints (`Debug` shows it redacted).
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub model: String,
+}
+
+impl LlmSettings {
+    /// `KEY=value` pairs for a sandbox's environment.
+    pub fn sandbox_env(&self) -> Vec<String> {
+        vec![
+            format!("OCAAS_LLM_BASE_URL={}", self.base_url),
+            format!("OCAAS_LLM_API_KEY={}", self.api_key.expose_secret()),
+            format!("OCAAS_LLM_MODEL={}", self.model),
+        ]
+    }
+}
+
 /// Sandbox settings the server reads at run time.
 #[derive(Debug, Clone)]
 pub struct InstanceSettings {
@@ -149,8 +190,8 @@ pub struct InstanceSettings {
     pub limits: crate::runtime::Limits,
     pub ready_timeout: std::time::Duration,
     pub reconcile_interval: std::time::Duration,
-    /// `KEY=value` pairs for the LLM, passed to every sandbox.
-    pub llm_env: Vec<String>,
+    /// The LLM the agents use.
+    pub llm: LlmSettings,
     pub max_read_bytes: u64,
     pub max_upload_bytes: u64,
     pub exec_max_output: usize,
@@ -174,12 +215,8 @@ impl InstanceSettings {
                 pids: args.instance_pids,
             },
             ready_timeout: std::time::Duration::from_secs(args.ready_timeout_secs),
-            reconcile_interval: std::time::Duration::from_secs(args.reconcile_secs.max(1)),
-            llm_env: vec![
-                format!("OCAAS_LLM_BASE_URL={}", args.llm_base_url),
-                format!("OCAAS_LLM_API_KEY={}", args.llm_api_key),
-                format!("OCAAS_LLM_MODEL={}", args.llm_model),
-            ],
+            reconcile_interval: std::time::Duration::from_secs(args.reconcile_secs),
+            llm: LlmSettings { base_url: args.llm_base_url.clone(), api_key: args.llm_api_key.clone(), model: args.llm_model.clone() },
             max_read_bytes: args.max_read_bytes,
             max_upload_bytes: args.max_upload_bytes,
             exec_max_output: args.exec_max_output,
@@ -201,6 +238,7 @@ pub struct Settings {
     pub ticket_ttl: std::time::Duration,
     pub novnc_dir: PathBuf,
     pub xterm_dir: PathBuf,
+    pub metrics_token: Option<SecretString>,
     pub instances: InstanceSettings,
 }
 
@@ -215,12 +253,28 @@ impl Settings {
             registration: args.registration,
             max_body_bytes: args.max_body_bytes,
             session_hours: args.session_hours,
-            chat_timeout: std::time::Duration::from_secs(args.chat_timeout_secs.max(1)),
-            ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl_secs.max(1)),
+            chat_timeout: std::time::Duration::from_secs(args.chat_timeout_secs),
+            ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl_secs),
             novnc_dir: args.novnc_dir.clone(),
             xterm_dir: args.xterm_dir.clone(),
+            metrics_token: args.metrics_token.clone(),
             instances: InstanceSettings::from_args(&args.instances, image),
         })
+    }
+
+    /// The settings `ocaas serve` runs with when given no flags and no environment (tests and
+    /// benchmarks start here and override what they need), with `image` as the sandbox image.
+    pub fn defaults(image: &str) -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // Without the environment: only the declared defaults count.
+        let command = Defaults::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(["ocaas"]).expect("the defaults parse");
+        let args = Defaults::from_arg_matches(&matches).expect("the defaults parse").serve;
+        Settings::from_args(&args, image.to_owned()).expect("the defaults are valid")
     }
 
     /// Cookies get `Secure` when the public origin is https.
@@ -250,5 +304,14 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("3t").is_err());
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_makes_no_sense() {
+        assert!(super::at_least_one::<u64>("0").is_err());
+        assert_eq!(super::at_least_one::<u64>("5"), Ok(5));
+        let defaults = super::Settings::defaults("img");
+        assert_eq!(defaults.instances.reconcile_interval, std::time::Duration::from_secs(10));
+        assert!(!format!("{defaults:?}").contains("OCAAS_LLM_API_KEY="));
     }
 }

@@ -1,13 +1,18 @@
-//! The one error type of the HTTP API and its JSON shape
-//! `{"error":"snake_case_code","message":"human sentence"}`.
+//! The one error type of the HTTP API, its JSON shape
+//! `{"error":"snake_case_code","message":"human sentence"}`, the table of every error code
+//! (one code per condition, each with its status), and the conversions from lower layers'
+//! errors — the only place where a database or engine failure becomes an HTTP answer.
 //!
-//! Client mistakes carry their status and code; internal causes (database, I/O) are
-//! logged with the request's span and answered with a generic 500, never shown.
+//! Client mistakes carry their code; internal causes are logged with the request's span and
+//! answered with a generic 500, never shown. A dependency that is down (database, engine) is
+//! a 503 with `Retry-After`, not a 500.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::runtime::RuntimeError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -19,19 +24,89 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+macro_rules! error_codes {
+    ($($variant:ident = ($status:ident, $code:literal, $meaning:literal),)*) => {
+        /// Every error code the API answers with. Adding a condition means adding a row here
+        /// (and to the README's table, which a test compares with this one).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode { $($variant,)* }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self { $(ErrorCode::$variant => StatusCode::$status,)* }
+            }
+
+            /// When the code is answered, for the README.
+            pub fn meaning(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $meaning,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidRequest = (BAD_REQUEST, "invalid_request", "The body, query or a path parameter does not fit the operation."),
+    InvalidPath = (BAD_REQUEST, "invalid_path", "A sandbox path is not absolute, has `..` or a NUL byte."),
+    InvalidCwd = (BAD_REQUEST, "invalid_cwd", "`terminal/exec`'s `cwd` is not a directory the sandbox user can enter."),
+    InvalidEmail = (BAD_REQUEST, "invalid_email", "The email address is not one."),
+    WeakPassword = (BAD_REQUEST, "weak_password", "The password is too short or too long."),
+    IsADirectory = (BAD_REQUEST, "is_a_directory", "A file operation named a directory."),
+    NotADirectory = (BAD_REQUEST, "not_a_directory", "A directory operation named something else."),
+    NotARegularFile = (BAD_REQUEST, "not_a_regular_file", "A read or download named a device, socket or the like."),
+    OperationFailed = (BAD_REQUEST, "operation_failed", "A file operation failed inside the sandbox for another reason (the message says)."),
+    Unauthorized = (UNAUTHORIZED, "unauthorized", "No, an unknown, revoked or expired key, session or ticket."),
+    CsrfFailed = (FORBIDDEN, "csrf_failed", "A cookie-authenticated change without the session's `X-CSRF-Token`."),
+    OriginMismatch = (FORBIDDEN, "origin_mismatch", "A cookie-authenticated websocket from a page of another origin."),
+    RegistrationClosed = (FORBIDDEN, "registration_closed", "The server takes no registrations (`OCAAS_REGISTRATION=closed`)."),
+    InviteRequired = (FORBIDDEN, "invite_required", "Registering needs an invite code on this server."),
+    InvalidInviteCode = (FORBIDDEN, "invalid_invite_code", "The invite code is unknown, used up or expired."),
+    SubscriptionRequired = (FORBIDDEN, "subscription_required", "Creating an instance needs an active subscription or an invite code."),
+    InstanceLimitReached = (FORBIDDEN, "instance_limit_reached", "The plan's `max_instances` is reached."),
+    PermissionDenied = (FORBIDDEN, "permission_denied", "The sandbox user may not do that at that path."),
+    NotFound = (NOT_FOUND, "not_found", "No such route, or nothing exists at that sandbox path."),
+    InstanceNotFound = (NOT_FOUND, "instance_not_found", "No instance with that id on the caller's account (other users' instances included)."),
+    SessionNotFound = (NOT_FOUND, "session_not_found", "The instance has no chat session with that id."),
+    KeyNotFound = (NOT_FOUND, "key_not_found", "The caller has no API key with that id."),
+    UserNotFound = (NOT_FOUND, "user_not_found", "No user has that email (admin commands)."),
+    MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed", "The route exists, the method does not."),
+    InstanceNotRunning = (CONFLICT, "instance_not_running", "The operation needs the instance `ready` (chat, files, commands, terminal, desktop)."),
+    InvalidState = (CONFLICT, "invalid_state", "A lifecycle action that the instance's current status does not allow."),
+    SessionBusy = (CONFLICT, "session_busy", "A chat turn is already running in that session."),
+    AlreadyExists = (CONFLICT, "already_exists", "Something is in the way at the target path."),
+    DirectoryNotEmpty = (CONFLICT, "directory_not_empty", "Deleting a non-empty directory without `recursive`."),
+    EmailTaken = (CONFLICT, "email_taken", "An account with that email exists."),
+    PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than the route accepts."),
+    FileTooLarge = (PAYLOAD_TOO_LARGE, "file_too_large", "A file over `OCAAS_MAX_READ_BYTES` (read) or `OCAAS_MAX_UPLOAD_BYTES` (write, upload)."),
+    NotText = (UNSUPPORTED_MEDIA_TYPE, "not_text", "`files/read` of a file that is not UTF-8 (use `files/download`)."),
+    UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "A body that is not JSON (or multipart where allowed)."),
+    WebsocketRequired = (UPGRADE_REQUIRED, "websocket_required", "A plain request to a websocket endpoint."),
+    InternalError = (INTERNAL_SERVER_ERROR, "internal_error", "A bug or an unexpected failure; logged with the request id."),
+    DesktopUnavailable = (BAD_GATEWAY, "desktop_unavailable", "The sandbox's VNC server does not answer."),
+    CapacityExhausted = (SERVICE_UNAVAILABLE, "capacity_exhausted", "The server runs `OCAAS_MAX_INSTANCES` instances; `Retry-After` says when to retry."),
+    NotReady = (SERVICE_UNAVAILABLE, "not_ready", "`/readyz`: the database or the engine is unreachable."),
+    DatabaseUnavailable = (SERVICE_UNAVAILABLE, "database_unavailable", "PostgreSQL cannot be reached right now; retry after `Retry-After`."),
+    EngineUnavailable = (SERVICE_UNAVAILABLE, "engine_unavailable", "The container engine cannot be reached right now; retry after `Retry-After`."),
+    TerminalViewerMissing = (SERVICE_UNAVAILABLE, "terminal_viewer_missing", "xterm.js (Debian's `node-xterm`) is not installed for the dashboard's terminal."),
+}
+
+/// Seconds a client is told to wait when a dependency is down.
+const DEPENDENCY_RETRY_AFTER_SECS: u64 = 5;
+const INTERNAL_MESSAGE: &str = "The server hit an internal error; it has been logged.";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("{code}: {message}")]
-    Client {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-        retry_after_secs: Option<u64>,
-    },
-    #[error("unauthorized: {0}")]
-    Unauthorized(String),
+    #[error("{}: {message}", code.as_str())]
+    Client { code: ErrorCode, message: String, retry_after_secs: Option<u64> },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -39,24 +114,14 @@ pub enum AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AppError::Client { status, code, message: message.into(), retry_after_secs: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AppError::Client { code, message: message.into(), retry_after_secs: None }
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
-    }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        AppError::Unauthorized(message.into())
+        Self::new(ErrorCode::Unauthorized, message)
     }
+
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         if let AppError::Client { retry_after_secs, .. } = &mut self {
             *retry_after_secs = Some(secs);
@@ -64,49 +129,97 @@ impl AppError {
         self
     }
 
-    /// Status and code, as the client will see them.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// What the client is told: the lower layers' errors resolved to a code and a message.
+    fn resolve(self) -> (ErrorCode, String, Option<u64>) {
         match self {
-            AppError::Client { status, code, .. } => (*status, code),
-            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            AppError::Database(_) | AppError::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            AppError::Client { code, message, retry_after_secs } => (code, message, retry_after_secs),
+            AppError::Database(cause) if is_connection_failure(&cause) => {
+                tracing::warn!(error = %cause, "database unreachable");
+                let message = "The database cannot be reached right now; try again shortly.";
+                (ErrorCode::DatabaseUnavailable, message.into(), Some(DEPENDENCY_RETRY_AFTER_SECS))
+            }
+            AppError::Database(cause) => {
+                tracing::error!(error = %cause, "database error");
+                (ErrorCode::InternalError, INTERNAL_MESSAGE.into(), None)
+            }
+            AppError::Runtime(RuntimeError::NotFound(_) | RuntimeError::Conflict(_)) => {
+                (ErrorCode::InstanceNotRunning, "The instance's sandbox is not running.".into(), None)
+            }
+            AppError::Runtime(RuntimeError::Unavailable(cause)) => {
+                tracing::warn!(error = %cause, "container engine unreachable");
+                let message = "The container engine cannot be reached right now; try again shortly.";
+                (ErrorCode::EngineUnavailable, message.into(), Some(DEPENDENCY_RETRY_AFTER_SECS))
+            }
+            AppError::Runtime(RuntimeError::Other(cause)) => {
+                tracing::error!(error = %cause, "container engine error");
+                (ErrorCode::InternalError, INTERNAL_MESSAGE.into(), None)
+            }
+            AppError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+                (ErrorCode::InternalError, INTERNAL_MESSAGE.into(), None)
             }
         }
     }
 }
 
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = ErrorBody { error: code.to_owned(), message: message.to_owned() };
-    (status, axum::Json(body)).into_response()
+impl From<std::io::Error> for AppError {
+    fn from(error: std::io::Error) -> Self {
+        AppError::Internal(error.into())
+    }
+}
+
+/// Errors that mean PostgreSQL is out of reach (or the pool cannot get a connection to it),
+/// as opposed to a query that failed.
+fn is_connection_failure(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_))
+        || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03"))
+}
+
+/// An error response outside the `AppError` flow (fallbacks, middleware).
+pub fn json_error(code: ErrorCode, message: &str) -> Response {
+    let body = ErrorBody { error: code.as_str().to_owned(), message: message.to_owned() };
+    (code.status(), axum::Json(body)).into_response()
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        match self {
-            AppError::Client { message, retry_after_secs, .. } => {
-                let mut response = json_error(status, code, &message);
-                if let Some(secs) = retry_after_secs {
-                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
-                response
-            }
-            AppError::Unauthorized(message) => {
-                let mut response = json_error(status, code, &message);
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                response
-            }
-            AppError::Database(cause) => {
-                tracing::error!(error = %cause, "database error");
-                json_error(status, code, "The server hit an internal error; it has been logged.")
-            }
-            AppError::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "internal error");
-                json_error(status, code, "The server hit an internal error; it has been logged.")
-            }
+        let (code, message, retry_after) = self.resolve();
+        let mut response = json_error(code, &message);
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if code == ErrorCode::Unauthorized {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_listed_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} is listed twice");
+            assert!(text.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{text} is not snake_case");
+            let row = format!("| `{text}` | {} |", code.status().as_u16());
+            assert!(readme.contains(&row), "README's error table lacks the row starting `{row}`");
+        }
+    }
+
+    #[test]
+    fn engine_and_database_outages_are_503_with_retry_after() {
+        for error in [AppError::from(RuntimeError::Unavailable("down".into())), AppError::from(sqlx::Error::PoolTimedOut)] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+        let gone = AppError::from(RuntimeError::NotFound("sandy-x".into())).into_response();
+        assert_eq!(gone.status(), StatusCode::CONFLICT);
     }
 }

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
 
 /// `axum::Json` whose rejections become `invalid_request` (400), `payload_too_large` (413)
 /// or `unsupported_media_type` (415) JSON errors.
@@ -50,9 +50,9 @@ async fn parse_json_body<S: Send + Sync, T: DeserializeOwned>(req: Request, stat
     }
     let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than this endpoint accepts.")
+            AppError::new(ErrorCode::PayloadTooLarge, "The request body is larger than this endpoint accepts.")
         } else {
-            AppError::bad_request("invalid_request", format!("The request body could not be read: {}", rejection.body_text()))
+            AppError::new(ErrorCode::InvalidRequest, format!("The request body could not be read: {}", rejection.body_text()))
         }
     })?;
     if !has_content_type {
@@ -60,7 +60,7 @@ async fn parse_json_body<S: Send + Sync, T: DeserializeOwned>(req: Request, stat
     }
     // Every request body of this API is an object; serde would also accept an array for a struct.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(AppError::bad_request("invalid_request", "The body must be a JSON object."));
+        return Err(AppError::new(ErrorCode::InvalidRequest, "The body must be a JSON object."));
     }
     axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(value)| Some(value)).map_err(json_rejection)
 }
@@ -74,11 +74,7 @@ fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
 }
 
 fn unsupported_media_type() -> AppError {
-    AppError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        "Send the body as JSON with `Content-Type: application/json`.",
-    )
+    AppError::new(ErrorCode::UnsupportedMediaType, "Send the body as JSON with `Content-Type: application/json`.")
 }
 
 fn json_rejection(rejection: JsonRejection) -> AppError {
@@ -87,12 +83,25 @@ fn json_rejection(rejection: JsonRejection) -> AppError {
         JsonRejection::JsonSyntaxError(e) => format!("The body is not valid JSON: {}", inner_text(&e.body_text())),
         other => other.body_text(),
     };
-    AppError::bad_request("invalid_request", detail)
+    AppError::new(ErrorCode::InvalidRequest, detail)
 }
 
 /// axum prefixes serde's message with a generic sentence; keep only serde's part, which names the field.
 fn inner_text(text: &str) -> String {
     text.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or_else(|| text.to_owned())
+}
+
+/// The `{instanceId}` path segment; anything that is not a UUID is simply not found.
+pub struct InstanceId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for InstanceId {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let not_found = || AppError::new(ErrorCode::InstanceNotFound, "No instance with this id exists on your account.");
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| not_found())?;
+        raw.parse().map(InstanceId).map_err(|_| not_found())
+    }
 }
 
 /// `axum::extract::Path` with a 400 `invalid_request` JSON rejection.
@@ -109,9 +118,7 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|rejection: PathRejection| {
-                AppError::bad_request("invalid_request", format!("Bad path parameter: {}", rejection.body_text()))
-            })
+            .map_err(|rejection: PathRejection| AppError::new(ErrorCode::InvalidRequest, format!("Bad path parameter: {}", rejection.body_text())))
     }
 }
 
@@ -126,12 +133,9 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| ApiQuery(value))
-            .map_err(|rejection: QueryRejection| {
-                AppError::bad_request("invalid_request", format!("Bad query string: {}", inner_text(&rejection.body_text())))
-            })
+        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|axum::extract::Query(value)| ApiQuery(value)).map_err(
+            |rejection: QueryRejection| AppError::new(ErrorCode::InvalidRequest, format!("Bad query string: {}", inner_text(&rejection.body_text()))),
+        )
     }
 }
 
@@ -177,16 +181,11 @@ pub fn origin_for(settings: &crate::config::Settings, headers: &axum::http::Head
     };
     let host = if settings.trust_proxy { header("x-forwarded-host") } else { None };
     let host = host.or_else(|| header("host")).unwrap_or_else(|| settings.bind.to_string());
-    let scheme = if settings.trust_proxy {
-        header("x-forwarded-proto").filter(|p| p == "https" || p == "http")
-    } else {
-        None
-    };
+    let scheme = if settings.trust_proxy { header("x-forwarded-proto").filter(|p| p == "https" || p == "http") } else { None };
     format!("{}://{}", scheme.as_deref().unwrap_or("http"), host)
 }
 
 /// A host header value that can be pasted into a URL without changing its meaning.
 fn is_safe_host(value: &str) -> bool {
-    value.len() <= 255
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+    value.len() <= 255 && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
 }

@@ -1,20 +1,31 @@
-//! ocaas: self-hosted OpenClaw as a Service. See README.md for the layout.
+//! ocaas: self-hosted OpenClaw as a Service. The layers, bottom to top (see README,
+//! "Architecture"): shared foundations, the state, the domains, and the router and serve.
 
-pub mod app;
-pub mod auth;
-pub mod cli;
+// Foundations: no ocaas imports above this line's neighbours.
 pub mod config;
 pub mod db;
-pub mod docs;
 pub mod error;
-pub mod extract;
-pub mod health;
-pub mod timefmt;
+pub mod metrics;
 pub mod runtime;
-pub mod instances;
-pub mod files;
-pub mod terminal;
+pub mod timefmt;
+
+// The state every handler reads, and the shared HTTP pieces built on it.
+pub mod extract;
+pub mod state;
+pub mod wsbridge;
+
+// Domains: one folder each.
+pub mod auth;
 pub mod chat;
+pub mod docs;
+pub mod files;
+pub mod health;
+pub mod instances;
+pub mod terminal;
 pub mod vnc;
 pub mod web;
-pub mod wsbridge;
+
+// The top: routes, serving, the command line.
+pub mod cli;
+pub mod router;
+pub mod serve;

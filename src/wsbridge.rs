@@ -2,21 +2,20 @@
 //! rejection of a handshake that is not one, and the pump both ways with keep-alive pings,
 //! backpressure and a clean close.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::runtime::ByteStream;
 
 /// Pings go out this often while a websocket is open, so proxies keep it alive …
@@ -37,8 +36,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
         let upgrade = WebSocketUpgrade::from_request_parts(parts, state).await;
         upgrade.map(|upgrade| WsUpgrade(upgrade.max_message_size(MAX_MESSAGE))).map_err(|rejection| {
             AppError::new(
-                StatusCode::UPGRADE_REQUIRED,
-                "websocket_required",
+                ErrorCode::WebsocketRequired,
                 format!("This endpoint speaks WebSocket: connect with a websocket client ({}).", rejection.body_text()),
             )
         })

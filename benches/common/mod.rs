@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ocaas::app::{self, AppState};
 use ocaas::auth::service;
-use ocaas::config::{InstanceSettings, RegistrationMode, Settings};
+use ocaas::config::{RegistrationMode, Settings};
 use ocaas::db::{self, embedded::EmbeddedPostgres};
-use ocaas::runtime::{DockerRuntime, Limits, image};
+use ocaas::runtime::{DockerRuntime, image};
+use ocaas::serve;
+use ocaas::state::AppState;
 
 pub struct Bench {
     pub base: String,
@@ -49,33 +50,18 @@ impl Bench {
         db::create_database_if_missing(&cluster.connect_options("postgres"), &name).await?;
         let pool = db::pool(cluster.connect_options(&name)).await?;
         db::migrate(&pool).await?;
-        let settings = Settings {
-            bind: "127.0.0.1:0".parse()?,
-            public_url: None,
-            trust_proxy: false,
-            registration: RegistrationMode::Closed,
-            max_body_bytes: 1 << 20,
-            session_hours: 1,
-            chat_timeout: Duration::from_secs(60),
-            ticket_ttl: Duration::from_secs(60),
-            novnc_dir: "/usr/share/novnc".into(),
-            xterm_dir: "/usr/share/nodejs/xterm".into(),
-        instances: InstanceSettings {
-                image: image.clone(),
-                max_instances: 1000,
-                limits: Limits { memory_bytes: 1 << 30, nano_cpus: 1_000_000_000, pids: 512 },
-                ready_timeout: Duration::from_secs(120),
-                reconcile_interval: Duration::from_secs(30),
-                llm_env: vec![],
-                max_read_bytes: 1 << 20,
-                max_upload_bytes: 512 << 20,
-                exec_max_output: 1 << 20,
-            },
-        };
+        // The server's own defaults, with room for many instances and a slow reconciler.
+        let mut settings = Settings::defaults(&image);
+        settings.bind = "127.0.0.1:0".parse()?;
+        settings.registration = RegistrationMode::Closed;
+        settings.instances.max_instances = 1000;
+        settings.instances.limits.memory_bytes = 1 << 30;
+        settings.instances.ready_timeout = Duration::from_secs(120);
+        settings.instances.reconcile_interval = Duration::from_secs(30);
         let state = AppState::new(pool.clone(), settings, Arc::new(DockerRuntime::connect()?)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
+        tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
         let user = service::create_user(&pool, "bench@example.com", "bench passphrase", None).await?;
         service::grant_subscription(&pool, "bench@example.com", max_instances, None).await?;
         let key = service::create_api_key(&pool, user.id, None, None).await?.key;
@@ -88,7 +74,8 @@ impl Bench {
         let created: serde_json::Value = self.http.post(format!("{}/api/instances", self.base)).bearer_auth(&self.key).send().await?.json().await?;
         let id = created["id"].as_str().ok_or_else(|| anyhow::anyhow!("no id in {created}"))?.to_owned();
         loop {
-            let body: serde_json::Value = self.http.get(format!("{}/api/instances/{id}", self.base)).bearer_auth(&self.key).send().await?.json().await?;
+            let body: serde_json::Value =
+                self.http.get(format!("{}/api/instances/{id}", self.base)).bearer_auth(&self.key).send().await?.json().await?;
             match body["status"].as_str() {
                 Some("ready") => return Ok((id, created["sandbox_id"].as_str().unwrap_or_default().to_owned())),
                 Some("error") => anyhow::bail!("instance failed: {body}"),

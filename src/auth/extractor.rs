@@ -10,16 +10,21 @@ use axum::http::{HeaderMap, Method, header};
 use uuid::Uuid;
 
 use super::{repo, secrets};
-use crate::app::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "ocaas_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 #[derive(Debug, Clone)]
 pub enum Credential {
-    ApiKey { key_id: Uuid },
-    Session { token_hash: Vec<u8>, csrf_token: String },
+    ApiKey {
+        key_id: Uuid,
+    },
+    Session {
+        token_hash: Vec<u8>,
+        csrf_token: String,
+    },
     /// A single-use websocket ticket (see `tickets`).
     Ticket,
 }
@@ -66,9 +71,7 @@ pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap
         }
         return Ok(user);
     }
-    Err(AppError::unauthorized(
-        "This endpoint needs an API key: send `Authorization: Bearer <API key>` (create keys at /account).",
-    ))
+    Err(AppError::unauthorized("This endpoint needs an API key: send `Authorization: Bearer <API key>` (create keys at /account)."))
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
@@ -87,13 +90,9 @@ async fn authenticate_key(state: &AppState, key: &str) -> AppResult<AuthUser> {
 
 async fn authenticate_session(state: &AppState, token: &str) -> AppResult<AuthUser> {
     let token_hash = secrets::sha256(token);
-    let session = repo::session(&state.db, &token_hash)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("The browser session has expired; log in again."))?;
-    Ok(AuthUser {
-        user_id: session.user_id,
-        credential: Credential::Session { token_hash, csrf_token: session.csrf_token },
-    })
+    let session =
+        repo::session(&state.db, &token_hash).await?.ok_or_else(|| AppError::unauthorized("The browser session has expired; log in again."))?;
+    Ok(AuthUser { user_id: session.user_id, credential: Credential::Session { token_hash, csrf_token: session.csrf_token } })
 }
 
 fn check_csrf(user: &AuthUser, headers: &HeaderMap) -> AppResult<()> {
@@ -102,8 +101,8 @@ fn check_csrf(user: &AuthUser, headers: &HeaderMap) -> AppResult<()> {
     if secrets::constant_time_eq(sent, csrf_token) {
         Ok(())
     } else {
-        Err(AppError::forbidden(
-            "csrf_failed",
+        Err(AppError::new(
+            ErrorCode::CsrfFailed,
             "Requests authenticated by the session cookie must send the session's CSRF token in `X-CSRF-Token`.",
         ))
     }

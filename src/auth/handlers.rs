@@ -1,17 +1,17 @@
 //! HTTP handlers of the account API (`/api/account…`): thin wrappers over `service`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use uuid::Uuid;
 
 use super::extractor::{AuthUser, Credential, SESSION_COOKIE};
 use super::models::{AccountView, ApiKeyView, CreateKeyRequest, CreatedApiKey, LoginRequest, RegisterRequest};
 use super::{repo, service};
-use crate::app::AppState;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 
 /// Register an account
 ///
@@ -104,7 +104,6 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> AppResult<Json
 #[utoipa::path(get, path = "/api/account/keys", tag = "account",
     responses(
         (status = 200, description = "Keys", body = [ApiKeyView]),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
     ))]
 pub async fn list_keys(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<Vec<ApiKeyView>>> {
     let keys = repo::list_api_keys(&state.db, user.user_id).await?;
@@ -119,7 +118,6 @@ pub async fn list_keys(State(state): State<AppState>, user: AuthUser) -> AppResu
     responses(
         (status = 201, description = "Key created", body = CreatedApiKey),
         (status = 400, description = "Bad JSON, name or expiry", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
@@ -141,7 +139,6 @@ pub async fn create_key(
     responses(
         (status = 204, description = "Revoked"),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`key_not_found`: no such key on this account", body = ErrorBody,
             example = json!({"error": "key_not_found", "message": "No API key with this id exists on your account."})),
@@ -150,6 +147,6 @@ pub async fn revoke_key(State(state): State<AppState>, user: AuthUser, ApiPath(i
     if repo::revoke_api_key(&state.db, id, Some(user.user_id)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(AppError::not_found("key_not_found", "This account has no active key with that id."))
+        Err(AppError::new(ErrorCode::KeyNotFound, "No API key with this id exists on your account."))
     }
 }

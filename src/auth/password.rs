@@ -1,9 +1,9 @@
 //! Passwords: policy, argon2id hashing and verification, always off the async runtime.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -11,16 +11,13 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 /// Rejects passwords too short to resist guessing (and absurdly long ones, which cost CPU).
 pub fn check_policy(password: &str) -> AppResult<()> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(AppError::bad_request(
-            "weak_password",
-            format!("The password must have at least {MIN_PASSWORD_CHARS} characters."),
-        ));
+        return Err(AppError::new(ErrorCode::WeakPassword, format!("The password must have at least {MIN_PASSWORD_CHARS} characters.")));
     }
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(AppError::bad_request("weak_password", "The password is longer than 1024 bytes."));
+        return Err(AppError::new(ErrorCode::WeakPassword, "The password is longer than 1024 bytes."));
     }
     if password.chars().all(|c| c == password.chars().next().unwrap_or(' ')) {
-        return Err(AppError::bad_request("weak_password", "The password repeats a single character."));
+        return Err(AppError::new(ErrorCode::WeakPassword, "The password repeats a single character."));
     }
     Ok(())
 }

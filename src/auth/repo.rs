@@ -54,44 +54,23 @@ pub async fn insert_user(db: impl PgExecutor<'_>, email: &str, password_hash: &s
 }
 
 pub async fn user_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as!(
-        UserRow,
-        "SELECT id, email, password_hash, created_at FROM users WHERE lower(email) = lower($1)",
-        email
-    )
-    .fetch_optional(db)
-    .await
+    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users WHERE lower(email) = lower($1)", email).fetch_optional(db).await
 }
 
 pub async fn user_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users WHERE id = $1", id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users WHERE id = $1", id).fetch_optional(db).await
 }
 
 pub async fn list_users(db: &PgPool) -> sqlx::Result<Vec<UserRow>> {
-    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users ORDER BY created_at, id")
-        .fetch_all(db)
-        .await
+    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users ORDER BY created_at, id").fetch_all(db).await
 }
 
 pub async fn subscription(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<SubscriptionRow>> {
-    sqlx::query_as!(
-        SubscriptionRow,
-        "SELECT max_instances, expires_at FROM subscriptions WHERE user_id = $1",
-        user_id
-    )
-    .fetch_optional(db)
-    .await
+    sqlx::query_as!(SubscriptionRow, "SELECT max_instances, expires_at FROM subscriptions WHERE user_id = $1", user_id).fetch_optional(db).await
 }
 
 /// Grants (or replaces) the user's subscription.
-pub async fn upsert_subscription(
-    db: impl PgExecutor<'_>,
-    user_id: Uuid,
-    max_instances: i32,
-    expires_at: Option<DateTime<Utc>>,
-) -> sqlx::Result<()> {
+pub async fn upsert_subscription(db: impl PgExecutor<'_>, user_id: Uuid, max_instances: i32, expires_at: Option<DateTime<Utc>>) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO subscriptions (user_id, max_instances, expires_at) VALUES ($1, $2, $3)
          ON CONFLICT (user_id) DO UPDATE
@@ -139,12 +118,6 @@ pub async fn take_invite_use(db: impl PgExecutor<'_>, code_hash: &[u8]) -> sqlx:
     )
     .fetch_optional(db)
     .await
-}
-
-pub async fn invite_uses_left(db: &PgPool, code_hash: &[u8]) -> sqlx::Result<Option<i32>> {
-    sqlx::query_scalar!("SELECT uses_left FROM invite_codes WHERE code_hash = $1", code_hash)
-        .fetch_optional(db)
-        .await
 }
 
 pub async fn insert_api_key(
@@ -208,13 +181,7 @@ pub async fn authenticate_api_key(db: &PgPool, key_hash: &[u8]) -> sqlx::Result<
     Ok(row.map(|r| (r.id, r.user_id)))
 }
 
-pub async fn insert_session(
-    db: &PgPool,
-    token_hash: &[u8],
-    user_id: Uuid,
-    csrf_token: &str,
-    expires_at: DateTime<Utc>,
-) -> sqlx::Result<()> {
+pub async fn insert_session(db: &PgPool, token_hash: &[u8], user_id: Uuid, csrf_token: &str, expires_at: DateTime<Utc>) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO browser_sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
         token_hash,
@@ -228,19 +195,13 @@ pub async fn insert_session(
 }
 
 pub async fn session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as!(
-        SessionRow,
-        "SELECT user_id, csrf_token FROM browser_sessions WHERE token_hash = $1 AND expires_at > now()",
-        token_hash
-    )
-    .fetch_optional(db)
-    .await
+    sqlx::query_as!(SessionRow, "SELECT user_id, csrf_token FROM browser_sessions WHERE token_hash = $1 AND expires_at > now()", token_hash)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn delete_session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM browser_sessions WHERE token_hash = $1 OR expires_at < now()", token_hash)
-        .execute(db)
-        .await?;
+    sqlx::query!("DELETE FROM browser_sessions WHERE token_hash = $1 OR expires_at < now()", token_hash).execute(db).await?;
     Ok(())
 }
 
@@ -277,15 +238,10 @@ pub async fn redeem_ticket(db: impl PgExecutor<'_>, hash: &[u8], instance_id: Uu
 }
 
 pub async fn ticket(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<TicketRow>> {
-    sqlx::query_as!(TicketRow, "SELECT instance_id, expires_at, used_at FROM ws_tickets WHERE ticket_hash = $1", hash)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(TicketRow, "SELECT instance_id, expires_at, used_at FROM ws_tickets WHERE ticket_hash = $1", hash).fetch_optional(db).await
 }
 
 /// Forgets tickets that expired more than an hour ago (kept that long to explain refusals).
 pub async fn delete_stale_tickets(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    sqlx::query!("DELETE FROM ws_tickets WHERE expires_at < now() - interval '1 hour'")
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected())
+    sqlx::query!("DELETE FROM ws_tickets WHERE expires_at < now() - interval '1 hour'").execute(db).await.map(|r| r.rows_affected())
 }

@@ -25,9 +25,9 @@ pub fn new_api_key() -> String {
 
 /// Whether `candidate` has the shape of a key this server issues (cheap check before the lookup).
 pub fn looks_like_api_key(candidate: &str) -> bool {
-    candidate.strip_prefix(API_KEY_PREFIX).is_some_and(|body| {
-        body.len() == API_KEY_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
+    candidate
+        .strip_prefix(API_KEY_PREFIX)
+        .is_some_and(|body| body.len() == API_KEY_BODY_LEN && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
 pub fn display_prefix(key: &str) -> String {

@@ -9,7 +9,7 @@ use super::models::{AccountView, ApiKeyView, CreatedApiKey};
 use super::repo::{self, UserRow};
 use super::{password, secrets};
 use crate::config::RegistrationMode;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 const MAX_EMAIL_LEN: usize = 254;
 const MAX_KEY_NAME_CHARS: usize = 100;
@@ -25,7 +25,7 @@ pub fn normalize_email(raw: &str) -> AppResult<String> {
             !local.is_empty() && !domain.contains('@') && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
         });
     if !valid {
-        return Err(AppError::bad_request("invalid_email", format!("`{}` is not a valid email address.", truncate(email, 80))));
+        return Err(AppError::new(ErrorCode::InvalidEmail, format!("`{}` is not a valid email address.", truncate(email, 80))));
     }
     Ok(email.to_owned())
 }
@@ -36,7 +36,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 fn checked_days(days: u32, what: &str) -> AppResult<Duration> {
     if days == 0 || days > MAX_DAYS {
-        return Err(AppError::bad_request("invalid_request", format!("`{what}` must be between 1 and {MAX_DAYS} days.")));
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`{what}` must be between 1 and {MAX_DAYS} days.")));
     }
     Ok(Duration::days(days.into()))
 }
@@ -50,7 +50,7 @@ pub async fn create_user(db: &PgPool, email: &str, password: &str, invite_code: 
     let mut tx = db.begin().await?;
     let user = repo::insert_user(&mut *tx, &email, &hash)
         .await?
-        .ok_or_else(|| AppError::conflict("email_taken", "An account with this email already exists."))?;
+        .ok_or_else(|| AppError::new(ErrorCode::EmailTaken, "An account with this email already exists."))?;
     if let Some(code) = invite_code {
         redeem_invite(&mut tx, user.id, code).await?;
     }
@@ -62,13 +62,10 @@ pub async fn create_user(db: &PgPool, email: &str, password: &str, invite_code: 
 pub async fn register(db: &PgPool, mode: RegistrationMode, email: &str, password: &str, invite_code: Option<&str>) -> AppResult<UserRow> {
     let invite_code = invite_code.map(str::trim).filter(|c| !c.is_empty());
     match (mode, invite_code) {
-        (RegistrationMode::Closed, _) => {
-            Err(AppError::forbidden("registration_closed", "This server does not accept new registrations."))
+        (RegistrationMode::Closed, _) => Err(AppError::new(ErrorCode::RegistrationClosed, "This server does not accept new registrations.")),
+        (RegistrationMode::Invite, None) => {
+            Err(AppError::new(ErrorCode::InviteRequired, "Registering on this server needs an invite code (`invite_code`)."))
         }
-        (RegistrationMode::Invite, None) => Err(AppError::forbidden(
-            "invite_required",
-            "Registering on this server needs an invite code (`invite_code`).",
-        )),
         _ => create_user(db, email, password, invite_code).await,
     }
 }
@@ -76,9 +73,9 @@ pub async fn register(db: &PgPool, mode: RegistrationMode, email: &str, password
 /// Consumes one use of `code` and grants the subscription it carries to `user_id`.
 pub async fn redeem_invite(conn: &mut PgConnection, user_id: Uuid, code: &str) -> AppResult<()> {
     let hash = secrets::sha256(&secrets::normalize_invite_code(code));
-    let invite = repo::take_invite_use(&mut *conn, &hash).await?.ok_or_else(|| {
-        AppError::forbidden("invalid_invite_code", "The invite code is unknown, used up or expired.")
-    })?;
+    let invite = repo::take_invite_use(&mut *conn, &hash)
+        .await?
+        .ok_or_else(|| AppError::new(ErrorCode::InvalidInviteCode, "The invite code is unknown, used up or expired."))?;
     let expires_at = invite.subscription_days.map(|days| Utc::now() + Duration::days(days.into()));
     repo::upsert_subscription(&mut *conn, user_id, invite.max_instances, expires_at).await?;
     Ok(())
@@ -110,10 +107,7 @@ pub async fn start_session(db: &PgPool, user_id: Uuid, hours: u32) -> AppResult<
 pub async fn create_api_key(db: &PgPool, user_id: Uuid, name: Option<&str>, expires_in_days: Option<u32>) -> AppResult<CreatedApiKey> {
     let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or("api key");
     if name.chars().count() > MAX_KEY_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(AppError::bad_request(
-            "invalid_request",
-            format!("`name` must be at most {MAX_KEY_NAME_CHARS} printable characters."),
-        ));
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be at most {MAX_KEY_NAME_CHARS} printable characters.")));
     }
     let expires_at = expires_in_days.map(|d| checked_days(d, "expires_in_days")).transpose()?.map(|d| Utc::now() + d);
     let key = secrets::new_api_key();
@@ -122,9 +116,8 @@ pub async fn create_api_key(db: &PgPool, user_id: Uuid, name: Option<&str>, expi
 }
 
 pub async fn account_view(db: &PgPool, user_id: Uuid, csrf_token: Option<String>) -> AppResult<AccountView> {
-    let user = repo::user_by_id(db, user_id)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("The account behind these credentials no longer exists."))?;
+    let user =
+        repo::user_by_id(db, user_id).await?.ok_or_else(|| AppError::unauthorized("The account behind these credentials no longer exists."))?;
     let subscription = repo::subscription(db, user_id).await?.map(Into::into);
     Ok(AccountView { id: user.id, email: user.email, created_at: user.created_at, subscription, csrf_token })
 }
@@ -132,12 +125,12 @@ pub async fn account_view(db: &PgPool, user_id: Uuid, csrf_token: Option<String>
 pub async fn user_by_email_or_404(db: &PgPool, email: &str) -> AppResult<UserRow> {
     repo::user_by_email(db, email.trim())
         .await?
-        .ok_or_else(|| AppError::not_found("user_not_found", format!("No user has the email `{}`.", truncate(email.trim(), 80))))
+        .ok_or_else(|| AppError::new(ErrorCode::UserNotFound, format!("No user has the email `{}`.", truncate(email.trim(), 80))))
 }
 
 pub async fn grant_subscription(db: &PgPool, email: &str, max_instances: u32, days: Option<u32>) -> AppResult<UserRow> {
     let user = user_by_email_or_404(db, email).await?;
-    let max_instances = i32::try_from(max_instances).map_err(|_| AppError::bad_request("invalid_request", "`max_instances` is too large."))?;
+    let max_instances = i32::try_from(max_instances).map_err(|_| AppError::new(ErrorCode::InvalidRequest, "`max_instances` is too large."))?;
     let expires_at = days.map(|d| checked_days(d, "days")).transpose()?.map(|d| Utc::now() + d);
     repo::upsert_subscription(db, user.id, max_instances, expires_at).await?;
     Ok(user)
@@ -154,17 +147,14 @@ pub struct InviteSpec {
 
 /// Creates an invite code and returns it; only its hash is stored.
 pub async fn create_invite(db: &PgPool, spec: &InviteSpec) -> AppResult<String> {
-    let too_large = |field: &str| AppError::bad_request("invalid_request", format!("`{field}` is too large."));
+    let too_large = |field: &str| AppError::new(ErrorCode::InvalidRequest, format!("`{field}` is too large."));
     if spec.uses == 0 {
-        return Err(AppError::bad_request("invalid_request", "An invite needs at least one use."));
+        return Err(AppError::new(ErrorCode::InvalidRequest, "An invite needs at least one use."));
     }
     let uses = i32::try_from(spec.uses).map_err(|_| too_large("uses"))?;
     let max_instances = i32::try_from(spec.max_instances).map_err(|_| too_large("max_instances"))?;
     let expires_at = spec.valid_days.map(|d| checked_days(d, "days")).transpose()?.map(|d| Utc::now() + d);
-    let subscription_days = spec
-        .subscription_days
-        .map(|d| checked_days(d, "subscription_days").map(|_| d as i32))
-        .transpose()?;
+    let subscription_days = spec.subscription_days.map(|d| checked_days(d, "subscription_days").map(|_| d as i32)).transpose()?;
     let code = secrets::new_invite_code();
     repo::insert_invite(db, &secrets::sha256(&code), uses, max_instances, subscription_days, expires_at).await?;
     Ok(code)

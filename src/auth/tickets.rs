@@ -6,29 +6,29 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{repo, secrets};
-use crate::app::AppState;
 use crate::error::{AppError, AppResult};
+use sqlx::PgPool;
 
 pub struct Ticket {
     pub secret: String,
     pub expires_at: DateTime<Utc>,
 }
 
-pub async fn issue(state: &AppState, user_id: Uuid, instance_id: Uuid) -> AppResult<Ticket> {
+pub async fn issue(db: &PgPool, ttl: std::time::Duration, user_id: Uuid, instance_id: Uuid) -> AppResult<Ticket> {
     let secret = secrets::random_token(32);
-    let ttl = chrono::Duration::from_std(state.settings.ticket_ttl).unwrap_or(chrono::Duration::seconds(60));
+    let ttl = chrono::Duration::from_std(ttl).map_err(anyhow::Error::from)?;
     let expires_at = Utc::now() + ttl;
-    repo::insert_ticket(&state.db, &secrets::sha256(&secret), user_id, instance_id, expires_at).await?;
+    repo::insert_ticket(db, &secrets::sha256(&secret), user_id, instance_id, expires_at).await?;
     Ok(Ticket { secret, expires_at })
 }
 
 /// The user a ticket stands for, consuming it; 401 saying why when it cannot be used.
-pub async fn redeem(state: &AppState, secret: &str, instance_id: Uuid) -> AppResult<Uuid> {
+pub async fn redeem(db: &PgPool, secret: &str, instance_id: Uuid) -> AppResult<Uuid> {
     let hash = secrets::sha256(secret);
-    if let Some(user_id) = repo::redeem_ticket(&state.db, &hash, instance_id).await? {
+    if let Some(user_id) = repo::redeem_ticket(db, &hash, instance_id).await? {
         return Ok(user_id);
     }
-    let reason = match repo::ticket(&state.db, &hash).await? {
+    let reason = match repo::ticket(db, &hash).await? {
         None => "The ticket is not valid.",
         Some(t) if t.used_at.is_some() => "The ticket was already used; each ticket opens one connection (get a new one from vnc-url).",
         Some(t) if t.expires_at <= Utc::now() => "The ticket has expired; get a new one from vnc-url.",

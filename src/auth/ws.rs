@@ -10,10 +10,9 @@ use uuid::Uuid;
 
 use super::extractor::{AuthUser, Credential, SESSION_COOKIE, authenticate, cookie};
 use super::tickets;
-use crate::app::AppState;
-use crate::error::{AppError, AppResult};
-use crate::extract::origin_for;
-use crate::instances::handlers::InstanceId;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::extract::{InstanceId, origin_for};
+use crate::state::AppState;
 
 /// The caller of a websocket handshake on `/api/instances/{instanceId}/…`.
 pub struct WsCaller {
@@ -31,13 +30,11 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let InstanceId(instance_id) = InstanceId::from_request_parts(parts, state).await?;
         let state = AppState::from_ref(state);
-        let ticket = parts
-            .uri
-            .query()
-            .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()));
+        let ticket =
+            parts.uri.query().and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()));
         let user = match ticket {
             Some(ticket) => {
-                let user_id = tickets::redeem(&state, &ticket, instance_id).await?;
+                let user_id = tickets::redeem(&state.db, &ticket, instance_id).await?;
                 AuthUser { user_id, credential: Credential::Ticket }
             }
             None => {
@@ -61,8 +58,8 @@ fn check_origin(headers: &HeaderMap, public_origin: &str) -> AppResult<()> {
     if origin.eq_ignore_ascii_case(public_origin) {
         Ok(())
     } else {
-        Err(AppError::forbidden(
-            "origin_mismatch",
+        Err(AppError::new(
+            ErrorCode::OriginMismatch,
             format!("Websockets authenticated by the session cookie must come from a page of {public_origin}."),
         ))
     }

@@ -13,31 +13,15 @@ use uuid::Uuid;
 
 use super::models::ChatMessage;
 use super::repo::{self, MessageRow};
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub const CHANNEL: &str = "ocaas_chat";
 /// Subscribers also look for changes this often, in case a notification was lost.
 const RESCAN: Duration = Duration::from_secs(30);
 
-/// Fan-out of `(session id, event id)` notifications within this process.
-pub struct EventHub {
-    sender: broadcast::Sender<(Uuid, i64)>,
-}
-
-impl Default for EventHub {
-    fn default() -> Self {
-        EventHub { sender: broadcast::channel(4096).0 }
-    }
-}
-
-impl EventHub {
-    pub fn subscribe(&self) -> broadcast::Receiver<(Uuid, i64)> {
-        self.sender.subscribe()
-    }
-}
-
 /// Keeps one LISTEN connection open (reconnecting as needed) until shutdown.
-pub fn spawn_listener(state: AppState) {
+pub fn spawn_listener(state: &AppState) {
+    let state = state.clone();
     tokio::spawn(async move {
         while !state.shutdown.is_cancelled() {
             if let Err(error) = listen(&state).await {
@@ -61,7 +45,7 @@ async fn listen(state: &AppState) -> sqlx::Result<()> {
         };
         let mut parts = notification.payload().split(' ');
         if let (Some(Ok(session)), Some(Ok(event))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<i64>)) {
-            let _ = state.chat_events.sender.send((session, event));
+            state.chat_events.publish(session, event);
         }
     }
 }
@@ -73,11 +57,18 @@ pub fn message_event(row: MessageRow) -> Event {
 }
 
 /// Feeds `sink` with the session's message changes after `cursor` until the client goes away.
-pub async fn follow(state: AppState, session_id: Uuid, mut cursor: i64, mut notifications: broadcast::Receiver<(Uuid, i64)>, sink: mpsc::Sender<Result<Event, Infallible>>) {
+pub async fn follow(
+    db: sqlx::PgPool,
+    shutdown: tokio_util::sync::CancellationToken,
+    session_id: Uuid,
+    mut cursor: i64,
+    mut notifications: broadcast::Receiver<(Uuid, i64)>,
+    sink: mpsc::Sender<Result<Event, Infallible>>,
+) {
     loop {
         let relevant = tokio::select! {
             () = sink.closed() => return,
-            () = state.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             () = tokio::time::sleep(RESCAN) => true,
             received = notifications.recv() => match received {
                 Ok((session, event)) => session == session_id && event > cursor,
@@ -88,7 +79,7 @@ pub async fn follow(state: AppState, session_id: Uuid, mut cursor: i64, mut noti
         if !relevant {
             continue;
         }
-        let changed = match repo::changed_since(&state.db, session_id, cursor).await {
+        let changed = match repo::changed_since(&db, session_id, cursor).await {
             Ok(changed) => changed,
             Err(error) => {
                 tracing::warn!(%error, "chat events: reading changes");

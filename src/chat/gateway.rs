@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 
-use crate::instances::lifecycle::GATEWAY_PORT;
+use crate::runtime::sandbox::GATEWAY_PORT;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum GatewayEvent {
@@ -39,7 +39,10 @@ pub struct Turn<'a> {
 }
 
 /// Starts a streaming completion; the stream yields deltas, then `Done`, or an error.
-pub async fn stream_turn(http: &reqwest::Client, turn: Turn<'_>) -> Result<impl Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, GatewayError> {
+pub async fn stream_turn(
+    http: &reqwest::Client,
+    turn: Turn<'_>,
+) -> Result<impl Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, GatewayError> {
     let url = format!("http://{}/v1/chat/completions", SocketAddr::new(turn.ip, GATEWAY_PORT));
     let body = json!({"model": "openclaw/default", "stream": true, "messages": [{"role": "user", "content": turn.message}]});
     let response = http
@@ -138,10 +141,13 @@ mod tests {
         let body = include_str!("../../tests/fixtures/gateway/chat_stream.sse");
         for piece in [1, 7, 100, body.len()] {
             let events = parse_in_pieces(body, piece);
-            let text: String = events.iter().filter_map(|e| match e {
-                Ok(GatewayEvent::Delta(d)) => Some(d.as_str()),
-                _ => None,
-            }).collect();
+            let text: String = events
+                .iter()
+                .filter_map(|e| match e {
+                    Ok(GatewayEvent::Delta(d)) => Some(d.as_str()),
+                    _ => None,
+                })
+                .collect();
             assert!(text.starts_with("Hello from fake LLM #2. You said:"), "{text}");
             assert!(text.ends_with("| history_turns=1"), "{text}");
             assert_eq!(events.last(), Some(&Ok(GatewayEvent::Done)));

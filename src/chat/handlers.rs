@@ -2,10 +2,10 @@
 
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Json;
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -14,17 +14,17 @@ use super::events;
 use super::models::*;
 use super::repo;
 use super::turn::{self, StartedTurn, TurnEvent};
-use crate::app::AppState;
-use crate::auth::AuthUser;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiJsonOrEmpty, ApiQuery};
-use crate::instances::handlers::{InstanceId, owned};
+use crate::instances::extract::{OwnedInstance, RunningInstance};
+use crate::state::AppState;
 
 type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
-fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>) -> EventStream {
-    let stream = futures_util::stream::unfold(receiver, |mut rx| async move { rx.recv().await.map(|event| (event, rx)) });
+/// An SSE response fed by `receiver`; counted as an open stream while the client reads it.
+fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>, open: crate::metrics::StreamGuard) -> EventStream {
+    let stream = futures_util::stream::unfold((receiver, open), |(mut rx, open)| async move { rx.recv().await.map(|event| (event, (rx, open))) });
     Sse::new(Box::pin(stream) as BoxedEvents).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
 
@@ -36,14 +36,12 @@ fn event(name: &str, data: serde_json::Value) -> Result<Event, Infallible> {
 ///
 /// The instance's chat sessions, most recently active first, with message counts (a bare JSON array).
 #[utoipa::path(get, path = "/api/instances/{instanceId}/chat/sessions", tag = "chat",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(OwnedInstance),
     responses(
         (status = 200, description = "Sessions", body = [ChatSession]),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
-pub async fn list_sessions(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId) -> AppResult<Json<Vec<ChatSession>>> {
-    let instance = owned(&state, &user, id).await?;
+pub async fn list_sessions(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<Vec<ChatSession>>> {
     Ok(Json(repo::list_sessions(&state.db, instance.id).await?.into_iter().map(Into::into).collect()))
 }
 
@@ -51,33 +49,25 @@ pub async fn list_sessions(State(state): State<AppState>, user: AuthUser, Instan
 ///
 /// A new, empty session; the body (`{title}`) is optional.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/chat/sessions", tag = "chat",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(OwnedInstance),
     request_body(content = CreateSession, description = "Optional"),
     responses(
         (status = 201, description = "Created", body = ChatSession),
         (status = 400, description = "Bad JSON or title", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
 pub async fn create_session(
     State(state): State<AppState>,
-    user: AuthUser,
-    InstanceId(id): InstanceId,
+    OwnedInstance { instance, .. }: OwnedInstance,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<CreateSession>,
 ) -> AppResult<(StatusCode, Json<ChatSession>)> {
     let title = body.title.as_deref().map(str::trim).filter(|t| !t.is_empty());
     if title.is_some_and(|t| t.chars().count() > 200) {
-        return Err(AppError::bad_request("invalid_request", "`title` must be at most 200 characters."));
+        return Err(AppError::new(ErrorCode::InvalidRequest, "`title` must be at most 200 characters."));
     }
-    let instance = owned(&state, &user, id).await?;
     Ok((StatusCode::CREATED, Json(repo::insert_session(&state.db, instance.id, title).await?.into())))
-}
-
-async fn start_turn(state: &AppState, user: &AuthUser, id: uuid::Uuid, body: SendMessage) -> AppResult<StartedTurn> {
-    let instance = owned(state, user, id).await?;
-    turn::start(state, &instance, body.session_id, &body.message).await
 }
 
 /// Send a message (synchronous)
@@ -85,19 +75,22 @@ async fn start_turn(state: &AppState, user: &AuthUser, id: uuid::Uuid, body: Sen
 /// Persists the user message, runs the agent turn and answers with both persisted messages
 /// once it is over. A failed turn still answers 200, with the assistant message in `error`.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/chat", tag = "chat",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     request_body = SendMessage,
     responses(
         (status = 200, description = "The turn is over", body = ChatExchange),
         (status = 400, description = "Bad JSON, empty or oversize message", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),
-        (status = 409, description = "`instance_not_ready` or `session_busy`", body = ErrorBody),
+        (status = 409, description = "`instance_not_running` or `session_busy`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn send(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiJson(body): ApiJson<SendMessage>) -> AppResult<Json<ChatExchange>> {
-    let mut started = start_turn(&state, &user, id, body).await?;
+pub async fn send(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiJson(body): ApiJson<SendMessage>,
+) -> AppResult<Json<ChatExchange>> {
+    let mut started = turn::start(&state, &instance, body.session_id, &body.message).await?;
     let mut assistant = started.assistant;
     while let Some(event) = started.events.recv().await {
         if let TurnEvent::Finished { assistant: done } = event {
@@ -116,22 +109,25 @@ pub async fn send(State(state): State<AppState>, user: AuthUser, InstanceId(id):
 /// and `complete` `{session_id, user_message, assistant_message}` last. The turn belongs to
 /// the server: if the client disconnects it still finishes and is stored.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/chat/stream", tag = "chat",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     request_body = SendMessage,
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "Bad JSON, empty or oversize message", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),
-        (status = 409, description = "`instance_not_ready` or `session_busy`", body = ErrorBody),
+        (status = 409, description = "`instance_not_running` or `session_busy`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn stream(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiJson(body): ApiJson<SendMessage>) -> AppResult<EventStream> {
-    let started = start_turn(&state, &user, id, body).await?;
+pub async fn stream(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiJson(body): ApiJson<SendMessage>,
+) -> AppResult<EventStream> {
+    let started = turn::start(&state, &instance, body.session_id, &body.message).await?;
     let (sink, receiver) = mpsc::channel(64);
     tokio::spawn(forward_turn(started, sink));
-    Ok(sse(receiver))
+    Ok(sse(receiver, state.metrics.stream_open("sse")))
 }
 
 async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event, Infallible>>) {
@@ -153,7 +149,11 @@ async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event,
             }
             TurnEvent::Notice { level, message } => vec![event("system_notification", json!({"level": level, "message": message}))],
             TurnEvent::Finished { assistant } => {
-                let state = if assistant.status == "complete" { json!({"state": "done"}) } else { json!({"state": "error", "detail": assistant.error}) };
+                let state = if assistant.status == MessageStatus::Complete {
+                    json!({"state": "done"})
+                } else {
+                    json!({"state": "error", "detail": assistant.error})
+                };
                 let complete = json!({"session_id": started.session_id, "user_message": user_message, "assistant_message": assistant});
                 vec![event("status", state), event("complete", complete)]
             }
@@ -173,19 +173,21 @@ async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event,
 /// `after`, or with `tail=true` the latest `limit`. `limit` is 1–500 (default 50); an unknown
 /// `after` id is a 400.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/chat/messages", tag = "chat",
-    params(("instanceId" = Uuid, Path, description = "Instance id"), HistoryQuery),
+    params(OwnedInstance, HistoryQuery),
     responses(
         (status = 200, description = "Messages", body = [ChatMessage]),
         (status = 400, description = "Bad `limit` or unknown `after`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),
     ))]
-pub async fn messages(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiQuery(q): ApiQuery<HistoryQuery>) -> AppResult<Json<Vec<ChatMessage>>> {
+pub async fn messages(
+    State(state): State<AppState>,
+    OwnedInstance { instance, .. }: OwnedInstance,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> AppResult<Json<Vec<ChatMessage>>> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(AppError::bad_request("invalid_request", "`limit` must be between 1 and 500."));
+        return Err(AppError::new(ErrorCode::InvalidRequest, "`limit` must be between 1 and 500."));
     }
-    let instance = owned(&state, &user, id).await?;
     let session = match q.session_id {
         Some(sid) => repo::session(&state.db, instance.id, sid).await?.ok_or_else(turn::session_not_found)?,
         None => match repo::latest_session(&state.db, instance.id).await? {
@@ -194,9 +196,10 @@ pub async fn messages(State(state): State<AppState>, user: AuthUser, InstanceId(
         },
     };
     let after_seq = match q.after {
-        Some(after) => repo::message(&state.db, session.id, after).await?.map(|m| m.seq).ok_or_else(|| {
-            AppError::bad_request("invalid_request", "`after` is not the id of a message in this session.")
-        })?,
+        Some(after) => repo::message(&state.db, session.id, after)
+            .await?
+            .map(|m| m.seq)
+            .ok_or_else(|| AppError::new(ErrorCode::InvalidRequest, "`after` is not the id of a message in this session."))?,
         None => 0,
     };
     let rows = repo::history(&state.db, session.id, after_seq, limit, q.tail).await?;
@@ -210,17 +213,20 @@ pub async fn messages(State(state): State<AppState>, user: AuthUser, InstanceId(
 /// Events carry `id:`; reconnect with `Last-Event-ID` to get only what was missed. With
 /// `after`, the messages later than that id are sent first. Keep-alive comments every 15 s.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/chat/events", tag = "chat",
-    params(("instanceId" = Uuid, Path, description = "Instance id"), EventsQuery,
+    params(OwnedInstance, EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String,
             example = json!("event: ready\ndata: {\"session_id\":\"0193b6c2-7d1e-7cc0-9f43-2b1f7e0c9a12\"}\n\nid: 42\nevent: message\ndata: {\"message\":{\"id\":\"0193b6c2-9a00-7cc0-9f43-2b1f7e0c9a13\",\"role\":\"assistant\",\"content\":\"Hello!\",\"status\":\"complete\"}}\n\n")),
         (status = 400, description = "Unknown `after` or bad `Last-Event-ID`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),
     ))]
-pub async fn follow(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, headers: HeaderMap, ApiQuery(q): ApiQuery<EventsQuery>) -> AppResult<EventStream> {
-    let instance = owned(&state, &user, id).await?;
+pub async fn follow(
+    State(state): State<AppState>,
+    OwnedInstance { instance, .. }: OwnedInstance,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> AppResult<EventStream> {
     let session = match q.session_id {
         Some(sid) => repo::session(&state.db, instance.id, sid).await?,
         None => repo::latest_session(&state.db, instance.id).await?,
@@ -228,13 +234,16 @@ pub async fn follow(State(state): State<AppState>, user: AuthUser, InstanceId(id
     .ok_or_else(turn::session_not_found)?;
     let last_event_id = match headers.get("last-event-id").map(|v| v.to_str().unwrap_or("").trim().parse::<i64>()) {
         Some(Ok(id)) => Some(id),
-        Some(Err(_)) => return Err(AppError::bad_request("invalid_request", "`Last-Event-ID` must be an event id from this stream.")),
+        Some(Err(_)) => return Err(AppError::new(ErrorCode::InvalidRequest, "`Last-Event-ID` must be an event id from this stream.")),
         None => None,
     };
     let after_seq = match q.after {
-        Some(after) => Some(repo::message(&state.db, session.id, after).await?.map(|m| m.seq).ok_or_else(|| {
-            AppError::bad_request("invalid_request", "`after` is not the id of a message in this session.")
-        })?),
+        Some(after) => Some(
+            repo::message(&state.db, session.id, after)
+                .await?
+                .map(|m| m.seq)
+                .ok_or_else(|| AppError::new(ErrorCode::InvalidRequest, "`after` is not the id of a message in this session."))?,
+        ),
         None => None,
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
@@ -254,6 +263,6 @@ pub async fn follow(State(state): State<AppState>, user: AuthUser, InstanceId(id
     for row in backlog {
         let _ = sink.send(Ok(events::message_event(row))).await;
     }
-    tokio::spawn(events::follow(state.clone(), session.id, cursor, notifications, sink));
-    Ok(sse(receiver))
+    tokio::spawn(events::follow(state.db.clone(), state.shutdown.clone(), session.id, cursor, notifications, sink));
+    Ok(sse(receiver, state.metrics.stream_open("sse")))
 }

@@ -7,6 +7,24 @@ use uuid::Uuid;
 
 use super::repo::{MessageRow, SessionRow};
 
+crate::text_enum! {
+    /// Who wrote a chat message (the `chat_messages.role` column).
+    pub enum Role {
+        User => "user",
+        Assistant => "assistant",
+        System => "system",
+    }
+}
+
+crate::text_enum! {
+    /// How far a chat message is (the `chat_messages.status` column).
+    pub enum MessageStatus {
+        Complete => "complete",
+        Streaming => "streaming",
+        Error => "error",
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": "019a0f4c-3c2e-7b61-9d1e-6a0b5d1f2c3a", "session_id": "019a0f4c-1111-7b61-9d1e-6a0b5d1f2c3a",
@@ -18,10 +36,12 @@ pub struct ChatMessage {
     pub id: Uuid,
     pub session_id: Uuid,
     /// `user`, `assistant` or `system`.
-    pub role: String,
+    #[schema(value_type = String)]
+    pub role: Role,
     pub content: String,
     /// `complete`, `streaming` or `error`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: MessageStatus,
     /// Why the message is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -103,6 +123,7 @@ pub struct ChatExchange {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Defaults to the most recently active session.
     pub session_id: Option<Uuid>,
@@ -117,6 +138,7 @@ pub struct HistoryQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Defaults to the most recently active session.
     pub session_id: Option<Uuid>,

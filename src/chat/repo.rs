@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use super::models::{MessageStatus, Role};
+
 #[derive(Debug, Clone)]
 pub struct SessionRow {
     pub id: Uuid,
@@ -19,9 +21,9 @@ pub struct MessageRow {
     pub id: Uuid,
     pub session_id: Uuid,
     pub seq: i64,
-    pub role: String,
+    pub role: Role,
     pub content: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub error: Option<String>,
     pub event_id: i64,
     pub created_at: DateTime<Utc>,
@@ -106,34 +108,34 @@ pub async fn insert_message(
     db: impl PgExecutor<'_>,
     id: Uuid,
     session_id: Uuid,
-    role: &str,
+    role: Role,
     content: &str,
-    status: &str,
+    status: MessageStatus,
 ) -> sqlx::Result<MessageRow> {
     sqlx::query_as!(
         MessageRow,
-        "WITH next AS (UPDATE chat_sessions SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq - 1 AS seq)
+        r#"WITH next AS (UPDATE chat_sessions SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq - 1 AS seq)
          INSERT INTO chat_messages (id, session_id, seq, role, content, status)
          SELECT $1, $2, next.seq, $3, $4, $5 FROM next
-         RETURNING id, session_id, seq, role, content, status, error, event_id, created_at, updated_at",
+         RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at"#,
         id,
         session_id,
-        role,
+        role as Role,
         content,
-        status
+        status as MessageStatus
     )
     .fetch_one(db)
     .await
 }
 
-pub async fn update_message(db: &PgPool, id: Uuid, content: &str, status: &str, error: Option<&str>) -> sqlx::Result<MessageRow> {
+pub async fn update_message(db: &PgPool, id: Uuid, content: &str, status: MessageStatus, error: Option<&str>) -> sqlx::Result<MessageRow> {
     sqlx::query_as!(
         MessageRow,
-        "UPDATE chat_messages SET content = $2, status = $3, error = $4 WHERE id = $1
-         RETURNING id, session_id, seq, role, content, status, error, event_id, created_at, updated_at",
+        r#"UPDATE chat_messages SET content = $2, status = $3, error = $4 WHERE id = $1
+         RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at"#,
         id,
         content,
-        status,
+        status as MessageStatus,
         error
     )
     .fetch_one(db)
@@ -143,8 +145,8 @@ pub async fn update_message(db: &PgPool, id: Uuid, content: &str, status: &str, 
 pub async fn message(db: &PgPool, session_id: Uuid, id: Uuid) -> sqlx::Result<Option<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
-        "SELECT id, session_id, seq, role, content, status, error, event_id, created_at, updated_at
-         FROM chat_messages WHERE session_id = $1 AND id = $2",
+        r#"SELECT id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at
+         FROM chat_messages WHERE session_id = $1 AND id = $2"#,
         session_id,
         id
     )
@@ -157,8 +159,8 @@ pub async fn message(db: &PgPool, session_id: Uuid, id: Uuid) -> sqlx::Result<Op
 pub async fn history(db: &PgPool, session_id: Uuid, after_seq: i64, limit: i64, tail: bool) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
-        r#"SELECT id AS "id!", session_id AS "session_id!", seq AS "seq!", role AS "role!", content AS "content!",
-                  status AS "status!", error, event_id AS "event_id!", created_at AS "created_at!", updated_at AS "updated_at!"
+        r#"SELECT id AS "id!", session_id AS "session_id!", seq AS "seq!", role AS "role!: Role", content AS "content!",
+                  status AS "status!: MessageStatus", error, event_id AS "event_id!", created_at AS "created_at!", updated_at AS "updated_at!"
            FROM (SELECT * FROM chat_messages WHERE session_id = $1 AND seq > $2
                  ORDER BY CASE WHEN $4 THEN -seq ELSE seq END LIMIT $3) picked
            ORDER BY seq"#,
@@ -175,8 +177,8 @@ pub async fn history(db: &PgPool, session_id: Uuid, after_seq: i64, limit: i64, 
 pub async fn changed_since(db: &PgPool, session_id: Uuid, after_event: i64) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
-        "SELECT id, session_id, seq, role, content, status, error, event_id, created_at, updated_at
-         FROM chat_messages WHERE session_id = $1 AND event_id > $2 ORDER BY event_id",
+        r#"SELECT id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at
+         FROM chat_messages WHERE session_id = $1 AND event_id > $2 ORDER BY event_id"#,
         session_id,
         after_event
     )
@@ -185,9 +187,7 @@ pub async fn changed_since(db: &PgPool, session_id: Uuid, after_event: i64) -> s
 }
 
 pub async fn last_event(db: &PgPool, session_id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(r#"SELECT coalesce(max(event_id), 0) AS "last!" FROM chat_messages WHERE session_id = $1"#, session_id)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(r#"SELECT coalesce(max(event_id), 0) AS "last!" FROM chat_messages WHERE session_id = $1"#, session_id).fetch_one(db).await
 }
 
 /// Finalises messages whose turn stopped making progress (a crashed server) and frees their sessions.

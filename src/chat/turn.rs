@@ -10,12 +10,12 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::gateway::{self, GatewayError, GatewayEvent};
-use super::models::ChatMessage;
+use super::models::{ChatMessage, MessageStatus, Role};
 use super::repo::{self, MessageRow, SessionRow};
-use crate::app::AppState;
-use crate::error::{AppError, AppResult};
-use crate::instances::models::InstanceStatus;
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::repo::InstanceRow;
+use crate::runtime::Runtime;
+use crate::state::AppState;
 
 const MAX_MESSAGE_CHARS: usize = 100_000;
 /// At most ten writes a second while an answer streams.
@@ -51,37 +51,50 @@ pub async fn resolve_session(conn: &mut sqlx::PgConnection, instance_id: Uuid, r
 }
 
 pub fn session_not_found() -> AppError {
-    AppError::not_found("session_not_found", "This instance has no chat session with that id.")
+    AppError::new(ErrorCode::SessionNotFound, "This instance has no chat session with that id.")
 }
 
 pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<Uuid>, text: &str) -> AppResult<StartedTurn> {
     if text.trim().is_empty() {
-        return Err(AppError::bad_request("invalid_request", "`message` must not be empty."));
+        return Err(AppError::new(ErrorCode::InvalidRequest, "`message` must not be empty."));
     }
     if text.chars().count() > MAX_MESSAGE_CHARS || text.contains('\0') {
-        return Err(AppError::bad_request("invalid_request", format!("`message` must be at most {MAX_MESSAGE_CHARS} characters, without NUL.")));
-    }
-    if instance.status() != InstanceStatus::Ready {
-        return Err(AppError::conflict("instance_not_ready", format!("The instance is {}; chat needs it ready.", instance.status)));
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`message` must be at most {MAX_MESSAGE_CHARS} characters, without NUL.")));
     }
     let mut tx = state.db.begin().await?;
     let session = resolve_session(&mut tx, instance.id, session_id).await?;
     let assistant_id = Uuid::now_v7();
     if !repo::claim_turn(&mut *tx, session.id, assistant_id).await? {
-        return Err(AppError::conflict("session_busy", "A turn is already running in this chat session; wait for it to finish."));
+        return Err(AppError::new(ErrorCode::SessionBusy, "A turn is already running in this chat session; wait for it to finish."));
     }
-    let user = repo::insert_message(&mut *tx, Uuid::now_v7(), session.id, "user", text, "complete").await?;
-    let assistant = repo::insert_message(&mut *tx, assistant_id, session.id, "assistant", "", "streaming").await?;
+    let user = repo::insert_message(&mut *tx, Uuid::now_v7(), session.id, Role::User, text, MessageStatus::Complete).await?;
+    let assistant = repo::insert_message(&mut *tx, assistant_id, session.id, Role::Assistant, "", MessageStatus::Streaming).await?;
     tx.commit().await?;
 
     let (sender, events) = mpsc::unbounded_channel();
-    let job = Job { state: state.clone(), instance: instance.clone(), session_id: session.id, assistant: assistant.clone(), text: text.to_owned(), sender };
+    let job = Job {
+        db: state.db.clone(),
+        runtime: state.runtime.clone(),
+        http: state.http.clone(),
+        timeout: state.settings.chat_timeout,
+        metrics: state.metrics.clone(),
+        instance: instance.clone(),
+        session_id: session.id,
+        assistant: assistant.clone(),
+        text: text.to_owned(),
+        sender,
+    };
     tokio::spawn(job.run());
     Ok(StartedTurn { session_id: session.id, user_message: user.into(), assistant: assistant.into(), events })
 }
 
+/// What a running turn needs, and nothing more: it outlives the request that started it.
 struct Job {
-    state: AppState,
+    db: sqlx::PgPool,
+    runtime: std::sync::Arc<dyn Runtime>,
+    http: reqwest::Client,
+    timeout: Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     instance: InstanceRow,
     session_id: Uuid,
     assistant: MessageRow,
@@ -98,19 +111,21 @@ impl Job {
     async fn run(self) {
         self.emit(TurnEvent::Running);
         let mut content = String::new();
-        let timeout = self.state.settings.chat_timeout;
+        let timeout = self.timeout;
+        let started = Instant::now();
         let outcome = match tokio::time::timeout(timeout, self.converse(&mut content)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!("the agent did not finish within {} s", timeout.as_secs())),
         };
+        self.metrics.operation("chat_turn", started, outcome.is_ok());
         let (status, error) = match &outcome {
-            Ok(()) => ("complete", None),
+            Ok(()) => (MessageStatus::Complete, None),
             Err(message) => {
                 self.emit(TurnEvent::Notice { level: "error", message: format!("The agent turn failed: {message}") });
-                ("error", Some(message.as_str()))
+                (MessageStatus::Error, Some(message.as_str()))
             }
         };
-        let db = &self.state.db;
+        let db = &self.db;
         let finished = repo::update_message(db, self.assistant.id, &content, status, error).await;
         if let Err(e) = repo::release_turn(db, self.session_id, self.assistant.id).await {
             tracing::error!(error = %e, "releasing a chat session");
@@ -129,7 +144,7 @@ impl Job {
             let event = match next {
                 Err(_) => {
                     // No news from the agent: touch the message so it is not taken for abandoned.
-                    let _ = repo::update_message(&self.state.db, self.assistant.id, content, "streaming", None).await;
+                    let _ = repo::update_message(&self.db, self.assistant.id, content, MessageStatus::Streaming, None).await;
                     continue;
                 }
                 Ok(None) => return Err("the agent gateway closed the stream before finishing".into()),
@@ -141,7 +156,7 @@ impl Job {
                     content.push_str(&delta);
                     let mut message = ChatMessage::from(self.assistant.clone());
                     if last_flush.elapsed() >= FLUSH_EVERY {
-                        if let Ok(row) = repo::update_message(&self.state.db, self.assistant.id, content, "streaming", None).await {
+                        if let Ok(row) = repo::update_message(&self.db, self.assistant.id, content, MessageStatus::Streaming, None).await {
                             message = row.into();
                         }
                         last_flush = Instant::now();
@@ -156,14 +171,14 @@ impl Job {
     async fn connect(&self) -> Result<impl futures_util::Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, String> {
         let mut attempt = 1;
         loop {
-            let ip = match self.state.runtime.inspect(&self.instance.sandbox_id).await {
+            let ip = match self.runtime.inspect(&self.instance.sandbox_id).await {
                 Ok(info) if info.running => info.ip,
                 Ok(info) => return Err(format!("the sandbox is {}", info.state)),
                 Err(e) => return Err(e.to_string()),
             };
             let Some(ip) = ip else { return Err("the sandbox has no address on the sandbox network".into()) };
             let turn = gateway::Turn { ip, token: &self.instance.gateway_token, session_key: &self.session_id.to_string(), message: &self.text };
-            match gateway::stream_turn(&self.state.http, turn).await {
+            match gateway::stream_turn(&self.http, turn).await {
                 Ok(stream) => return Ok(stream),
                 Err(GatewayError::Unreachable(reason)) if attempt < CONNECT_ATTEMPTS => {
                     self.emit(TurnEvent::Notice {

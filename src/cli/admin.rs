@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::auth::{repo, service};
 use crate::config::GlobalArgs;
 use crate::db::{self, ClusterUse, Database};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::timefmt::rfc3339_millis;
 
 #[derive(Debug, Subcommand)]
@@ -124,8 +124,9 @@ pub async fn run(global: &GlobalArgs, command: AdminCommand) -> ExitCode {
 
 fn describe(error: &AppError) -> String {
     match error {
-        AppError::Client { message, .. } | AppError::Unauthorized(message) => message.clone(),
+        AppError::Client { message, .. } => message.clone(),
         AppError::Database(cause) => format!("database error: {cause}"),
+        AppError::Runtime(cause) => format!("container engine error: {cause}"),
         AppError::Internal(cause) => format!("{cause:#}"),
     }
 }
@@ -150,7 +151,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             if repo::revoke_api_key(db, id, None).await? {
                 Ok(format!("revoked key {id}"))
             } else {
-                Err(AppError::not_found("key_not_found", format!("No active key has the id {id}.")))
+                Err(AppError::new(ErrorCode::KeyNotFound, format!("No active key has the id {id}.")))
             }
         }
         AdminCommand::Invite(InviteCommand::Create(args)) => {
@@ -171,7 +172,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
 
 fn read_password_from_stdin() -> Result<String, AppError> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| AppError::Internal(e.into()))?;
+    std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 

@@ -1,6 +1,7 @@
 //! The `ocaas` command line: `serve`, `migrate`, `admin …` and `openapi`.
 
 pub mod admin;
+pub mod setup;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +9,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::app::{self, AppState};
 use crate::config::{GlobalArgs, LogFormat, ServeArgs, Settings};
 use crate::db::{self, ClusterUse, Database};
 use crate::docs::spec;
 use crate::runtime::{DockerRuntime, image};
+use crate::state::AppState;
+use crate::{router, serve as server};
 use std::sync::Arc;
 
 #[derive(Debug, Parser)]
@@ -27,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (runs migrations first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run database migrations and exit.
     Migrate,
     /// Manage users, keys, invites and subscriptions.
@@ -43,7 +45,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.global.log_format, matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
-        Command::Serve(args) => serve(&cli.global, args).await,
+        Command::Serve(args) => serve(&cli.global, *args).await,
         Command::Migrate => migrate(&cli.global).await,
         Command::Admin(command) => return admin::run(&cli.global, command).await,
         Command::Openapi { out } => write_openapi(&out),
@@ -59,8 +61,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 fn init_tracing(format: LogFormat, verbose: bool) {
     let default = if verbose { "info,sqlx=warn" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OCAAS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OCAAS_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -69,11 +70,8 @@ fn init_tracing(format: LogFormat, verbose: bool) {
 }
 
 async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
-    let instance_args = args.instances.clone();
-    let image = tokio::task::spawn_blocking(move || {
-        image::resolve(instance_args.sandbox_image.as_deref(), &instance_args.image_build_script)
-    })
-    .await??;
+    let (global_args, serve_args) = (global.clone(), args.clone());
+    let image = tokio::task::spawn_blocking(move || prepare(&global_args, &serve_args)).await??;
     let settings = Settings::from_args(&args, image)?;
     let runtime = Arc::new(DockerRuntime::connect()?);
     let listener = TcpListener::bind(settings.bind).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.bind))?;
@@ -81,13 +79,27 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let result = async {
         db::migrate(&database.pool).await?;
         let state = AppState::new(database.pool.clone(), settings, runtime).await?;
-        state.start_background_tasks();
+        server::start_background_tasks(&state);
         tracing::info!(address = %listener.local_addr()?, "ocaas listening");
-        app::serve(listener, state, app::shutdown_signal()).await
+        server::serve(listener, state, server::shutdown_signal()).await
     }
     .await;
     database.close().await;
     result
+}
+
+/// Installs what is missing and resolves the sandbox image (building the offline one if needed).
+fn prepare(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<String> {
+    let instances = &args.instances;
+    let script = match &instances.image_build_script {
+        Some(script) => script.clone(),
+        None => image::write_embedded_build_context(&global.data_dir.join("image-build"))?,
+    };
+    let image_build = instances.sandbox_image.is_none() && !image::offline_image_exists(&script);
+    let wanted =
+        setup::Wanted { embedded_postgres: global.database_url.is_none(), image_build, novnc_dir: &args.novnc_dir, xterm_dir: &args.xterm_dir };
+    setup::ensure(&setup::needs(&wanted), args.auto_install)?;
+    image::resolve(instances.sandbox_image.as_deref(), &script)
 }
 
 async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
@@ -100,7 +112,7 @@ async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 fn write_openapi(out: &std::path::Path) -> anyhow::Result<()> {
-    let spec = app::openapi();
+    let spec = router::openapi();
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("openapi.json"), spec::to_json(&spec))?;
     std::fs::write(out.join("openapi.yaml"), spec::to_yaml(&spec))?;

@@ -73,10 +73,7 @@ impl EmbeddedPostgres {
         let log = self.root.join("postgres.log");
         File::options().create(true).append(true).open(&log)?;
         self.give_to_owner(&log)?;
-        let options = format!(
-            "-k '{}' -c listen_addresses='' -c unix_socket_permissions=0700",
-            self.socket_dir.display()
-        );
+        let options = format!("-k '{}' -c listen_addresses='' -c unix_socket_permissions=0700", self.socket_dir.display());
         let status = self
             .command("pg_ctl")
             .args(["start", "-w", "-t", "120", "-D"])
@@ -84,13 +81,10 @@ impl EmbeddedPostgres {
             .arg("-l")
             .arg(&log)
             .args(["-o", &options])
-            .output().context("running pg_ctl start")?;
+            .output()
+            .context("running pg_ctl start")?;
         if !status.status.success() {
-            bail!(
-                "PostgreSQL did not start (see {}): {}",
-                log.display(),
-                String::from_utf8_lossy(&status.stderr).trim()
-            );
+            bail!("PostgreSQL did not start (see {}): {}", log.display(), String::from_utf8_lossy(&status.stderr).trim());
         }
         Ok(true)
     }
@@ -112,7 +106,8 @@ impl EmbeddedPostgres {
             .arg("-D")
             .arg(&self.cluster)
             .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"])
-            .output().context("running initdb")?;
+            .output()
+            .context("running initdb")?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
@@ -160,8 +155,7 @@ impl EmbeddedPostgres {
 
     fn give_to_owner(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(user) = &self.run_as {
-            chown(path, Some(user.uid), Some(user.gid))
-                .with_context(|| format!("giving {} to user {}", path.display(), user.name))?;
+            chown(path, Some(user.uid), Some(user.gid)).with_context(|| format!("giving {} to user {}", path.display(), user.name))?;
         }
         Ok(())
     }
@@ -185,7 +179,7 @@ impl EmbeddedPostgres {
     }
 }
 
-fn find_bin_dir() -> anyhow::Result<PathBuf> {
+pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("OCAAS_PG_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }

@@ -1,13 +1,14 @@
 //! Database layer: connecting (to `DATABASE_URL` or the private cluster), migrations.
 
 pub mod embedded;
+mod text_enum;
 
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-
 
 use crate::config::GlobalArgs;
 use embedded::EmbeddedPostgres;
@@ -35,7 +36,7 @@ pub struct Database {
 impl Database {
     pub async fn open(global: &GlobalArgs, cluster_use: ClusterUse) -> anyhow::Result<Self> {
         if let Some(url) = &global.database_url {
-            let options: PgConnectOptions = url.parse().context("DATABASE_URL is not a PostgreSQL URL")?;
+            let options: PgConnectOptions = url.expose_secret().parse().context("DATABASE_URL is not a PostgreSQL URL")?;
             return Ok(Database { pool: pool(options).await?, embedded: None, stop_on_close: false });
         }
         let cluster = EmbeddedPostgres::new(&global.data_dir)?;
@@ -58,12 +59,12 @@ impl Database {
 }
 
 pub async fn pool(options: PgConnectOptions) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .context("connecting to PostgreSQL")
+    PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect_with(options).await.context("connecting to PostgreSQL")
+}
+
+/// The id that names this database's containers on a shared engine.
+pub async fn deployment_id(db: &PgPool) -> sqlx::Result<uuid::Uuid> {
+    sqlx::query_scalar!("SELECT id FROM deployment").fetch_one(db).await
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
@@ -77,10 +78,7 @@ pub async fn create_database_if_missing(admin: &PgConnectOptions, name: &str) ->
         "database name {name:?} must be a plain identifier"
     );
     let mut conn = admin.connect().await.context("connecting to PostgreSQL's maintenance database")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)").bind(name).fetch_one(&mut conn).await?;
     if !exists {
         // Identifiers cannot be bound as parameters; `name` was checked above.
         let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await;

@@ -7,8 +7,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::app::AppState;
 use crate::extract::{PublicOrigin, ws_origin};
+use crate::state::AppState;
 
 /// (URL path, content type, template).
 pub const TEMPLATES: &[(&str, &str, &str)] = &[

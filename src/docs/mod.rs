@@ -5,14 +5,14 @@ pub mod agent;
 pub mod root;
 pub mod spec;
 
+use axum::Router;
 use axum::http::header;
 use axum::routing::get;
-use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(root::api_root))
@@ -25,7 +25,8 @@ pub fn spec_routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
     let swagger = SwaggerUi::new("/docs")
         .url("/api/openapi.json", spec)
         .config(Config::default().validator_url("none").persist_authorization(true).try_it_out_enabled(true));
-    Router::from(swagger).merge(agent::routes()).route(
+    // The hosted service's helper client asks for `/api/` (trailing slash): same answer.
+    Router::from(swagger).merge(agent::routes()).route("/api/", get(root::api_root)).route(
         "/api/openapi.yaml",
         get(move || {
             let yaml = yaml.clone();

@@ -1,6 +1,9 @@
 //! The OpenAPI document: metadata, tags and the bearer security scheme. Paths come from the
-//! domain routers (`app::api_router`), so the spec cannot drift from the routes.
+//! domain routers (`router::api_router`), so the spec cannot drift from the routes.
 
+use utoipa::openapi::Ref;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -45,6 +48,34 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// What can only be added once the domain routers' paths are in: the 401 answers.
+pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
+    Unauthenticated.modify(spec);
+}
+
+/// Every operation that needs credentials (it does not opt out with `security(())`) can answer
+/// 401; operations that document their own 401 keep it.
+struct Unauthenticated;
+
+impl Modify for Unauthenticated {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let response = ResponseBuilder::new()
+            .description("Not authenticated")
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let public =
+                    operation.security.as_ref().is_some_and(|s| s.iter().any(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({}))));
+                if !public {
+                    operation.responses.responses.entry("401".to_owned()).or_insert_with(|| response.clone().into());
+                }
+            }
+        }
     }
 }
 

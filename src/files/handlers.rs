@@ -1,10 +1,10 @@
 //! HTTP handlers of the file API (`/api/instances/{instanceId}/files…`).
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -13,29 +13,30 @@ use utoipa::ToSchema;
 use super::models::*;
 use super::ops;
 use super::paths::SandboxPath;
-use crate::app::AppState;
-use crate::auth::AuthUser;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::instances::handlers::{InstanceId, running};
+use crate::instances::extract::RunningInstance;
+use crate::state::AppState;
 
 /// List a directory
 ///
 /// Entries of a directory (not recursive), sorted by name, with type, size, mode and mtime.
-#[utoipa::path(get, path = "/api/instances/{instanceId}/files", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id"), PathQuery),
+#[utoipa::path(get, path = "/api/instances/{instanceId}/files", tag = "files", operation_id = "list_files",
+    params(RunningInstance, PathQuery),
     responses(
         (status = 200, description = "The directory", body = Listing),
         (status = 400, description = "`invalid_path` or `not_a_directory`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
     ))]
-pub async fn list(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiQuery(q): ApiQuery<PathQuery>) -> AppResult<Json<Listing>> {
+pub async fn list(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiQuery(q): ApiQuery<PathQuery>,
+) -> AppResult<Json<Listing>> {
     let path = SandboxPath::parse(&q.path)?;
-    let instance = running(&state, &user, id).await?;
-    let entries = ops::list(&state, &instance.sandbox_id, &path).await?;
+    let entries = ops::list(state.runtime.as_ref(), &instance.sandbox_id, &path).await?;
     Ok(Json(Listing { path: path.as_str().to_owned(), entries }))
 }
 
@@ -44,21 +45,23 @@ pub async fn list(State(state): State<AppState>, user: AuthUser, InstanceId(id):
 /// Returns the content of a UTF-8 text file up to `OCAAS_MAX_READ_BYTES`; binary files get
 /// 415 `not_text` and bigger ones 413 `file_too_large` (use `files/download` for both).
 #[utoipa::path(get, path = "/api/instances/{instanceId}/files/read", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id"), PathQuery),
+    params(RunningInstance, PathQuery),
     responses(
         (status = 200, description = "The file", body = FileContent),
         (status = 400, description = "`invalid_path`, `is_a_directory` or `not_a_regular_file`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 413, description = "`file_too_large`", body = ErrorBody),
         (status = 415, description = "`not_text`", body = ErrorBody),
     ))]
-pub async fn read(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiQuery(q): ApiQuery<PathQuery>) -> AppResult<Json<FileContent>> {
+pub async fn read(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiQuery(q): ApiQuery<PathQuery>,
+) -> AppResult<Json<FileContent>> {
     let path = SandboxPath::parse(&q.path)?;
-    let instance = running(&state, &user, id).await?;
-    let (content, size) = ops::read_text(&state, &instance.sandbox_id, &path, state.settings.instances.max_read_bytes).await?;
+    let (content, size) = ops::read_text(state.runtime.as_ref(), &instance.sandbox_id, &path, state.settings.instances.max_read_bytes).await?;
     Ok(Json(FileContent { path: path.as_str().to_owned(), content, size }))
 }
 
@@ -67,35 +70,37 @@ pub async fn read(State(state): State<AppState>, user: AuthUser, InstanceId(id):
 /// Creates or replaces a file with UTF-8 `content`, creating missing parent directories.
 /// The file belongs to the sandbox user.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/files/write", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     request_body = WriteRequest,
     responses(
         (status = 200, description = "Written", body = Written),
         (status = 400, description = "Bad JSON, `invalid_path`, `is_a_directory` or `not_a_directory`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied` or `csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 413, description = "Over `OCAAS_MAX_UPLOAD_BYTES`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn write(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiJson(body): ApiJson<WriteRequest>) -> AppResult<Json<Written>> {
+pub async fn write(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiJson(body): ApiJson<WriteRequest>,
+) -> AppResult<Json<Written>> {
     let path = SandboxPath::parse(&body.path)?;
-    let instance = running(&state, &user, id).await?;
     store(&state, &instance.sandbox_id, &path, Bytes::from(body.content)).await
 }
 
 async fn store(state: &AppState, sandbox: &str, path: &SandboxPath, content: Bytes) -> AppResult<Json<Written>> {
     let size = content.len() as u64;
     check_upload_size(state, size)?;
-    ops::write(state, sandbox, path, size, ops::bytes_stream(content)).await?;
+    ops::write(state.runtime.as_ref(), sandbox, path, size, ops::bytes_stream(content)).await?;
     Ok(Json(Written { path: path.as_str().to_owned(), size }))
 }
 
 fn check_upload_size(state: &AppState, size: u64) -> AppResult<()> {
     let max = state.settings.instances.max_upload_bytes;
     if size > max {
-        return Err(AppError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", format!("Files may be at most {max} bytes.")));
+        return Err(AppError::new(ErrorCode::FileTooLarge, format!("Files may be at most {max} bytes.")));
     }
     Ok(())
 }
@@ -119,7 +124,7 @@ pub struct UploadForm {
 /// `multipart/form-data` with `targetDir`, optional `fileName` and a `file` part (streamed; for
 /// large or binary files). Replaces an existing file; creates missing directories.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/files/upload", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     request_body(content(
         (UploadRequest = "application/json"),
         (UploadForm = "multipart/form-data"),
@@ -127,14 +132,13 @@ pub struct UploadForm {
     responses(
         (status = 200, description = "Uploaded", body = Written),
         (status = 400, description = "Bad body, bad base64, `invalid_path`, `is_a_directory`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied` or `csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 413, description = "Over `OCAAS_MAX_UPLOAD_BYTES`", body = ErrorBody),
         (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
     ))]
-pub async fn upload(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, request: Request) -> AppResult<Json<Written>> {
+pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .. }: RunningInstance, request: Request) -> AppResult<Json<Written>> {
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -143,8 +147,8 @@ pub async fn upload(State(state): State<AppState>, user: AuthUser, InstanceId(id
     if is_multipart {
         let multipart = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| AppError::bad_request("invalid_request", format!("Bad multipart body: {}", e.body_text())))?;
-        return super::multipart::upload(&state, &user, id, multipart).await;
+            .map_err(|e| AppError::new(ErrorCode::InvalidRequest, format!("Bad multipart body: {}", e.body_text())))?;
+        return super::multipart::upload(&state, &instance.sandbox_id, multipart).await;
     }
     let ApiJson(body) = ApiJson::<UploadRequest>::from_request(request, &state).await?;
     let path = SandboxPath::parse(&body.target_dir)?.join(&body.file_name)?;
@@ -153,10 +157,9 @@ pub async fn upload(State(state): State<AppState>, user: AuthUser, InstanceId(id
         Encoding::Base64 => Bytes::from(
             base64::engine::general_purpose::STANDARD
                 .decode(body.content.trim())
-                .map_err(|e| AppError::bad_request("invalid_request", format!("`content` is not valid base64: {e}")))?,
+                .map_err(|e| AppError::new(ErrorCode::InvalidRequest, format!("`content` is not valid base64: {e}")))?,
         ),
     };
-    let instance = running(&state, &user, id).await?;
     store(&state, &instance.sandbox_id, &path, content).await
 }
 
@@ -164,21 +167,23 @@ pub async fn upload(State(state): State<AppState>, user: AuthUser, InstanceId(id
 ///
 /// Creates the directory and its missing parents; an existing directory is not an error.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/files/mkdir", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     request_body = MkdirRequest,
     responses(
         (status = 200, description = "Created (or already there)", body = PathResult),
         (status = 400, description = "Bad JSON or `invalid_path`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied` or `csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `already_exists` (a file is in the way)", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn mkdir(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiJson(body): ApiJson<MkdirRequest>) -> AppResult<Json<PathResult>> {
+pub async fn mkdir(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiJson(body): ApiJson<MkdirRequest>,
+) -> AppResult<Json<PathResult>> {
     let path = SandboxPath::parse(&body.path)?;
-    let instance = running(&state, &user, id).await?;
-    ops::mkdir(&state, &instance.sandbox_id, &path).await?;
+    ops::mkdir(state.runtime.as_ref(), &instance.sandbox_id, &path).await?;
     Ok(Json(PathResult { path: path.as_str().to_owned() }))
 }
 
@@ -186,43 +191,47 @@ pub async fn mkdir(State(state): State<AppState>, user: AuthUser, InstanceId(id)
 ///
 /// Moves `from` to `to`; `to` must not exist and its directory must.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/files/rename", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     request_body = RenameRequest,
     responses(
         (status = 200, description = "Renamed", body = Renamed),
         (status = 400, description = "Bad JSON or `invalid_path`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied` or `csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `already_exists`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn rename(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiJson(body): ApiJson<RenameRequest>) -> AppResult<Json<Renamed>> {
+pub async fn rename(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiJson(body): ApiJson<RenameRequest>,
+) -> AppResult<Json<Renamed>> {
     let (from, to) = (SandboxPath::parse(&body.from)?, SandboxPath::parse(&body.to)?);
-    let instance = running(&state, &user, id).await?;
-    ops::rename(&state, &instance.sandbox_id, &from, &to).await?;
+    ops::rename(state.runtime.as_ref(), &instance.sandbox_id, &from, &to).await?;
     Ok(Json(Renamed { from: from.as_str().to_owned(), to: to.as_str().to_owned() }))
 }
 
 /// Delete a file or directory
 ///
 /// Deletes a file, a symlink, an empty directory, or with `recursive: true` a whole tree.
-#[utoipa::path(post, path = "/api/instances/{instanceId}/files/delete", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+#[utoipa::path(post, path = "/api/instances/{instanceId}/files/delete", tag = "files", operation_id = "delete_file",
+    params(RunningInstance),
     request_body = DeleteRequest,
     responses(
         (status = 200, description = "Deleted", body = PathResult),
         (status = 400, description = "Bad JSON or `invalid_path`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied` or `csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `directory_not_empty`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn delete(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiJson(body): ApiJson<DeleteRequest>) -> AppResult<Json<PathResult>> {
+pub async fn delete(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiJson(body): ApiJson<DeleteRequest>,
+) -> AppResult<Json<PathResult>> {
     let path = SandboxPath::parse(&body.path)?;
-    let instance = running(&state, &user, id).await?;
-    ops::delete(&state, &instance.sandbox_id, &path, body.recursive).await?;
+    ops::delete(state.runtime.as_ref(), &instance.sandbox_id, &path, body.recursive).await?;
     Ok(Json(PathResult { path: path.as_str().to_owned() }))
 }
 
@@ -231,20 +240,22 @@ pub async fn delete(State(state): State<AppState>, user: AuthUser, InstanceId(id
 /// The raw bytes of a file, streamed, with `Content-Type`, `Content-Length` and
 /// `Content-Disposition: attachment`.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/files/download", tag = "files",
-    params(("instanceId" = Uuid, Path, description = "Instance id"), PathQuery),
+    params(RunningInstance, PathQuery),
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>,
             example = json!("Hello from the API\n")),
         (status = 400, description = "`invalid_path`, `is_a_directory` or `not_a_regular_file`", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`permission_denied`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
     ))]
-pub async fn download(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, ApiQuery(q): ApiQuery<PathQuery>) -> AppResult<Response> {
+pub async fn download(
+    State(state): State<AppState>,
+    RunningInstance { instance, .. }: RunningInstance,
+    ApiQuery(q): ApiQuery<PathQuery>,
+) -> AppResult<Response> {
     let path = SandboxPath::parse(&q.path)?;
-    let instance = running(&state, &user, id).await?;
-    let file = ops::open(&state, &instance.sandbox_id, &path, None).await?;
+    let file = ops::open(state.runtime.as_ref(), &instance.sandbox_id, &path, None).await?;
     let name = path.split().map(|(_, name)| name.to_owned()).unwrap_or_else(|| "download".into());
     let headers = [
         (header::CONTENT_TYPE, content_type(&name).to_owned()),
@@ -275,27 +286,27 @@ fn content_type(name: &str) -> &'static str {
 /// `attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266 / 5987).
 fn content_disposition(name: &str) -> String {
     let ascii: String = name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    let encoded: String = name
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
+    let encoded: String =
+        name.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// A multipart stream that broke off or ran past the route's body limit.
+pub fn multipart_error(error: axum::extract::multipart::MultipartError) -> AppError {
+    let code = if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidRequest };
+    AppError::new(code, format!("Bad multipart body: {}", error.body_text()))
 }
 
 /// Copies a multipart part to a temporary file, refusing more than `max` bytes.
 pub async fn spool(field: &mut axum::extract::multipart::Field<'_>, file: &mut tokio::fs::File, max: u64) -> AppResult<u64> {
     let mut size = 0u64;
-    while let Some(chunk) = field
-        .chunk()
-        .await
-        .map_err(|e| AppError::new(e.status(), if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_request" }, format!("Bad multipart body: {}", e.body_text())))?
-    {
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         size += chunk.len() as u64;
         if size > max {
-            return Err(AppError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", format!("Files may be at most {max} bytes.")));
+            return Err(AppError::new(ErrorCode::FileTooLarge, format!("Files may be at most {max} bytes.")));
         }
-        file.write_all(&chunk).await.map_err(|e| AppError::Internal(e.into()))?;
+        file.write_all(&chunk).await?;
     }
-    file.flush().await.map_err(|e| AppError::Internal(e.into()))?;
+    file.flush().await?;
     Ok(size)
 }

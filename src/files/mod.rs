@@ -8,17 +8,21 @@ pub mod ops;
 pub mod paths;
 pub mod tarstream;
 
+use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// The file routes; `write` and `upload` take bodies up to `upload_body_limit` bytes, the
+/// others the server's default JSON limit.
+pub fn router(upload_body_limit: usize) -> OpenApiRouter<AppState> {
+    let uploads =
+        OpenApiRouter::new().routes(routes!(handlers::write)).routes(routes!(handlers::upload)).layer(DefaultBodyLimit::max(upload_body_limit));
     OpenApiRouter::new()
         .routes(routes!(handlers::list))
         .routes(routes!(handlers::read))
-        .routes(routes!(handlers::write))
-        .routes(routes!(handlers::upload))
+        .merge(uploads)
         .routes(routes!(handlers::mkdir))
         .routes(routes!(handlers::rename))
         .routes(routes!(handlers::delete))

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PathQuery {
     /// Absolute path inside the sandbox, e.g. `/workspace/README.md` (no `..`).
     #[param(pattern = "^/")]

@@ -9,10 +9,8 @@ use super::handlers::spool;
 use super::models::Written;
 use super::ops;
 use super::paths::SandboxPath;
-use crate::app::AppState;
-use crate::auth::AuthUser;
-use crate::error::{AppError, AppResult};
-use crate::instances::handlers::running;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::state::AppState;
 
 /// Deletes the spool file however the upload ends.
 struct SpoolFile(std::path::PathBuf);
@@ -23,8 +21,8 @@ impl Drop for SpoolFile {
     }
 }
 
-pub async fn upload(state: &AppState, user: &AuthUser, id: Uuid, mut multipart: Multipart) -> AppResult<Json<Written>> {
-    let bad = |message: String| AppError::bad_request("invalid_request", message);
+pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -> AppResult<Json<Written>> {
+    let bad = |message: String| AppError::new(ErrorCode::InvalidRequest, message);
     let spool_path = SpoolFile(std::env::temp_dir().join(format!("ocaas-upload-{}", Uuid::new_v4().simple())));
     let (mut target_dir, mut file_name, mut spooled) = (None, None, None);
     while let Some(mut field) = multipart.next_field().await.map_err(|e| bad(format!("Bad multipart body: {}", e.body_text())))? {
@@ -33,7 +31,7 @@ pub async fn upload(state: &AppState, user: &AuthUser, id: Uuid, mut multipart: 
             "fileName" => file_name = Some(field.text().await.map_err(|e| bad(e.body_text()))?),
             "file" => {
                 let part_name = field.file_name().map(str::to_owned);
-                let mut file = tokio::fs::File::create(&spool_path.0).await.map_err(|e| AppError::Internal(e.into()))?;
+                let mut file = tokio::fs::File::create(&spool_path.0).await?;
                 let size = spool(&mut field, &mut file, state.settings.instances.max_upload_bytes).await?;
                 spooled = Some((size, part_name));
             }
@@ -44,9 +42,8 @@ pub async fn upload(state: &AppState, user: &AuthUser, id: Uuid, mut multipart: 
     let (size, part_name) = spooled.ok_or_else(|| bad("The form needs a `file` part.".into()))?;
     let name = file_name.or(part_name).ok_or_else(|| bad("Name the file with a `fileName` field.".into()))?;
     let path = SandboxPath::parse(&target_dir)?.join(&name)?;
-    let instance = running(state, user, id).await?;
-    let file = tokio::fs::File::open(&spool_path.0).await.map_err(|e| AppError::Internal(e.into()))?;
+    let file = tokio::fs::File::open(&spool_path.0).await?;
     let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10));
-    ops::write(state, &instance.sandbox_id, &path, size, body).await?;
+    ops::write(state.runtime.as_ref(), sandbox, &path, size, body).await?;
     Ok(Json(Written { path: path.as_str().to_owned(), size }))
 }

@@ -3,7 +3,6 @@
 //! and paths only ever arrive as positional parameters (`"$1"`), never spliced into shell text.
 //! Contents move through the engine's tar archive API, streamed.
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -11,11 +10,10 @@ use futures_util::StreamExt;
 use super::models::{DirEntry, EntryKind};
 use super::paths::SandboxPath;
 use super::tarstream;
-use crate::app::AppState;
-use crate::error::{AppError, AppResult};
-use crate::runtime::{ByteStream, ExecOutput, ExecRequest, RuntimeError};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::runtime::sandbox::USER as SANDBOX_USER;
+use crate::runtime::{ByteStream, ExecOutput, ExecRequest, Runtime};
 
-pub const SANDBOX_USER: &str = "1000:1000";
 const LISTING_MAX_BYTES: usize = 32 << 20;
 
 const LIST: &str = r#"[ -e "$1" ] || exit 44; [ -d "$1" ] || exit 20; [ -r "$1" ] && [ -x "$1" ] || exit 13
@@ -33,22 +31,12 @@ const DELETE: &str = r#"[ -e "$1" ] || [ -L "$1" ] || exit 44
 if [ -d "$1" ] && [ ! -L "$1" ]; then [ "$2" = 1 ] && exec rm -rf -- "$1"; rmdir -- "$1" 2>/dev/null || exit 39; exit 0; fi
 exec rm -f -- "$1""#;
 
-fn runtime_error(error: RuntimeError) -> AppError {
-    match error {
-        RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => {
-            AppError::conflict("instance_not_running", "The instance's sandbox is not running.")
-        }
-        RuntimeError::Unavailable(_) => AppError::new(StatusCode::SERVICE_UNAVAILABLE, "runtime_unavailable", "The container engine did not answer."),
-        RuntimeError::Other(message) => AppError::Internal(anyhow::anyhow!(message)),
-    }
-}
-
 /// Runs a fixed script as the sandbox user with `args` as `$1…`.
-async fn script(state: &AppState, sandbox: &str, script: &str, args: &[&str], max_output: usize) -> AppResult<ExecOutput> {
+async fn script(runtime: &dyn Runtime, sandbox: &str, script: &str, args: &[&str], max_output: usize) -> AppResult<ExecOutput> {
     let mut cmd = vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned(), "sh".to_owned()];
     cmd.extend(args.iter().map(|a| (*a).to_owned()));
     let request = ExecRequest { cmd, user: Some(SANDBOX_USER.into()), max_output, ..Default::default() };
-    state.runtime.exec(sandbox, request).await.map_err(runtime_error)
+    runtime.exec(sandbox, request).await.map_err(AppError::from)
 }
 
 /// Turns a script's exit code into the API error it stands for.
@@ -56,23 +44,23 @@ fn check(output: &ExecOutput, path: &str) -> AppResult<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     match output.exit_code.unwrap_or(-1) {
         0 => Ok(()),
-        44 => Err(AppError::not_found("not_found", format!("Nothing exists at {path}."))),
-        45 => Err(AppError::not_found("not_found", format!("The directory that would hold {path} does not exist."))),
-        20 => Err(AppError::bad_request("not_a_directory", format!("{path} is not a directory."))),
-        21 => Err(AppError::bad_request("is_a_directory", format!("{path} is a directory."))),
-        22 => Err(AppError::bad_request("not_a_regular_file", format!("{path} is not a regular file."))),
-        13 => Err(AppError::forbidden("permission_denied", format!("The sandbox user may not do that at {path}."))),
-        17 => Err(AppError::conflict("already_exists", format!("Something already exists at {path}."))),
-        39 => Err(AppError::conflict("directory_not_empty", format!("{path} is not empty; pass \"recursive\": true to delete it."))),
+        44 => Err(AppError::new(ErrorCode::NotFound, format!("Nothing exists at {path}."))),
+        45 => Err(AppError::new(ErrorCode::NotFound, format!("The directory that would hold {path} does not exist."))),
+        20 => Err(AppError::new(ErrorCode::NotADirectory, format!("{path} is not a directory."))),
+        21 => Err(AppError::new(ErrorCode::IsADirectory, format!("{path} is a directory."))),
+        22 => Err(AppError::new(ErrorCode::NotARegularFile, format!("{path} is not a regular file."))),
+        13 => Err(AppError::new(ErrorCode::PermissionDenied, format!("The sandbox user may not do that at {path}."))),
+        17 => Err(AppError::new(ErrorCode::AlreadyExists, format!("Something already exists at {path}."))),
+        39 => Err(AppError::new(ErrorCode::DirectoryNotEmpty, format!("{path} is not empty; pass \"recursive\": true to delete it."))),
         _ if stderr.contains("Permission denied") => {
-            Err(AppError::forbidden("permission_denied", format!("The sandbox user may not do that at {path}.")))
+            Err(AppError::new(ErrorCode::PermissionDenied, format!("The sandbox user may not do that at {path}.")))
         }
-        code => Err(AppError::bad_request("operation_failed", format!("The operation failed (exit {code}): {}", stderr.trim()))),
+        code => Err(AppError::new(ErrorCode::OperationFailed, format!("The operation failed (exit {code}): {}", stderr.trim()))),
     }
 }
 
-pub async fn list(state: &AppState, sandbox: &str, dir: &SandboxPath) -> AppResult<Vec<DirEntry>> {
-    let output = script(state, sandbox, LIST, &[dir.as_str()], LISTING_MAX_BYTES).await?;
+pub async fn list(runtime: &dyn Runtime, sandbox: &str, dir: &SandboxPath) -> AppResult<Vec<DirEntry>> {
+    let output = script(runtime, sandbox, LIST, &[dir.as_str()], LISTING_MAX_BYTES).await?;
     check(&output, dir.as_str())?;
     let fields: Vec<&[u8]> = output.stdout.split(|b| *b == 0).collect();
     let mut entries: Vec<DirEntry> = fields
@@ -106,39 +94,33 @@ pub struct OpenFile {
 }
 
 /// Opens a regular file the sandbox user can read; `max_size` refuses bigger ones before any transfer.
-pub async fn open(state: &AppState, sandbox: &str, path: &SandboxPath, max_size: Option<u64>) -> AppResult<OpenFile> {
-    let output = script(state, sandbox, STAT_FILE, &[path.as_str()], 64 << 10).await?;
+pub async fn open(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max_size: Option<u64>) -> AppResult<OpenFile> {
+    let output = script(runtime, sandbox, STAT_FILE, &[path.as_str()], 64 << 10).await?;
     check(&output, path.as_str())?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let (size, resolved) = stdout.split_once('\n').ok_or_else(|| AppError::Internal(anyhow::anyhow!("unexpected stat output {stdout:?}")))?;
     let size: u64 = size.trim().parse().map_err(|_| AppError::Internal(anyhow::anyhow!("unexpected size {size:?}")))?;
     if let Some(max) = max_size.filter(|max| size > *max) {
         return Err(AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "file_too_large",
+            ErrorCode::FileTooLarge,
             format!("{} is {size} bytes, more than the {max} bytes files/read returns; use GET …/files/download?path= instead.", path.as_str()),
         ));
     }
-    let entry = tarstream::first_entry(state.runtime.download_archive(sandbox, resolved))
+    let entry = tarstream::first_entry(runtime.download_archive(sandbox, resolved))
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("reading the archive of {}: {e}", path.as_str())))?;
     Ok(OpenFile { size: entry.size, body: entry.body })
 }
 
 /// Reads a UTF-8 text file of at most `max` bytes.
-pub async fn read_text(state: &AppState, sandbox: &str, path: &SandboxPath, max: u64) -> AppResult<(String, u64)> {
-    let mut file = open(state, sandbox, path, Some(max)).await?;
+pub async fn read_text(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max: u64) -> AppResult<(String, u64)> {
+    let mut file = open(runtime, sandbox, path, Some(max)).await?;
     let mut content = Vec::with_capacity(file.size as usize);
     while let Some(chunk) = file.body.next().await {
-        content.extend_from_slice(&chunk.map_err(|e| AppError::Internal(e.into()))?);
+        content.extend_from_slice(&chunk?);
     }
-    let not_text = || {
-        AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not_text",
-            format!("{} is not UTF-8 text; use GET …/files/download?path= for binary files.", path.as_str()),
-        )
-    };
+    let not_text =
+        || AppError::new(ErrorCode::NotText, format!("{} is not UTF-8 text; use GET …/files/download?path= for binary files.", path.as_str()));
     if content.contains(&0) {
         return Err(not_text());
     }
@@ -147,32 +129,32 @@ pub async fn read_text(state: &AppState, sandbox: &str, path: &SandboxPath, max:
 }
 
 /// Writes `size` bytes from `body` to `path` (replacing it), owned by the sandbox user.
-pub async fn write(state: &AppState, sandbox: &str, path: &SandboxPath, size: u64, body: ByteStream) -> AppResult<()> {
-    let (dir, name) = path.split().ok_or_else(|| AppError::bad_request("invalid_path", "Cannot write to /."))?;
-    let output = script(state, sandbox, PREPARE_WRITE, &[dir.as_str(), path.as_str()], 64 << 10).await?;
+pub async fn write(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, size: u64, body: ByteStream) -> AppResult<()> {
+    let (dir, name) = path.split().ok_or_else(|| AppError::new(ErrorCode::InvalidPath, "Cannot write to /."))?;
+    let output = script(runtime, sandbox, PREPARE_WRITE, &[dir.as_str(), path.as_str()], 64 << 10).await?;
     check(&output, path.as_str())?;
-    let archive = tarstream::single_file_archive(name, size, 0o644, body).map_err(|e| AppError::Internal(e.into()))?;
-    state.runtime.upload_archive(sandbox, dir.as_str(), archive).await.map_err(runtime_error)
+    let archive = tarstream::single_file_archive(name, size, 0o644, body)?;
+    runtime.upload_archive(sandbox, dir.as_str(), archive).await.map_err(AppError::from)
 }
 
 pub fn bytes_stream(content: Bytes) -> ByteStream {
     Box::pin(futures_util::stream::once(async move { Ok(content) }))
 }
 
-pub async fn mkdir(state: &AppState, sandbox: &str, path: &SandboxPath) -> AppResult<()> {
-    check(&script(state, sandbox, MKDIR, &[path.as_str()], 64 << 10).await?, path.as_str())
+pub async fn mkdir(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath) -> AppResult<()> {
+    check(&script(runtime, sandbox, MKDIR, &[path.as_str()], 64 << 10).await?, path.as_str())
 }
 
-pub async fn rename(state: &AppState, sandbox: &str, from: &SandboxPath, to: &SandboxPath) -> AppResult<()> {
-    let output = script(state, sandbox, RENAME, &[from.as_str(), to.as_str()], 64 << 10).await?;
+pub async fn rename(runtime: &dyn Runtime, sandbox: &str, from: &SandboxPath, to: &SandboxPath) -> AppResult<()> {
+    let output = script(runtime, sandbox, RENAME, &[from.as_str(), to.as_str()], 64 << 10).await?;
     let blame = if output.exit_code == Some(17) || output.exit_code == Some(45) { to } else { from };
     check(&output, blame.as_str())
 }
 
-pub async fn delete(state: &AppState, sandbox: &str, path: &SandboxPath, recursive: bool) -> AppResult<()> {
+pub async fn delete(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, recursive: bool) -> AppResult<()> {
     if path.is_root() {
-        return Err(AppError::bad_request("invalid_path", "Refusing to delete /."));
+        return Err(AppError::new(ErrorCode::InvalidPath, "Refusing to delete /."));
     }
     let flag = if recursive { "1" } else { "0" };
-    check(&script(state, sandbox, DELETE, &[path.as_str(), flag], 64 << 10).await?, path.as_str())
+    check(&script(runtime, sandbox, DELETE, &[path.as_str(), flag], 64 << 10).await?, path.as_str())
 }

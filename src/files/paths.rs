@@ -1,6 +1,6 @@
 //! Paths inside a sandbox: absolute, no NUL, no `..`; `.` and repeated slashes are folded.
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 const MAX_PATH_BYTES: usize = 4096;
 
@@ -10,7 +10,7 @@ pub struct SandboxPath(String);
 
 impl SandboxPath {
     pub fn parse(raw: &str) -> AppResult<Self> {
-        let invalid = |why: &str| AppError::bad_request("invalid_path", format!("`{}` is not a usable path: {why}.", raw.escape_debug()));
+        let invalid = |why: &str| AppError::new(ErrorCode::InvalidPath, format!("`{}` is not a usable path: {why}.", raw.escape_debug()));
         if raw.contains('\0') {
             return Err(invalid("it contains a NUL byte"));
         }
@@ -51,10 +51,7 @@ impl SandboxPath {
 
     pub fn join(&self, name: &str) -> AppResult<SandboxPath> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(AppError::bad_request(
-                "invalid_path",
-                format!("`{}` is not a file name (no slashes, not . or ..).", name.escape_debug()),
-            ));
+            return Err(AppError::new(ErrorCode::InvalidPath, format!("`{}` is not a file name (no slashes, not . or ..).", name.escape_debug())));
         }
         SandboxPath::parse(&format!("{}/{}", self.0.trim_end_matches('/'), name))
     }

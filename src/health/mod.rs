@@ -1,15 +1,17 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: its dependencies do).
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
+
+mod metrics;
+use axum::extract::State;
+pub use metrics::route as metrics_route;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"status": "ok"}))]
@@ -47,12 +49,12 @@ pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Readiness>>
     let database = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&state.db)).await;
     if !matches!(database, Ok(Ok(_))) {
         tracing::warn!("readiness: database unreachable");
-        return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The database is unreachable."));
+        return Err(AppError::new(ErrorCode::NotReady, "The database is unreachable."));
     }
     let docker = tokio::time::timeout(limit, state.runtime.ping()).await;
     if !matches!(docker, Ok(Ok(()))) {
         tracing::warn!("readiness: container engine unreachable");
-        return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The container engine (Docker) is unreachable."));
+        return Err(AppError::new(ErrorCode::NotReady, "The container engine (Docker) is unreachable."));
     }
     Ok(Json(Readiness { status: "ready", database: "ok", docker: "ok" }))
 }

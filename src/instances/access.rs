@@ -2,14 +2,13 @@
 //! the plan's `max_instances`; the server's capacity. Checked and inserted in one transaction
 //! under an advisory lock, so concurrent creates cannot overshoot either limit.
 
-use axum::http::StatusCode;
 use chrono::Utc;
 use uuid::Uuid;
 
 use super::repo::{self, InstanceRow, NewInstance};
-use crate::app::AppState;
 use crate::auth::{repo as auth_repo, secrets, service as auth_service};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::state::AppState;
 
 /// Seconds a client is told to wait when the server is full.
 const CAPACITY_RETRY_AFTER_SECS: u64 = 60;
@@ -18,7 +17,7 @@ const MAX_NAME_CHARS: usize = 100;
 pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Option<&str>, name: Option<&str>) -> AppResult<InstanceRow> {
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
-        return Err(AppError::bad_request("invalid_request", format!("`name` must be at most {MAX_NAME_CHARS} printable characters.")));
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be at most {MAX_NAME_CHARS} printable characters.")));
     }
     let invite_code = invite_code.map(str::trim).filter(|c| !c.is_empty());
     let mut tx = state.db.begin().await?;
@@ -38,22 +37,19 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Opti
             } else {
                 "Creating an instance needs an active subscription or an `invite_code`."
             };
-            return Err(AppError::forbidden("subscription_required", message));
+            return Err(AppError::new(ErrorCode::SubscriptionRequired, message));
         }
     };
     if repo::count_for_user(&mut *tx, user_id).await? >= i64::from(max_instances) {
-        return Err(AppError::forbidden(
-            "instance_limit_reached",
+        return Err(AppError::new(
+            ErrorCode::InstanceLimitReached,
             format!("Your plan allows {max_instances} instance(s); delete one to create another."),
         ));
     }
     if repo::count_all(&mut *tx).await? >= i64::from(state.settings.instances.max_instances) {
-        return Err(AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "capacity_exhausted",
-            "The server is at capacity; try again later.",
-        )
-        .with_retry_after(CAPACITY_RETRY_AFTER_SECS));
+        return Err(
+            AppError::new(ErrorCode::CapacityExhausted, "The server is at capacity; try again later.").with_retry_after(CAPACITY_RETRY_AFTER_SECS)
+        );
     }
     let sandbox_id = new_sandbox_id();
     let token = secrets::new_session_token();

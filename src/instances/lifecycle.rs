@@ -4,7 +4,6 @@
 //! for instances left mid-way by a previous process.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -12,55 +11,11 @@ use uuid::Uuid;
 
 use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
-use crate::app::AppState;
-use crate::runtime::{
-    LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_USER, RuntimeError, SandboxSpec,
-};
+use crate::runtime::sandbox::{GATEWAY_PORT, workspace_volume};
+use crate::runtime::{LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_USER, Runtime, RuntimeError, SandboxSpec};
+use crate::state::AppState;
 
-pub const GATEWAY_PORT: u16 = 18789;
 const STOP_GRACE_SECS: i32 = 10;
-
-#[derive(Default)]
-pub struct Drivers {
-    running: Mutex<HashMap<Uuid, (u64, CancellationToken)>>,
-    next_generation: std::sync::atomic::AtomicU64,
-}
-
-impl Drivers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (u64, CancellationToken)>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn begin(&self, id: Uuid, parent: &CancellationToken) -> (u64, CancellationToken) {
-        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = parent.child_token();
-        if let Some((_, previous)) = self.lock().insert(id, (generation, token.clone())) {
-            previous.cancel();
-        }
-        (generation, token)
-    }
-
-    fn end(&self, id: Uuid, generation: u64) {
-        let mut running = self.lock();
-        if running.get(&id).is_some_and(|(current, _)| *current == generation) {
-            running.remove(&id);
-        }
-    }
-
-    pub fn cancel(&self, id: Uuid) {
-        if let Some((_, token)) = self.lock().remove(&id) {
-            token.cancel();
-        }
-    }
-
-    pub fn is_driving(&self, id: Uuid) -> bool {
-        self.lock().contains_key(&id)
-    }
-}
-
-pub fn workspace_volume(sandbox_id: &str) -> String {
-    format!("ocaas-ws-{sandbox_id}")
-}
 
 /// Starts the background work the instance's current status calls for.
 pub fn spawn_drive(state: &AppState, id: Uuid) {
@@ -92,7 +47,8 @@ async fn drive(state: &AppState, id: Uuid, token: &CancellationToken) {
             return;
         }
     };
-    let status = instance.status();
+    let status = instance.status;
+    let started = std::time::Instant::now();
     let outcome = match status {
         InstanceStatus::Provisioning => provision(state, &instance, token).await,
         InstanceStatus::Rebooting => reboot(state, &instance, token).await,
@@ -100,6 +56,10 @@ async fn drive(state: &AppState, id: Uuid, token: &CancellationToken) {
         InstanceStatus::Deleting => remove(state, &instance).await,
         _ => return,
     };
+    if matches!(status, InstanceStatus::Provisioning | InstanceStatus::Rebooting) && !matches!(outcome, Err(DriveError::Cancelled)) {
+        let kind = if status == InstanceStatus::Provisioning { "provision" } else { "reboot" };
+        state.metrics.operation(kind, started, outcome.is_ok());
+    }
     match outcome {
         Ok(()) | Err(DriveError::Cancelled) => {}
         Err(DriveError::Failed(message)) => {
@@ -121,7 +81,7 @@ pub fn sandbox_spec(state: &AppState, instance: &InstanceRow) -> SandboxSpec {
         (LABEL_USER.to_owned(), instance.user_id.to_string()),
     ]);
     let mut env = vec![format!("OPENCLAW_GATEWAY_TOKEN={}", instance.gateway_token)];
-    env.extend(settings.llm_env.iter().cloned());
+    env.extend(settings.llm.sandbox_env());
     SandboxSpec {
         name: instance.sandbox_id.clone(),
         image: instance.image.clone(),
@@ -145,19 +105,25 @@ async fn provision(state: &AppState, instance: &InstanceRow, token: &Cancellatio
 }
 
 async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
-    match state.runtime.restart(&instance.sandbox_id, STOP_GRACE_SECS).await {
-        Err(RuntimeError::NotFound(_)) => {
-            state.runtime.ensure_network().await?;
-            state.runtime.create_sandbox(&sandbox_spec(state, instance)).await?;
-            state.runtime.start(&instance.sandbox_id).await?;
-        }
-        other => other?,
-    }
+    restart_or_recreate(state.runtime.as_ref(), &sandbox_spec(state, instance)).await?;
     wait_until_ready(state, instance, token).await?;
     repo::transition(&state.db, instance.id, &[InstanceStatus::Rebooting], InstanceStatus::Ready, None)
         .await
         .map_err(|e| DriveError::Failed(e.to_string()))?;
     Ok(())
+}
+
+/// Restarts the sandbox; one that vanished behind ocaas's back is created again (its
+/// workspace volume, if it survived, is reused).
+async fn restart_or_recreate(runtime: &dyn Runtime, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+    match runtime.restart(&spec.name, STOP_GRACE_SECS).await {
+        Err(RuntimeError::NotFound(_)) => {
+            runtime.ensure_network().await?;
+            runtime.create_sandbox(spec).await?;
+            runtime.start(&spec.name).await
+        }
+        other => other,
+    }
 }
 
 async fn stop(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
@@ -210,4 +176,32 @@ async fn wait_until_ready(state: &AppState, instance: &InstanceRow, token: &Canc
 pub async fn gateway_ready(http: &reqwest::Client, ip: std::net::IpAddr) -> bool {
     let url = format!("http://{}/readyz", std::net::SocketAddr::new(ip, GATEWAY_PORT));
     matches!(http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::memory::MemoryRuntime;
+
+    fn spec(name: &str) -> SandboxSpec {
+        let limits = crate::runtime::Limits { memory_bytes: 1, nano_cpus: 1, pids: 1 };
+        SandboxSpec { name: name.into(), image: "img".into(), workspace_volume: workspace_volume(name), labels: HashMap::new(), env: vec![], limits }
+    }
+
+    #[tokio::test]
+    async fn reboot_restarts_an_existing_sandbox_without_recreating_it() {
+        let runtime = MemoryRuntime::default().with_container("sandy-a", "exited", &[]);
+        restart_or_recreate(&runtime, &spec("sandy-a")).await.unwrap();
+        assert_eq!(*runtime.calls.lock().unwrap(), ["restart sandy-a"]);
+        assert_eq!(runtime.state_of("sandy-a").as_deref(), Some("running"));
+    }
+
+    #[tokio::test]
+    async fn reboot_recreates_a_sandbox_that_vanished() {
+        let runtime = MemoryRuntime::default();
+        restart_or_recreate(&runtime, &spec("sandy-b")).await.unwrap();
+        assert_eq!(*runtime.calls.lock().unwrap(), ["restart sandy-b", "create sandy-b", "start sandy-b"]);
+        assert_eq!(runtime.state_of("sandy-b").as_deref(), Some("running"));
+        assert_eq!(*runtime.volumes.lock().unwrap(), [workspace_volume("sandy-b")]);
+    }
 }

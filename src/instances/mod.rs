@@ -2,6 +2,7 @@
 //! background drivers that move it between states, and the reconciler.
 
 pub mod access;
+pub mod extract;
 pub mod handlers;
 pub mod lifecycle;
 pub mod models;
@@ -11,7 +12,7 @@ pub mod repo;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

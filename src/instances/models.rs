@@ -7,37 +7,22 @@ use uuid::Uuid;
 
 use super::repo::InstanceRow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum InstanceStatus {
-    Provisioning,
-    Ready,
-    Rebooting,
-    Stopping,
-    Stopped,
-    Error,
-    Deleting,
+// Where an instance is in its lifecycle (the `instances.status` column). A plain comment: a
+// doc comment would become the schema's description and change the published document.
+crate::text_enum! {
+    #[derive(ToSchema)]
+    pub enum InstanceStatus {
+        Provisioning => "provisioning",
+        Ready => "ready",
+        Rebooting => "rebooting",
+        Stopping => "stopping",
+        Stopped => "stopped",
+        Error => "error",
+        Deleting => "deleting",
+    }
 }
 
 impl InstanceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceStatus::Provisioning => "provisioning",
-            InstanceStatus::Ready => "ready",
-            InstanceStatus::Rebooting => "rebooting",
-            InstanceStatus::Stopping => "stopping",
-            InstanceStatus::Stopped => "stopped",
-            InstanceStatus::Error => "error",
-            InstanceStatus::Deleting => "deleting",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Provisioning, Self::Ready, Self::Rebooting, Self::Stopping, Self::Stopped, Self::Error, Self::Deleting]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-    }
-
     /// States in which background work is under way.
     pub fn is_transitional(self) -> bool {
         matches!(self, Self::Provisioning | Self::Rebooting | Self::Stopping | Self::Deleting)
@@ -69,7 +54,7 @@ impl From<InstanceRow> for Instance {
     fn from(row: InstanceRow) -> Self {
         Instance {
             id: row.id,
-            status: InstanceStatus::parse(&row.status).unwrap_or(InstanceStatus::Error),
+            status: row.status,
             sandbox_id: row.sandbox_id,
             created_at: row.created_at,
             updated_at: row.updated_at,

@@ -7,11 +7,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::lifecycle::{self, workspace_volume};
+use super::lifecycle;
 use super::models::InstanceStatus;
 use super::repo;
-use crate::app::AppState;
-use crate::runtime::{LABEL_INSTANCE, RuntimeError};
+use crate::runtime::sandbox::workspace_volume;
+use crate::runtime::{LABEL_INSTANCE, ManagedContainer, Runtime, RuntimeError, RuntimeResult};
+use crate::state::AppState;
 
 /// A streaming message untouched for this long belongs to a turn nobody runs any more
 /// (running turns touch theirs at least every 5 s).
@@ -21,7 +22,9 @@ const STALE_TURN_SECS: f64 = 30.0;
 pub fn spawn(state: AppState, interval: Duration) {
     tokio::spawn(async move {
         loop {
-            if let Err(error) = reconcile_once(&state).await {
+            let outcome = reconcile_once(&state).await;
+            state.metrics.reconcile_passes.with_label_values(&[if outcome.is_ok() { "ok" } else { "error" }]).inc();
+            if let Err(error) = outcome {
                 tracing::warn!(error = format!("{error:#}"), "reconcile pass failed");
             }
             tokio::select! {
@@ -39,10 +42,11 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     let instances = repo::list_all(&state.db).await?;
 
     for instance in &instances {
-        let status = instance.status();
+        let status = instance.status;
         if status.is_transitional() {
             if !state.drivers.is_driving(instance.id) {
                 tracing::info!(id = %instance.id, status = status.as_str(), "reconcile: resuming");
+                state.metrics.reconcile_fixes.with_label_values(&["resumed"]).inc();
                 lifecycle::spawn_drive(state, instance.id);
             }
             continue;
@@ -50,17 +54,9 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
         if status != InstanceStatus::Ready {
             continue;
         }
-        let problem = match state.runtime.inspect(&instance.sandbox_id).await {
-            Ok(info) if info.running => None,
-            Ok(info) => Some(match info.exit_code {
-                Some(code) => format!("the sandbox container stopped unexpectedly (exit code {code})"),
-                None => format!("the sandbox container is {}", info.state),
-            }),
-            Err(RuntimeError::NotFound(_)) => Some("the sandbox container disappeared".to_owned()),
-            Err(error) => return Err(error.into()),
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = sandbox_problem(state.runtime.as_ref(), &instance.sandbox_id).await? {
             tracing::warn!(id = %instance.id, %problem, "reconcile: marking instance as error");
+            state.metrics.reconcile_fixes.with_label_values(&["marked_error"]).inc();
             repo::transition(&state.db, instance.id, &[InstanceStatus::Ready], InstanceStatus::Error, Some(&problem)).await?;
         }
     }
@@ -68,17 +64,71 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     // Turns whose server died mid-answer: their message stopped being touched.
     let interrupted = crate::chat::repo::interrupt_stale_turns(&state.db, STALE_TURN_SECS).await?;
     if interrupted > 0 {
+        state.metrics.reconcile_fixes.with_label_values(&["turn_interrupted"]).inc_by(interrupted);
         tracing::warn!(interrupted, "reconcile: finalised abandoned chat turns as interrupted");
     }
     crate::auth::repo::delete_stale_tickets(&state.db).await?;
 
     let known: HashSet<String> = instances.iter().map(|i| i.id.to_string()).collect();
+    let removed = remove_orphans(state.runtime.as_ref(), &containers, &known).await?;
+    state.metrics.reconcile_fixes.with_label_values(&["orphan_removed"]).inc_by(removed as u64);
+    Ok(())
+}
+
+/// Why a `ready` instance's sandbox is not serving (`None` when it runs).
+async fn sandbox_problem(runtime: &dyn Runtime, sandbox_id: &str) -> RuntimeResult<Option<String>> {
+    Ok(match runtime.inspect(sandbox_id).await {
+        Ok(info) if info.running => None,
+        Ok(info) => Some(match info.exit_code {
+            Some(code) => format!("the sandbox container stopped unexpectedly (exit code {code})"),
+            None => format!("the sandbox container is {}", info.state),
+        }),
+        Err(RuntimeError::NotFound(_)) => Some("the sandbox container disappeared".to_owned()),
+        Err(error) => return Err(error),
+    })
+}
+
+/// Removes this deployment's containers whose instance (label) is not among `known`.
+async fn remove_orphans(runtime: &dyn Runtime, containers: &[ManagedContainer], known: &HashSet<String>) -> RuntimeResult<usize> {
+    let mut removed = 0;
     for container in containers {
-        let instance_id = container.labels.get(LABEL_INSTANCE).cloned().unwrap_or_default();
-        if !known.contains(&instance_id) {
+        let instance_id = container.labels.get(LABEL_INSTANCE).map(String::as_str).unwrap_or_default();
+        if !known.contains(instance_id) {
             tracing::info!(container = %container.name, "reconcile: removing a container with no instance");
-            state.runtime.remove_sandbox(&container.name, &workspace_volume(&container.name)).await?;
+            runtime.remove_sandbox(&container.name, &workspace_volume(&container.name)).await?;
+            removed += 1;
         }
     }
-    Ok(())
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::LABEL_DEPLOYMENT;
+    use crate::runtime::memory::MemoryRuntime;
+
+    #[tokio::test]
+    async fn a_ready_instance_whose_container_died_or_vanished_has_a_problem() {
+        let runtime = MemoryRuntime::default().with_container("sandy-up", "running", &[]).with_container("sandy-dead", "exited", &[]);
+        assert_eq!(sandbox_problem(&runtime, "sandy-up").await.unwrap(), None);
+        let dead = sandbox_problem(&runtime, "sandy-dead").await.unwrap().unwrap();
+        assert!(dead.contains("exit code 137"), "{dead}");
+        let gone = sandbox_problem(&runtime, "sandy-gone").await.unwrap().unwrap();
+        assert!(gone.contains("disappeared"), "{gone}");
+    }
+
+    #[tokio::test]
+    async fn only_containers_without_an_instance_are_removed_and_only_this_deployments() {
+        let runtime = MemoryRuntime::default()
+            .with_container("sandy-kept", "running", &[(LABEL_DEPLOYMENT, "d1"), (LABEL_INSTANCE, "i-known")])
+            .with_container("sandy-orphan", "running", &[(LABEL_DEPLOYMENT, "d1"), (LABEL_INSTANCE, "i-gone")])
+            .with_container("sandy-other", "running", &[(LABEL_DEPLOYMENT, "d2"), (LABEL_INSTANCE, "i-gone")]);
+        let containers = runtime.list_managed("d1").await.unwrap();
+        let known = HashSet::from(["i-known".to_owned()]);
+        assert_eq!(remove_orphans(&runtime, &containers, &known).await.unwrap(), 1);
+        assert_eq!(runtime.state_of("sandy-kept").as_deref(), Some("running"));
+        assert_eq!(runtime.state_of("sandy-orphan"), None);
+        assert_eq!(runtime.state_of("sandy-other").as_deref(), Some("running"), "another deployment's container is never touched");
+    }
 }

@@ -12,18 +12,12 @@ pub struct InstanceRow {
     pub user_id: Uuid,
     pub sandbox_id: String,
     pub name: Option<String>,
-    pub status: String,
+    pub status: InstanceStatus,
     pub last_error: Option<String>,
     pub image: String,
     pub gateway_token: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-impl InstanceRow {
-    pub fn status(&self) -> InstanceStatus {
-        InstanceStatus::parse(&self.status).unwrap_or(InstanceStatus::Error)
-    }
 }
 
 pub struct NewInstance<'a> {
@@ -37,9 +31,9 @@ pub struct NewInstance<'a> {
 pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Result<InstanceRow> {
     sqlx::query_as!(
         InstanceRow,
-        "INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token)
+        r#"INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token)
          VALUES ($1, $2, $3, $4, 'provisioning', $5, $6)
-         RETURNING id, user_id, sandbox_id, name, status, last_error, image, gateway_token, created_at, updated_at",
+         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at"#,
         Uuid::now_v7(),
         new.user_id,
         new.sandbox_id,
@@ -54,8 +48,8 @@ pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Res
 pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        "SELECT id, user_id, sandbox_id, name, status, last_error, image, gateway_token, created_at, updated_at
-         FROM instances WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+         FROM instances WHERE user_id = $1 ORDER BY created_at DESC, id DESC"#,
         user_id
     )
     .fetch_all(db)
@@ -65,8 +59,8 @@ pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Insta
 pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        "SELECT id, user_id, sandbox_id, name, status, last_error, image, gateway_token, created_at, updated_at
-         FROM instances ORDER BY created_at"
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+         FROM instances ORDER BY created_at"#
     )
     .fetch_all(db)
     .await
@@ -76,8 +70,8 @@ pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
 pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        "SELECT id, user_id, sandbox_id, name, status, last_error, image, gateway_token, created_at, updated_at
-         FROM instances WHERE id = $1 AND user_id = $2",
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+         FROM instances WHERE id = $1 AND user_id = $2"#,
         id,
         user_id
     )
@@ -88,8 +82,8 @@ pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<
 pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        "SELECT id, user_id, sandbox_id, name, status, last_error, image, gateway_token, created_at, updated_at
-         FROM instances WHERE id = $1",
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+         FROM instances WHERE id = $1"#,
         id
     )
     .fetch_optional(db)
@@ -105,15 +99,14 @@ pub async fn transition(
     to: InstanceStatus,
     last_error: Option<&str>,
 ) -> sqlx::Result<Option<InstanceRow>> {
-    let from: Vec<String> = from.iter().map(|s| s.as_str().to_owned()).collect();
     sqlx::query_as!(
         InstanceRow,
-        "UPDATE instances SET status = $3, last_error = $4, updated_at = now()
+        r#"UPDATE instances SET status = $3, last_error = $4, updated_at = now()
          WHERE id = $1 AND status = ANY($2)
-         RETURNING id, user_id, sandbox_id, name, status, last_error, image, gateway_token, created_at, updated_at",
+         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at"#,
         id,
-        &from,
-        to.as_str(),
+        from as &[InstanceStatus],
+        to as InstanceStatus,
         last_error
     )
     .fetch_optional(db)
@@ -140,7 +133,9 @@ pub async fn lock_creation(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// The id that names this database's containers on a shared engine.
-pub async fn deployment_id(db: &PgPool) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar!("SELECT id FROM deployment").fetch_one(db).await
+/// How many instances are in each status.
+pub async fn count_by_status(db: &PgPool) -> sqlx::Result<Vec<(InstanceStatus, i64)>> {
+    let rows =
+        sqlx::query!(r#"SELECT status AS "status: InstanceStatus", count(*) AS "count!" FROM instances GROUP BY status"#).fetch_all(db).await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
 }

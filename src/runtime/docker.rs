@@ -7,8 +7,8 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions, UploadToContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, RestartContainerOptions, StatsOptions, StopContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, RestartContainerOptions, StatsOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -29,9 +29,7 @@ pub(super) fn map_err(error: DockerError) -> RuntimeError {
     match error {
         DockerError::DockerResponseServerError { status_code: 404, message } => RuntimeError::NotFound(message),
         DockerError::DockerResponseServerError { status_code: 409, message } => RuntimeError::Conflict(message),
-        DockerError::DockerResponseServerError { status_code, message } => {
-            RuntimeError::Other(format!("engine answered {status_code}: {message}"))
-        }
+        DockerError::DockerResponseServerError { status_code, message } => RuntimeError::Other(format!("engine answered {status_code}: {message}")),
         DockerError::IOError { .. } | DockerError::HyperResponseError { .. } | DockerError::RequestTimeoutError => {
             RuntimeError::Unavailable(error.to_string())
         }
@@ -76,15 +74,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
-        let volume = VolumeCreateRequest {
-            name: Some(spec.workspace_volume.clone()),
-            labels: Some(spec.labels.clone()),
-            ..Default::default()
-        };
+        let volume = VolumeCreateRequest { name: Some(spec.workspace_volume.clone()), labels: Some(spec.labels.clone()), ..Default::default() };
         self.docker.create_volume(volume).await.map_err(map_err)?;
         let host_config = HostConfig {
             mounts: Some(vec![Mount {
-                target: Some("/workspace".into()),
+                target: Some(super::sandbox::WORKSPACE_DIR.into()),
                 source: Some(spec.workspace_volume.clone()),
                 typ: Some(MountType::VOLUME),
                 ..Default::default()
@@ -156,10 +150,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_DEPLOYMENT}={deployment}")],
-        )]);
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_DEPLOYMENT}={deployment}")])]);
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let containers = self.docker.list_containers(Some(options)).await.map_err(map_err)?;
         Ok(containers
@@ -194,20 +185,13 @@ impl Runtime for DockerRuntime {
 
     fn download_archive(&self, name: &str, path: &str) -> ByteStream {
         let options = DownloadFromContainerOptions { path: path.to_owned() };
-        Box::pin(self.docker.download_from_container(name, Some(options)).map(|chunk| {
-            chunk.map_err(|e| std::io::Error::other(map_err(e)))
-        }))
+        Box::pin(self.docker.download_from_container(name, Some(options)).map(|chunk| chunk.map_err(|e| std::io::Error::other(map_err(e)))))
     }
 
     async fn resources(&self, name: &str) -> RuntimeResult<Resources> {
         let options = StatsOptions { stream: false, one_shot: false };
-        let stats = self
-            .docker
-            .stats(name, Some(options))
-            .next()
-            .await
-            .ok_or_else(|| RuntimeError::Other("no stats sample".into()))?
-            .map_err(map_err)?;
+        let stats =
+            self.docker.stats(name, Some(options)).next().await.ok_or_else(|| RuntimeError::Other("no stats sample".into()))?.map_err(map_err)?;
         let cpu = stats.cpu_stats.unwrap_or_default();
         let pre = stats.precpu_stats.unwrap_or_default();
         let total = |c: &bollard::models::ContainerCpuStats| c.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0);

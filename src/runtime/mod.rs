@@ -4,6 +4,9 @@
 pub mod docker;
 mod docker_exec;
 pub mod image;
+#[cfg(test)]
+pub mod memory;
+pub mod sandbox;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,12 +16,7 @@ use chrono::{DateTime, Utc};
 
 pub use docker::DockerRuntime;
 
-/// The Docker network sandboxes live on (a bridge with inter-container traffic disabled).
-pub const SANDBOX_NETWORK: &str = "ocaas-sandboxes";
-pub const LABEL_MANAGED: &str = "ocaas.managed";
-pub const LABEL_DEPLOYMENT: &str = "ocaas.deployment";
-pub const LABEL_INSTANCE: &str = "ocaas.instance";
-pub const LABEL_USER: &str = "ocaas.user";
+pub use sandbox::{LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_USER, NETWORK as SANDBOX_NETWORK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

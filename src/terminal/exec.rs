@@ -8,11 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::error::{AppError, AppResult};
-use crate::files::ops::SANDBOX_USER;
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::files::paths::SandboxPath;
-use crate::runtime::{ExecRequest, RuntimeError};
+use crate::runtime::sandbox::{USER as SANDBOX_USER, WORKSPACE_DIR};
+use crate::runtime::{ExecRequest, Runtime};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
@@ -63,7 +62,7 @@ pub struct ExecResult {
 }
 
 fn invalid(message: impl Into<String>) -> AppError {
-    AppError::bad_request("invalid_request", message)
+    AppError::new(ErrorCode::InvalidRequest, message)
 }
 
 fn validate(request: &ExecCommand) -> AppResult<(Duration, SandboxPath, Vec<String>)> {
@@ -74,15 +73,15 @@ fn validate(request: &ExecCommand) -> AppResult<(Duration, SandboxPath, Vec<Stri
     if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
         return Err(invalid(format!("`timeout_ms` must be between 1 and {MAX_TIMEOUT_MS}.")));
     }
-    let cwd = SandboxPath::parse(request.cwd.as_deref().unwrap_or("/workspace"))?;
+    let cwd = SandboxPath::parse(request.cwd.as_deref().unwrap_or(WORKSPACE_DIR))?;
     let env = request.env.clone().unwrap_or_default();
     if env.len() > MAX_ENV_VARS {
         return Err(invalid(format!("`env` may hold at most {MAX_ENV_VARS} variables.")));
     }
     let mut pairs = Vec::with_capacity(env.len());
     for (name, value) in env {
-        let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid_name =
+            name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name || value.contains('\0') {
             return Err(invalid(format!("`env` entry `{}` needs a name like MY_VAR and a value without NUL.", name.escape_debug())));
         }
@@ -91,27 +90,14 @@ fn validate(request: &ExecCommand) -> AppResult<(Duration, SandboxPath, Vec<Stri
     Ok((Duration::from_millis(timeout_ms), cwd, pairs))
 }
 
-fn runtime_error(error: RuntimeError) -> AppError {
-    match error {
-        RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => AppError::conflict("instance_not_running", "The instance's sandbox is not running."),
-        other => AppError::Internal(anyhow::anyhow!(other)),
-    }
-}
-
-pub async fn run(state: &AppState, sandbox: &str, request: ExecCommand) -> AppResult<ExecResult> {
+/// Runs the command with output capped at `max_output` bytes per stream.
+pub async fn run(runtime: &dyn Runtime, max_output: usize, sandbox: &str, request: ExecCommand) -> AppResult<ExecResult> {
     let (timeout, cwd, env) = validate(&request)?;
     let pid_file = format!("/tmp/.ocaas-exec-{}.pid", Uuid::new_v4().simple());
     let cmd = ["setsid", "-w", "/bin/sh", "-c", WRAPPER, &pid_file, &request.command, cwd.as_str()].map(str::to_owned).to_vec();
-    let exec = ExecRequest {
-        cmd,
-        env,
-        user: Some(SANDBOX_USER.into()),
-        max_output: state.settings.instances.exec_max_output,
-        timeout: Some(timeout),
-        ..Default::default()
-    };
+    let exec = ExecRequest { cmd, env, user: Some(SANDBOX_USER.into()), max_output, timeout: Some(timeout), ..Default::default() };
     let started = Instant::now();
-    let output = state.runtime.exec(sandbox, exec).await.map_err(runtime_error)?;
+    let output = runtime.exec(sandbox, exec).await?;
     if output.timed_out {
         let kill = ExecRequest {
             cmd: ["/bin/sh", "-c", KILL_GROUP, &pid_file].map(str::to_owned).to_vec(),
@@ -119,11 +105,11 @@ pub async fn run(state: &AppState, sandbox: &str, request: ExecCommand) -> AppRe
             max_output: 4096,
             ..Default::default()
         };
-        state.runtime.exec(sandbox, kill).await.map_err(runtime_error)?;
+        runtime.exec(sandbox, kill).await?;
     }
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if output.exit_code == Some(CWD_MISSING_EXIT) && stderr.trim() == CWD_MISSING_MARKER {
-        return Err(AppError::bad_request("invalid_cwd", format!("`cwd` {} is not a directory the sandbox user can enter.", cwd.as_str())));
+        return Err(AppError::new(ErrorCode::InvalidCwd, format!("`cwd` {} is not a directory the sandbox user can enter.", cwd.as_str())));
     }
     Ok(ExecResult {
         command: request.command,

@@ -5,16 +5,15 @@ pub mod exec;
 pub mod pty;
 pub mod ws;
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::AuthUser;
 use crate::error::{AppResult, ErrorBody};
 use crate::extract::ApiJson;
-use crate::instances::handlers::{InstanceId, running};
+use crate::instances::extract::RunningInstance;
+use crate::state::AppState;
 use exec::{ExecCommand, ExecResult};
 
 /// Execute one command
@@ -24,12 +23,11 @@ use exec::{ExecCommand, ExecResult};
 /// killed and `timed_out` is true. Each stream is capped at `OCAAS_EXEC_MAX_OUTPUT` bytes
 /// (`truncated`); output that is not UTF-8 is returned with replacement characters.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/terminal/exec", tag = "terminal",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     request_body = ExecCommand,
     responses(
         (status = 200, description = "The command ran (whatever its exit code)", body = ExecResult),
         (status = 400, description = "Bad JSON, `invalid_path`, `invalid_cwd` or a bad timeout/env", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
@@ -37,12 +35,10 @@ use exec::{ExecCommand, ExecResult};
     ))]
 pub async fn exec_command(
     State(state): State<AppState>,
-    user: AuthUser,
-    InstanceId(id): InstanceId,
+    RunningInstance { instance, .. }: RunningInstance,
     ApiJson(body): ApiJson<ExecCommand>,
 ) -> AppResult<Json<ExecResult>> {
-    let instance = running(&state, &user, id).await?;
-    Ok(Json(exec::run(&state, &instance.sandbox_id, body).await?))
+    Ok(Json(exec::run(state.runtime.as_ref(), state.settings.instances.exec_max_output, &instance.sandbox_id, body).await?))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::files::ops::SANDBOX_USER;
+use crate::runtime::sandbox::USER as SANDBOX_USER;
 use crate::runtime::{ExecRequest, Runtime, RuntimeResult, TtyRequest, TtySession};
 use crate::wsbridge::Upstream;
 

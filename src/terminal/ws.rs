@@ -7,11 +7,11 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::pty::{self, DEFAULT_COLS, DEFAULT_ROWS};
-use crate::app::AppState;
 use crate::auth::ws::WsCaller;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::ApiQuery;
-use crate::instances::handlers::running;
+use crate::instances::extract::{RunningInstance, running};
+use crate::state::AppState;
 use crate::wsbridge::{self, WsUpgrade};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -43,7 +43,7 @@ pub struct TerminalQuery {
 /// Closing the websocket hangs up the shell and ends every process it started. The server
 /// pings every 20 s; several terminals per instance may be open at once.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/terminal/ws", tag = "terminal",
-    params(("instanceId" = Uuid, Path, description = "Instance id"), TerminalQuery),
+    params(RunningInstance, TerminalQuery),
     extensions(("x-websocket" = json!({
         "client_frames": {
             "binary": "keystrokes (raw bytes to the PTY)",
@@ -72,11 +72,14 @@ pub async fn terminal_ws(
     let cols = query.cols.unwrap_or(DEFAULT_COLS);
     let rows = query.rows.unwrap_or(DEFAULT_ROWS);
     if !pty::valid_size(cols, rows) {
-        return Err(AppError::bad_request("invalid_request", "`cols` and `rows` must be between 1 and 1000."));
+        return Err(AppError::new(ErrorCode::InvalidRequest, "`cols` and `rows` must be between 1 and 1000."));
     }
-    let instance = running(&state, &caller.user, caller.instance_id).await?;
+    let instance = running(&state.db, caller.user.user_id, caller.instance_id).await?;
     let sandbox = instance.sandbox_id;
-    Ok(upgrade.on_upgrade(move |socket| serve(state, sandbox, socket, cols, rows)))
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let _open = state.metrics.stream_open("terminal");
+        serve(state, sandbox, socket, cols, rows).await
+    }))
 }
 
 async fn serve(state: AppState, sandbox: String, mut socket: WebSocket, cols: u16, rows: u16) {

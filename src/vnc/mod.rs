@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,16 +15,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::AuthUser;
 use crate::auth::tickets;
 use crate::auth::ws::WsCaller;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{PublicOrigin, ws_origin};
-use crate::instances::handlers::{InstanceId, running};
+use crate::instances::extract::{RunningInstance, running};
+use crate::runtime::sandbox::VNC_PORT;
+use crate::state::AppState;
 use crate::wsbridge::{self, Upstream, WsUpgrade};
-
-pub const VNC_PORT: u16 = 5900;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
@@ -55,16 +52,19 @@ pub struct TicketQuery {
 /// 60) for one websocket handshake, with the URL of this server's desktop page (which connects
 /// with it) and the `vnc/ws` websocket URL carrying it.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/vnc-url", tag = "terminal",
-    params(("instanceId" = Uuid, Path, description = "Instance id")),
+    params(RunningInstance),
     responses(
         (status = 200, description = "Desktop page and websocket URLs with a fresh ticket", body = VncUrl),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
     ))]
-pub async fn vnc_url(State(state): State<AppState>, user: AuthUser, InstanceId(id): InstanceId, origin: PublicOrigin) -> AppResult<Json<VncUrl>> {
-    running(&state, &user, id).await?;
-    let ticket = tickets::issue(&state, user.user_id, id).await?;
+pub async fn vnc_url(
+    State(state): State<AppState>,
+    RunningInstance { user, instance }: RunningInstance,
+    origin: PublicOrigin,
+) -> AppResult<Json<VncUrl>> {
+    let id = instance.id;
+    let ticket = tickets::issue(&state.db, state.settings.ticket_ttl, user.user_id, id).await?;
     let ws_origin = ws_origin(&origin.0);
     Ok(Json(VncUrl {
         url: origin.url(&format!("/desktop/{id}#ticket={}", ticket.secret)),
@@ -81,7 +81,7 @@ pub async fn vnc_url(State(state): State<AppState>, user: AuthUser, InstanceId(i
 /// `ticket` from `vnc-url`, `Authorization: Bearer <API key>`, or the `/account` session cookie
 /// from a page of this server's origin; refusals are JSON errors before the upgrade.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/vnc/ws", tag = "terminal",
-    params(("instanceId" = Uuid, Path, description = "Instance id"), TicketQuery),
+    params(RunningInstance, TicketQuery),
     extensions(("x-websocket" = json!({
         "subprotocols": ["binary"],
         "client_frames": {"binary": "RFB client messages"},
@@ -99,15 +99,12 @@ pub async fn vnc_url(State(state): State<AppState>, user: AuthUser, InstanceId(i
         (status = 426, description = "`websocket_required`", body = ErrorBody),
         (status = 502, description = "`desktop_unavailable`: the sandbox's VNC server does not answer", body = ErrorBody),
     ))]
-pub async fn vnc_ws(
-    State(state): State<AppState>,
-    caller: WsCaller,
-    WsUpgrade(upgrade): WsUpgrade,
-) -> AppResult<Response> {
-    let instance = running(&state, &caller.user, caller.instance_id).await?;
+pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(upgrade): WsUpgrade) -> AppResult<Response> {
+    let instance = running(&state.db, caller.user.user_id, caller.instance_id).await?;
     // Connected before upgrading, so a desktop that is down is an HTTP error, not a dead socket.
     let vnc = connect(&state, &instance.sandbox_id).await?;
     Ok(upgrade.protocols(["binary"]).on_upgrade(move |socket| async move {
+        let _open = state.metrics.stream_open("vnc");
         let (from_vnc, to_vnc) = vnc.into_split();
         let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 64 << 10));
         wsbridge::bridge(socket, from_vnc, Box::pin(to_vnc), &mut RfbPipe, &state.shutdown).await;
@@ -115,8 +112,8 @@ pub async fn vnc_ws(
 }
 
 async fn connect(state: &AppState, sandbox: &str) -> AppResult<TcpStream> {
-    let unavailable = || AppError::new(StatusCode::BAD_GATEWAY, "desktop_unavailable", "The sandbox's desktop (VNC server) does not answer.");
-    let info = state.runtime.inspect(sandbox).await.map_err(|_| unavailable())?;
+    let unavailable = || AppError::new(ErrorCode::DesktopUnavailable, "The sandbox's desktop (VNC server) does not answer.");
+    let info = state.runtime.inspect(sandbox).await?;
     let address = SocketAddr::new(info.ip.filter(|_| info.running).ok_or_else(unavailable)?, VNC_PORT);
     // The VNC server starts beside the gateway and may be a moment behind it (or restarting).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -1,10 +1,10 @@
 //! ocaas's own browser files, compiled into the binary so a deployment is one file.
 
 use axum::extract::Path;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::json_error;
+use crate::error::{ErrorCode, json_error};
 
 const JS: &str = "text/javascript; charset=utf-8";
 const FILES: &[(&str, &str, &str)] = &[
@@ -30,9 +30,7 @@ pub async fn account_page() -> Response {
 
 pub async fn serve(Path(file): Path<String>) -> Response {
     match FILES.iter().find(|(name, _, _)| *name == file) {
-        Some((_, content_type, body)) => {
-            ([(header::CONTENT_TYPE, *content_type), (header::CACHE_CONTROL, "no-cache")], *body).into_response()
-        }
-        None => json_error(StatusCode::NOT_FOUND, "not_found", "No such static file."),
+        Some((_, content_type, body)) => ([(header::CONTENT_TYPE, *content_type), (header::CACHE_CONTROL, "no-cache")], *body).into_response(),
+        None => json_error(ErrorCode::NotFound, "No such static file."),
     }
 }

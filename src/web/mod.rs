@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::services::ServeDir;
 
-use crate::app::AppState;
 use crate::config::Settings;
-use crate::error::json_error;
+use crate::error::{ErrorCode, json_error};
+use crate::state::AppState;
 
 pub fn router(settings: &Settings) -> Router<AppState> {
     let xterm_dir = settings.xterm_dir.clone();
@@ -40,6 +40,6 @@ async fn xterm_js(bundle: Arc<OnceLock<Result<String, String>>>, dir: PathBuf) -
     });
     match built {
         Ok(js) => ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], js.clone()).into_response(),
-        Err(message) => json_error(StatusCode::SERVICE_UNAVAILABLE, "terminal_viewer_missing", message),
+        Err(message) => json_error(ErrorCode::TerminalViewerMissing, message),
     }
 }

@@ -4,7 +4,7 @@ use ocaas::config::RegistrationMode;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{assert_error, json, spawn_app, spawn_app_with, PASSWORD};
+use crate::helpers::{PASSWORD, assert_error, json, spawn_app, spawn_app_with};
 
 fn session_cookie(response: &reqwest::Response) -> String {
     let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
@@ -28,12 +28,8 @@ async fn register_with_invite_then_login_create_a_key_and_use_it() {
     assert_eq!(registered["subscription"]["max_instances"], 3);
     assert_eq!(registered["subscription"]["active"], true);
 
-    let response = app
-        .anon(Method::POST, "/api/account/login")
-        .json(&json!({"email": "NEW@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.anon(Method::POST, "/api/account/login").json(&json!({"email": "NEW@example.com", "password": PASSWORD})).send().await.unwrap();
     let cookie = session_cookie(&response);
     let account = json(response, StatusCode::OK).await;
     let csrf = account["csrf_token"].as_str().unwrap().to_owned();
@@ -111,9 +107,7 @@ async fn registration_modes_are_enforced() {
 #[tokio::test]
 async fn emails_are_unique_case_insensitively_and_validated() {
     let app = spawn_app_with(|s| s.registration = RegistrationMode::Open).await;
-    let register = |email: &str, password: &str| {
-        app.anon(Method::POST, "/api/account/register").json(&json!({"email": email, "password": password}))
-    };
+    let register = |email: &str, password: &str| app.anon(Method::POST, "/api/account/register").json(&json!({"email": email, "password": password}));
     assert_error(register("SEED@Example.COM", PASSWORD).send().await.unwrap(), StatusCode::CONFLICT, "email_taken").await;
     for bad in ["", "no-at-sign", "a@b", "two@@example.com", "sp ace@example.com", "@example.com"] {
         assert_error(register(bad, PASSWORD).send().await.unwrap(), StatusCode::BAD_REQUEST, "invalid_email").await;
@@ -164,12 +158,8 @@ async fn cookie_sessions_need_the_csrf_token_to_change_state_and_end_at_logout()
 #[tokio::test]
 async fn cookies_are_secure_behind_an_https_public_url() {
     let app = spawn_app_with(|s| s.public_url = Some("https://ocaas.example.com".into())).await;
-    let response = app
-        .anon(Method::POST, "/api/account/login")
-        .json(&json!({"email": "seed@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.anon(Method::POST, "/api/account/login").json(&json!({"email": "seed@example.com", "password": PASSWORD})).send().await.unwrap();
     assert!(response.headers()["set-cookie"].to_str().unwrap().contains("; Secure"));
 }
 

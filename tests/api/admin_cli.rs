@@ -5,14 +5,10 @@ use std::process::{Command, Output};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{assert_error, json, spawn_app, TestApp, PASSWORD};
+use crate::helpers::{PASSWORD, TestApp, assert_error, json, spawn_app};
 
 fn ocaas(app: &TestApp, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocaas"))
-        .args(args)
-        .env("DATABASE_URL", &app.database_url)
-        .output()
-        .expect("running ocaas")
+    Command::new(env!("CARGO_BIN_EXE_ocaas")).args(args).env("DATABASE_URL", &app.database_url).output().expect("running ocaas")
 }
 
 fn stdout(output: &Output) -> String {
@@ -76,7 +72,8 @@ async fn password_can_come_from_stdin() {
         .unwrap();
     child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
     stdout(&child.wait_with_output().unwrap());
-    let response = app.anon(Method::POST, "/api/account/login").json(&json!({"email": "stdin@example.com", "password": PASSWORD})).send().await.unwrap();
+    let response =
+        app.anon(Method::POST, "/api/account/login").json(&json!({"email": "stdin@example.com", "password": PASSWORD})).send().await.unwrap();
     json(response, StatusCode::OK).await;
 }
 

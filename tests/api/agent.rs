@@ -29,7 +29,7 @@ async fn text(app: &TestApp, path: &str) -> String {
 async fn llms_full_mentions_every_path_of_the_spec() {
     let app = spawn_app_with(|_| {}).await;
     let full = text(&app, "/llms-full.md").await;
-    let spec = serde_json::to_value(ocaas::app::openapi()).unwrap();
+    let spec = serde_json::to_value(ocaas::router::openapi()).unwrap();
     for path in spec["paths"].as_object().unwrap().keys() {
         assert!(full.contains(path.as_str()), "llms-full.md does not mention {path}");
     }
@@ -51,10 +51,7 @@ async fn agent_texts_name_only_the_public_origin() {
         let found: Vec<&str> = urls.find_iter(body).map(|m| m.as_str()).collect();
         assert!(!found.is_empty(), "{path} has no links");
         for url in found {
-            assert!(
-                url.starts_with("https://claw.example.test") || url.starts_with("wss://claw.example.test"),
-                "{path} mentions {url}"
-            );
+            assert!(url.starts_with("https://claw.example.test") || url.starts_with("wss://claw.example.test"), "{path} mentions {url}");
         }
     }
     let skill = &bodies[3].1;
@@ -132,7 +129,9 @@ async fn the_served_helper_client_drives_every_command() {
         let events = ndjson(script, env, &["chat", "send", "--session", &session, "--stream", "--message", "/echo streamed"]);
         assert_eq!(events.first().unwrap()["event"], "status");
         assert_eq!(events.last().unwrap()["event"], "complete");
-        assert!(events.iter().any(|e| e["event"] == "message" && e["data"]["message"]["role"] == "assistant" && e["data"]["message"]["content"].as_str().unwrap().contains("streamed")));
+        assert!(events.iter().any(|e| e["event"] == "message"
+            && e["data"]["message"]["role"] == "assistant"
+            && e["data"]["message"]["content"].as_str().unwrap().contains("streamed")));
         let tail = ok(script, env, &["chat", "tail", "--session", &session, "--limit", "2"]);
         assert_eq!(tail.as_array().unwrap().len(), 2);
         let first_id = tail[0]["id"].as_str().unwrap().to_owned();
@@ -209,8 +208,20 @@ async fn every_curl_example_of_the_api_reference_works() {
     let app = spawn_app_with_docker(|_| {}).await;
     let (id, _) = ready_instance(&app).await;
     let invite = app.invite(1, 5).await;
-    json(app.api(Method::POST, &format!("/api/instances/{id}/files/write")).json(&serde_json::json!({"path": "/workspace/README.md", "content": "# demo\n"})).send().await.unwrap(), StatusCode::OK).await;
-    let exchange = json(app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&serde_json::json!({"message": "/echo first"})).send().await.unwrap(), StatusCode::OK).await;
+    json(
+        app.api(Method::POST, &format!("/api/instances/{id}/files/write"))
+            .json(&serde_json::json!({"path": "/workspace/README.md", "content": "# demo\n"}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let exchange = json(
+        app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&serde_json::json!({"message": "/echo first"})).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     let session = exchange["session_id"].as_str().unwrap().to_owned();
     let message = exchange["user_message"]["id"].as_str().unwrap().to_owned();
 
@@ -226,11 +237,7 @@ async fn every_curl_example_of_the_api_reference_works() {
         let streams = command.contains("/chat/stream");
         let limit = if follows { "3" } else { "60" };
         let output = tokio::task::spawn_blocking(move || {
-            Command::new("bash")
-                .arg("-c")
-                .arg(format!("{command} -sS --max-time {limit} -w '\\nHTTP %{{http_code}}'"))
-                .output()
-                .unwrap()
+            Command::new("bash").arg("-c").arg(format!("{command} -sS --max-time {limit} -w '\\nHTTP %{{http_code}}'")).output().unwrap()
         })
         .await
         .unwrap();

@@ -40,27 +40,17 @@ async fn missing_malformed_and_unknown_keys_are_401() {
 #[tokio::test]
 async fn revoked_and_expired_keys_are_401() {
     let app = spawn_app().await;
-    let created = json(
-        app.api(Method::POST, "/api/account/keys").json(&serde_json::json!({"name": "short-lived"})).send().await.unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
+    let created =
+        json(app.api(Method::POST, "/api/account/keys").json(&serde_json::json!({"name": "short-lived"})).send().await.unwrap(), StatusCode::CREATED)
+            .await;
     let key = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
     json(app.with_key(Method::GET, "/api/account", &key).send().await.unwrap(), StatusCode::OK).await;
 
-    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1::uuid")
-        .bind(&id)
-        .execute(&app.db)
-        .await
-        .unwrap();
+    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1::uuid").bind(&id).execute(&app.db).await.unwrap();
     assert_401(app.with_key(Method::GET, "/api/account", &key).send().await.unwrap()).await;
 
-    let other = json(
-        app.api(Method::POST, "/api/account/keys").json(&serde_json::json!({})).send().await.unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
+    let other = json(app.api(Method::POST, "/api/account/keys").json(&serde_json::json!({})).send().await.unwrap(), StatusCode::CREATED).await;
     let other_key = other["key"].as_str().unwrap();
     let response = app.api(Method::DELETE, &format!("/api/account/keys/{}", other["id"].as_str().unwrap())).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);

@@ -43,7 +43,7 @@ async fn docs_render_every_operation_offline() {
     let url = app.url("/docs/");
     let (dom, requests) = tokio::task::spawn_blocking(move || render(&url)).await.unwrap();
 
-    let spec = serde_json::to_value(ocaas::app::openapi()).unwrap();
+    let spec = serde_json::to_value(ocaas::router::openapi()).unwrap();
     for path in spec["paths"].as_object().unwrap().keys() {
         assert!(dom.contains(&format!("data-path=\"{path}\"")), "Swagger UI did not render {path}");
     }
@@ -72,7 +72,10 @@ async fn swagger_authorize_then_try_it_out_calls_the_api_with_the_key() {
     }
     browser.click(".opblock.is-open button.execute").await;
     let status = browser
-        .wait_for("const s = document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()", 20)
+        .wait_for(
+            "const s = document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()",
+            20,
+        )
         .await;
     browser.screenshot(&crate::webdriver::artifact("docs-try-it-out.png")).await;
     assert_eq!(status, "200", "Try it out with the authorized key answers 200");

@@ -223,12 +223,15 @@ async fn busy_sessions_unready_instances_and_strangers_are_refused() {
     let app = spawn_app_with_docker(|s| s.max_body_bytes = 1 << 20).await;
     let (id, _) = ready_instance(&app).await;
     let session = new_session(&app, &id).await;
-    let slow = app.api(Method::POST, &chat(&id, "/stream")).json(&json!({"session_id": session, "message": "/slow 300 a b c d"})).send().await.unwrap();
+    let slow =
+        app.api(Method::POST, &chat(&id, "/stream")).json(&json!({"session_id": session, "message": "/slow 300 a b c d"})).send().await.unwrap();
     let busy = send(&app, &id, json!({"session_id": session, "message": "me too"})).await;
     assert_error(busy, StatusCode::CONFLICT, "session_busy").await;
     SseReader::new(slow).all(WAIT).await;
 
-    for bad in [json!({"message": ""}), json!({"message": "   "}), json!({"message": "x".repeat(100_001)}), json!({"session_id": "nope", "message": "x"})] {
+    for bad in
+        [json!({"message": ""}), json!({"message": "   "}), json!({"message": "x".repeat(100_001)}), json!({"session_id": "nope", "message": "x"})]
+    {
         assert_error(send(&app, &id, bad).await, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
     let unknown = json!({"session_id": uuid::Uuid::now_v7(), "message": "x"});
@@ -236,14 +239,16 @@ async fn busy_sessions_unready_instances_and_strangers_are_refused() {
 
     let stranger = ocaas::auth::service::create_user(&app.db, "stranger@example.com", PASSWORD, None).await.unwrap();
     let key = ocaas::auth::service::create_api_key(&app.db, stranger.id, None, None).await.unwrap().key;
-    for (method, op) in [(Method::POST, ""), (Method::POST, "/stream"), (Method::GET, "/messages"), (Method::GET, "/sessions"), (Method::GET, "/events")] {
+    for (method, op) in
+        [(Method::POST, ""), (Method::POST, "/stream"), (Method::GET, "/messages"), (Method::GET, "/sessions"), (Method::GET, "/events")]
+    {
         let response = app.with_key(method, &chat(&id, op), &key).json(&json!({"message": "hi"})).send().await.unwrap();
         assert_error(response, StatusCode::NOT_FOUND, "instance_not_found").await;
     }
 
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages").fetch_one(&app.db).await.unwrap();
     json(app.api(Method::POST, &format!("/api/instances/{id}/shutdown")).send().await.unwrap(), StatusCode::ACCEPTED).await;
-    assert_error(send(&app, &id, json!({"message": "anyone?"})).await, StatusCode::CONFLICT, "instance_not_ready").await;
+    assert_error(send(&app, &id, json!({"message": "anyone?"})).await, StatusCode::CONFLICT, "instance_not_running").await;
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_messages").fetch_one(&app.db).await.unwrap();
     assert_eq!(before, after, "nothing is stored for a refused turn");
 }

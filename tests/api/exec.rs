@@ -76,6 +76,11 @@ async fn bad_exec_requests_are_refused() {
     }
     assert_error(exec(&app, &id, json!({"command": "true", "cwd": "relative"})).await, StatusCode::BAD_REQUEST, "invalid_path").await;
     assert_error(exec(&app, &id, json!({"command": "true", "cwd": "/nope"})).await, StatusCode::BAD_REQUEST, "invalid_cwd").await;
-    let missing = app.api(Method::POST, &format!("/api/instances/{}/terminal/exec", uuid::Uuid::new_v4())).json(&json!({"command": "true"})).send().await.unwrap();
+    let missing = app
+        .api(Method::POST, &format!("/api/instances/{}/terminal/exec", uuid::Uuid::new_v4()))
+        .json(&json!({"command": "true"}))
+        .send()
+        .await
+        .unwrap();
     assert_error(missing, StatusCode::NOT_FOUND, "instance_not_found").await;
 }

@@ -57,9 +57,12 @@ async fn text_round_trips_byte_exact_and_is_shared_with_exec() {
     assert_eq!(json(get(&app, &id, "/read", "/workspace/unicode.txt").await, StatusCode::OK).await["content"], "short");
 
     // A file made by a command is read by the API.
-    let exec = app.api(Method::POST, &format!("/api/instances/{id}/terminal/exec"))
+    let exec = app
+        .api(Method::POST, &format!("/api/instances/{id}/terminal/exec"))
         .json(&json!({"command": "printf 'made by exec\\n' > /workspace/from-exec.txt && cat /workspace/unicode.txt"}))
-        .send().await.unwrap();
+        .send()
+        .await
+        .unwrap();
     let exec = json(exec, StatusCode::OK).await;
     assert_eq!(exec["stdout"], "short", "exec sees the API's file");
     assert_eq!(json(get(&app, &id, "/read", "/workspace/from-exec.txt").await, StatusCode::OK).await["content"], "made by exec\n");
@@ -182,5 +185,6 @@ async fn every_error_case_is_a_clear_json_error() {
     // A stopped instance cannot be touched.
     json(app.api(Method::POST, &format!("/api/instances/{id}/shutdown")).send().await.unwrap(), StatusCode::ACCEPTED).await;
     assert_error(get(&app, &id, "/read", "/workspace/big.txt").await, StatusCode::CONFLICT, "instance_not_running").await;
-    assert_error(post(&app, &id, "/write", json!({"path": "/workspace/y", "content": "x"})).await, StatusCode::CONFLICT, "instance_not_running").await;
+    assert_error(post(&app, &id, "/write", json!({"path": "/workspace/y", "content": "x"})).await, StatusCode::CONFLICT, "instance_not_running")
+        .await;
 }

@@ -5,15 +5,16 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ocaas::app::{self, AppState};
 use ocaas::auth::service;
-use ocaas::config::{InstanceSettings, RegistrationMode, Settings};
-use ocaas::runtime::{DockerRuntime, Limits};
+use ocaas::config::Settings;
 use ocaas::db::{self, embedded::EmbeddedPostgres};
+use ocaas::runtime::DockerRuntime;
+use ocaas::serve::{self, start_background_tasks};
+use ocaas::state::AppState;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -56,31 +57,21 @@ fn server() -> &'static Server {
     })
 }
 
+/// The server's defaults, made smaller and quicker for tests.
 pub fn test_settings() -> Settings {
-    Settings {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
-        trust_proxy: false,
-        registration: RegistrationMode::Invite,
-        max_body_bytes: 64 * 1024,
-        session_hours: 24,
-        chat_timeout: Duration::from_secs(60),
-        ticket_ttl: Duration::from_secs(60),
-        novnc_dir: "/usr/share/novnc".into(),
-        xterm_dir: "/usr/share/nodejs/xterm".into(),
-        instances: InstanceSettings {
-            // Tests that start sandboxes set the real image with `sandbox_image()`.
-            image: "ocaas-sandbox:not-built-for-this-test".into(),
-            max_instances: 20,
-            limits: Limits { memory_bytes: 512 << 20, nano_cpus: 1_000_000_000, pids: 256 },
-            ready_timeout: Duration::from_secs(90),
-            reconcile_interval: Duration::from_secs(1),
-            llm_env: vec![],
-            max_read_bytes: 1 << 20,
-            max_upload_bytes: 64 << 20,
-            exec_max_output: 1 << 20,
-        },
-    }
+    // Tests that start sandboxes set the real image with `sandbox_image()`.
+    let mut settings = Settings::defaults("ocaas-sandbox:not-built-for-this-test");
+    settings.bind = "127.0.0.1:0".parse().unwrap();
+    settings.max_body_bytes = 64 * 1024;
+    settings.session_hours = 24;
+    settings.chat_timeout = Duration::from_secs(60);
+    let instances = &mut settings.instances;
+    instances.limits.memory_bytes = 512 << 20;
+    instances.limits.pids = 256;
+    instances.ready_timeout = Duration::from_secs(90);
+    instances.reconcile_interval = Duration::from_secs(1);
+    instances.max_upload_bytes = 64 << 20;
+    settings
 }
 
 /// The offline sandbox image, built once for the whole run by `docker/offline/build.sh`.
@@ -138,8 +129,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let address = format!("http://{}", listener.local_addr().unwrap());
     let runtime = Arc::new(DockerRuntime::connect().expect("a Docker client"));
     let state = AppState::new(pool.clone(), settings, runtime).await.expect("building the app state");
-    state.start_background_tasks();
-    tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
+    start_background_tasks(&state);
+    tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
 
     let user = service::create_user(&pool, "seed@example.com", PASSWORD, None).await.expect("seeding a user");
     let key = service::create_api_key(&pool, user.id, Some("seed"), None).await.expect("seeding a key").key;
@@ -155,8 +146,8 @@ pub async fn respawn(app: &TestApp) -> TestApp {
     settings.instances.reconcile_interval = Duration::from_secs(1);
     let runtime = Arc::new(DockerRuntime::connect().unwrap());
     let state = AppState::new(app.db.clone(), settings, runtime).await.unwrap();
-    state.start_background_tasks();
-    tokio::spawn(app::serve(listener, state.clone(), std::future::pending()));
+    start_background_tasks(&state);
+    tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
     let user = SeededUser { id: app.user.id, email: app.user.email.clone(), key: app.user.key.clone() };
     TestApp { address, db: app.db.clone(), database_url: app.database_url.clone(), client: app.client.clone(), user, state }
 }
@@ -201,10 +192,8 @@ impl TestApp {
     pub async fn settle(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let busy: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE status IN ('provisioning', 'rebooting')")
-                .fetch_one(&self.db)
-                .await
-                .unwrap();
+            let busy: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM instances WHERE status IN ('provisioning', 'rebooting')").fetch_one(&self.db).await.unwrap();
             if busy == 0 || std::time::Instant::now() > deadline {
                 return;
             }
@@ -237,6 +226,21 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// An instance row of the seeded user marked `ready`, with no container behind it: for
+    /// checks that end before anything reaches a sandbox (body validation, limits).
+    pub async fn ready_instance_row(&self) -> Uuid {
+        let id = Uuid::new_v4();
+        let sandbox = format!("sandy-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        sqlx::query("INSERT INTO instances (id, user_id, sandbox_id, status, image, gateway_token) VALUES ($1, $2, $3, 'ready', 'none', 'token')")
+            .bind(id)
+            .bind(self.user.id)
+            .bind(sandbox)
+            .execute(&self.db)
+            .await
+            .expect("inserting an instance row");
+        id
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

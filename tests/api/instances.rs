@@ -201,16 +201,14 @@ async fn an_instance_left_provisioning_by_a_dead_server_still_becomes_ready() {
     let app = spawn_app_with_docker(|s| s.instances.reconcile_interval = Duration::from_secs(3600)).await;
     // What a server that died right after accepting a create leaves behind: a row, no container.
     let id = uuid::Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO instances (id, user_id, sandbox_id, status, image, gateway_token) VALUES ($1, $2, $3, 'provisioning', $4, 'tok')",
-    )
-    .bind(id)
-    .bind(app.user.id)
-    .bind(format!("sandy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
-    .bind(&app.state.settings.instances.image)
-    .execute(&app.db)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO instances (id, user_id, sandbox_id, status, image, gateway_token) VALUES ($1, $2, $3, 'provisioning', $4, 'tok')")
+        .bind(id)
+        .bind(app.user.id)
+        .bind(format!("sandy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+        .bind(&app.state.settings.instances.image)
+        .execute(&app.db)
+        .await
+        .unwrap();
     // A new server process on the same database: its reconciler resumes the work at start.
     let restarted = crate::helpers::respawn(&app).await;
     wait_for(&restarted, &id.to_string(), "ready").await;
@@ -249,11 +247,15 @@ async fn sandboxes_are_unprivileged_limited_and_isolated_from_each_other() {
     assert_eq!(sandbox_sh(sandbox, "ls /var/run/docker.sock /run/docker.sock 2>/dev/null | wc -l"), "0");
     let limit = sandbox_sh(sandbox, "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes");
     assert_eq!(limit, (512u64 << 20).to_string());
-    assert_eq!(docker(&["inspect", "-f", "{{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}} {{.HostConfig.Privileged}}", sandbox]), "256 1000000000 false");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}} {{.HostConfig.Privileged}}", sandbox]),
+        "256 1000000000 false"
+    );
     let mounts = docker(&["inspect", "-f", "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}", sandbox]);
     assert_eq!(mounts, "volume:/workspace", "no host paths or sockets mounted");
 
-    let other_ip = docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", second["sandbox_id"].as_str().unwrap()]);
+    let other_ip =
+        docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", second["sandbox_id"].as_str().unwrap()]);
     let probe = format!(
         "python3 -c \"import socket; s=socket.socket(); s.settimeout(3); print('open' if s.connect_ex(('{other_ip}', 18789)) == 0 else 'closed')\""
     );

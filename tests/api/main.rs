@@ -13,6 +13,7 @@ mod files;
 mod helpers;
 mod instances;
 mod meta;
+mod metrics;
 mod openapi;
 mod request_errors;
 mod serve;

@@ -3,9 +3,9 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
 
-/// (path, needs the seeded user's key, a valid body's fields with a string and a non-string field)
+/// (path, whether the request is sent with the seeded user's key)
 const JSON_ENDPOINTS: [(&str, bool); 3] = [("/api/account/register", false), ("/api/account/login", false), ("/api/account/keys", true)];
 
 fn request(app: &TestApp, path: &str, authed: bool) -> reqwest::RequestBuilder {
@@ -85,8 +85,12 @@ const INSTANCE_JSON_ENDPOINTS: [&str; 6] = ["files/write", "files/upload", "file
 #[tokio::test]
 async fn instance_endpoints_reject_bad_bodies_the_same_way() {
     let app = spawn_app().await;
-    let id = uuid::Uuid::new_v4();
+    let id = app.ready_instance_row().await;
+    let foreign = uuid::Uuid::new_v4();
     for endpoint in INSTANCE_JSON_ENDPOINTS {
+        // Ownership is checked before the body is looked at.
+        let response = send_raw(&app, &format!("/api/instances/{foreign}/{endpoint}"), true, Some("application/json"), "{").await;
+        assert_error(response, StatusCode::NOT_FOUND, "instance_not_found").await;
         let path = format!("/api/instances/{id}/{endpoint}");
         for body in ["{", "[]", "null", r#"{"path": 5, "command": 5, "from": 5, "targetDir": 5}"#] {
             let response = send_raw(&app, &path, true, Some("application/json"), body).await;
@@ -111,23 +115,30 @@ async fn instance_endpoints_reject_bad_bodies_the_same_way() {
 #[tokio::test]
 async fn file_bodies_have_their_own_larger_limit() {
     let app = spawn_app_with(|s| s.instances.max_upload_bytes = 300 << 10).await;
-    let id = uuid::Uuid::new_v4();
+    // A `ready` row without a container: the body is read, then the missing sandbox answers.
+    let id = app.ready_instance_row().await;
     // Over the general JSON limit (64 KiB in tests) but within the upload limit: accepted as far
-    // as the body goes (the unknown instance answers).
+    // as the body goes.
     let fits = format!(r#"{{"path":"/workspace/x","content":"{}"}}"#, "a".repeat(200 << 10));
     let response = send_raw(&app, &format!("/api/instances/{id}/files/write"), true, Some("application/json"), fits.clone()).await;
-    assert_error(response, StatusCode::NOT_FOUND, "instance_not_found").await;
+    assert_error(response, StatusCode::CONFLICT, "instance_not_running").await;
     let response = send_raw(&app, &format!("/api/instances/{id}/terminal/exec"), true, Some("application/json"), fits).await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     let too_big = format!(r#"{{"path":"/workspace/x","content":"{}"}}"#, "a".repeat(600 << 10));
-    let response = send_raw(&app, &format!("/api/instances/{id}/files/write"), true, Some("application/json"), too_big).await;
+    let response = send_raw(&app, &format!("/api/instances/{id}/files/write"), true, Some("application/json"), too_big.clone()).await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    // Someone else's (or no) instance: refused before the body is read.
+    let foreign = uuid::Uuid::new_v4();
+    let response = send_raw(&app, &format!("/api/instances/{foreign}/files/write"), true, Some("application/json"), too_big).await;
+    assert_error(response, StatusCode::NOT_FOUND, "instance_not_found").await;
 }
 
 #[tokio::test]
 async fn bad_requests_change_nothing() {
     let app = spawn_app().await;
-    let count = || async { sqlx::query_scalar::<_, i64>("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM api_keys)").fetch_one(&app.db).await.unwrap() };
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM api_keys)").fetch_one(&app.db).await.unwrap()
+    };
     let before = count().await;
     for (path, authed) in JSON_ENDPOINTS {
         send_raw(&app, path, authed, Some("application/json"), "{").await;

@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 }
 
 async fn start(data_dir: &Path, port: u16) -> Child {
-    let child = ocaas(data_dir).args(["serve", "--bind", &format!("127.0.0.1:{port}")]).spawn().unwrap();
+    let mut child = ocaas(data_dir).args(["serve", "--bind", &format!("127.0.0.1:{port}")]).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
@@ -36,6 +36,8 @@ async fn start(data_dir: &Path, port: u16) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("ocaas serve did not become ready");
 }
 
@@ -53,13 +55,7 @@ fn run(data_dir: &Path, args: &[&str]) -> String {
 }
 
 async fn account_status(port: u16, key: &str) -> StatusCode {
-    reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/account"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    reqwest::Client::new().get(format!("http://127.0.0.1:{port}/api/account")).bearer_auth(key).send().await.unwrap().status()
 }
 
 #[tokio::test]

@@ -57,7 +57,9 @@ async fn the_stand_in_gateway_matches_the_captures() {
     let ours = frames(&response.text().await.unwrap());
     let shape = |f: &str| if f == "[DONE]" { json!("[DONE]") } else { skeleton(&serde_json::from_str(f).unwrap()) };
     // Role chunk, a content chunk, finish chunk, usage chunk, [DONE].
-    for (theirs, mine) in [(0, 0), (1, 1), (captured.len() - 3, ours.len() - 3), (captured.len() - 2, ours.len() - 2), (captured.len() - 1, ours.len() - 1)] {
+    for (theirs, mine) in
+        [(0, 0), (1, 1), (captured.len() - 3, ours.len() - 3), (captured.len() - 2, ours.len() - 2), (captured.len() - 1, ours.len() - 1)]
+    {
         assert_eq!(shape(&ours[mine]), shape(&captured[theirs]), "frame {mine}");
     }
 

@@ -56,8 +56,14 @@ impl Browser {
         }
         let profile = std::env::temp_dir().join(format!("ocaas-webdriver-{}", uuid::Uuid::new_v4().simple()));
         let args = json!([
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--window-size=1280,900",
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--window-size=1280,900",
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             format!("--user-data-dir={}", profile.display()),
         ]);
@@ -135,7 +141,10 @@ impl Browser {
             Ok(response) => response.json().await.unwrap_or_default(),
             Err(error) => return format!("(no console log: {error})"),
         };
-        reply["value"].as_array().map(|entries| entries.iter().map(|e| format!("{} {}", e["level"], e["message"])).collect::<Vec<_>>().join("\n")).unwrap_or_default()
+        reply["value"]
+            .as_array()
+            .map(|entries| entries.iter().map(|e| format!("{} {}", e["level"], e["message"])).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
     }
 
     /// The element matching `css` (waiting up to 20 s for it to exist).

@@ -19,10 +19,7 @@ pub async fn open(url: &str, headers: &[(&str, &str)]) -> Result<Ws, (StatusCode
     let url = url.replacen("http", "ws", 1);
     let mut request = url.as_str().into_client_request().unwrap();
     for (name, value) in headers {
-        request.headers_mut().insert(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
+        request.headers_mut().insert(reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(ws),

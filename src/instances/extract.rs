@@ -1,0 +1,116 @@
+//! Extractors for the routes under `/api/instances/{instanceId}`: they authenticate the
+//! caller, parse the id and load the caller's instance — or answer 404 `instance_not_found`
+//! (also for other users' instances, whose existence is not revealed) — before any handler
+//! code or body byte is read. `RunningInstance` also requires the instance `ready`. Each
+//! carries its own OpenAPI path parameter, so handlers only name it in `params(…)`.
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use sqlx::PgPool;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use uuid::Uuid;
+
+use super::models::InstanceStatus;
+use super::repo::{self, InstanceRow};
+use crate::auth::AuthUser;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::extract::InstanceId;
+use crate::state::AppState;
+
+/// The caller's instance, whatever its status.
+pub struct OwnedInstance {
+    pub user: AuthUser,
+    pub instance: InstanceRow,
+}
+
+/// The caller's instance, `ready` to run commands, file operations, chat and terminals.
+pub struct RunningInstance {
+    pub user: AuthUser,
+    pub instance: InstanceRow,
+}
+
+fn not_found() -> AppError {
+    AppError::new(ErrorCode::InstanceNotFound, "No instance with this id exists on your account.")
+}
+
+/// The instance if it belongs to `user_id`, else 404.
+pub async fn owned(db: &PgPool, user_id: Uuid, id: Uuid) -> AppResult<InstanceRow> {
+    repo::get_for_user(db, id, user_id).await?.ok_or_else(not_found)
+}
+
+/// The instance if it belongs to `user_id` and is `ready`, else 404 or 409 `instance_not_running`.
+pub async fn running(db: &PgPool, user_id: Uuid, id: Uuid) -> AppResult<InstanceRow> {
+    let instance = owned(db, user_id, id).await?;
+    require_ready(&instance)?;
+    Ok(instance)
+}
+
+pub fn require_ready(instance: &InstanceRow) -> AppResult<()> {
+    if instance.status == InstanceStatus::Ready {
+        return Ok(());
+    }
+    Err(AppError::new(
+        ErrorCode::InstanceNotRunning,
+        format!("The instance is {}; it must be ready (start it with POST /api/instances/{}/start).", instance.status.as_str(), instance.id),
+    ))
+}
+
+async fn caller_and_instance<S>(parts: &mut Parts, state: &S) -> AppResult<(AuthUser, InstanceRow)>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    let user = AuthUser::from_request_parts(parts, state).await?;
+    let InstanceId(id) = InstanceId::from_request_parts(parts, state).await?;
+    let instance = owned(&AppState::from_ref(state).db, user.user_id, id).await?;
+    Ok((user, instance))
+}
+
+impl<S> FromRequestParts<S> for OwnedInstance
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (user, instance) = caller_and_instance(parts, state).await?;
+        Ok(OwnedInstance { user, instance })
+    }
+}
+
+impl<S> FromRequestParts<S> for RunningInstance
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (user, instance) = caller_and_instance(parts, state).await?;
+        require_ready(&instance)?;
+        Ok(RunningInstance { user, instance })
+    }
+}
+
+/// The `{instanceId}` path parameter as documented.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(non_snake_case, dead_code)]
+struct InstancePath {
+    /// Instance id
+    instanceId: Uuid,
+}
+
+impl IntoParams for OwnedInstance {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        InstancePath::into_params(parameter_in)
+    }
+}
+
+impl IntoParams for RunningInstance {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        InstancePath::into_params(parameter_in)
+    }
+}

@@ -1,0 +1,122 @@
+//! An in-memory `Runtime` for unit tests of lifecycle and reconciler decisions: containers
+//! are entries in a map, with a state word each. Integration tests use the real engine; this
+//! only lets the decisions be checked without one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::*;
+
+/// A container: its state word and its labels.
+type Entry = (String, HashMap<String, String>);
+
+#[derive(Default)]
+pub struct MemoryRuntime {
+    /// name → container
+    pub containers: Mutex<HashMap<String, Entry>>,
+    /// Volumes that exist.
+    pub volumes: Mutex<Vec<String>>,
+    /// Every call, in order, as `verb name`.
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl MemoryRuntime {
+    pub fn with_container(self, name: &str, state: &str, labels: &[(&str, &str)]) -> Self {
+        let labels = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.containers.lock().unwrap().insert(name.to_owned(), (state.to_owned(), labels));
+        self
+    }
+
+    pub fn state_of(&self, name: &str) -> Option<String> {
+        self.containers.lock().unwrap().get(name).map(|(state, _)| state.clone())
+    }
+
+    fn record(&self, verb: &str, name: &str) {
+        self.calls.lock().unwrap().push(format!("{verb} {name}"));
+    }
+
+    fn set_state(&self, name: &str, state: &str) -> RuntimeResult<()> {
+        match self.containers.lock().unwrap().get_mut(name) {
+            Some(entry) => {
+                entry.0 = state.to_owned();
+                Ok(())
+            }
+            None => Err(RuntimeError::NotFound(name.to_owned())),
+        }
+    }
+}
+
+fn unsupported<T>() -> RuntimeResult<T> {
+    Err(RuntimeError::Other("not supported by the in-memory runtime".into()))
+}
+
+#[async_trait]
+impl Runtime for MemoryRuntime {
+    async fn ping(&self) -> RuntimeResult<()> {
+        Ok(())
+    }
+    async fn ensure_network(&self) -> RuntimeResult<()> {
+        Ok(())
+    }
+    async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
+        self.record("create", &spec.name);
+        self.volumes.lock().unwrap().push(spec.workspace_volume.clone());
+        self.containers.lock().unwrap().entry(spec.name.clone()).or_insert_with(|| ("created".into(), spec.labels.clone()));
+        Ok(())
+    }
+    async fn start(&self, name: &str) -> RuntimeResult<()> {
+        self.record("start", name);
+        self.set_state(name, "running")
+    }
+    async fn stop(&self, name: &str, _grace_secs: i32) -> RuntimeResult<()> {
+        self.record("stop", name);
+        self.set_state(name, "exited")
+    }
+    async fn restart(&self, name: &str, _grace_secs: i32) -> RuntimeResult<()> {
+        self.record("restart", name);
+        self.set_state(name, "running")
+    }
+    async fn remove_sandbox(&self, name: &str, workspace_volume: &str) -> RuntimeResult<()> {
+        self.record("remove", name);
+        self.containers.lock().unwrap().remove(name);
+        self.volumes.lock().unwrap().retain(|v| v != workspace_volume);
+        Ok(())
+    }
+    async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo> {
+        let state = self.state_of(name).ok_or_else(|| RuntimeError::NotFound(name.to_owned()))?;
+        let running = state == "running";
+        let exit_code = (state == "exited").then_some(137);
+        Ok(ContainerInfo { state, running, exit_code, started_at: None, ip: None, error: None })
+    }
+    async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
+        let containers = self.containers.lock().unwrap();
+        Ok(containers
+            .iter()
+            .filter(|(_, (_, labels))| labels.get(LABEL_DEPLOYMENT).is_some_and(|d| d == deployment))
+            .map(|(name, (_, labels))| ManagedContainer { name: name.clone(), labels: labels.clone() })
+            .collect())
+    }
+    async fn exec(&self, _name: &str, _request: ExecRequest) -> RuntimeResult<ExecOutput> {
+        unsupported()
+    }
+    async fn exec_tty(&self, _name: &str, _request: TtyRequest) -> RuntimeResult<TtySession> {
+        unsupported()
+    }
+    async fn resize_tty(&self, _exec_id: &str, _cols: u16, _rows: u16) -> RuntimeResult<()> {
+        unsupported()
+    }
+    async fn exec_exit_code(&self, _exec_id: &str) -> RuntimeResult<Option<i64>> {
+        unsupported()
+    }
+    async fn upload_archive(&self, _name: &str, _dir: &str, _tar: ByteStream) -> RuntimeResult<()> {
+        unsupported()
+    }
+    fn download_archive(&self, _name: &str, _path: &str) -> ByteStream {
+        Box::pin(futures_util::stream::empty())
+    }
+    async fn resources(&self, _name: &str) -> RuntimeResult<Resources> {
+        unsupported()
+    }
+}

@@ -1,0 +1,55 @@
+//! The shared state every handler and background task reads: the database pool, settings,
+//! the container runtime and the in-process registries. It sits at the bottom of the crate:
+//! it imports only `config`, `db`, `metrics` and `runtime`, so any domain may depend on it.
+
+mod drivers;
+mod events;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use drivers::Drivers;
+pub use events::EventHub;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub settings: Arc<Settings>,
+    pub runtime: Arc<dyn Runtime>,
+    /// Names this database's containers on a shared engine (label `ocaas.deployment`).
+    pub deployment_id: Uuid,
+    /// The lifecycle work running in this process, one per instance.
+    pub drivers: Arc<Drivers>,
+    /// Fan-out of chat event notifications within this process.
+    pub chat_events: Arc<EventHub>,
+    pub metrics: Arc<Metrics>,
+    /// For talking to sandbox gateways.
+    pub http: reqwest::Client,
+    /// Cancelled when the server shuts down; background tasks watch it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub async fn new(db: PgPool, settings: Settings, runtime: Arc<dyn Runtime>) -> anyhow::Result<Self> {
+        let deployment_id = crate::db::deployment_id(&db).await?;
+        Ok(AppState {
+            db,
+            settings: Arc::new(settings),
+            runtime,
+            deployment_id,
+            drivers: Arc::default(),
+            chat_events: Arc::default(),
+            metrics: Arc::default(),
+            http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
