@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod chat;
 mod dashboard;
+mod deploy;
 mod desktop;
 mod exec;
 mod files;

@@ -1,0 +1,125 @@
+//! `deploy/nginx.conf` as committed, with a real nginx (Debian's) in front of a real ocaas
+//! started with `OCAAS_TRUST_PROXY=true`: docs, links and origins name the proxy, a chat answer
+//! streams through it incrementally, both websockets work through it, and the browser
+//! session's cookie + CSRF flow does too.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, json, ready_instance, spawn_app_with_docker};
+use crate::sse::SseReader;
+use crate::ws::{open_with_key, read_until, send_text};
+
+struct Nginx(Child, std::path::PathBuf);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+/// nginx with `deploy/nginx.conf`, its upstream pointed at `app` and listening on a free port.
+fn start_nginx(app: &TestApp) -> (Nginx, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let upstream = app.address.trim_start_matches("http://");
+    let site = include_str!("../../deploy/nginx.conf")
+        .replace("server 127.0.0.1:8080;", &format!("server {upstream};"))
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let dir = std::env::temp_dir().join(format!("ocaas-nginx-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let d = dir.display();
+    let main = format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  \
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
+         scgi_temp_path {d}/scgi;\n  include {d}/site.conf;\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), main).unwrap();
+    let nginx = which("nginx").expect("Debian's nginx is needed (apt-get install nginx-light)");
+    let child = Command::new(nginx).arg("-c").arg(dir.join("nginx.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Nginx(child, dir), format!("127.0.0.1:{port}"))
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(|d| std::path::Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+#[tokio::test]
+async fn ocaas_works_behind_nginx_with_the_committed_config() {
+    let app = spawn_app_with_docker(|s| s.trust_proxy = true).await;
+    let (id, _) = ready_instance(&app).await;
+    let (_nginx, proxy) = start_nginx(&app);
+    let origin = format!("http://{proxy}");
+    let http = reqwest::Client::new();
+
+    // Docs and discovery name the proxy's origin, not ocaas's own address.
+    assert_eq!(http.get(format!("{origin}/docs/")).send().await.unwrap().status(), StatusCode::OK);
+    let root: Value = http.get(format!("{origin}/api")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(root["api_root"], format!("{origin}/api"));
+    let llms = http.get(format!("{origin}/llms.txt")).send().await.unwrap().text().await.unwrap();
+    assert!(llms.contains(&origin) && !llms.contains(&app.address), "{llms}");
+
+    // A chat answer streams through nginx: the first delta arrives well before the end.
+    let started = Instant::now();
+    let response = http
+        .post(format!("{origin}/api/instances/{id}/chat/stream"))
+        .bearer_auth(&app.user.key)
+        .json(&json!({"message": "/slow 300 a b c d e f"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = SseReader::new(response);
+    let mut first_delta = None;
+    let mut completed = None;
+    while let Some(event) = events.next(Duration::from_secs(30)).await {
+        if event.data.get("delta").is_some() && first_delta.is_none() {
+            first_delta = Some(started.elapsed());
+        }
+        if event.event == "complete" {
+            completed = Some(started.elapsed());
+            break;
+        }
+    }
+    let (first_delta, completed) = (first_delta.expect("a delta arrived"), completed.expect("the turn completed"));
+    assert!(first_delta + Duration::from_millis(900) < completed, "buffered: first delta at {first_delta:?}, complete at {completed:?}");
+
+    // terminal/ws through nginx.
+    let ws_origin = format!("ws://{proxy}");
+    let mut terminal = open_with_key(&format!("{ws_origin}/api/instances/{id}/terminal/ws"), &app.user.key).await.expect("terminal through nginx");
+    send_text(&mut terminal, "echo through-$((40+2))\n").await;
+    read_until(&mut terminal, "through-42").await;
+
+    // vnc/ws through nginx, with a ticket from vnc-url (whose URLs name the proxy).
+    let vnc_url: Value = http.get(format!("{origin}/api/instances/{id}/vnc-url")).bearer_auth(&app.user.key).send().await.unwrap().json().await.unwrap();
+    let ws_url = vnc_url["ws_url"].as_str().unwrap();
+    assert!(ws_url.starts_with(&format!("{ws_origin}/")), "{vnc_url}");
+    let mut vnc = crate::ws::open(ws_url, &[]).await.expect("vnc through nginx");
+    let greeting = read_until(&mut vnc, "RFB 003.00").await;
+    assert!(greeting.starts_with("RFB"), "{greeting:?}");
+
+    // The browser session: log in through nginx, then a state change needs the CSRF token.
+    let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let login = browser
+        .post(format!("{origin}/api/account/login"))
+        .json(&json!({"email": app.user.email, "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let csrf = json(login, StatusCode::OK).await["csrf_token"].as_str().unwrap().to_owned();
+    let refused = browser.post(format!("{origin}/api/account/keys")).json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let created = browser.post(format!("{origin}/api/account/keys")).header("X-CSRF-Token", csrf).json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    app.settle().await;
+}
