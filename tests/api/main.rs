@@ -16,6 +16,7 @@ mod instances;
 mod meta;
 mod metrics;
 mod openapi;
+mod quickstart;
 mod request_errors;
 mod serve;
 mod sse;
