@@ -189,3 +189,36 @@ pub fn origin_for(settings: &crate::config::Settings, headers: &axum::http::Head
 fn is_safe_host(value: &str) -> bool {
     value.len() <= 255 && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
 }
+
+/// The client's address, for the audit log: the first `X-Forwarded-For` hop when
+/// `OCAAS_TRUST_PROXY` is on, else the peer of the TCP connection.
+pub struct ClientAddr(pub Option<String>);
+
+impl ClientAddr {
+    pub fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let forwarded = state
+            .settings
+            .trust_proxy
+            .then(|| parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+            .map(str::to_owned);
+        let peer = || parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        Ok(ClientAddr(forwarded.or_else(peer)))
+    }
+}

@@ -15,6 +15,7 @@ pub mod state;
 pub mod wsbridge;
 
 // Domains: one folder each.
+pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod docs;

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::docs::spec::ApiDoc;
 use crate::error::{ErrorCode, json_error};
 use crate::state::AppState;
-use crate::{auth, chat, docs, files, health, instances, terminal, vnc, web};
+use crate::{audit, auth, chat, docs, files, health, instances, terminal, vnc, web};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -28,6 +28,7 @@ pub fn api_router(settings: &Settings) -> OpenApiRouter<AppState> {
         .merge(docs::router())
         .merge(health::router())
         .merge(auth::router())
+        .merge(audit::router())
         .merge(instances::router())
         .merge(files::router(settings.instances.upload_body_limit()))
         .merge(chat::router())

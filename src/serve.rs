@@ -24,9 +24,12 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         shutdown.await;
         token.cancel();
     });
-    // `into_make_service` shares the router between connections; serving the `Router` itself
+    // The make-service shares the router between connections (and records each peer's
+    // address for the audit log); serving the `Router` itself
     // would rebuild every route (and copy what handlers captured) for each connection.
-    axum::serve(listener, app.into_make_service()).with_graceful_shutdown(drain_started.cancelled_owned()).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(drain_started.cancelled_owned())
+        .await?;
     // Give background tasks a moment to observe the cancellation.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())

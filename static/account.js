@@ -20,6 +20,7 @@ async function showAccount(account) {
   $('user-email').textContent = account.email;
   notify('');
   await loadKeys();
+  await loadAudit();
   await startDashboard(account);
 }
 
@@ -74,12 +75,30 @@ async function loadKeys() {
   )));
 }
 
+// The audit log: a page of events, and "Older" appends the next one.
+let auditBefore = null;
+async function loadAudit(more = false) {
+  const query = more && auditBefore !== null ? `?limit=20&before=${auditBefore}` : '?limit=20';
+  const page = await api('GET', `/api/account/audit${query}`);
+  const rows = page.events.map((e) => el('tr', { dataset: { action: e.action } },
+    el('td', {}, when(e.at)),
+    el('td', {}, e.action.replaceAll('_', ' ')),
+    el('td', {}, e.client_addr ?? '—'),
+    el('td', {}, el('code', {}, e.target ?? '')),
+  ));
+  if (more) $('audit').append(...rows); else $('audit').replaceChildren(...rows);
+  auditBefore = page.next_before;
+  $('audit-more').hidden = page.next_before === null;
+}
+$('audit-more').addEventListener('click', guard(() => loadAudit(true)));
+
 $('create-key-form').addEventListener('submit', guard(async (event) => {
   const created = await api('POST', '/api/account/keys', formData(event.target));
   event.target.reset();
   $('new-key-secret').textContent = created.key;
   $('new-key').hidden = false;
   await loadKeys();
+  await loadAudit();
 }));
 
 $('copy-key').addEventListener('click', async () => {

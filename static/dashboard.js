@@ -90,14 +90,38 @@ function closePanel() {
   $('instance-panel').hidden = true;
   terminal?.close();
   terminal = null;
+  closeLogs();
   $('desktop-frame').removeAttribute('src');
+}
+
+// Logs: the sandbox's output, followed over SSE while the tab is open.
+const MAX_LOG_LINES = 1000;
+let logs = null;
+function openLogs(id) {
+  closeLogs();
+  $('logs-view').replaceChildren();
+  $('logs-state').textContent = 'Following…';
+  logs = new EventSource(`/api/instances/${id}/logs?tail=200&follow=true`);
+  logs.addEventListener('log', (event) => {
+    const line = JSON.parse(event.data);
+    $('logs-view').append(el('span', { class: line.stream }, `${line.text}\n`));
+    while ($('logs-view').childElementCount > MAX_LOG_LINES) $('logs-view').firstElementChild.remove();
+    $('logs-view').scrollTop = $('logs-view').scrollHeight;
+  });
+  logs.addEventListener('end', () => { $('logs-state').textContent = 'The sandbox stopped.'; closeLogs(); });
+  logs.onerror = () => { $('logs-state').textContent = 'Disconnected.'; closeLogs(); };
+}
+function closeLogs() {
+  logs?.close();
+  logs = null;
 }
 
 for (const button of document.querySelectorAll('.tabs button')) button.addEventListener('click', () => showTab(button.dataset.tab));
 
 function showTab(name) {
   for (const button of document.querySelectorAll('.tabs button')) button.classList.toggle('active', button.dataset.tab === name);
-  for (const tab of ['chat', 'terminal', 'desktop']) $(`tab-${tab}`).hidden = tab !== name;
+  for (const tab of ['chat', 'terminal', 'desktop', 'logs']) $(`tab-${tab}`).hidden = tab !== name;
+  if (name === 'logs') openLogs(openId); else closeLogs();
   if (name === 'terminal' && !terminal) terminal = openTerminal(openId);
   if (name === 'desktop') openDesktop(openId).catch((error) => notify(error.message));
 }

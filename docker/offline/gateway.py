@@ -154,6 +154,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(400, {"error": {"message": "messages must be a non-empty array", "type": "invalid_request_error"}})
             return
         session_key = self.headers.get("x-openclaw-session-key") or body.get("user")
+        # Like the real gateway, say on stdout what it is doing (ocaas's instance logs show it).
+        print(f"[gateway] chat completion stream={bool(body.get('stream'))} session={session_key}", flush=True)
         chunks, delay, failed = run_turn(session_key, messages)
         completion_id = f"chatcmpl_{uuid.uuid4()}"
         created = int(time.time())
@@ -215,6 +217,7 @@ def main():
     args = parser.parse_args()
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     server.daemon_threads = True
+    print(f"[gateway] listening on {args.bind}:{args.port}", flush=True)
     server.serve_forever()
 
 

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::extractor::{AuthUser, Credential, SESSION_COOKIE};
 use super::models::{AccountView, ApiKeyView, CreateKeyRequest, CreatedApiKey, LoginRequest, RegisterRequest};
 use super::{repo, service};
+use crate::audit::AuditAction;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
+use crate::extract::ClientAddr;
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 
@@ -27,8 +29,9 @@ use crate::state::AppState;
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn register(State(state): State<AppState>, ApiJson(body): ApiJson<RegisterRequest>) -> AppResult<Response> {
+pub async fn register(State(state): State<AppState>, client: ClientAddr, ApiJson(body): ApiJson<RegisterRequest>) -> AppResult<Response> {
     let user = service::register(&state.db, state.settings.registration, &body.email, &body.password, body.invite_code.as_deref()).await?;
+    audit(&state, AuditAction::UserRegistered, Some(user.id), &client, None).await?;
     logged_in(&state, user.id, StatusCode::CREATED).await
 }
 
@@ -45,9 +48,15 @@ pub async fn register(State(state): State<AppState>, ApiJson(body): ApiJson<Regi
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> AppResult<Response> {
-    let user = service::login(&state.db, &body.email, &body.password).await?;
-    logged_in(&state, user.id, StatusCode::OK).await
+pub async fn login(State(state): State<AppState>, client: ClientAddr, ApiJson(body): ApiJson<LoginRequest>) -> AppResult<Response> {
+    let outcome = service::login(&state.db, &body.email, &body.password).await;
+    let (action, actor) = match &outcome {
+        Ok(user) => (AuditAction::LoginSucceeded, Some(user.id)),
+        Err(_) => (AuditAction::LoginFailed, None),
+    };
+    let event = crate::audit::Event { action, actor, email: Some(body.email.trim()), client: client.as_deref(), target: None };
+    crate::audit::record(&state.db, event).await?;
+    logged_in(&state, outcome?.id, StatusCode::OK).await
 }
 
 async fn logged_in(state: &AppState, user_id: Uuid, status: StatusCode) -> AppResult<Response> {
@@ -77,10 +86,11 @@ fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
             example = json!({"error": "unauthorized", "message": "The browser session has expired; log in again."})),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
     ))]
-pub async fn logout(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
+pub async fn logout(State(state): State<AppState>, user: AuthUser, client: ClientAddr) -> AppResult<Response> {
     let mut headers = HeaderMap::new();
     if let Credential::Session { token_hash, .. } = &user.credential {
         repo::delete_session(&state.db, token_hash).await?;
+        audit(&state, AuditAction::Logout, Some(user.user_id), &client, None).await?;
         headers.insert(header::SET_COOKIE, session_cookie("", 0, state.settings.secure_cookies()));
     }
     Ok((StatusCode::NO_CONTENT, headers).into_response())
@@ -125,9 +135,11 @@ pub async fn list_keys(State(state): State<AppState>, user: AuthUser) -> AppResu
 pub async fn create_key(
     State(state): State<AppState>,
     user: AuthUser,
+    client: ClientAddr,
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> AppResult<(StatusCode, Json<CreatedApiKey>)> {
     let created = service::create_api_key(&state.db, user.user_id, body.name.as_deref(), body.expires_in_days).await?;
+    audit(&state, AuditAction::KeyCreated, Some(user.user_id), &client, Some(created.view.id.to_string())).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -143,10 +155,17 @@ pub async fn create_key(
         (status = 404, description = "`key_not_found`: no such key on this account", body = ErrorBody,
             example = json!({"error": "key_not_found", "message": "No API key with this id exists on your account."})),
     ))]
-pub async fn revoke_key(State(state): State<AppState>, user: AuthUser, ApiPath(id): ApiPath<Uuid>) -> AppResult<StatusCode> {
+pub async fn revoke_key(State(state): State<AppState>, user: AuthUser, client: ClientAddr, ApiPath(id): ApiPath<Uuid>) -> AppResult<StatusCode> {
     if repo::revoke_api_key(&state.db, id, Some(user.user_id)).await? {
+        audit(&state, AuditAction::KeyRevoked, Some(user.user_id), &client, Some(id.to_string())).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::new(ErrorCode::KeyNotFound, "No API key with this id exists on your account."))
     }
+}
+
+/// Records an event of the caller's account.
+async fn audit(state: &AppState, action: AuditAction, actor: Option<Uuid>, client: &ClientAddr, target: Option<String>) -> AppResult<()> {
+    let event = crate::audit::Event { action, actor, email: None, client: client.as_deref(), target };
+    Ok(crate::audit::record(&state.db, event).await?)
 }

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use uuid::Uuid;
 
+use super::audit::admin_action;
+use crate::audit::AuditAction;
 use crate::auth::{repo, service};
 use crate::config::GlobalArgs;
 use crate::db::{self, ClusterUse, Database};
@@ -27,6 +29,8 @@ pub enum AdminCommand {
     /// Subscriptions.
     #[command(subcommand)]
     Subscription(SubscriptionCommand),
+    /// The audit log (logins, keys, instances, admin actions).
+    Audit(super::audit::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,16 +143,19 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
                 None => read_password_from_stdin()?,
             };
             let user = service::create_user(db, &email, &password, None).await?;
+            admin_action(db, AuditAction::AdminUserCreated, user.email.clone()).await?;
             Ok(format!("created user {} ({})", user.email, user.id))
         }
         AdminCommand::User(UserCommand::List) => list_users(db).await,
         AdminCommand::Key(KeyCommand::Create { email, name, days }) => {
             let user = service::user_by_email_or_404(db, &email).await?;
             let created = service::create_api_key(db, user.id, name.as_deref(), days).await?;
+            admin_action(db, AuditAction::AdminKeyCreated, format!("{} {}", user.email, created.view.id)).await?;
             Ok(created.key)
         }
         AdminCommand::Key(KeyCommand::Revoke { id }) => {
             if repo::revoke_api_key(db, id, None).await? {
+                admin_action(db, AuditAction::AdminKeyRevoked, id.to_string()).await?;
                 Ok(format!("revoked key {id}"))
             } else {
                 Err(AppError::new(ErrorCode::KeyNotFound, format!("No active key has the id {id}.")))
@@ -161,12 +168,17 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
                 valid_days: args.days,
                 subscription_days: args.subscription_days,
             };
-            service::create_invite(db, &spec).await
+            let code = service::create_invite(db, &spec).await?;
+            let target = format!("invite: {} use(s), {} instance(s)", spec.uses, spec.max_instances);
+            admin_action(db, AuditAction::AdminInviteCreated, target).await?;
+            Ok(code)
         }
         AdminCommand::Subscription(SubscriptionCommand::Grant { email, max_instances, days }) => {
             let user = service::grant_subscription(db, &email, max_instances, days).await?;
+            admin_action(db, AuditAction::AdminSubscriptionGranted, format!("{} max_instances={max_instances}", user.email)).await?;
             Ok(format!("granted {} a subscription of {max_instances} instance(s)", user.email))
         }
+        AdminCommand::Audit(args) => super::audit::list(db, &args).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ocaas` command line: `serve`, `migrate`, `admin …` and `openapi`.
 
 pub mod admin;
+mod audit;
 pub mod setup;
 
 use std::path::PathBuf;

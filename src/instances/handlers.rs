@@ -5,9 +5,10 @@ use super::extract::OwnedInstance;
 use super::lifecycle::{self, gateway_ready};
 use super::models::*;
 use super::repo;
+use crate::audit::AuditAction;
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
-use crate::extract::{ApiJsonOrEmpty, PublicOrigin};
+use crate::extract::{ApiJsonOrEmpty, ClientAddr, PublicOrigin};
 use crate::runtime::RuntimeError;
 use crate::state::AppState;
 use axum::Json;
@@ -49,9 +50,11 @@ pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
     origin: PublicOrigin,
+    client: ClientAddr,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<CreateInstanceRequest>,
 ) -> AppResult<Response> {
     let row = access::admit_and_insert(&state, user.user_id, body.invite_code.as_deref(), body.name.as_deref()).await?;
+    audit(&state, AuditAction::InstanceCreated, user.user_id, &client, row.id).await?;
     lifecycle::spawn_drive(&state, row.id);
     let location = origin.url(&format!("/api/instances/{}", row.id));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(Instance::from(row))).into_response())
@@ -82,7 +85,8 @@ pub async fn get(OwnedInstance { instance, .. }: OwnedInstance) -> Json<Instance
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
-pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Response> {
+pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, user }: OwnedInstance, client: ClientAddr) -> AppResult<Response> {
+    audit(&state, AuditAction::InstanceDeleted, user.user_id, &client, instance.id).await?;
     let all_but_deleting = [
         InstanceStatus::Provisioning,
         InstanceStatus::Ready,
@@ -130,8 +134,14 @@ async fn change_state(
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: only `ready` or `error` instances reboot", body = ErrorBody),
     ))]
-pub async fn reboot(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<(StatusCode, Json<Instance>)> {
-    change_state(&state, &instance, &[InstanceStatus::Ready, InstanceStatus::Error], InstanceStatus::Rebooting, "reboot").await
+pub async fn reboot(
+    State(state): State<AppState>,
+    OwnedInstance { instance, user }: OwnedInstance,
+    client: ClientAddr,
+) -> AppResult<(StatusCode, Json<Instance>)> {
+    let moved = change_state(&state, &instance, &[InstanceStatus::Ready, InstanceStatus::Error], InstanceStatus::Rebooting, "reboot").await?;
+    audit(&state, AuditAction::InstanceRebooted, user.user_id, &client, instance.id).await?;
+    Ok(moved)
 }
 
 /// Shut an instance down
@@ -145,9 +155,15 @@ pub async fn reboot(State(state): State<AppState>, OwnedInstance { instance, .. 
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: already stopped, stopping or deleting", body = ErrorBody),
     ))]
-pub async fn shutdown(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<(StatusCode, Json<Instance>)> {
+pub async fn shutdown(
+    State(state): State<AppState>,
+    OwnedInstance { instance, user }: OwnedInstance,
+    client: ClientAddr,
+) -> AppResult<(StatusCode, Json<Instance>)> {
     let from = [InstanceStatus::Ready, InstanceStatus::Error, InstanceStatus::Provisioning, InstanceStatus::Rebooting];
-    change_state(&state, &instance, &from, InstanceStatus::Stopping, "shutdown").await
+    let moved = change_state(&state, &instance, &from, InstanceStatus::Stopping, "shutdown").await?;
+    audit(&state, AuditAction::InstanceShutDown, user.user_id, &client, instance.id).await?;
+    Ok(moved)
 }
 
 /// Start an instance
@@ -161,8 +177,14 @@ pub async fn shutdown(State(state): State<AppState>, OwnedInstance { instance, .
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: only `stopped` or `error` instances start", body = ErrorBody),
     ))]
-pub async fn start(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<(StatusCode, Json<Instance>)> {
-    change_state(&state, &instance, &[InstanceStatus::Stopped, InstanceStatus::Error], InstanceStatus::Provisioning, "start").await
+pub async fn start(
+    State(state): State<AppState>,
+    OwnedInstance { instance, user }: OwnedInstance,
+    client: ClientAddr,
+) -> AppResult<(StatusCode, Json<Instance>)> {
+    let moved = change_state(&state, &instance, &[InstanceStatus::Stopped, InstanceStatus::Error], InstanceStatus::Provisioning, "start").await?;
+    audit(&state, AuditAction::InstanceStarted, user.user_id, &client, instance.id).await?;
+    Ok(moved)
 }
 
 /// Live status of an instance
@@ -206,4 +228,10 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         resources,
         last_error: instance.last_error,
     }))
+}
+
+/// Records a lifecycle action on one of the caller's instances.
+async fn audit(state: &AppState, action: AuditAction, actor: uuid::Uuid, client: &ClientAddr, instance: uuid::Uuid) -> AppResult<()> {
+    let event = crate::audit::Event { action, actor: Some(actor), email: None, client: client.as_deref(), target: Some(instance.to_string()) };
+    Ok(crate::audit::record(&state.db, event).await?)
 }

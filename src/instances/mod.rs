@@ -5,6 +5,7 @@ pub mod access;
 pub mod extract;
 pub mod handlers;
 pub mod lifecycle;
+pub mod logs;
 pub mod models;
 pub mod reconciler;
 pub mod repo;
@@ -22,4 +23,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::shutdown))
         .routes(routes!(handlers::start))
         .routes(routes!(handlers::status))
+        .routes(routes!(logs::logs))
 }

@@ -188,6 +188,10 @@ impl Runtime for DockerRuntime {
         Box::pin(self.docker.download_from_container(name, Some(options)).map(|chunk| chunk.map_err(|e| std::io::Error::other(map_err(e)))))
     }
 
+    fn logs(&self, name: &str, tail: u32, follow: bool) -> LogStream {
+        self.logs_stream(name, tail, follow)
+    }
+
     async fn resources(&self, name: &str) -> RuntimeResult<Resources> {
         let options = StatsOptions { stream: false, one_shot: false };
         let stats =

@@ -119,4 +119,7 @@ impl Runtime for MemoryRuntime {
     async fn resources(&self, _name: &str) -> RuntimeResult<Resources> {
         unsupported()
     }
+    fn logs(&self, _name: &str, _tail: u32, _follow: bool) -> LogStream {
+        Box::pin(futures_util::stream::empty())
+    }
 }

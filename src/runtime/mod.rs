@@ -3,6 +3,7 @@
 
 pub mod docker;
 mod docker_exec;
+mod docker_logs;
 pub mod image;
 #[cfg(test)]
 pub mod memory;
@@ -111,6 +112,15 @@ pub struct TtySession {
 /// A stream of bytes to or from the engine (tar archives).
 pub type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
 
+/// A piece of a container's output as the engine hands it over (not necessarily whole lines).
+#[derive(Debug, Clone)]
+pub struct LogChunk {
+    pub stderr: bool,
+    pub bytes: bytes::Bytes,
+}
+
+pub type LogStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = RuntimeResult<LogChunk>> + Send>>;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Resources {
     pub cpu_percent: f64,
@@ -148,4 +158,6 @@ pub trait Runtime: Send + Sync {
     fn download_archive(&self, name: &str, path: &str) -> ByteStream;
     /// One sample of CPU and memory use.
     async fn resources(&self, name: &str) -> RuntimeResult<Resources>;
+    /// The container's last `tail` lines of output, then (with `follow`) what it prints next.
+    fn logs(&self, name: &str, tail: u32, follow: bool) -> LogStream;
 }

@@ -119,8 +119,13 @@ async fn the_served_helper_client_drives_every_command() {
         let env = &env[..];
         assert_eq!(ok(script, env, &["root"])["api_root"], format!("{base}/api"), "a base URL without /api gets it appended");
         assert_eq!(ok(script, env, &["instances", "list"])[0]["id"], id.as_str());
+        let audit = ok(script, env, &["account", "audit", "--limit", "1"]);
+        assert_eq!(audit["events"][0]["action"], "instance_created", "{audit}");
+        assert_eq!(audit["events"][0]["target"], id.as_str());
         assert_eq!(ok(script, env, &["instances", "get"])["id"], id.as_str(), "the first ready instance is the default");
         assert_eq!(ok(script, env, &["instances", "status"])["agent"]["ready"], true);
+        let logs = ok(script, env, &["instances", "logs", "--tail", "500"]);
+        assert!(logs["lines"].as_array().unwrap().iter().any(|l| l["text"].as_str().unwrap().starts_with("[gateway] listening")), "{logs}");
         assert!(ok(script, env, &["instances", "vnc-url"])["ws_url"].as_str().unwrap().contains("ticket="));
 
         let exchange = ok(script, env, &["chat", "send", "--message", "/echo hello from node"]);

@@ -57,6 +57,10 @@ async fn a_new_user_walks_from_registration_to_the_desktop() {
     browser.wait_for("return document.querySelector('#terminal .xterm-rows').textContent.includes('typed-42')", 20).await;
     browser.screenshot(&artifact("dashboard-5-terminal.png")).await;
 
+    browser.click(".tabs button[data-tab=logs]").await;
+    browser.wait_for("return document.getElementById('logs-view').textContent.includes('[gateway] listening on')", 20).await;
+    browser.screenshot(&artifact("dashboard-5b-logs.png")).await;
+
     browser.click(".tabs button[data-tab=desktop]").await;
     browser
         .wait_for(
@@ -75,4 +79,32 @@ async fn a_new_user_walks_from_registration_to_the_desktop() {
     browser.screenshot(&artifact("dashboard-7-narrow.png")).await;
     assert_eq!(fits, true, "the page fits a narrow window without sideways scrolling");
     app.settle().await;
+}
+
+/// The Activity card shows the account's audit log: a failed sign-in with this email, the
+/// sign-in itself and the key made on the page, with the client's address.
+#[tokio::test]
+async fn the_activity_card_shows_sign_ins_and_key_changes() {
+    let app = crate::helpers::spawn_app().await;
+    let wrong = app.anon(Method::POST, "/api/account/login").json(&serde_json::json!({"email": app.user.email, "password": "not it at all"}));
+    assert_eq!(wrong.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let browser = Browser::start().await;
+    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
+    browser.fill("#login-form input[name=email]", &app.user.email).await;
+    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
+    browser.click("#login-form button[type=submit]").await;
+    browser.wait_for("return document.querySelectorAll('#audit tr').length === 2", 20).await;
+    browser.fill("#create-key-form input[name=name]", "audited").await;
+    browser.click("#create-key").await;
+    let actions = browser
+        .wait_for(
+            "const rows = [...document.querySelectorAll('#audit tr')];
+             return rows.length === 3 && rows.map(r => r.dataset.action).join(',');",
+            20,
+        )
+        .await;
+    assert_eq!(actions, "key_created,login_succeeded,login_failed");
+    let text = browser.eval("return document.getElementById('audit').textContent").await;
+    assert!(text.as_str().unwrap().contains("login failed") && text.as_str().unwrap().contains("127.0.0.1"), "{text}");
+    browser.screenshot(&artifact("dashboard-8-activity.png")).await;
 }

@@ -101,7 +101,8 @@ async fn ocaas_works_behind_nginx_with_the_committed_config() {
     read_until(&mut terminal, "through-42").await;
 
     // vnc/ws through nginx, with a ticket from vnc-url (whose URLs name the proxy).
-    let vnc_url: Value = http.get(format!("{origin}/api/instances/{id}/vnc-url")).bearer_auth(&app.user.key).send().await.unwrap().json().await.unwrap();
+    let vnc_url: Value =
+        http.get(format!("{origin}/api/instances/{id}/vnc-url")).bearer_auth(&app.user.key).send().await.unwrap().json().await.unwrap();
     let ws_url = vnc_url["ws_url"].as_str().unwrap();
     assert!(ws_url.starts_with(&format!("{ws_origin}/")), "{vnc_url}");
     let mut vnc = crate::ws::open(ws_url, &[]).await.expect("vnc through nginx");

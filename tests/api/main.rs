@@ -3,6 +3,7 @@
 mod account;
 mod admin_cli;
 mod agent;
+mod audit;
 mod auth;
 mod browser;
 mod chat;
@@ -13,6 +14,7 @@ mod exec;
 mod files;
 mod helpers;
 mod instances;
+mod logs;
 mod meta;
 mod metrics;
 mod openapi;

@@ -73,7 +73,17 @@ export class Client {
   async deleteInstance(id) { return this.request('DELETE', `/instances/${await this.instance(id)}`); }
   async lifecycle(action, id) { return this.request('POST', `/instances/${await this.instance(id)}/${action}`); }
   async status(id) { return this.request('GET', `/instances/${await this.instance(id)}/status`); }
+  async logs(id, tail) { return this.request('GET', `/instances/${await this.instance(id)}/logs${tail !== undefined ? `?tail=${tail}` : ''}`); }
   async vncUrl(id) { return this.request('GET', `/instances/${await this.instance(id)}/vnc-url`); }
+
+  // Account
+  async audit({ before, limit } = {}) {
+    const query = new URLSearchParams();
+    if (before !== undefined) query.set('before', before);
+    if (limit !== undefined) query.set('limit', limit);
+    const suffix = query.size ? `?${query}` : '';
+    return this.request('GET', `/account/audit${suffix}`);
+  }
 
   // Chat
   async chatSessions() { return this.request('GET', `/instances/${await this.instance()}/chat/sessions`); }
@@ -214,7 +224,9 @@ function parseArgs(argv) {
 
 const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --instance ID, --base-url URL)
   root
+  account audit [--limit N] [--before ID]
   instances list | create [--invite-code C] [--name N] | get | status | reboot | shutdown | start | delete | vnc-url
+            logs [--tail N]
   chat sessions | new-session [--title T] | send [--session S] --message M [--stream]
        tail [--session S] [--limit N] | messages [--session S] [--after ID] [--limit N]
        events [--session S] [--after ID] [--max-events N] [--timeout-ms MS]
@@ -238,6 +250,7 @@ export async function main(argv = process.argv.slice(2)) {
   const id = flags.instance;
   switch (`${group} ${action ?? ''}`.trim()) {
     case 'root': return print(await client.root());
+    case 'account audit': return print(await client.audit({ before: flags.before, limit: flags.limit }));
     case 'instances list': return print(await client.listInstances());
     case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name }));
     case 'instances get': return print(await client.getInstance(id));
@@ -245,6 +258,7 @@ export async function main(argv = process.argv.slice(2)) {
     case 'instances reboot': case 'instances shutdown': case 'instances start': return print(await client.lifecycle(action, id));
     case 'instances delete': return print((await client.deleteInstance(id)) ?? { deleted: await client.instance(id) });
     case 'instances vnc-url': return print(await client.vncUrl(id));
+    case 'instances logs': return print(await client.logs(id, flags.tail));
     case 'chat sessions': return print(await client.chatSessions());
     case 'chat new-session': return print(await client.createChatSession(flags.title));
     case 'chat send':

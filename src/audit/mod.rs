@@ -1,0 +1,40 @@
+//! The audit log: security-relevant events (logins, keys, instance lifecycle, admin actions)
+//! with actor, client address, time and target, kept in PostgreSQL. Users read their own at
+//! `GET /api/account/audit`; operators read everyone's with `ocaas admin audit`.
+
+pub mod handlers;
+pub mod models;
+pub mod repo;
+
+use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub use models::AuditAction;
+
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(handlers::list))
+}
+
+/// One event to record.
+pub struct Event<'a> {
+    pub action: AuditAction,
+    /// The acting user, when known.
+    pub actor: Option<Uuid>,
+    /// The email the actor gave (failed logins) or has; with no `actor`, the user with this
+    /// email (if any) is recorded as the actor, so people see failed logins on their account.
+    pub email: Option<&'a str>,
+    /// The client's address (`None` for the admin CLI).
+    pub client: Option<&'a str>,
+    /// What was acted on: an instance or key id, an email.
+    pub target: Option<String>,
+}
+
+/// Records `event`. A failure to record fails the caller: an action that cannot be audited
+/// is not done silently.
+pub async fn record(db: &PgPool, event: Event<'_>) -> sqlx::Result<()> {
+    repo::insert(db, &event).await
+}

@@ -1,0 +1,67 @@
+//! Wire types of the audit API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::repo::AuditRow;
+
+crate::text_enum! {
+    #[derive(utoipa::ToSchema)]
+    pub enum AuditAction {
+        LoginSucceeded => "login_succeeded",
+        LoginFailed => "login_failed",
+        Logout => "logout",
+        UserRegistered => "user_registered",
+        KeyCreated => "key_created",
+        KeyRevoked => "key_revoked",
+        InstanceCreated => "instance_created",
+        InstanceDeleted => "instance_deleted",
+        InstanceRebooted => "instance_rebooted",
+        InstanceShutDown => "instance_shut_down",
+        InstanceStarted => "instance_started",
+        AdminUserCreated => "admin_user_created",
+        AdminKeyCreated => "admin_key_created",
+        AdminKeyRevoked => "admin_key_revoked",
+        AdminInviteCreated => "admin_invite_created",
+        AdminSubscriptionGranted => "admin_subscription_granted",
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": 42, "at": "2026-03-20T18:22:54.000Z", "action": "login_failed",
+    "client_addr": "203.0.113.7", "target": null}))]
+pub struct AuditEvent {
+    /// Increasing; pass the smallest you have as `before` for the next page.
+    pub id: i64,
+    #[serde(with = "crate::timefmt")]
+    pub at: DateTime<Utc>,
+    pub action: AuditAction,
+    /// The client's address (`null` for admin commands).
+    pub client_addr: Option<String>,
+    /// What was acted on (an instance or key id).
+    pub target: Option<String>,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(row: AuditRow) -> Self {
+        AuditEvent { id: row.id, at: row.at, action: row.action, client_addr: row.client_addr, target: row.target }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only events with a smaller id (the next page).
+    pub before: Option<i64>,
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    pub events: Vec<AuditEvent>,
+    /// `before` for the next page; `null` when this is the last.
+    pub next_before: Option<i64>,
+}
