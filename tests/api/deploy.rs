@@ -124,3 +124,99 @@ async fn ocaas_works_behind_nginx_with_the_committed_config() {
     assert_eq!(created.status(), StatusCode::CREATED);
     app.settle().await;
 }
+
+/// `deploy/Caddyfile` as committed (site address and upstream pointed at the test's), with a
+/// real Caddy: origins name the proxy, SSE arrives incrementally, terminal/ws works.
+#[tokio::test]
+async fn ocaas_works_behind_caddy_with_the_committed_config() {
+    let app = spawn_app_with_docker(|s| s.trust_proxy = true).await;
+    let (id, _) = ready_instance(&app).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("ocaas-caddy-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = include_str!("../../deploy/Caddyfile")
+        .replace("ocaas.example.com {", &format!("http://127.0.0.1:{port} {{"))
+        .replace("reverse_proxy 127.0.0.1:8080", &format!("reverse_proxy {}", app.address.trim_start_matches("http://")));
+    // No admin endpoint and no certificates for a test on loopback.
+    std::fs::write(dir.join("Caddyfile"), format!("{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n{site}", dir.display())).unwrap();
+    let caddy = which("caddy").expect("Debian's caddy is needed (apt-get install caddy)");
+    let child = Command::new(caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(dir.join("Caddyfile"))
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _caddy = Nginx(child, dir);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "caddy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let origin = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let root: Value = http.get(format!("{origin}/api")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(root["api_root"], format!("{origin}/api"));
+
+    let started = Instant::now();
+    let response = http
+        .post(format!("{origin}/api/instances/{id}/chat/stream"))
+        .bearer_auth(&app.user.key)
+        .json(&json!({"message": "/slow 300 a b c d e f"}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = SseReader::new(response);
+    let (mut first_delta, mut completed) = (None, None);
+    while let Some(event) = events.next(Duration::from_secs(30)).await {
+        if event.data.get("delta").is_some() && first_delta.is_none() {
+            first_delta = Some(started.elapsed());
+        }
+        if event.event == "complete" {
+            completed = Some(started.elapsed());
+            break;
+        }
+    }
+    let (first_delta, completed) = (first_delta.expect("a delta"), completed.expect("completed"));
+    assert!(first_delta + Duration::from_millis(900) < completed, "buffered: {first_delta:?} vs {completed:?}");
+
+    let mut terminal =
+        open_with_key(&format!("ws://127.0.0.1:{port}/api/instances/{id}/terminal/ws"), &app.user.key).await.expect("terminal through caddy");
+    send_text(&mut terminal, "echo caddy-$((40+2))\n").await;
+    read_until(&mut terminal, "caddy-42").await;
+    app.settle().await;
+}
+
+/// The systemd unit passes `systemd-analyze verify` (with the test's binary as ExecStart).
+#[test]
+fn the_systemd_unit_verifies() {
+    let dir = std::env::temp_dir().join(format!("ocaas-unit-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = include_str!("../../deploy/ocaas.service").replace("/usr/local/bin/ocaas", env!("CARGO_BIN_EXE_ocaas"));
+    assert!(unit.contains("ExecStart=") && unit.contains(" serve"), "{unit}");
+    let path = dir.join("ocaas.service");
+    std::fs::write(&path, unit).unwrap();
+    let output = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Units the host does not have (docker.service in a build container) are not this file's fault.
+    let own: Vec<&str> = stderr.lines().filter(|l| l.contains("ocaas.service") && !l.contains("docker.service")).collect();
+    assert!(own.is_empty(), "{stderr}");
+}
+
+/// The compose file is valid Compose (checked by `docker-compose config`), wires ocaas to the
+/// PostgreSQL it defines and gives it the engine's socket.
+#[test]
+fn the_compose_file_is_valid() {
+    let output = Command::new("docker-compose")
+        .args(["-f", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/compose.yaml"), "config"])
+        .output()
+        .expect("docker-compose");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let config = String::from_utf8_lossy(&output.stdout);
+    assert!(config.contains("DATABASE_URL: postgres://ocaas:change-me@127.0.0.1:5433/ocaas"), "{config}");
+    assert!(config.contains("/var/run/docker.sock"), "{config}");
+}
