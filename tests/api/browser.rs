@@ -82,3 +82,45 @@ async fn swagger_authorize_then_try_it_out_calls_the_api_with_the_key() {
     let used: Option<String> = sqlx::query_scalar("SELECT last_used_at::text FROM api_keys WHERE name = 'seed'").fetch_one(&app.db).await.unwrap();
     assert!(used.is_some(), "the request carried the seeded key");
 }
+
+/// "Try it out" on `files/read` builds the right URL (`path` in the query, as the spec now
+/// says) and gets the file back.
+#[tokio::test]
+async fn swagger_try_it_out_reads_a_file_with_the_path_in_the_query() {
+    let app = crate::helpers::spawn_app_with_docker(|_| {}).await;
+    let (id, _) = crate::helpers::ready_instance(&app).await;
+    let write = app
+        .api(reqwest::Method::POST, &format!("/api/instances/{id}/files/write"))
+        .json(&serde_json::json!({"path": "/workspace/from-swagger.txt", "content": "read through the docs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), reqwest::StatusCode::OK);
+    let browser = crate::webdriver::Browser::start().await;
+    browser.goto_until_loaded(&app.url("/docs/"), "return document.querySelector('button.authorize') !== null", 3).await;
+    browser.click("button.authorize").await;
+    browser.fill(".modal-ux input", &app.user.key).await;
+    browser.click(".modal-ux .auth-btn-wrapper button.authorize").await;
+    browser.click(".modal-ux .auth-btn-wrapper button.btn-done").await;
+    browser.click(".opblock-get .opblock-summary-path[data-path='/api/instances/{instanceId}/files/read']").await;
+    if browser.eval("return document.querySelector('.opblock.is-open button.execute') === null").await == true {
+        browser.click(".opblock.is-open .try-out__btn").await;
+    }
+    browser.fill(".opblock.is-open tr[data-param-name='instanceId'] input", &id).await;
+    browser.fill(".opblock.is-open tr[data-param-name='path'] input", "/workspace/from-swagger.txt").await;
+    browser.click(".opblock.is-open button.execute").await;
+    let status = browser
+        .wait_for(
+            "const s = document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()",
+            20,
+        )
+        .await;
+    let url = browser.eval("return document.querySelector('.opblock.is-open .request-url pre').textContent").await;
+    let body =
+        browser.eval("return document.querySelector('.opblock.is-open .live-responses-table .response-col_description pre').textContent").await;
+    browser.screenshot(&crate::webdriver::artifact("docs-try-it-out-files-read.png")).await;
+    assert_eq!(status, "200", "{url} {body}");
+    assert_eq!(url.as_str().unwrap(), format!("{}/api/instances/{id}/files/read?path=%2Fworkspace%2Ffrom-swagger.txt", app.address));
+    assert!(body.as_str().unwrap().contains("read through the docs"), "{body}");
+    app.settle().await;
+}
