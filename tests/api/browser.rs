@@ -56,20 +56,29 @@ async fn docs_render_every_operation_offline() {
     }
 }
 
+/// Swagger UI's Authorize dialog, filled with `key`.
+async fn authorize(browser: &crate::webdriver::Browser, key: &str) {
+    browser.click("button.authorize").await;
+    browser.fill(".modal-ux input", key).await;
+    browser.click(".modal-ux .auth-btn-wrapper button.authorize").await;
+    browser.click(".modal-ux .auth-btn-wrapper button.btn-done").await;
+}
+
+/// The docs open operations ready to try (tryItOutEnabled); press "Try it out" otherwise.
+async fn press_try_it_out(browser: &crate::webdriver::Browser) {
+    if browser.eval("return document.querySelector('.opblock.is-open button.execute') === null").await == true {
+        browser.click(".opblock.is-open .try-out__btn").await;
+    }
+}
+
 #[tokio::test]
 async fn swagger_authorize_then_try_it_out_calls_the_api_with_the_key() {
     let app = spawn_app().await;
     let browser = crate::webdriver::Browser::start().await;
     browser.goto_until_loaded(&app.url("/docs/"), "return document.querySelector('button.authorize') !== null", 3).await;
-    browser.click("button.authorize").await;
-    browser.fill(".modal-ux input", &app.user.key).await;
-    browser.click(".modal-ux .auth-btn-wrapper button.authorize").await;
-    browser.click(".modal-ux .auth-btn-wrapper button.btn-done").await;
+    authorize(&browser, &app.user.key).await;
     browser.click(".opblock-get .opblock-summary-path[data-path='/api/instances']").await;
-    // The docs open operations ready to try (tryItOutEnabled); press "Try it out" otherwise.
-    if browser.eval("return document.querySelector('.opblock.is-open button.execute') === null").await == true {
-        browser.click(".opblock.is-open .try-out__btn").await;
-    }
+    press_try_it_out(&browser).await;
     browser.click(".opblock.is-open button.execute").await;
     let status = browser
         .wait_for(
@@ -98,14 +107,9 @@ async fn swagger_try_it_out_reads_a_file_with_the_path_in_the_query() {
     assert_eq!(write.status(), reqwest::StatusCode::OK);
     let browser = crate::webdriver::Browser::start().await;
     browser.goto_until_loaded(&app.url("/docs/"), "return document.querySelector('button.authorize') !== null", 3).await;
-    browser.click("button.authorize").await;
-    browser.fill(".modal-ux input", &app.user.key).await;
-    browser.click(".modal-ux .auth-btn-wrapper button.authorize").await;
-    browser.click(".modal-ux .auth-btn-wrapper button.btn-done").await;
+    authorize(&browser, &app.user.key).await;
     browser.click(".opblock-get .opblock-summary-path[data-path='/api/instances/{instanceId}/files/read']").await;
-    if browser.eval("return document.querySelector('.opblock.is-open button.execute') === null").await == true {
-        browser.click(".opblock.is-open .try-out__btn").await;
-    }
+    press_try_it_out(&browser).await;
     browser.fill(".opblock.is-open tr[data-param-name='instanceId'] input", &id).await;
     browser.fill(".opblock.is-open tr[data-param-name='path'] input", "/workspace/from-swagger.txt").await;
     browser.click(".opblock.is-open button.execute").await;

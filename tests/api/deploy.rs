@@ -3,28 +3,18 @@
 //! streams through it incrementally, both websockets work through it, and the browser
 //! session's cookie + CSRF flow does too.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, json, ready_instance, spawn_app_with_docker};
+use crate::helpers::{ChildGuard, TestApp, json, ready_instance, spawn_app_with_docker};
 use crate::sse::SseReader;
 use crate::ws::{open_with_key, read_until, send_text};
 
-struct Nginx(Child, std::path::PathBuf);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
 /// nginx with `deploy/nginx.conf`, its upstream pointed at `app` and listening on a free port.
-fn start_nginx(app: &TestApp) -> (Nginx, String) {
+fn start_nginx(app: &TestApp) -> (ChildGuard, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let upstream = app.address.trim_start_matches("http://");
     let site = include_str!("../../deploy/nginx.conf")
@@ -47,11 +37,38 @@ fn start_nginx(app: &TestApp) -> (Nginx, String) {
         assert!(Instant::now() < deadline, "nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Nginx(child, dir), format!("127.0.0.1:{port}"))
+    (ChildGuard(child, dir), format!("127.0.0.1:{port}"))
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().map(|d| std::path::Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+/// A streamed chat turn through `origin` delivers its first delta well before it completes
+/// (the stand-in's `/slow 300` answers a word every 300 ms).
+async fn assert_chat_streams_incrementally(http: &reqwest::Client, origin: &str, id: &str, key: &str) {
+    let started = Instant::now();
+    let response = http
+        .post(format!("{origin}/api/instances/{id}/chat/stream"))
+        .bearer_auth(key)
+        .json(&json!({"message": "/slow 300 a b c d e f"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = SseReader::new(response);
+    let (mut first_delta, mut completed) = (None, None);
+    while let Some(event) = events.next(Duration::from_secs(30)).await {
+        if event.data.get("delta").is_some() && first_delta.is_none() {
+            first_delta = Some(started.elapsed());
+        }
+        if event.event == "complete" {
+            completed = Some(started.elapsed());
+            break;
+        }
+    }
+    let (first_delta, completed) = (first_delta.expect("a delta arrived"), completed.expect("the turn completed"));
+    assert!(first_delta + Duration::from_millis(900) < completed, "buffered: first delta at {first_delta:?}, complete at {completed:?}");
 }
 
 #[tokio::test]
@@ -70,29 +87,7 @@ async fn ocaas_works_behind_nginx_with_the_committed_config() {
     assert!(llms.contains(&origin) && !llms.contains(&app.address), "{llms}");
 
     // A chat answer streams through nginx: the first delta arrives well before the end.
-    let started = Instant::now();
-    let response = http
-        .post(format!("{origin}/api/instances/{id}/chat/stream"))
-        .bearer_auth(&app.user.key)
-        .json(&json!({"message": "/slow 300 a b c d e f"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut events = SseReader::new(response);
-    let mut first_delta = None;
-    let mut completed = None;
-    while let Some(event) = events.next(Duration::from_secs(30)).await {
-        if event.data.get("delta").is_some() && first_delta.is_none() {
-            first_delta = Some(started.elapsed());
-        }
-        if event.event == "complete" {
-            completed = Some(started.elapsed());
-            break;
-        }
-    }
-    let (first_delta, completed) = (first_delta.expect("a delta arrived"), completed.expect("the turn completed"));
-    assert!(first_delta + Duration::from_millis(900) < completed, "buffered: first delta at {first_delta:?}, complete at {completed:?}");
+    assert_chat_streams_incrementally(&http, &origin, &id, &app.user.key).await;
 
     // terminal/ws through nginx.
     let ws_origin = format!("ws://{proxy}");
@@ -150,7 +145,7 @@ async fn ocaas_works_behind_caddy_with_the_committed_config() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _caddy = Nginx(child, dir);
+    let _caddy = ChildGuard(child, dir);
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "caddy did not start");
@@ -161,27 +156,7 @@ async fn ocaas_works_behind_caddy_with_the_committed_config() {
     let root: Value = http.get(format!("{origin}/api")).send().await.unwrap().json().await.unwrap();
     assert_eq!(root["api_root"], format!("{origin}/api"));
 
-    let started = Instant::now();
-    let response = http
-        .post(format!("{origin}/api/instances/{id}/chat/stream"))
-        .bearer_auth(&app.user.key)
-        .json(&json!({"message": "/slow 300 a b c d e f"}))
-        .send()
-        .await
-        .unwrap();
-    let mut events = SseReader::new(response);
-    let (mut first_delta, mut completed) = (None, None);
-    while let Some(event) = events.next(Duration::from_secs(30)).await {
-        if event.data.get("delta").is_some() && first_delta.is_none() {
-            first_delta = Some(started.elapsed());
-        }
-        if event.event == "complete" {
-            completed = Some(started.elapsed());
-            break;
-        }
-    }
-    let (first_delta, completed) = (first_delta.expect("a delta"), completed.expect("completed"));
-    assert!(first_delta + Duration::from_millis(900) < completed, "buffered: {first_delta:?} vs {completed:?}");
+    assert_chat_streams_incrementally(&http, &origin, &id, &app.user.key).await;
 
     let mut terminal =
         open_with_key(&format!("ws://127.0.0.1:{port}/api/instances/{id}/terminal/ws"), &app.user.key).await.expect("terminal through caddy");

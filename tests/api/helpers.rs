@@ -301,3 +301,15 @@ pub async fn json(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(got, status, "status for body {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// A server process a test started (nginx, Caddy, Prometheus) and its scratch folder: killed
+/// and removed however the test ends.
+pub struct ChildGuard(pub std::process::Child, pub std::path::PathBuf);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}

@@ -1,13 +1,13 @@
 //! `/metrics`: Prometheus text format behind `OCAAS_METRICS_TOKEN`, scraped by a real
 //! Prometheus server (Debian's `prometheus`) whose query API then returns ocaas's series.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{ChildGuard, assert_error, spawn_app, spawn_app_with};
 
 const TOKEN: &str = "scrape-secret-for-tests";
 
@@ -38,17 +38,6 @@ async fn metrics_need_the_token_and_are_off_without_one() {
     assert!(text.contains("ocaas_http_request_duration_seconds_bucket"), "{text}");
 }
 
-/// Kills the Prometheus server however the test ends.
-struct Prometheus(Child, std::path::PathBuf);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
 #[tokio::test]
 async fn a_real_prometheus_scrapes_ocaas_and_answers_queries() {
     let app = spawn_app_with(|s| s.metrics_token = Some(TOKEN.to_owned().into())).await;
@@ -69,7 +58,7 @@ async fn a_real_prometheus_scrapes_ocaas_and_answers_queries() {
         .stderr(Stdio::null())
         .spawn()
         .expect("Debian's prometheus package is needed (apt-get install prometheus)");
-    let _prometheus = Prometheus(child, dir);
+    let _prometheus = ChildGuard(child, dir);
 
     let query = format!("http://127.0.0.1:{port}/api/v1/query");
     let series = r#"ocaas_http_requests_total{route="/api/instances",method="GET",status="200"}"#;
