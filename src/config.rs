@@ -71,6 +71,15 @@ pub struct ServeArgs {
     /// xterm.js as CommonJS modules (Debian's `node-xterm` package), bundled for the dashboard's terminal.
     #[arg(long, env = "OCAAS_XTERM_DIR", default_value = "/usr/share/nodejs/xterm")]
     pub xterm_dir: PathBuf,
+    /// Sign-in and registration attempts a minute from one client address.
+    #[arg(long, env = "OCAAS_AUTH_PER_MINUTE_PER_ADDR", default_value_t = 20, value_parser = at_least_one::<u32>)]
+    pub auth_per_minute_per_addr: u32,
+    /// Sign-in attempts a minute on one account (email), from any address.
+    #[arg(long, env = "OCAAS_LOGIN_PER_MINUTE_PER_ACCOUNT", default_value_t = 10, value_parser = at_least_one::<u32>)]
+    pub login_per_minute_per_account: u32,
+    /// Password hashes computed at once (argon2id, 19 MiB each); 0 or unset: the CPU count.
+    #[arg(long, env = "OCAAS_HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
     /// Bearer token that `GET /metrics` requires; unset, `/metrics` is not served.
     #[arg(long, env = "OCAAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
@@ -239,6 +248,9 @@ pub struct Settings {
     pub novnc_dir: PathBuf,
     pub xterm_dir: PathBuf,
     pub metrics_token: Option<SecretString>,
+    pub auth_per_minute_per_addr: std::num::NonZeroU32,
+    pub login_per_minute_per_account: std::num::NonZeroU32,
+    pub hash_concurrency: usize,
     pub instances: InstanceSettings,
 }
 
@@ -258,6 +270,13 @@ impl Settings {
             novnc_dir: args.novnc_dir.clone(),
             xterm_dir: args.xterm_dir.clone(),
             metrics_token: args.metrics_token.clone(),
+            auth_per_minute_per_addr: std::num::NonZeroU32::new(args.auth_per_minute_per_addr).expect("checked by the parser"),
+            login_per_minute_per_account: std::num::NonZeroU32::new(args.login_per_minute_per_account).expect("checked by the parser"),
+            hash_concurrency: if args.hash_concurrency == 0 {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            } else {
+                args.hash_concurrency
+            },
             instances: InstanceSettings::from_args(&args.instances, image),
         })
     }

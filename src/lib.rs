@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod ratelimit;
 pub mod runtime;
 pub mod timefmt;
 

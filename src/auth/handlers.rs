@@ -28,8 +28,10 @@ use crate::state::AppState;
         (status = 409, description = "`email_taken`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts from this address; see `Retry-After`", body = ErrorBody),
     ))]
 pub async fn register(State(state): State<AppState>, client: ClientAddr, ApiJson(body): ApiJson<RegisterRequest>) -> AppResult<Response> {
+    state.auth_limits.check(client.as_deref(), None)?;
     let user = service::register(&state.db, state.settings.registration, &body.email, &body.password, body.invite_code.as_deref()).await?;
     audit(&state, AuditAction::UserRegistered, Some(user.id), &client, None).await?;
     logged_in(&state, user.id, StatusCode::CREATED).await
@@ -45,10 +47,12 @@ pub async fn register(State(state): State<AppState>, client: ClientAddr, ApiJson
         (status = 200, description = "Logged in; the session cookie is set", body = AccountView),
         (status = 400, description = "Bad JSON", body = ErrorBody),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts from this address or on this account; see `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
 pub async fn login(State(state): State<AppState>, client: ClientAddr, ApiJson(body): ApiJson<LoginRequest>) -> AppResult<Response> {
+    state.auth_limits.check(client.as_deref(), Some(&body.email))?;
     let outcome = service::login(&state.db, &body.email, &body.password).await;
     let (action, actor) = match &outcome {
         Ok(user) => (AuditAction::LoginSucceeded, Some(user.id)),

@@ -22,7 +22,22 @@ pub fn check_policy(password: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// At most this many hashes run at once: each takes 19 MiB and a core for a moment, and a
+/// flood of sign-ins must queue here rather than grow the server's memory.
+static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+
+/// Sets how many hashes may run at once (the first call wins; default: the CPU count).
+pub fn set_concurrency(permits: usize) {
+    let _ = HASHING.set(tokio::sync::Semaphore::new(permits.max(1)));
+}
+
+async fn hashing_permit() -> tokio::sync::SemaphorePermit<'static> {
+    let semaphore = HASHING.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+    semaphore.acquire().await.expect("the semaphore is never closed")
+}
+
 pub async fn hash(password: String) -> AppResult<String> {
+    let _permit = hashing_permit().await;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -38,8 +53,9 @@ pub async fn hash(password: String) -> AppResult<String> {
 /// Verifies `password` against `stored`; with no stored hash it still spends the same work,
 /// so response time does not tell whether an email is registered.
 pub async fn verify(password: String, stored: Option<String>) -> AppResult<bool> {
+    let _permit = hashing_permit().await;
     tokio::task::spawn_blocking(move || {
-        let stored = stored.unwrap_or_else(|| DUMMY_HASH.with(|h| h.clone()));
+        let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let Ok(parsed) = PasswordHash::new(&stored) else { return false };
         Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
     })
@@ -47,12 +63,10 @@ pub async fn verify(password: String, stored: Option<String>) -> AppResult<bool>
     .map_err(|e| AppError::Internal(e.into()))
 }
 
-thread_local! {
-    static DUMMY_HASH: String = Argon2::default()
-        .hash_password(b"not a real password", &SaltString::generate(&mut OsRng))
-        .map(|h| h.to_string())
-        .unwrap_or_default();
-}
+/// A real hash of nothing anybody knows, computed once per process.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Argon2::default().hash_password(b"not a real password", &SaltString::generate(&mut OsRng)).map(|h| h.to_string()).unwrap_or_default()
+});
 
 #[cfg(test)]
 mod tests {

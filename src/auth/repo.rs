@@ -120,6 +120,17 @@ pub async fn take_invite_use(db: impl PgExecutor<'_>, code_hash: &[u8]) -> sqlx:
     .await
 }
 
+/// Whether the invite could be redeemed now (read only: a cheap check before any hashing).
+pub async fn invite_is_redeemable(db: &PgPool, code_hash: &[u8]) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM invite_codes WHERE code_hash = $1 AND uses_left > 0
+           AND (expires_at IS NULL OR expires_at > now())) AS "usable!""#,
+        code_hash
+    )
+    .fetch_one(db)
+    .await
+}
+
 pub async fn insert_api_key(
     db: &PgPool,
     user_id: Uuid,

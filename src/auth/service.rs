@@ -41,16 +41,31 @@ fn checked_days(days: u32, what: &str) -> AppResult<Duration> {
     Ok(Duration::days(days.into()))
 }
 
+fn email_taken() -> AppError {
+    AppError::new(ErrorCode::EmailTaken, "An account with this email already exists.")
+}
+
+fn invalid_invite() -> AppError {
+    AppError::new(ErrorCode::InvalidInviteCode, "The invite code is unknown, used up or expired.")
+}
+
 /// Creates a user; with an invite code, redeems it and grants its subscription in the same
 /// transaction, so a failed redemption leaves no user behind.
 pub async fn create_user(db: &PgPool, email: &str, password: &str, invite_code: Option<&str>) -> AppResult<UserRow> {
     let email = normalize_email(email)?;
     password::check_policy(password)?;
+    // Cheap refusals first: a made-up invite code or a taken email costs no hash.
+    if let Some(code) = invite_code
+        && !repo::invite_is_redeemable(db, &secrets::sha256(&secrets::normalize_invite_code(code))).await?
+    {
+        return Err(invalid_invite());
+    }
+    if repo::user_by_email(db, &email).await?.is_some() {
+        return Err(email_taken());
+    }
     let hash = password::hash(password.to_owned()).await?;
     let mut tx = db.begin().await?;
-    let user = repo::insert_user(&mut *tx, &email, &hash)
-        .await?
-        .ok_or_else(|| AppError::new(ErrorCode::EmailTaken, "An account with this email already exists."))?;
+    let user = repo::insert_user(&mut *tx, &email, &hash).await?.ok_or_else(email_taken)?;
     if let Some(code) = invite_code {
         redeem_invite(&mut tx, user.id, code).await?;
     }
@@ -73,9 +88,7 @@ pub async fn register(db: &PgPool, mode: RegistrationMode, email: &str, password
 /// Consumes one use of `code` and grants the subscription it carries to `user_id`.
 pub async fn redeem_invite(conn: &mut PgConnection, user_id: Uuid, code: &str) -> AppResult<()> {
     let hash = secrets::sha256(&secrets::normalize_invite_code(code));
-    let invite = repo::take_invite_use(&mut *conn, &hash)
-        .await?
-        .ok_or_else(|| AppError::new(ErrorCode::InvalidInviteCode, "The invite code is unknown, used up or expired."))?;
+    let invite = repo::take_invite_use(&mut *conn, &hash).await?.ok_or_else(invalid_invite)?;
     let expires_at = invite.subscription_days.map(|days| Utc::now() + Duration::days(days.into()));
     repo::upsert_subscription(&mut *conn, user_id, invite.max_instances, expires_at).await?;
     Ok(())

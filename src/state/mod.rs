@@ -1,6 +1,6 @@
 //! The shared state every handler and background task reads: the database pool, settings,
 //! the container runtime and the in-process registries. It sits at the bottom of the crate:
-//! it imports only `config`, `db`, `metrics` and `runtime`, so any domain may depend on it.
+//! it imports only `config`, `db`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
 
 mod drivers;
 mod events;
@@ -17,6 +17,7 @@ pub use events::EventHub;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::ratelimit::AuthLimits;
 use crate::runtime::Runtime;
 
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct AppState {
     /// Fan-out of chat event notifications within this process.
     pub chat_events: Arc<EventHub>,
     pub metrics: Arc<Metrics>,
+    /// Sign-in and registration attempts per address and per account.
+    pub auth_limits: Arc<AuthLimits>,
     /// For talking to sandbox gateways.
     pub http: reqwest::Client,
     /// Cancelled when the server shuts down; background tasks watch it.
@@ -40,6 +43,7 @@ pub struct AppState {
 impl AppState {
     pub async fn new(db: PgPool, settings: Settings, runtime: Arc<dyn Runtime>) -> anyhow::Result<Self> {
         let deployment_id = crate::db::deployment_id(&db).await?;
+        let auth_limits = Arc::new(AuthLimits::new(settings.auth_per_minute_per_addr, settings.login_per_minute_per_account));
         Ok(AppState {
             db,
             settings: Arc::new(settings),
@@ -48,6 +52,7 @@ impl AppState {
             drivers: Arc::default(),
             chat_events: Arc::default(),
             metrics: Arc::default(),
+            auth_limits,
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
             shutdown: CancellationToken::new(),
         })

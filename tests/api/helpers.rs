@@ -65,6 +65,9 @@ pub fn test_settings() -> Settings {
     settings.max_body_bytes = 64 * 1024;
     settings.session_hours = 24;
     settings.chat_timeout = Duration::from_secs(60);
+    // Tests sign in often from 127.0.0.1; the limits have their own tests.
+    settings.auth_per_minute_per_addr = std::num::NonZeroU32::new(10_000).unwrap();
+    settings.login_per_minute_per_account = std::num::NonZeroU32::new(10_000).unwrap();
     let instances = &mut settings.instances;
     instances.limits.memory_bytes = 512 << 20;
     instances.limits.pids = 256;

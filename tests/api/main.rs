@@ -1,5 +1,6 @@
 //! Integration tests: the real server, a real PostgreSQL, real HTTP.
 
+mod abuse;
 mod account;
 mod admin_cli;
 mod agent;

@@ -1,0 +1,124 @@
+//! Abuse resistance: what strangers can do to the server without an account — password
+//! guessing is throttled per address and per account, and a flood of sign-ins cannot grow
+//! the server's memory (hashing is bounded).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{ChildGuard, TestApp, assert_error, fresh_database, spawn_app_with};
+
+async fn login(app: &TestApp, email: &str, forwarded_for: &str) -> reqwest::Response {
+    let body = json!({"email": email, "password": "a wrong password"});
+    app.anon(Method::POST, "/api/account/login").header("X-Forwarded-For", forwarded_for).json(&body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled_per_address_and_per_account() {
+    let app = spawn_app_with(|s| {
+        s.trust_proxy = true;
+        s.auth_per_minute_per_addr = std::num::NonZeroU32::new(5).unwrap();
+        s.login_per_minute_per_account = std::num::NonZeroU32::new(3).unwrap();
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(login(&app, &app.user.email, "198.51.100.1").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The account is locked for guessing from any address; even the right password waits.
+    let refused = login(&app, &app.user.email, "198.51.100.2").await;
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let right = app.anon(Method::POST, "/api/account/login").header("X-Forwarded-For", "198.51.100.3");
+    let right = right.json(&json!({"email": app.user.email, "password": crate::helpers::PASSWORD})).send().await.unwrap();
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // One address spraying many accounts is stopped by its own limit (5 a minute).
+    for n in 0..5 {
+        let status = login(&app, &format!("spray{n}@example.com"), "203.0.113.50").await.status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    assert_error(login(&app, "spray9@example.com", "203.0.113.50").await, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let register = app
+        .anon(Method::POST, "/api/account/register")
+        .header("X-Forwarded-For", "203.0.113.50")
+        .json(&json!({"email": "new@example.com", "password": "a long passphrase", "invite_code": "MADE-UP"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(register, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Other addresses and accounts are unaffected.
+    assert_eq!(login(&app, "someone@example.com", "203.0.113.51").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+}
+
+#[tokio::test]
+async fn a_sign_in_flood_does_not_grow_the_server() {
+    let (_pool, database_url) = fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("ocaas-flood-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A real server process (its memory is what is measured), with the limits out of the way so
+    // that every attempt is hashed.
+    let child = Command::new(env!("CARGO_BIN_EXE_ocaas"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &database_url)
+        .env("OCAAS_DATA_DIR", &dir)
+        .env("OCAAS_SANDBOX_IMAGE", "ocaas-sandbox:not-used-here")
+        .env("OCAAS_AUTH_PER_MINUTE_PER_ADDR", "1000000")
+        .env("OCAAS_LOGIN_PER_MINUTE_PER_ACCOUNT", "1000000")
+        .env("OCAAS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _server = ChildGuard(child, dir);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(reqwest::get(format!("{base}/healthz")).await, Ok(r) if r.status().is_success()) {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle = peak_rss_mib(pid);
+
+    // 1,000 wrong sign-ins from 200 concurrent clients (bounded in count and time).
+    let client = reqwest::Client::builder().pool_max_idle_per_host(200).build().unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..200 {
+        let (client, next, url) = (client.clone(), next.clone(), format!("{base}/api/account/login"));
+        workers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 1000 {
+                let body = json!({"email": "victim@example.com", "password": "guess number whatever"});
+                let response = client.post(&url).json(&body).timeout(Duration::from_secs(120)).send().await;
+                statuses.push(response.map(|r| r.status().as_u16()).unwrap_or(0));
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for worker in workers {
+        statuses.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let peak = peak_rss_mib(pid);
+    println!("1000 wrong sign-ins in {elapsed:?}: idle RSS {idle:.1} MiB, peak {peak:.1} MiB");
+    assert_eq!(statuses.len(), 1000);
+    assert!(
+        statuses.iter().all(|s| *s == 401),
+        "every attempt answered 401: {:?}",
+        statuses.iter().filter(|s| **s != 401).take(5).collect::<Vec<_>>()
+    );
+    assert!(peak < 150.0, "peak RSS {peak:.1} MiB (idle {idle:.1} MiB) is over 150 MiB");
+}
