@@ -179,12 +179,18 @@ pub async fn revoke_api_key(db: &PgPool, key_id: Uuid, user_id: Option<Uuid>) ->
     Ok(done.rows_affected() == 1)
 }
 
-/// The per-request key check: one indexed lookup on the hash that also records the use.
+/// The per-request key check: one indexed lookup on the hash. It records the use only when
+/// the last one is more than a minute old, so a busy key is not one hot row written on every
+/// request.
 pub async fn authenticate_api_key(db: &PgPool, key_hash: &[u8]) -> sqlx::Result<Option<(Uuid, Uuid)>> {
     let row = sqlx::query!(
-        "UPDATE api_keys SET last_used_at = now()
-         WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-         RETURNING id, user_id",
+        r#"WITH key AS (
+               SELECT id, user_id, last_used_at FROM api_keys
+               WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())),
+           touched AS (
+               UPDATE api_keys SET last_used_at = now() FROM key
+               WHERE api_keys.id = key.id AND (key.last_used_at IS NULL OR key.last_used_at < now() - interval '1 minute'))
+           SELECT id AS "id!", user_id AS "user_id!" FROM key"#,
         key_hash
     )
     .fetch_optional(db)

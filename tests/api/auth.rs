@@ -79,3 +79,20 @@ async fn using_a_key_records_last_used_at() {
     assert_eq!(before.as_array().unwrap().len(), 1);
     assert!(before[0].get("key").is_none(), "secrets are never listed: {before}");
 }
+
+#[tokio::test]
+async fn last_used_at_is_written_at_most_once_a_minute() {
+    let app = spawn_app().await;
+    let last_used = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>("SELECT last_used_at FROM api_keys").fetch_one(&app.db).await.unwrap()
+    };
+    app.api(Method::GET, "/api/account").send().await.unwrap();
+    let first = last_used().await.expect("the first use is recorded");
+    for _ in 0..5 {
+        assert_eq!(app.api(Method::GET, "/api/account").send().await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(last_used().await, Some(first), "uses within the minute do not write the row again");
+    sqlx::query("UPDATE api_keys SET last_used_at = now() - interval '2 minutes'").execute(&app.db).await.unwrap();
+    app.api(Method::GET, "/api/account").send().await.unwrap();
+    assert!(last_used().await.unwrap() > first, "a use after a quiet minute is recorded");
+}

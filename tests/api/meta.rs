@@ -80,6 +80,10 @@ async fn readiness_fails_with_503_when_the_database_is_gone() {
     app.db.close().await;
     let response = app.anon(Method::GET, "/readyz").send().await.unwrap();
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
+    // Any request that needs the database says so honestly: 503 with a retry hint, not a 500.
+    let response = app.api(Method::GET, "/api/instances").send().await.unwrap();
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
 }
 
 #[tokio::test]
