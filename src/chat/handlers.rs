@@ -248,21 +248,15 @@ pub async fn follow(
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
     let notifications = state.chat_events.subscribe();
-    let (cursor, backlog) = match (last_event_id, after_seq) {
-        (Some(last), _) => (last, repo::changed_since(&state.db, session.id, last).await?),
-        (None, Some(seq)) => {
-            let cursor = repo::last_event(&state.db, session.id).await?;
-            (cursor, repo::history(&state.db, session.id, seq, i64::MAX, false).await?)
-        }
-        (None, None) => (repo::last_event(&state.db, session.id).await?, Vec::new()),
+    let replay = match (last_event_id, after_seq) {
+        (Some(last), _) => events::Replay::AfterEvent(last),
+        (None, Some(seq)) => events::Replay::AfterSeq { seq, cursor: repo::last_event(&state.db, session.id).await? },
+        (None, None) => events::Replay::Nothing { cursor: repo::last_event(&state.db, session.id).await? },
     };
-    let cursor = backlog.iter().map(|m| m.event_id).fold(cursor, i64::max);
     let (sink, receiver) = mpsc::channel(64);
+    // The answer starts at once; the backlog is read page by page while the client reads.
     let ready = event("ready", json!({"session_id": session.id, "after": q.after}));
-    let _ = sink.send(ready).await;
-    for row in backlog {
-        let _ = sink.send(Ok(events::message_event(row))).await;
-    }
-    tokio::spawn(events::follow(state.db.clone(), state.shutdown.clone(), session.id, cursor, notifications, sink));
+    sink.try_send(ready).expect("a new channel has room");
+    tokio::spawn(events::replay_and_follow(state.db.clone(), state.shutdown.clone(), session.id, replay, notifications, sink));
     Ok(sse(receiver, state.metrics.stream_open("sse")))
 }

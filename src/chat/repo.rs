@@ -173,14 +173,15 @@ pub async fn history(db: &PgPool, session_id: Uuid, after_seq: i64, limit: i64, 
     .await
 }
 
-/// Messages of the session changed after event `after_event`, oldest change first.
-pub async fn changed_since(db: &PgPool, session_id: Uuid, after_event: i64) -> sqlx::Result<Vec<MessageRow>> {
+/// Up to `limit` messages of the session changed after event `after_event`, oldest change first.
+pub async fn changed_since(db: &PgPool, session_id: Uuid, after_event: i64, limit: i64) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
         r#"SELECT id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at
-         FROM chat_messages WHERE session_id = $1 AND event_id > $2 ORDER BY event_id"#,
+         FROM chat_messages WHERE session_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3"#,
         session_id,
-        after_event
+        after_event,
+        limit
     )
     .fetch_all(db)
     .await

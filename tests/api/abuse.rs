@@ -122,3 +122,49 @@ async fn a_sign_in_flood_does_not_grow_the_server() {
     );
     assert!(peak < 150.0, "peak RSS {peak:.1} MiB (idle {idle:.1} MiB) is over 150 MiB");
 }
+
+/// Resuming an event feed far behind (10,000 messages) answers at once and replays all of it
+/// page by page, by `Last-Event-ID` and by `after`.
+#[tokio::test]
+async fn an_event_feed_resumed_far_behind_answers_at_once_and_replays_everything() {
+    let app = crate::helpers::spawn_app().await;
+    let instance = app.ready_instance_row().await;
+    let session = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO chat_sessions (id, instance_id, next_seq) VALUES ($1, $2, 10001)")
+        .bind(session)
+        .bind(instance)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO chat_messages (id, session_id, seq, role, content, status)
+         SELECT gen_random_uuid(), $1, n, CASE WHEN n % 2 = 1 THEN 'user' ELSE 'assistant' END, 'message ' || n, 'complete'
+         FROM generate_series(1, 10000) AS n",
+    )
+    .bind(session)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let first: uuid::Uuid = sqlx::query_scalar("SELECT id FROM chat_messages WHERE seq = 1").fetch_one(&app.db).await.unwrap();
+    let events = format!("/api/instances/{instance}/chat/events?session_id={session}");
+
+    for (request, expected) in
+        [(app.api(Method::GET, &events).header("Last-Event-ID", "0"), 10_000), (app.api(Method::GET, &format!("{events}&after={first}")), 9_999)]
+    {
+        let started = Instant::now();
+        let response = tokio::time::timeout(Duration::from_secs(5), request.send()).await.expect("headers within 5 s").unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let head = started.elapsed();
+        let mut reader = crate::sse::SseReader::new(response);
+        assert_eq!(reader.next(Duration::from_secs(5)).await.unwrap().event, "ready");
+        let mut contents = Vec::new();
+        while contents.len() < expected {
+            let event = reader.next(Duration::from_secs(10)).await.unwrap_or_else(|| panic!("only {} of {expected} replayed", contents.len()));
+            assert_eq!(event.event, "message");
+            contents.push(event.data["message"]["content"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(contents.last().unwrap(), "message 10000");
+        assert_eq!(contents[0], format!("message {}", 10_001 - expected));
+        println!("replayed {expected} messages: headers after {head:?}, all after {:?}", started.elapsed());
+    }
+}
