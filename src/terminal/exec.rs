@@ -2,6 +2,7 @@
 //! timeout can kill the whole process group, with output capped per stream.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -21,11 +22,17 @@ const MAX_ENV_VARS: usize = 200;
 const CWD_MISSING_EXIT: i64 = 199;
 const CWD_MISSING_MARKER: &str = "ocaas: cwd is not an accessible directory";
 
-/// `$0` pid file, `$1` command, `$2` cwd. The wrapper shell is the session and process-group
-/// leader (`setsid -w`), so killing its group on timeout ends everything the command started.
+/// `$1` command, `$2` cwd. Runs in its own session (`setsid -w`) under `timeout`, which kills
+/// its whole process group at the deadline inside the sandbox, whatever happens to the
+/// request or to ocaas.
 const WRAPPER: &str = r#"cd -- "$2" 2>/dev/null || { echo "ocaas: cwd is not an accessible directory" >&2; exit 199; }
-echo $$ > "$0"; /bin/sh -lc "$1"; rc=$?; rm -f -- "$0"; exit $rc"#;
-const KILL_GROUP: &str = r#"pg=$(cat -- "$0" 2>/dev/null) && [ -n "$pg" ] && /bin/kill -KILL -- "-$pg" 2>/dev/null; rm -f -- "$0""#;
+/bin/sh -lc "$1""#;
+/// Kills every process whose environment carries `OCAAS_EXEC_ID=$0` (what the command started
+/// inherits it). Nothing is written in the sandbox to find them: no file the tenant could
+/// change; a process that scrubbed its environment on purpose has left on purpose.
+const KILL_MARKED: &str = r#"for e in /proc/[0-9]*/environ; do
+  if tr '\0' '\n' <"$e" 2>/dev/null | grep -qxF "OCAAS_EXEC_ID=$0"; then p=${e#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null; fi
+done; exit 0"#;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"command": "pwd", "timeout_ms": 5000}))]
@@ -90,22 +97,52 @@ fn validate(request: &ExecCommand) -> AppResult<(Duration, SandboxPath, Vec<Stri
     Ok((Duration::from_millis(timeout_ms), cwd, pairs))
 }
 
-/// Runs the command with output capped at `max_output` bytes per stream.
-pub async fn run(runtime: &dyn Runtime, max_output: usize, sandbox: &str, request: ExecCommand) -> AppResult<ExecResult> {
-    let (timeout, cwd, env) = validate(&request)?;
-    let pid_file = format!("/tmp/.ocaas-exec-{}.pid", Uuid::new_v4().simple());
-    let cmd = ["setsid", "-w", "/bin/sh", "-c", WRAPPER, &pid_file, &request.command, cwd.as_str()].map(str::to_owned).to_vec();
+/// Kills the command's processes if the request ends before the command does (the client
+/// went away and its future was dropped).
+struct KillOnDrop {
+    runtime: Arc<dyn Runtime>,
+    sandbox: String,
+    marker: String,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let (runtime, sandbox, marker) = (self.runtime.clone(), std::mem::take(&mut self.sandbox), std::mem::take(&mut self.marker));
+            tokio::spawn(async move {
+                if let Err(error) = kill_marked(runtime.as_ref(), &sandbox, &marker).await {
+                    tracing::warn!(%sandbox, %error, "exec: ending the command of a request that went away");
+                }
+            });
+        }
+    }
+}
+
+async fn kill_marked(runtime: &dyn Runtime, sandbox: &str, marker: &str) -> Result<(), crate::runtime::RuntimeError> {
+    let cmd = ["/bin/sh", "-c", KILL_MARKED, marker].map(str::to_owned).to_vec();
+    let kill = ExecRequest { cmd, user: Some(SANDBOX_USER.into()), max_output: 4096, timeout: Some(Duration::from_secs(10)), ..Default::default() };
+    runtime.exec(sandbox, kill).await.map(|_| ())
+}
+
+/// Runs the command with output capped at `max_output` bytes per stream. It ends at its
+/// timeout inside the sandbox, and as soon as the request does.
+pub async fn run(runtime: Arc<dyn Runtime>, max_output: usize, sandbox: &str, request: ExecCommand) -> AppResult<ExecResult> {
+    let (timeout, cwd, mut env) = validate(&request)?;
+    let marker = Uuid::new_v4().simple().to_string();
+    env.push(format!("OCAAS_EXEC_ID={marker}"));
+    // `timeout` needs whole seconds; ocaas stops waiting at the exact deadline and kills then.
+    let deadline_secs = timeout.as_millis().div_ceil(1000).to_string();
+    let cmd = ["setsid", "-w", "timeout", "-s", "KILL", &deadline_secs, "/bin/sh", "-c", WRAPPER, "sh", &request.command, cwd.as_str()]
+        .map(str::to_owned)
+        .to_vec();
     let exec = ExecRequest { cmd, env, user: Some(SANDBOX_USER.into()), max_output, timeout: Some(timeout), ..Default::default() };
     let started = Instant::now();
+    let mut guard = KillOnDrop { runtime: runtime.clone(), sandbox: sandbox.to_owned(), marker: marker.clone(), armed: true };
     let output = runtime.exec(sandbox, exec).await?;
+    guard.armed = false;
     if output.timed_out {
-        let kill = ExecRequest {
-            cmd: ["/bin/sh", "-c", KILL_GROUP, &pid_file].map(str::to_owned).to_vec(),
-            user: Some(SANDBOX_USER.into()),
-            max_output: 4096,
-            ..Default::default()
-        };
-        runtime.exec(sandbox, kill).await?;
+        kill_marked(runtime.as_ref(), sandbox, &marker).await?;
     }
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if output.exit_code == Some(CWD_MISSING_EXIT) && stderr.trim() == CWD_MISSING_MARKER {

@@ -38,7 +38,7 @@ pub async fn exec_command(
     RunningInstance { instance, .. }: RunningInstance,
     ApiJson(body): ApiJson<ExecCommand>,
 ) -> AppResult<Json<ExecResult>> {
-    Ok(Json(exec::run(state.runtime.as_ref(), state.settings.instances.exec_max_output, &instance.sandbox_id, body).await?))
+    Ok(Json(exec::run(state.runtime.clone(), state.settings.instances.exec_max_output, &instance.sandbox_id, body).await?))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

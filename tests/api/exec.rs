@@ -84,3 +84,24 @@ async fn bad_exec_requests_are_refused() {
         .unwrap();
     assert_error(missing, StatusCode::NOT_FOUND, "instance_not_found").await;
 }
+
+#[tokio::test]
+async fn a_command_dies_with_its_request_and_leaves_nothing_in_the_sandbox() {
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    // The client gives up after one second (like `curl -m 1`); the command would run 10 min.
+    let body = json!({"command": "sleep 4242 & sleep 4243", "timeout_ms": 600000});
+    let gone = app.api(Method::POST, &format!("/api/instances/{id}/terminal/exec")).json(&body).timeout(Duration::from_secs(1)).send().await;
+    assert!(gone.is_err(), "the client timed out");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = sandbox_sh(&sandbox, "ps -eo args | grep -c '^sleep 424[23]'");
+        if left == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} sleep(s) still running 2 s after the client left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing of ocaas's bookkeeping is left in the sandbox's writable temp dir.
+    assert_eq!(sandbox_sh(&sandbox, "ls -A /tmp | grep -c ocaas"), "0");
+}
