@@ -80,6 +80,16 @@ pub struct ServeArgs {
     /// Password hashes computed at once (argon2id, 19 MiB each); 0 or unset: the CPU count.
     #[arg(long, env = "OCAAS_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
+    /// Connections open at once; more are closed as they arrive.
+    #[arg(long, env = "OCAAS_MAX_CONNECTIONS", default_value_t = 4096, value_parser = at_least_one::<usize>)]
+    pub max_connections: usize,
+    /// Requests handled at once (streams count until their head is sent); more get 503.
+    #[arg(long, env = "OCAAS_MAX_INFLIGHT", default_value_t = 1024, value_parser = at_least_one::<usize>)]
+    pub max_inflight: usize,
+    /// Seconds a client may take to send a request's headers, and a keep-alive connection may
+    /// sit idle, before it is closed.
+    #[arg(long, env = "OCAAS_HEADER_TIMEOUT_SECS", default_value_t = 15, value_parser = at_least_one::<u64>)]
+    pub header_timeout_secs: u64,
     /// Bearer token that `GET /metrics` requires; unset, `/metrics` is not served.
     #[arg(long, env = "OCAAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
@@ -132,6 +142,10 @@ pub struct InstanceArgs {
     /// Largest file accepted by `files/write` and `files/upload`.
     #[arg(long, env = "OCAAS_MAX_UPLOAD_BYTES", default_value_t = 512 << 20, value_parser = at_least_one::<u64>)]
     pub max_upload_bytes: u64,
+    /// Seconds a download may go unread before ocaas lets go of the engine's archive (the
+    /// engine locks the sandbox while it streams one).
+    #[arg(long, env = "OCAAS_STALL_TIMEOUT_SECS", default_value_t = 30, value_parser = at_least_one::<u64>)]
+    pub stall_timeout_secs: u64,
     /// Cap per stream (stdout, stderr) of `terminal/exec` output.
     #[arg(long, env = "OCAAS_EXEC_MAX_OUTPUT", default_value_t = 1 << 20, value_parser = at_least_one::<usize>)]
     pub exec_max_output: usize,
@@ -204,6 +218,7 @@ pub struct InstanceSettings {
     pub max_read_bytes: u64,
     pub max_upload_bytes: u64,
     pub exec_max_output: usize,
+    pub stall_timeout: std::time::Duration,
 }
 
 impl InstanceSettings {
@@ -229,6 +244,7 @@ impl InstanceSettings {
             max_read_bytes: args.max_read_bytes,
             max_upload_bytes: args.max_upload_bytes,
             exec_max_output: args.exec_max_output,
+            stall_timeout: std::time::Duration::from_secs(args.stall_timeout_secs),
         }
     }
 }
@@ -251,7 +267,16 @@ pub struct Settings {
     pub auth_per_minute_per_addr: std::num::NonZeroU32,
     pub login_per_minute_per_account: std::num::NonZeroU32,
     pub hash_concurrency: usize,
+    pub limits: ServerLimits,
     pub instances: InstanceSettings,
+}
+
+/// Limits of the HTTP server itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    pub max_inflight: usize,
+    pub header_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -276,6 +301,11 @@ impl Settings {
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
             } else {
                 args.hash_concurrency
+            },
+            limits: ServerLimits {
+                max_connections: args.max_connections,
+                max_inflight: args.max_inflight,
+                header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
             },
             instances: InstanceSettings::from_args(&args.instances, image),
         })

@@ -91,6 +91,7 @@ error_codes! {
     DesktopUnavailable = (BAD_GATEWAY, "desktop_unavailable", "The sandbox's VNC server does not answer."),
     CapacityExhausted = (SERVICE_UNAVAILABLE, "capacity_exhausted", "The server runs `OCAAS_MAX_INSTANCES` instances; `Retry-After` says when to retry."),
     NotReady = (SERVICE_UNAVAILABLE, "not_ready", "`/readyz`: the database or the engine is unreachable."),
+    ServerBusy = (SERVICE_UNAVAILABLE, "server_busy", "`OCAAS_MAX_INFLIGHT` requests are being handled; retry after `Retry-After`."),
     DatabaseUnavailable = (SERVICE_UNAVAILABLE, "database_unavailable", "PostgreSQL cannot be reached right now; retry after `Retry-After`."),
     EngineUnavailable = (SERVICE_UNAVAILABLE, "engine_unavailable", "The container engine cannot be reached right now; retry after `Retry-After`."),
     TerminalViewerMissing = (SERVICE_UNAVAILABLE, "terminal_viewer_missing", "xterm.js (Debian's `node-xterm`) is not installed for the dashboard's terminal."),

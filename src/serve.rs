@@ -1,12 +1,26 @@
-//! Running the server: background tasks, serving the router until a shutdown signal, and
-//! draining connections.
+//! Running the server: background tasks, the accept loop with its limits (connections at
+//! once, header-read and idle timeout, requests in flight), serving the router until a
+//! shutdown signal, and draining connections.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
+
+/// How long connections get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(20);
 
 /// Starts the background work: the reconciler (which also resumes unfinished operations
 /// and closes abandoned chat turns), the chat event listener and the rate limiters' cleanup.
@@ -39,22 +53,74 @@ fn tune_process(state: &AppState) {
     }
 }
 
+/// Refuses requests beyond `OCAAS_MAX_INFLIGHT` at once with 503 `server_busy` instead of
+/// queueing them (a streaming response counts only until its head is sent).
+async fn limit_inflight(axum::extract::State(inflight): axum::extract::State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = inflight.try_acquire() else {
+        return AppError::new(ErrorCode::ServerBusy, "The server is handling as many requests as it takes; retry shortly.")
+            .with_retry_after(1)
+            .into_response();
+    };
+    next.run(request).await
+}
+
 /// Serves until `shutdown` resolves, then cancels background work and drains connections.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     tune_process(&state);
+    let settings = state.settings.clone();
     let token = state.shutdown.clone();
-    let app = crate::router::router(state);
-    let drain_started = token.clone();
+    let inflight = Arc::new(Semaphore::new(settings.limits.max_inflight));
+    // One router for every connection: cloning it per connection is cheap (shared routes).
+    let app = crate::router::router(state).layer(axum::middleware::from_fn_with_state(inflight, limit_inflight));
+    let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let mut builder = Builder::new(TokioExecutor::new());
+    // The header-read timer runs whenever a connection waits for a request head: it closes
+    // slow-header clients and idle keep-alive connections alike.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.limits.header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(20)).keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let stop = token.clone();
     tokio::spawn(async move {
         shutdown.await;
-        token.cancel();
+        stop.cancel();
     });
-    // The make-service shares the router between connections (and records each peer's
-    // address for the audit log); serving the `Router` itself
-    // would rebuild every route (and copy what handlers captured) for each connection.
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(drain_started.cancelled_owned())
-        .await?;
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(%error, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Over the connection cap: closed at once rather than kept waiting.
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        // The router as a hyper service, with the peer's address for the audit log.
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = watched.await;
+            drop(permit);
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {} s; closing", DRAIN.as_secs()),
+    }
     // Give background tasks a moment to observe the cancellation.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())

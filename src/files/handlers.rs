@@ -262,7 +262,10 @@ pub async fn download(
         (header::CONTENT_LENGTH, file.size.to_string()),
         (header::CONTENT_DISPOSITION, content_disposition(&name)),
     ];
-    Ok((headers, Body::from_stream(file.body)).into_response())
+    // The engine locks the container while it streams an archive: a client that stops
+    // reading must not hold the instance (see `ops::release_when_stalled`).
+    let body = ops::release_when_stalled(file.body, state.settings.instances.stall_timeout);
+    Ok((headers, Body::from_stream(body)).into_response())
 }
 
 fn content_type(name: &str) -> &'static str {

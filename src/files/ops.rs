@@ -112,12 +112,27 @@ pub async fn open(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max_
     Ok(OpenFile { size: entry.size, body: entry.body })
 }
 
-/// Reads a UTF-8 text file of at most `max` bytes.
+/// Reads a UTF-8 text file of at most `max` bytes. The size checked before the transfer may
+/// be stale (the sandbox can swap the file in between), so the transfer is bounded too: more
+/// than `max` bytes is `file_too_large`, whatever the archive says.
 pub async fn read_text(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max: u64) -> AppResult<(String, u64)> {
     let mut file = open(runtime, sandbox, path, Some(max)).await?;
+    let too_large = || {
+        AppError::new(
+            ErrorCode::FileTooLarge,
+            format!("{} is more than the {max} bytes files/read returns; use GET …/files/download?path= instead.", path.as_str()),
+        )
+    };
+    if file.size > max {
+        return Err(too_large());
+    }
     let mut content = Vec::with_capacity(file.size as usize);
     while let Some(chunk) = file.body.next().await {
-        content.extend_from_slice(&chunk?);
+        let chunk = chunk?;
+        if (content.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        content.extend_from_slice(&chunk);
     }
     let not_text =
         || AppError::new(ErrorCode::NotText, format!("{} is not UTF-8 text; use GET …/files/download?path= for binary files.", path.as_str()));
@@ -157,4 +172,27 @@ pub async fn delete(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, re
     }
     let flag = if recursive { "1" } else { "0" };
     check(&script(runtime, sandbox, DELETE, &[path.as_str(), flag], 64 << 10).await?, path.as_str())
+}
+
+/// Forwards `source` through a small queue, and lets go of it (ending the stream with an
+/// error) when the reader has taken nothing for `stall`, or has gone away. The engine holds
+/// the container's lock while it streams an archive, so a client that stops reading — or
+/// hangs up in a way the server does not notice at once — would otherwise block every exec
+/// and file operation on the instance.
+pub fn release_when_stalled(mut source: ByteStream, stall: std::time::Duration) -> ByteStream {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::spawn(async move {
+        while let Some(chunk) = source.next().await {
+            match tokio::time::timeout(stall, sender.send(chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!("files: a download stalled; releasing the engine archive");
+                    let _ = sender.try_send(Err(std::io::Error::other("the reader stalled")));
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) }))
 }

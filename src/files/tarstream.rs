@@ -61,10 +61,16 @@ pub struct Entry {
     pub body: ByteStream,
 }
 
-/// Reads up to the first real entry of `archive` (skipping PAX and GNU long-name records) and
-/// returns its type, size and a stream of exactly its bytes.
+/// Extended-header records larger than this are refused: they hold names and times, and the
+/// archive comes from a sandbox, which must not decide how much ocaas buffers.
+const MAX_EXTENSION_BYTES: u64 = 1 << 20;
+
+/// Reads up to the first real entry of `archive` (applying a PAX `size` record, skipping the
+/// other PAX and GNU long-name records) and returns its type, size and a stream of exactly its
+/// bytes. Files of 8 GiB and more carry their size in a PAX record (or in GNU base-256).
 pub async fn first_entry(mut archive: ByteStream) -> std::io::Result<Entry> {
     let mut buf = BytesMut::new();
+    let mut pax_size = None;
     loop {
         fill(&mut archive, &mut buf, BLOCK).await?;
         let header = Header::from_byte_slice(&buf[..BLOCK]).clone();
@@ -72,11 +78,18 @@ pub async fn first_entry(mut archive: ByteStream) -> std::io::Result<Entry> {
         let kind = header.entry_type();
         let _ = buf.split_to(BLOCK);
         if matches!(kind, EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink) {
+            if size > MAX_EXTENSION_BYTES {
+                return Err(std::io::Error::other("an extended tar header is implausibly large"));
+            }
             let skip = size as usize + padding(size);
             fill(&mut archive, &mut buf, skip).await?;
-            let _ = buf.split_to(skip);
+            let record = buf.split_to(skip);
+            if kind == EntryType::XHeader {
+                pax_size = pax_size_record(&record[..size as usize])?.or(pax_size);
+            }
             continue;
         }
+        let size = pax_size.unwrap_or(size);
         let body = stream::unfold((buf, archive, size), |(mut buf, mut archive, remaining)| async move {
             if remaining == 0 {
                 return None;
@@ -94,6 +107,18 @@ pub async fn first_entry(mut archive: ByteStream) -> std::io::Result<Entry> {
         });
         return Ok(Entry { kind, size, body: Box::pin(body) });
     }
+}
+
+/// The `size` record of a PAX extended header, if it has one.
+fn pax_size_record(data: &[u8]) -> std::io::Result<Option<u64>> {
+    for extension in tar::PaxExtensions::new(data) {
+        let extension = extension?;
+        if extension.key() == Ok("size") {
+            let value = extension.value().map_err(|_| std::io::Error::other("a PAX size that is not text"))?;
+            return value.parse().map(Some).map_err(|_| std::io::Error::other(format!("a PAX size that is not a number: {value:?}")));
+        }
+    }
+    Ok(None)
 }
 
 async fn fill(archive: &mut ByteStream, buf: &mut BytesMut, want: usize) -> std::io::Result<()> {
@@ -141,6 +166,44 @@ mod tests {
             assert!(entry.kind.is_file());
             assert_eq!(collect(entry.body).await, data);
         }
+    }
+
+    #[tokio::test]
+    async fn a_pax_size_record_overrides_the_header_size() {
+        // What Go's archive/tar (Docker) writes for files of 8 GiB and more: a PAX record
+        // `size`, and 0 in the ustar field. Here with a small body to check the plumbing.
+        let data = b"sized by PAX".to_vec();
+        // A record is "<length> size=<n>\n", the length counting itself: 11 for n = 12.
+        let record = format!("11 size={}\n", data.len());
+        assert_eq!(record.len(), 11);
+        let mut archive = Vec::new();
+        let mut pax = Header::new_ustar();
+        pax.set_entry_type(EntryType::XHeader);
+        pax.set_size(record.len() as u64);
+        pax.set_cksum();
+        archive.extend_from_slice(pax.as_bytes());
+        archive.extend_from_slice(record.as_bytes());
+        archive.extend_from_slice(&vec![0; padding(record.len() as u64)]);
+        let mut file = Header::new_ustar();
+        file.set_entry_type(EntryType::Regular);
+        file.set_size(0);
+        file.set_cksum();
+        archive.extend_from_slice(file.as_bytes());
+        archive.extend_from_slice(&data);
+        archive.extend_from_slice(&vec![0; padding(data.len() as u64) + 2 * BLOCK]);
+        let entry = first_entry(chunks(archive, 7)).await.unwrap();
+        assert_eq!(entry.size, data.len() as u64);
+        assert_eq!(collect(entry.body).await, data);
+    }
+
+    #[tokio::test]
+    async fn refuses_an_oversized_extended_header() {
+        let mut pax = Header::new_ustar();
+        pax.set_entry_type(EntryType::XHeader);
+        pax.set_size(64 << 20);
+        pax.set_cksum();
+        let error = first_entry(chunks(pax.as_bytes().to_vec(), 512)).await.err().unwrap();
+        assert!(error.to_string().contains("implausibly large"), "{error}");
     }
 
     #[tokio::test]

@@ -168,3 +168,77 @@ async fn an_event_feed_resumed_far_behind_answers_at_once_and_replays_everything
         println!("replayed {expected} messages: headers after {head:?}, all after {:?}", started.elapsed());
     }
 }
+
+/// Reads until the server closes the connection (EOF or reset); how long that took.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_idle_connections_and_too_many_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| {
+        s.limits.header_timeout = Duration::from_secs(1);
+        s.limits.max_connections = 60;
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    // 50 clients that send half a request header and then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        slow.push(stream);
+    }
+    for stream in &mut slow {
+        let closed = closed_within(stream, Duration::from_secs(5)).await;
+        assert!(closed.is_some(), "a slow-header connection was still open after 5 s");
+    }
+    // A keep-alive connection that goes quiet after a request is closed too.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut idle, &mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await.is_some(), "an idle keep-alive connection stayed open");
+
+    // Over the connection cap, new connections are closed at once; the server still answers
+    // once the hogs are gone.
+    let mut hogs = Vec::new();
+    for _ in 0..60 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(b"GET /api HTTP/1.1\r\n").await.unwrap();
+        hogs.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let refused = closed_within(&mut extra, Duration::from_millis(800)).await;
+    assert!(refused.is_some(), "a connection over the cap was not closed");
+    drop(hogs);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.anon(Method::GET, "/healthz").send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_cap_get_503_server_busy() {
+    let app = crate::helpers::spawn_app_with_docker(|s| s.limits.max_inflight = 1).await;
+    let (id, _) = crate::helpers::ready_instance(&app).await;
+    let slow = app.api(Method::POST, &format!("/api/instances/{id}/terminal/exec")).json(&json!({"command": "sleep 2"})).send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = app.api(Method::GET, "/api/instances").send().await.unwrap();
+    assert_eq!(busy.headers()["retry-after"], "1");
+    assert_error(busy, StatusCode::SERVICE_UNAVAILABLE, "server_busy").await;
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(app.api(Method::GET, "/api/instances").send().await.unwrap().status(), StatusCode::OK);
+    app.settle().await;
+}

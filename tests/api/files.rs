@@ -188,3 +188,84 @@ async fn every_error_case_is_a_clear_json_error() {
     assert_error(post(&app, &id, "/write", json!({"path": "/workspace/y", "content": "x"})).await, StatusCode::CONFLICT, "instance_not_running")
         .await;
 }
+
+/// Files of 8 GiB and more carry their size in a PAX record: a sparse 9 GiB file downloads
+/// with the right `Content-Length` and its bytes (the first MiB checked). The engine locks the
+/// container while it streams an archive: a client that stays connected but stops reading
+/// holds it only for `OCAAS_STALL_TIMEOUT_SECS` (2 s here), then execs work again.
+#[tokio::test]
+async fn a_sparse_nine_gib_file_downloads_with_its_real_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with_docker(|s| s.instances.stall_timeout = std::time::Duration::from_secs(2)).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    sandbox_sh(&sandbox, "truncate -s 9G /workspace/huge");
+    // A raw connection, so that hanging up is certain.
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://")).await.unwrap();
+    let request =
+        format!("GET /api/instances/{id}/files/download?path=/workspace/huge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", app.user.key);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let head_end = loop {
+        let mut buffer = vec![0u8; 64 << 10];
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the server closed early");
+        received.extend_from_slice(&buffer[..n]);
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {}", 9u64 << 30)), "{head}");
+    while received.len() < head_end + (1 << 20) {
+        let mut buffer = vec![0u8; 64 << 10];
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "the body ended early");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    assert!(received[head_end..].iter().all(|b| *b == 0));
+    // Still connected, no longer reading.
+    let started = std::time::Instant::now();
+    // Off the test's runtime thread: the server under test runs on it.
+    let removed = tokio::task::spawn_blocking(move || sandbox_sh(&sandbox, "rm -f /workspace/huge && echo removed")).await.unwrap();
+    assert_eq!(removed, "removed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(6), "the engine was held for {:?}", started.elapsed());
+    drop(stream);
+    app.settle().await;
+}
+
+/// `files/read` checks the size, then downloads: a sandbox that swaps a big file in between
+/// still gets at most `OCAAS_MAX_READ_BYTES` read (413), never a bigger answer.
+#[tokio::test]
+async fn a_file_swapped_between_stat_and_download_is_never_read_past_the_limit() {
+    let app = spawn_app_with_docker(|s| s.instances.max_read_bytes = 64 << 10).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    let swap = "cd /workspace && printf small > s && head -c 3000000 /dev/zero | tr '\\0' x > b && \
+                (while :; do ln -f s t && mv -f t f; ln -f b t && mv -f t f; done) >/dev/null 2>&1 & echo started";
+    assert_eq!(sandbox_sh(&sandbox, swap), "started");
+    let (mut small, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let response = get(&app, &id, "/read", "/workspace/f").await;
+        match response.status() {
+            StatusCode::OK => {
+                let body = json(response, StatusCode::OK).await;
+                // The engine may pair the small file's size with the big file's bytes: a torn
+                // read, but never more than the limit.
+                let content = body["content"].as_str().unwrap();
+                assert!(content.len() <= 64 << 10 && (content == "small" || content == "xxxxx"), "{} bytes", content.len());
+                small += 1;
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+                refused += 1;
+            }
+            // Caught mid-rename: the path briefly does not exist.
+            StatusCode::NOT_FOUND => {}
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+        }
+    }
+    sandbox_sh(&sandbox, "pkill -f 'ln -f s t' ; pkill -f 'while :' ; true");
+    println!("small {small}, refused {refused}");
+    assert!(small + refused >= 20, "small {small}, refused {refused}");
+    app.settle().await;
+}
