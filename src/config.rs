@@ -80,6 +80,18 @@ pub struct ServeArgs {
     /// Password hashes computed at once (argon2id, 19 MiB each); 0 or unset: the CPU count.
     #[arg(long, env = "OCAAS_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
+    /// Per user: `terminal/exec` commands running at once.
+    #[arg(long, env = "OCAAS_USER_MAX_EXEC", default_value_t = 8, value_parser = at_least_one::<usize>)]
+    pub user_max_exec: usize,
+    /// Per user: terminals open at once.
+    #[arg(long, env = "OCAAS_USER_MAX_TERMINALS", default_value_t = 4, value_parser = at_least_one::<usize>)]
+    pub user_max_terminals: usize,
+    /// Per user: desktop (VNC) sockets open at once.
+    #[arg(long, env = "OCAAS_USER_MAX_DESKTOPS", default_value_t = 4, value_parser = at_least_one::<usize>)]
+    pub user_max_desktops: usize,
+    /// Per user: SSE streams (chat stream, chat events, logs) open at once.
+    #[arg(long, env = "OCAAS_USER_MAX_STREAMS", default_value_t = 16, value_parser = at_least_one::<usize>)]
+    pub user_max_streams: usize,
     /// Connections open at once; more are closed as they arrive.
     #[arg(long, env = "OCAAS_MAX_CONNECTIONS", default_value_t = 4096, value_parser = at_least_one::<usize>)]
     pub max_connections: usize,
@@ -142,6 +154,9 @@ pub struct InstanceArgs {
     /// Largest file accepted by `files/write` and `files/upload`.
     #[arg(long, env = "OCAAS_MAX_UPLOAD_BYTES", default_value_t = 512 << 20, value_parser = at_least_one::<u64>)]
     pub max_upload_bytes: u64,
+    /// Largest JSON body of `files/write` and `files/upload` (bigger files: multipart).
+    #[arg(long, env = "OCAAS_MAX_JSON_UPLOAD_BYTES", default_value_t = 16 << 20, value_parser = at_least_one::<usize>)]
+    pub max_json_upload_bytes: usize,
     /// Seconds a download may go unread before ocaas lets go of the engine's archive (the
     /// engine locks the sandbox while it streams one).
     #[arg(long, env = "OCAAS_STALL_TIMEOUT_SECS", default_value_t = 30, value_parser = at_least_one::<u64>)]
@@ -217,14 +232,16 @@ pub struct InstanceSettings {
     pub llm: LlmSettings,
     pub max_read_bytes: u64,
     pub max_upload_bytes: u64,
+    /// JSON bodies of `files/write` and `files/upload` (read whole before use): at most this.
+    pub max_json_upload_bytes: usize,
     pub exec_max_output: usize,
     pub stall_timeout: std::time::Duration,
 }
 
 impl InstanceSettings {
-    /// Body limit of the upload routes: the file, base64-encoded in JSON, plus room for the rest.
+    /// Body limit of multipart `files/upload`: the file plus room for the form's other parts.
     pub fn upload_body_limit(&self) -> usize {
-        usize::try_from(self.max_upload_bytes / 3 * 4 + (64 << 10)).unwrap_or(usize::MAX)
+        usize::try_from(self.max_upload_bytes + (64 << 10)).unwrap_or(usize::MAX)
     }
 }
 
@@ -243,6 +260,7 @@ impl InstanceSettings {
             llm: LlmSettings { base_url: args.llm_base_url.clone(), api_key: args.llm_api_key.clone(), model: args.llm_model.clone() },
             max_read_bytes: args.max_read_bytes,
             max_upload_bytes: args.max_upload_bytes,
+            max_json_upload_bytes: args.max_json_upload_bytes,
             exec_max_output: args.exec_max_output,
             stall_timeout: std::time::Duration::from_secs(args.stall_timeout_secs),
         }
@@ -268,7 +286,17 @@ pub struct Settings {
     pub login_per_minute_per_account: std::num::NonZeroU32,
     pub hash_concurrency: usize,
     pub limits: ServerLimits,
+    pub user_limits: SlotLimits,
     pub instances: InstanceSettings,
+}
+
+/// Per-user caps on long-lived work at once.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotLimits {
+    pub exec: usize,
+    pub terminal: usize,
+    pub desktop: usize,
+    pub stream: usize,
 }
 
 /// Limits of the HTTP server itself.
@@ -306,6 +334,12 @@ impl Settings {
                 max_connections: args.max_connections,
                 max_inflight: args.max_inflight,
                 header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
+            },
+            user_limits: SlotLimits {
+                exec: args.user_max_exec,
+                terminal: args.user_max_terminals,
+                desktop: args.user_max_desktops,
+                stream: args.user_max_streams,
             },
             instances: InstanceSettings::from_args(&args.instances, image),
         })

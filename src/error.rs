@@ -85,6 +85,7 @@ error_codes! {
     FileTooLarge = (PAYLOAD_TOO_LARGE, "file_too_large", "A file over `OCAAS_MAX_READ_BYTES` (read) or `OCAAS_MAX_UPLOAD_BYTES` (write, upload)."),
     NotText = (UNSUPPORTED_MEDIA_TYPE, "not_text", "`files/read` of a file that is not UTF-8 (use `files/download`)."),
     UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "A body that is not JSON (or multipart where allowed)."),
+    TooManyConcurrent = (TOO_MANY_REQUESTS, "too_many_concurrent", "The user already has the most commands, terminals, desktop sockets or event streams allowed at once."),
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited", "Too many sign-in or registration attempts from one address or on one account; `Retry-After` says when."),
     WebsocketRequired = (UPGRADE_REQUIRED, "websocket_required", "A plain request to a websocket endpoint."),
     InternalError = (INTERNAL_SERVER_ERROR, "internal_error", "A bug or an unexpected failure; logged with the request id."),

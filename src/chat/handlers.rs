@@ -17,13 +17,14 @@ use super::turn::{self, StartedTurn, TurnEvent};
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiJsonOrEmpty, ApiQuery};
 use crate::instances::extract::{OwnedInstance, RunningInstance};
-use crate::state::AppState;
+use crate::state::{AppState, SlotKind};
 
 type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
-/// An SSE response fed by `receiver`; counted as an open stream while the client reads it.
-fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>, open: crate::metrics::StreamGuard) -> EventStream {
+/// An SSE response fed by `receiver`, holding `open` (the user's stream slot and the metrics
+/// gauge) while the client reads it.
+fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>, open: (crate::state::Slot, crate::metrics::StreamGuard)) -> EventStream {
     let stream = futures_util::stream::unfold((receiver, open), |(mut rx, open)| async move { rx.recv().await.map(|event| (event, (rx, open))) });
     Sse::new(Box::pin(stream) as BoxedEvents).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
@@ -118,16 +119,18 @@ pub async fn send(
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `session_busy`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's event streams are all open", body = ErrorBody),
     ))]
 pub async fn stream(
     State(state): State<AppState>,
-    RunningInstance { instance, .. }: RunningInstance,
+    RunningInstance { instance, user }: RunningInstance,
     ApiJson(body): ApiJson<SendMessage>,
 ) -> AppResult<EventStream> {
+    let slot = state.user_slots.acquire(user.user_id, SlotKind::Stream)?;
     let started = turn::start(&state, &instance, body.session_id, &body.message).await?;
     let (sink, receiver) = mpsc::channel(64);
     tokio::spawn(forward_turn(started, sink));
-    Ok(sse(receiver, state.metrics.stream_open("sse")))
+    Ok(sse(receiver, (slot, state.metrics.stream_open("sse"))))
 }
 
 async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event, Infallible>>) {
@@ -220,13 +223,15 @@ pub async fn messages(
             example = json!("event: ready\ndata: {\"session_id\":\"0193b6c2-7d1e-7cc0-9f43-2b1f7e0c9a12\"}\n\nid: 42\nevent: message\ndata: {\"message\":{\"id\":\"0193b6c2-9a00-7cc0-9f43-2b1f7e0c9a13\",\"role\":\"assistant\",\"content\":\"Hello!\",\"status\":\"complete\"}}\n\n")),
         (status = 400, description = "Unknown `after` or bad `Last-Event-ID`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's event streams are all open", body = ErrorBody),
     ))]
 pub async fn follow(
     State(state): State<AppState>,
-    OwnedInstance { instance, .. }: OwnedInstance,
+    OwnedInstance { instance, user }: OwnedInstance,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> AppResult<EventStream> {
+    let slot = state.user_slots.acquire(user.user_id, SlotKind::Stream)?;
     let session = match q.session_id {
         Some(sid) => repo::session(&state.db, instance.id, sid).await?,
         None => repo::latest_session(&state.db, instance.id).await?,
@@ -258,5 +263,5 @@ pub async fn follow(
     let ready = event("ready", json!({"session_id": session.id, "after": q.after}));
     sink.try_send(ready).expect("a new channel has room");
     tokio::spawn(events::replay_and_follow(state.db.clone(), state.shutdown.clone(), session.id, replay, notifications, sink));
-    Ok(sse(receiver, state.metrics.stream_open("sse")))
+    Ok(sse(receiver, (slot, state.metrics.stream_open("sse"))))
 }

@@ -78,7 +78,7 @@ pub async fn read(
         (status = 403, description = "`permission_denied` or `csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
-        (status = 413, description = "Over `OCAAS_MAX_UPLOAD_BYTES`", body = ErrorBody),
+        (status = 413, description = "`file_too_large` (over `OCAAS_MAX_UPLOAD_BYTES`) or `payload_too_large` (a JSON body over `OCAAS_MAX_JSON_UPLOAD_BYTES`: use multipart)", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
 pub async fn write(
@@ -135,7 +135,7 @@ pub struct UploadForm {
         (status = 403, description = "`permission_denied` or `csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
-        (status = 413, description = "Over `OCAAS_MAX_UPLOAD_BYTES`", body = ErrorBody),
+        (status = 413, description = "`file_too_large` (over `OCAAS_MAX_UPLOAD_BYTES`) or `payload_too_large` (a JSON body over `OCAAS_MAX_JSON_UPLOAD_BYTES`: use multipart)", body = ErrorBody),
         (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
     ))]
 pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .. }: RunningInstance, request: Request) -> AppResult<Json<Written>> {
@@ -150,7 +150,7 @@ pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .
             .map_err(|e| AppError::new(ErrorCode::InvalidRequest, format!("Bad multipart body: {}", e.body_text())))?;
         return super::multipart::upload(&state, &instance.sandbox_id, multipart).await;
     }
-    let ApiJson(body) = ApiJson::<UploadRequest>::from_request(request, &state).await?;
+    let body = json_upload::<UploadRequest>(&state, request).await?;
     let path = SandboxPath::parse(&body.target_dir)?.join(&body.file_name)?;
     let content = match body.encoding {
         Encoding::Utf8 => Bytes::from(body.content),
@@ -161,6 +161,28 @@ pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .
         ),
     };
     store(&state, &instance.sandbox_id, &path, content).await
+}
+
+/// A JSON upload body, held to `OCAAS_MAX_JSON_UPLOAD_BYTES` (it is read whole); bigger files
+/// go as multipart, which streams.
+async fn json_upload<T: serde::de::DeserializeOwned>(state: &AppState, request: Request) -> AppResult<T> {
+    let limit = state.settings.instances.max_json_upload_bytes;
+    let too_large = || {
+        AppError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("JSON uploads may be at most {limit} bytes; send bigger files as multipart/form-data (they stream)."),
+        )
+    };
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+    match ApiJson::<T>::from_request(request, state).await {
+        Ok(ApiJson(body)) => Ok(body),
+        Err(error) if error.to_string().starts_with("payload_too_large") => Err(too_large()),
+        Err(error) => Err(error),
+    }
 }
 
 /// Make a directory

@@ -14,11 +14,12 @@ use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-/// The file routes; `write` and `upload` take bodies up to `upload_body_limit` bytes, the
+/// The file routes: `write` takes JSON up to `json_upload_limit` bytes, `upload` multipart up
+/// to `upload_body_limit` (its JSON form is held to `json_upload_limit` by the handler), the
 /// others the server's default JSON limit.
-pub fn router(upload_body_limit: usize) -> OpenApiRouter<AppState> {
-    let uploads =
-        OpenApiRouter::new().routes(routes!(handlers::write)).routes(routes!(handlers::upload)).layer(DefaultBodyLimit::max(upload_body_limit));
+pub fn router(json_upload_limit: usize, upload_body_limit: usize) -> OpenApiRouter<AppState> {
+    let write = OpenApiRouter::new().routes(routes!(handlers::write)).layer(DefaultBodyLimit::max(json_upload_limit));
+    let uploads = OpenApiRouter::new().routes(routes!(handlers::upload)).layer(DefaultBodyLimit::max(upload_body_limit)).merge(write);
     OpenApiRouter::new()
         .routes(routes!(handlers::list))
         .routes(routes!(handlers::read))

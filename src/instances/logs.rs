@@ -108,10 +108,11 @@ impl LineSplitter {
         (status = 400, description = "`tail` out of range", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`: the sandbox container does not exist (yet)", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent` (with `follow`): the user's event streams are all open", body = ErrorBody),
     ))]
 pub async fn logs(
     State(state): State<AppState>,
-    OwnedInstance { instance, .. }: OwnedInstance,
+    OwnedInstance { instance, user }: OwnedInstance,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> AppResult<Response> {
     let tail = q.tail.unwrap_or(DEFAULT_TAIL);
@@ -124,7 +125,7 @@ pub async fn logs(
     if !q.follow {
         return Ok(Json(collect(chunks).await?).into_response());
     }
-    let open = state.metrics.stream_open("sse");
+    let open = (state.user_slots.acquire(user.user_id, crate::state::SlotKind::Stream)?, state.metrics.stream_open("sse"));
     let lines = follow_lines(chunks).chain(futures_util::stream::once(async { Ok(Event::default().event("end").data("{}")) }));
     let stream = lines.map(move |event| {
         let _open = &open;

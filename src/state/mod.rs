@@ -1,9 +1,10 @@
 //! The shared state every handler and background task reads: the database pool, settings,
 //! the container runtime and the in-process registries. It sits at the bottom of the crate:
-//! it imports only `config`, `db`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
+//! it imports only `config`, `db`, `error`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
 
 mod drivers;
 mod events;
+mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 pub use drivers::Drivers;
 pub use events::EventHub;
+pub use slots::{Slot, SlotKind, UserSlots};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Sign-in and registration attempts per address and per account.
     pub auth_limits: Arc<AuthLimits>,
+    /// Long-lived work per user (commands, terminals, desktops, event streams).
+    pub user_slots: Arc<UserSlots>,
     /// For talking to sandbox gateways.
     pub http: reqwest::Client,
     /// Cancelled when the server shuts down; background tasks watch it.
@@ -43,6 +47,7 @@ pub struct AppState {
 impl AppState {
     pub async fn new(db: PgPool, settings: Settings, runtime: Arc<dyn Runtime>) -> anyhow::Result<Self> {
         let deployment_id = crate::db::deployment_id(&db).await?;
+        let user_slots_limits = settings.user_limits;
         let auth_limits = Arc::new(AuthLimits::new(settings.auth_per_minute_per_addr, settings.login_per_minute_per_account));
         Ok(AppState {
             db,
@@ -53,6 +58,7 @@ impl AppState {
             chat_events: Arc::default(),
             metrics: Arc::default(),
             auth_limits,
+            user_slots: Arc::new(UserSlots::new(user_slots_limits)),
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
             shutdown: CancellationToken::new(),
         })

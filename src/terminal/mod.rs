@@ -32,12 +32,14 @@ use exec::{ExecCommand, ExecResult};
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's commands are all running", body = ErrorBody),
     ))]
 pub async fn exec_command(
     State(state): State<AppState>,
-    RunningInstance { instance, .. }: RunningInstance,
+    RunningInstance { instance, user }: RunningInstance,
     ApiJson(body): ApiJson<ExecCommand>,
 ) -> AppResult<Json<ExecResult>> {
+    let _slot = state.user_slots.acquire(user.user_id, crate::state::SlotKind::Exec)?;
     Ok(Json(exec::run(state.runtime.clone(), state.settings.instances.exec_max_output, &instance.sandbox_id, body).await?))
 }
 

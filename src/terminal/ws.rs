@@ -62,6 +62,7 @@ pub struct TerminalQuery {
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 426, description = "`websocket_required`: not a websocket handshake", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's terminals are all open", body = ErrorBody),
     ))]
 pub async fn terminal_ws(
     State(state): State<AppState>,
@@ -75,9 +76,10 @@ pub async fn terminal_ws(
         return Err(AppError::new(ErrorCode::InvalidRequest, "`cols` and `rows` must be between 1 and 1000."));
     }
     let instance = running(&state.db, caller.user.user_id, caller.instance_id).await?;
+    let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Terminal)?;
     let sandbox = instance.sandbox_id;
     Ok(upgrade.on_upgrade(move |socket| async move {
-        let _open = state.metrics.stream_open("terminal");
+        let _open = (slot, state.metrics.stream_open("terminal"));
         serve(state, sandbox, socket, cols, rows).await
     }))
 }

@@ -97,14 +97,16 @@ pub async fn vnc_url(
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 426, description = "`websocket_required`", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's desktop connections are all open", body = ErrorBody),
         (status = 502, description = "`desktop_unavailable`: the sandbox's VNC server does not answer", body = ErrorBody),
     ))]
 pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(upgrade): WsUpgrade) -> AppResult<Response> {
     let instance = running(&state.db, caller.user.user_id, caller.instance_id).await?;
+    let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Desktop)?;
     // Connected before upgrading, so a desktop that is down is an HTTP error, not a dead socket.
     let vnc = connect(&state, &instance.sandbox_id).await?;
     Ok(upgrade.protocols(["binary"]).on_upgrade(move |socket| async move {
-        let _open = state.metrics.stream_open("vnc");
+        let _open = (slot, state.metrics.stream_open("vnc"));
         let (from_vnc, to_vnc) = vnc.into_split();
         let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 64 << 10));
         wsbridge::bridge(socket, from_vnc, Box::pin(to_vnc), &mut RfbPipe, &state.shutdown).await;

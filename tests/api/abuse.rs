@@ -242,3 +242,44 @@ async fn requests_beyond_the_in_flight_cap_get_503_server_busy() {
     assert_eq!(app.api(Method::GET, "/api/instances").send().await.unwrap().status(), StatusCode::OK);
     app.settle().await;
 }
+
+#[tokio::test]
+async fn one_user_cannot_hold_more_streams_or_commands_than_the_caps() {
+    let app = crate::helpers::spawn_app_with_docker(|s| {
+        s.user_limits.stream = 2;
+        s.user_limits.exec = 1;
+    })
+    .await;
+    let (id, _) = crate::helpers::ready_instance(&app).await;
+    let created = app.api(Method::POST, &format!("/api/instances/{id}/chat/sessions")).send().await.unwrap();
+    let session = crate::helpers::json(created, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    let events = format!("/api/instances/{id}/chat/events?session_id={session}");
+    let first = app.api(Method::GET, &events).send().await.unwrap();
+    let second = app.api(Method::GET, &events).send().await.unwrap();
+    assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::OK));
+    let third = app.api(Method::GET, &events).send().await.unwrap();
+    assert_eq!(third.headers()["retry-after"], "1");
+    let refused = assert_error(third, StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent").await;
+    assert!(refused["message"].as_str().unwrap().contains("event streams"), "{refused}");
+    // Closing a stream gives its slot back.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = app.api(Method::GET, &events).send().await.unwrap();
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // One command at a time for this user.
+    let exec = format!("/api/instances/{id}/terminal/exec");
+    let running = tokio::spawn(app.api(Method::POST, &exec).json(&json!({"command": "sleep 2"})).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = app.api(Method::POST, &exec).json(&json!({"command": "true"})).send().await.unwrap();
+    assert_error(second, StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent").await;
+    assert_eq!(running.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(app.api(Method::POST, &exec).json(&json!({"command": "true"})).send().await.unwrap().status(), StatusCode::OK);
+    app.settle().await;
+}

@@ -114,7 +114,7 @@ async fn instance_endpoints_reject_bad_bodies_the_same_way() {
 
 #[tokio::test]
 async fn file_bodies_have_their_own_larger_limit() {
-    let app = spawn_app_with(|s| s.instances.max_upload_bytes = 300 << 10).await;
+    let app = spawn_app_with(|s| s.instances.max_json_upload_bytes = 300 << 10).await;
     // A `ready` row without a container: the body is read, then the missing sandbox answers.
     let id = app.ready_instance_row().await;
     // Over the general JSON limit (64 KiB in tests) but within the upload limit: accepted as far
@@ -127,6 +127,11 @@ async fn file_bodies_have_their_own_larger_limit() {
     let too_big = format!(r#"{{"path":"/workspace/x","content":"{}"}}"#, "a".repeat(600 << 10));
     let response = send_raw(&app, &format!("/api/instances/{id}/files/write"), true, Some("application/json"), too_big.clone()).await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    // A JSON upload over the cap is told to use multipart.
+    let upload = format!(r#"{{"targetDir":"/workspace","fileName":"x","content":"{}"}}"#, "a".repeat(600 << 10));
+    let response = send_raw(&app, &format!("/api/instances/{id}/files/upload"), true, Some("application/json"), upload).await;
+    let refused = assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert!(refused["message"].as_str().unwrap().contains("multipart"), "{refused}");
     // Someone else's (or no) instance: refused before the body is read.
     let foreign = uuid::Uuid::new_v4();
     let response = send_raw(&app, &format!("/api/instances/{foreign}/files/write"), true, Some("application/json"), too_big).await;
