@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// How long one chat turn may take before its assistant message ends in `error`.
     #[arg(long, env = "OCAAS_CHAT_TIMEOUT", default_value_t = 600, value_parser = at_least_one::<u64>)]
     pub chat_timeout_secs: u64,
+    /// Largest assistant answer kept, in bytes; past it the turn ends `error`.
+    #[arg(long, env = "OCAAS_MAX_ANSWER_BYTES", default_value_t = 1 << 20, value_parser = at_least_one::<usize>)]
+    pub max_answer_bytes: usize,
     /// How long a websocket ticket from `vnc-url` stays valid, in seconds (one handshake).
     #[arg(long, env = "OCAAS_TICKET_TTL", default_value_t = 60, value_parser = at_least_one::<u64>)]
     pub ticket_ttl_secs: u64,
@@ -236,6 +239,8 @@ pub struct InstanceSettings {
     pub max_json_upload_bytes: usize,
     pub exec_max_output: usize,
     pub stall_timeout: std::time::Duration,
+    /// Where multipart uploads are spooled (`OCAAS_DATA_DIR/spool` for `ocaas serve`).
+    pub spool_dir: PathBuf,
 }
 
 impl InstanceSettings {
@@ -263,6 +268,7 @@ impl InstanceSettings {
             max_json_upload_bytes: args.max_json_upload_bytes,
             exec_max_output: args.exec_max_output,
             stall_timeout: std::time::Duration::from_secs(args.stall_timeout_secs),
+            spool_dir: std::env::temp_dir().join("ocaas-spool"),
         }
     }
 }
@@ -278,6 +284,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub session_hours: u32,
     pub chat_timeout: std::time::Duration,
+    pub max_answer_bytes: usize,
     pub ticket_ttl: std::time::Duration,
     pub novnc_dir: PathBuf,
     pub xterm_dir: PathBuf,
@@ -319,6 +326,7 @@ impl Settings {
             max_body_bytes: args.max_body_bytes,
             session_hours: args.session_hours,
             chat_timeout: std::time::Duration::from_secs(args.chat_timeout_secs),
+            max_answer_bytes: args.max_answer_bytes,
             ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl_secs),
             novnc_dir: args.novnc_dir.clone(),
             xterm_dir: args.xterm_dir.clone(),

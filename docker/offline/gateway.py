@@ -71,6 +71,10 @@ def run_turn(session_key, messages):
         answer = parts[2] if len(parts) > 2 else "slow answer"
     elif user_text.startswith("/fail"):
         answer, failed = "", True
+    elif user_text.startswith("/flood "):
+        # A misbehaving agent: N MiB of answer in 16 KiB pieces, made as they are sent.
+        mib = int(user_text.split(" ")[1]) if user_text.split(" ")[1].isdigit() else 1
+        return ("x" * 16384 for _ in range(mib * 64)), 0.0, False
     else:
         answer = f"Hello from the stand-in gateway #{number}. You said: {user_text} | history_turns={history_turns}"
     if not failed and session_key:

@@ -55,7 +55,16 @@ pub async fn stream_turn(
         .map_err(|e| GatewayError::Unreachable(e.to_string()))?;
     let status = response.status();
     if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
+        // An error body is a short JSON message: read at most a few KiB of whatever is sent.
+        let mut body = response.bytes_stream();
+        let mut raw = Vec::new();
+        while raw.len() < MAX_ERROR_BODY {
+            match body.next().await {
+                Some(Ok(chunk)) => raw.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - raw.len())]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
         return Err(GatewayError::Http { status: status.as_u16(), message: error_message(&text).unwrap_or(text) });
     }
     let mut parser = SseParser::default();
@@ -75,19 +84,44 @@ fn error_message(text: &str) -> Option<String> {
     Some(error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string()))
 }
 
-/// Incremental parser of the gateway's `text/event-stream`.
+const MAX_ERROR_BODY: usize = 4 << 10;
+/// One SSE event (a chunk of the answer) is a few hundred bytes; a longer one is refused
+/// rather than buffered without end.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Incremental parser of the gateway's `text/event-stream`, linear in its input: each byte is
+/// scanned for an event's end once.
 #[derive(Default)]
 pub struct SseParser {
     buffer: BytesMut,
+    /// How much of `buffer` is known to hold no complete event end.
+    scanned: usize,
     finished: bool,
 }
 
 impl SseParser {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Result<GatewayEvent, GatewayError>> {
+        if self.finished {
+            // After `[DONE]` or a refusal nothing more is read or kept.
+            return Vec::new();
+        }
         self.buffer.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some(end) = find_event_end(&self.buffer) {
+        loop {
+            // An end marker may straddle the previous scan's edge: look back over it.
+            let from = self.scanned.saturating_sub(4);
+            let Some(end) = find_event_end(&self.buffer[from..]).map(|(at, len)| (at + from, len)) else {
+                self.scanned = self.buffer.len();
+                if self.buffer.len() > MAX_EVENT_BYTES {
+                    self.finished = true;
+                    self.buffer.clear();
+                    self.scanned = 0;
+                    out.push(Err(GatewayError::Protocol(format!("an event longer than {MAX_EVENT_BYTES} bytes"))));
+                }
+                break;
+            };
             let raw = self.buffer.split_to(end.0 + end.1);
+            self.scanned = 0;
             if self.finished {
                 continue;
             }
@@ -108,14 +142,19 @@ impl SseParser {
     }
 }
 
-/// Position of the blank line ending the first event, and its length.
+/// Position of the blank line ending the first event (`\n\n` or `\r\n\r\n`), and its
+/// length. One pass over the buffer, whatever it holds.
 fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(offset) = buffer[from..].iter().position(|b| *b == b'\n') {
+        let at = from + offset;
+        match (buffer.get(at + 1), buffer.get(at + 2)) {
+            (Some(b'\n'), _) => return Some((at, 2)),
+            (Some(b'\r'), Some(b'\n')) if at > 0 && buffer[at - 1] == b'\r' => return Some((at - 1, 4)),
+            _ => from = at + 1,
+        }
     }
+    None
 }
 
 fn parse_chunk(data: &str) -> Result<GatewayEvent, GatewayError> {
@@ -174,5 +213,21 @@ mod tests {
         assert_eq!(events[0], Ok(GatewayEvent::Delta("hi".into())));
         assert!(matches!(events[1], Err(GatewayError::Protocol(_))));
         assert_eq!(events[2], Ok(GatewayEvent::Done));
+    }
+
+    #[test]
+    fn an_endless_event_is_refused_not_buffered() {
+        let mut parser = SseParser::default();
+        let piece = vec![b'x'; 64 << 10];
+        let mut errors = Vec::new();
+        parser.push(b"data: ");
+        for _ in 0..40 {
+            errors.extend(parser.push(&piece).into_iter().filter(Result::is_err));
+            assert!(parser.buffer.len() <= MAX_EVENT_BYTES + piece.len(), "{}", parser.buffer.len());
+        }
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        // Many small events in one chunk parse in one pass.
+        let many = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n".repeat(10_000);
+        assert_eq!(SseParser::default().push(many.as_bytes()).len(), 10_000);
     }
 }

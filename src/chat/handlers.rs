@@ -128,7 +128,9 @@ pub async fn stream(
 ) -> AppResult<EventStream> {
     let slot = state.user_slots.acquire(user.user_id, SlotKind::Stream)?;
     let started = turn::start(&state, &instance, body.session_id, &body.message).await?;
-    let (sink, receiver) = mpsc::channel(64);
+    // Small: each queued event carries the answer so far; a slow client holds the turn's own
+    // queue back, where deltas are merged (see `turn`).
+    let (sink, receiver) = mpsc::channel(8);
     tokio::spawn(forward_turn(started, sink));
     Ok(sse(receiver, (slot, state.metrics.stream_open("sse"))))
 }

@@ -23,6 +23,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A streaming message is touched at least this often, so a stalled one can be told apart.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 const CONNECT_ATTEMPTS: u32 = 3;
+/// Events queued for the turn's listener. A listener that falls behind gets the deltas it
+/// missed merged into the next one (its `message` is always the latest state), so a slow
+/// reader costs at most this many events, and the turn never waits for it.
+const LISTENER_QUEUE: usize = 16;
 
 pub enum TurnEvent {
     Running,
@@ -35,7 +39,7 @@ pub struct StartedTurn {
     pub session_id: Uuid,
     pub user_message: ChatMessage,
     pub assistant: ChatMessage,
-    pub events: mpsc::UnboundedReceiver<TurnEvent>,
+    pub events: mpsc::Receiver<TurnEvent>,
 }
 
 /// Picks the session: the given one (404 if it is not this instance's), else the most
@@ -71,13 +75,14 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
     let assistant = repo::insert_message(&mut *tx, assistant_id, session.id, Role::Assistant, "", MessageStatus::Streaming).await?;
     tx.commit().await?;
 
-    let (sender, events) = mpsc::unbounded_channel();
+    let (sender, events) = mpsc::channel(LISTENER_QUEUE);
     let job = Job {
         db: state.db.clone(),
         runtime: state.runtime.clone(),
         http: state.http.clone(),
         timeout: state.settings.chat_timeout,
         metrics: state.metrics.clone(),
+        max_answer_bytes: state.settings.max_answer_bytes,
         instance: instance.clone(),
         session_id: session.id,
         assistant: assistant.clone(),
@@ -99,29 +104,50 @@ struct Job {
     session_id: Uuid,
     assistant: MessageRow,
     text: String,
-    sender: mpsc::UnboundedSender<TurnEvent>,
+    sender: mpsc::Sender<TurnEvent>,
+    max_answer_bytes: usize,
 }
 
 impl Job {
-    fn emit(&self, event: TurnEvent) {
-        // The listener may have disconnected; the turn goes on regardless.
-        let _ = self.sender.send(event);
+    /// Queues an event if there is room (the listener may be slow or gone; the turn goes on).
+    fn emit(&self, event: TurnEvent) -> bool {
+        self.sender.try_send(event).is_ok()
+    }
+
+    /// Delivers the turn's last events in order, however slow the listener: one small task
+    /// per turn waits for room, the turn does not.
+    fn emit_finally(&self, events: Vec<TurnEvent>) {
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            for event in events {
+                if sender.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     async fn run(self) {
         self.emit(TurnEvent::Running);
         let mut content = String::new();
+        let mut unsent = String::new();
         let timeout = self.timeout;
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(timeout, self.converse(&mut content)).await {
+        let outcome = match tokio::time::timeout(timeout, self.converse(&mut content, &mut unsent)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!("the agent did not finish within {} s", timeout.as_secs())),
         };
         self.metrics.operation("chat_turn", started, outcome.is_ok());
+        let mut last = Vec::new();
+        if !unsent.is_empty() {
+            let mut message = ChatMessage::from(self.assistant.clone());
+            message.content = content.clone();
+            last.push(TurnEvent::Delta { message, delta: std::mem::take(&mut unsent) });
+        }
         let (status, error) = match &outcome {
             Ok(()) => (MessageStatus::Complete, None),
             Err(message) => {
-                self.emit(TurnEvent::Notice { level: "error", message: format!("The agent turn failed: {message}") });
+                last.push(TurnEvent::Notice { level: "error", message: format!("The agent turn failed: {message}") });
                 (MessageStatus::Error, Some(message.as_str()))
             }
         };
@@ -131,12 +157,14 @@ impl Job {
             tracing::error!(error = %e, "releasing a chat session");
         }
         match finished {
-            Ok(row) => self.emit(TurnEvent::Finished { assistant: row.into() }),
+            Ok(row) => last.push(TurnEvent::Finished { assistant: row.into() }),
             Err(e) => tracing::error!(error = %e, message = %self.assistant.id, "finalising an assistant message"),
         }
+        self.emit_finally(last);
     }
 
-    async fn converse(&self, content: &mut String) -> Result<(), String> {
+    /// Streams the answer into `content`; deltas the listener had no room for wait in `unsent`.
+    async fn converse(&self, content: &mut String, unsent: &mut String) -> Result<(), String> {
         let mut stream = self.connect().await?;
         let mut last_flush = Instant::now();
         loop {
@@ -153,6 +181,9 @@ impl Job {
             match event {
                 GatewayEvent::Done => return Ok(()),
                 GatewayEvent::Delta(delta) => {
+                    if content.len() + delta.len() > self.max_answer_bytes {
+                        return Err(format!("the answer grew past {} bytes, the most ocaas keeps (OCAAS_MAX_ANSWER_BYTES)", self.max_answer_bytes));
+                    }
                     content.push_str(&delta);
                     let mut message = ChatMessage::from(self.assistant.clone());
                     if last_flush.elapsed() >= FLUSH_EVERY {
@@ -162,7 +193,10 @@ impl Job {
                         last_flush = Instant::now();
                     }
                     message.content = content.clone();
-                    self.emit(TurnEvent::Delta { message, delta });
+                    unsent.push_str(&delta);
+                    if self.emit(TurnEvent::Delta { message, delta: unsent.clone() }) {
+                        unsent.clear();
+                    }
                 }
             }
         }

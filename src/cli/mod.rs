@@ -73,7 +73,11 @@ fn init_tracing(format: LogFormat, verbose: bool) {
 async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let (global_args, serve_args) = (global.clone(), args.clone());
     let image = tokio::task::spawn_blocking(move || prepare(&global_args, &serve_args)).await??;
-    let settings = Settings::from_args(&args, image)?;
+    let mut settings = Settings::from_args(&args, image)?;
+    // Multipart uploads are spooled under the data dir; what a crash left there goes now.
+    settings.instances.spool_dir = global.data_dir.join("spool");
+    let _ = std::fs::remove_dir_all(&settings.instances.spool_dir);
+    std::fs::create_dir_all(&settings.instances.spool_dir)?;
     let runtime = Arc::new(DockerRuntime::connect()?);
     let listener = TcpListener::bind(settings.bind).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.bind))?;
     let database = Database::open(global, ClusterUse::Server).await?;

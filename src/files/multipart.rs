@@ -23,7 +23,9 @@ impl Drop for SpoolFile {
 
 pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -> AppResult<Json<Written>> {
     let bad = |message: String| AppError::new(ErrorCode::InvalidRequest, message);
-    let spool_path = SpoolFile(std::env::temp_dir().join(format!("ocaas-upload-{}", Uuid::new_v4().simple())));
+    let spool_dir = &state.settings.instances.spool_dir;
+    tokio::fs::create_dir_all(spool_dir).await?;
+    let spool_path = SpoolFile(spool_dir.join(format!("ocaas-upload-{}", Uuid::new_v4().simple())));
     let (mut target_dir, mut file_name, mut spooled) = (None, None, None);
     while let Some(mut field) = multipart.next_field().await.map_err(|e| bad(format!("Bad multipart body: {}", e.body_text())))? {
         match field.name().unwrap_or("") {

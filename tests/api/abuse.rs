@@ -283,3 +283,48 @@ async fn one_user_cannot_hold_more_streams_or_commands_than_the_caps() {
     assert_eq!(app.api(Method::POST, &exec).json(&json!({"command": "true"})).send().await.unwrap().status(), StatusCode::OK);
     app.settle().await;
 }
+
+/// Peak resident memory of this process (the test's own server runs in it), in MiB.
+fn own_peak_rss_mib() -> f64 {
+    peak_rss_mib(std::process::id())
+}
+
+/// A gateway that answers 100 MB: the turn ends `error` at the answer cap with a notification,
+/// the stored message stays at the cap, and memory stays flat — also for a listener that
+/// reads slowly.
+#[tokio::test]
+async fn a_gateway_that_floods_its_answer_cannot_grow_the_server() {
+    let app = crate::helpers::spawn_app_with_docker(|_| {}).await;
+    let (id, _) = crate::helpers::ready_instance(&app).await;
+    let before = own_peak_rss_mib();
+    let response = app.api(Method::POST, &format!("/api/instances/{id}/chat/stream")).json(&json!({"message": "/flood 100"})).send().await.unwrap();
+    let mut events = crate::sse::SseReader::new(response);
+    let (mut notice, mut complete) = (None, None);
+    let mut read = 0;
+    while let Some(event) = events.next(Duration::from_secs(60)).await {
+        read += 1;
+        // A slow reader: a pause now and then.
+        if read % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match event.event.as_str() {
+            "system_notification" => notice = Some(event.data),
+            "complete" => {
+                complete = Some(event.data);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let complete = complete.expect("the turn completed");
+    assert_eq!(complete["assistant_message"]["status"], "error", "{}", complete["assistant_message"]["error"]);
+    assert!(complete["assistant_message"]["error"].as_str().unwrap().contains("OCAAS_MAX_ANSWER_BYTES"));
+    let notice = notice.expect("a system_notification");
+    assert_eq!(notice["level"], "error");
+    let stored: i32 = sqlx::query_scalar("SELECT max(length(content)) FROM chat_messages").fetch_one(&app.db).await.unwrap();
+    assert!(stored <= 1 << 20, "{stored}");
+    let grown = own_peak_rss_mib() - before;
+    println!("flood: {read} events read, peak RSS grew {grown:.1} MiB");
+    assert!(grown < 100.0, "the test process (server included) grew {grown:.1} MiB");
+    app.settle().await;
+}

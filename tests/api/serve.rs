@@ -63,8 +63,12 @@ async fn serve_runs_its_own_postgres_and_keeps_data_across_restarts() {
     let dir = TempDir(std::env::temp_dir().join(format!("ocaas-serve-{}", uuid::Uuid::new_v4().simple())));
     let pid_file = dir.0.join("pg/postmaster.pid");
     let port = free_port();
+    // An upload spool a crashed server left behind is cleared at start.
+    std::fs::create_dir_all(dir.0.join("spool")).unwrap();
+    std::fs::write(dir.0.join("spool/ocaas-upload-left-by-a-crash"), vec![0u8; 4096]).unwrap();
 
     let server = start(&dir.0, port).await;
+    assert!(!dir.0.join("spool/ocaas-upload-left-by-a-crash").exists(), "the stale spool file was removed");
     let root: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api")).await.unwrap().json().await.unwrap();
     assert_eq!(root["resources"].as_array().unwrap().len(), 12);
     // Admin commands reach the running server's cluster.
