@@ -42,6 +42,11 @@ pub fn docker(args: &[&str]) -> String {
 
 impl Bench {
     pub async fn start(max_instances: u32) -> anyhow::Result<Bench> {
+        Self::start_with(max_instances, |_| {}).await
+    }
+
+    /// Like `start`, with the settings adjusted by `configure` before the server starts.
+    pub async fn start_with(max_instances: u32, configure: impl FnOnce(&mut Settings)) -> anyhow::Result<Bench> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/offline/build.sh");
         let image = image::resolve(None, std::path::Path::new(script))?;
         let cluster = EmbeddedPostgres::new(&std::env::temp_dir().join("ocaas-bench-pg"))?;
@@ -58,6 +63,7 @@ impl Bench {
         settings.instances.limits.memory_bytes = 1 << 30;
         settings.instances.ready_timeout = Duration::from_secs(120);
         settings.instances.reconcile_interval = Duration::from_secs(30);
+        configure(&mut settings);
         let state = AppState::new(pool.clone(), settings, Arc::new(DockerRuntime::connect()?)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);

@@ -1,0 +1,267 @@
+//! Soak benchmark: a well-behaved user's workload — `OCAAS_BENCH_STREAMS` (200) concurrent chat
+//! SSE turns, 50 `terminal/exec` a second and 20 multipart uploads a second across 5 instances —
+//! for `OCAAS_BENCH_SECS` (60) seconds, once quiet and once at the same time as a hostile mix:
+//! 100 wrong sign-ins a second, 500 connections that never finish their headers (reopened when
+//! closed), and another tenant whose gateway floods 100 MB answers. Prints p50/p95/p99 of each
+//! request kind side by side (hostile / quiet), 5xx and transport errors of the well-behaved
+//! user, and the peak RSS of the process (server and load generator together: an upper bound
+//! for the server). All traffic goes to loopback; every loop ends at its deadline.
+//! `cargo bench --bench soak`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Bench, ms, percentile};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+#[derive(Default)]
+struct Tally {
+    samples: Mutex<Vec<(&'static str, Duration)>>,
+    server_errors: AtomicU64,
+    transport_errors: AtomicU64,
+    other_errors: AtomicU64,
+}
+
+impl Tally {
+    async fn record(&self, kind: &'static str, started: Instant, outcome: Result<reqwest::StatusCode, ()>) {
+        match outcome {
+            Ok(status) if status.is_success() => self.samples.lock().await.push((kind, started.elapsed())),
+            Ok(status) if status.is_server_error() => {
+                self.server_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {
+                self.other_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(()) => {
+                self.transport_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn percentiles(&self, kind: &str) -> Option<[Duration; 3]> {
+        let samples: Vec<Duration> = self.samples.lock().await.iter().filter(|(k, _)| *k == kind).map(|(_, d)| *d).collect();
+        (!samples.is_empty()).then(|| [percentile(&samples, 0.5), percentile(&samples, 0.95), percentile(&samples, 0.99)])
+    }
+
+    async fn count(&self, kind: &str) -> usize {
+        self.samples.lock().await.iter().filter(|(k, _)| *k == kind).count()
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// One chat turn over SSE, read to `complete`.
+async fn chat_turn(http: &reqwest::Client, url: &str, key: &str, session: &str) -> Result<reqwest::StatusCode, ()> {
+    let body = json!({"session_id": session, "message": "/echo the quick brown fox jumps over the lazy dog"});
+    let response = http.post(url).bearer_auth(key).json(&body).send().await.map_err(|_| ())?;
+    let status = response.status();
+    if !status.is_success() {
+        return Ok(status);
+    }
+    let mut stream = response.bytes_stream();
+    let mut tail = String::new();
+    while let Some(chunk) = stream.next().await {
+        tail.push_str(&String::from_utf8_lossy(&chunk.map_err(|_| ())?));
+        if tail.contains("event: complete") {
+            return Ok(status);
+        }
+        let keep = tail.len().saturating_sub(64);
+        tail.drain(..keep);
+    }
+    Err(())
+}
+
+/// The well-behaved user's workload until `deadline`.
+async fn workload(bench: &Bench, instances: &[String], sessions: &[(String, String)], deadline: Instant) -> Arc<Tally> {
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for (instance, session) in sessions {
+        let (http, key, tally) = (bench.http.clone(), bench.key.clone(), tally.clone());
+        let url = format!("{}/api/instances/{instance}/chat/stream", bench.base);
+        let session = session.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let outcome = chat_turn(&http, &url, &key, &session).await;
+                tally.record("chat turn (SSE)", started, outcome).await;
+            }
+        }));
+    }
+    for (kind, every, per_instance) in [("exec true", Duration::from_millis(20), 0), ("upload 64 KiB", Duration::from_millis(50), 1)] {
+        let (http, key, tally, base) = (bench.http.clone(), bench.key.clone(), tally.clone(), bench.base.clone());
+        let instances = instances.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                ticker.tick().await;
+                n += 1;
+                let (http, key, tally) = (http.clone(), key.clone(), tally.clone());
+                let instance = instances[n % instances.len()].clone();
+                let base = base.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let outcome = if per_instance == 0 {
+                        let url = format!("{base}/api/instances/{instance}/terminal/exec");
+                        http.post(url).bearer_auth(&key).json(&json!({"command": "true"})).send().await.map(|r| r.status()).map_err(|_| ())
+                    } else {
+                        let part = reqwest::multipart::Part::bytes(vec![7u8; 64 << 10]).file_name(format!("soak-{n}.bin"));
+                        let form = reqwest::multipart::Form::new().text("targetDir", "/workspace/soak").part("file", part);
+                        let url = format!("{base}/api/instances/{instance}/files/upload");
+                        http.post(url).bearer_auth(&key).multipart(form).send().await.map(|r| r.status()).map_err(|_| ())
+                    };
+                    tally.record(kind, started, outcome).await;
+                });
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    // Let the last spawned requests finish.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tally
+}
+
+/// The hostile mix until `stop` is set.
+fn hostile(bench: &Bench, flooder: (String, String), stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let (http, base) = (bench.http.clone(), bench.base.clone());
+    let stop_logins = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(10));
+        while !stop_logins.load(Ordering::Relaxed) {
+            ticker.tick().await;
+            let (http, url) = (http.clone(), format!("{base}/api/account/login"));
+            tokio::spawn(async move {
+                let _ = http.post(url).json(&json!({"email": "victim@example.com", "password": "guess guess guess"})).send().await;
+            });
+        }
+    }));
+    let address = bench.base.trim_start_matches("http://").to_owned();
+    for _ in 0..500 {
+        let (address, stop) = (address.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let _ = stream.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+                // Held until the server closes it (header timeout) or the run ends.
+                let mut buffer = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(30), tokio::io::AsyncReadExt::read(&mut stream, &mut buffer)).await;
+            }
+        }));
+    }
+    let (http, base) = (bench.http.clone(), bench.base.clone());
+    tasks.push(tokio::spawn(async move {
+        let (instance, key) = flooder;
+        while !stop.load(Ordering::Relaxed) {
+            let url = format!("{base}/api/instances/{instance}/chat/stream");
+            if let Ok(response) = http.post(url).bearer_auth(&key).json(&json!({"message": "/flood 100"})).send().await {
+                let mut body = response.bytes_stream();
+                while let Some(Ok(_)) = body.next().await {}
+            }
+        }
+    }));
+    tasks
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let secs: u64 = std::env::var("OCAAS_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let streams: usize = std::env::var("OCAAS_BENCH_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    // The well-behaved user runs more at once than the per-user defaults allow: raise them.
+    let bench = Bench::start_with(10, |s| {
+        s.user_limits.stream = streams + 16;
+        s.user_limits.exec = 64;
+        s.instances.exec_max_output = 64 << 10;
+    })
+    .await?;
+    let mut instances = Vec::new();
+    for _ in 0..5 {
+        instances.push(bench.ready_instance().await?.0);
+    }
+    let mut sessions = Vec::new();
+    for n in 0..streams {
+        let instance = instances[n % instances.len()].clone();
+        let url = format!("{}/api/instances/{instance}/chat/sessions", bench.base);
+        let created: serde_json::Value = bench.http.post(url).bearer_auth(&bench.key).send().await?.json().await?;
+        sessions.push((instance, created["id"].as_str().unwrap_or_default().to_owned()));
+    }
+    // The other tenant, whose agent floods its answers.
+    let pool = bench.state.db.clone();
+    let other = ocaas::auth::service::create_user(&pool, "flood@example.com", "flood passphrase", None).await?;
+    ocaas::auth::service::grant_subscription(&pool, "flood@example.com", 1, None).await?;
+    let other_key = ocaas::auth::service::create_api_key(&pool, other.id, None, None).await?.key;
+    let created: serde_json::Value = bench.http.post(format!("{}/api/instances", bench.base)).bearer_auth(&other_key).send().await?.json().await?;
+    let flood_instance = created["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        let body: serde_json::Value =
+            bench.http.get(format!("{}/api/instances/{flood_instance}", bench.base)).bearer_auth(&other_key).send().await?.json().await?;
+        if body["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler_peak = peak.clone();
+    tokio::spawn(async move {
+        loop {
+            sampler_peak.fetch_max(rss_kib(), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    println!("soak: {secs} s quiet, then {secs} s with the hostile mix ({streams} SSE streams, 50 exec/s, 20 uploads/s, 5 instances)");
+    let quiet = workload(&bench, &instances, &sessions, Instant::now() + Duration::from_secs(secs)).await;
+    let quiet_peak = peak.swap(0, Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = hostile(&bench, (flood_instance, other_key), stop.clone());
+    let loud = workload(&bench, &instances, &sessions, Instant::now() + Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let loud_peak = peak.load(Ordering::Relaxed);
+    for task in attackers {
+        task.abort();
+    }
+
+    println!("{:<18} {:>8} {:>30} {:>30} {:>16}", "request", "count", "quiet p50/p95/p99 ms", "hostile p50/p95/p99 ms", "p95 ratio");
+    for kind in ["chat turn (SSE)", "exec true", "upload 64 KiB"] {
+        let (Some(q), Some(l)) = (quiet.percentiles(kind).await, loud.percentiles(kind).await) else {
+            println!("{kind:<18} no successful samples");
+            continue;
+        };
+        let fmt = |p: [Duration; 3]| format!("{:.1} / {:.1} / {:.1}", ms(p[0]), ms(p[1]), ms(p[2]));
+        println!(
+            "{kind:<18} {:>8} {:>30} {:>30} {:>15.2}x",
+            format!("{}/{}", quiet.count(kind).await, loud.count(kind).await),
+            fmt(q),
+            fmt(l),
+            ms(l[1]) / ms(q[1]).max(0.001)
+        );
+    }
+    for (name, tally) in [("quiet", &quiet), ("hostile", &loud)] {
+        println!(
+            "{name:<8} well-behaved user: {} 5xx, {} transport errors, {} other non-2xx",
+            tally.server_errors.load(Ordering::Relaxed),
+            tally.transport_errors.load(Ordering::Relaxed),
+            tally.other_errors.load(Ordering::Relaxed)
+        );
+    }
+    println!("peak RSS of the process (server + load generator): quiet {:.1} MiB, hostile {:.1} MiB", quiet_peak as f64 / 1024.0, loud_peak as f64 / 1024.0);
+    for instance in &instances {
+        bench.delete(instance).await?;
+    }
+    bench.finish().await
+}
