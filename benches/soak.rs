@@ -259,7 +259,11 @@ async fn main() -> anyhow::Result<()> {
             tally.other_errors.load(Ordering::Relaxed)
         );
     }
-    println!("peak RSS of the process (server + load generator): quiet {:.1} MiB, hostile {:.1} MiB", quiet_peak as f64 / 1024.0, loud_peak as f64 / 1024.0);
+    println!(
+        "peak RSS of the process (server + load generator): quiet {:.1} MiB, hostile {:.1} MiB",
+        quiet_peak as f64 / 1024.0,
+        loud_peak as f64 / 1024.0
+    );
     for instance in &instances {
         bench.delete(instance).await?;
     }
