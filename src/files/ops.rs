@@ -93,7 +93,17 @@ pub struct OpenFile {
     pub body: ByteStream,
 }
 
-/// Opens a regular file the sandbox user can read; `max_size` refuses bigger ones before any transfer.
+/// `files/read`'s answer to a file over its limit.
+fn read_too_large(path: &SandboxPath, max: u64) -> AppError {
+    AppError::new(
+        ErrorCode::FileTooLarge,
+        format!("{} is more than the {max} bytes files/read returns; use GET …/files/download?path= instead.", path.as_str()),
+    )
+}
+
+/// Opens a regular file the sandbox user can read; `max_size` refuses bigger ones, by the size
+/// the sandbox reports before any transfer and again by the size in the archive (the file may
+/// have been swapped in between).
 pub async fn open(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max_size: Option<u64>) -> AppResult<OpenFile> {
     let output = script(runtime, sandbox, STAT_FILE, &[path.as_str()], 64 << 10).await?;
     check(&output, path.as_str())?;
@@ -101,14 +111,14 @@ pub async fn open(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max_
     let (size, resolved) = stdout.split_once('\n').ok_or_else(|| AppError::Internal(anyhow::anyhow!("unexpected stat output {stdout:?}")))?;
     let size: u64 = size.trim().parse().map_err(|_| AppError::Internal(anyhow::anyhow!("unexpected size {size:?}")))?;
     if let Some(max) = max_size.filter(|max| size > *max) {
-        return Err(AppError::new(
-            ErrorCode::FileTooLarge,
-            format!("{} is {size} bytes, more than the {max} bytes files/read returns; use GET …/files/download?path= instead.", path.as_str()),
-        ));
+        return Err(read_too_large(path, max));
     }
     let entry = tarstream::first_entry(runtime.download_archive(sandbox, resolved))
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("reading the archive of {}: {e}", path.as_str())))?;
+    if let Some(max) = max_size.filter(|max| entry.size > *max) {
+        return Err(read_too_large(path, max));
+    }
     Ok(OpenFile { size: entry.size, body: entry.body })
 }
 
@@ -117,20 +127,12 @@ pub async fn open(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max_
 /// than `max` bytes is `file_too_large`, whatever the archive says.
 pub async fn read_text(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, max: u64) -> AppResult<(String, u64)> {
     let mut file = open(runtime, sandbox, path, Some(max)).await?;
-    let too_large = || {
-        AppError::new(
-            ErrorCode::FileTooLarge,
-            format!("{} is more than the {max} bytes files/read returns; use GET …/files/download?path= instead.", path.as_str()),
-        )
-    };
-    if file.size > max {
-        return Err(too_large());
-    }
     let mut content = Vec::with_capacity(file.size as usize);
     while let Some(chunk) = file.body.next().await {
         let chunk = chunk?;
+        // The archive's entry streams exactly `file.size` bytes; this is the last line of defence.
         if (content.len() + chunk.len()) as u64 > max {
-            return Err(too_large());
+            return Err(read_too_large(path, max));
         }
         content.extend_from_slice(&chunk);
     }
