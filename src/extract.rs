@@ -91,6 +91,11 @@ fn inner_text(text: &str) -> String {
     text.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or_else(|| text.to_owned())
 }
 
+/// 404 for an instance id that is malformed, unknown or someone else's (never revealed).
+pub fn instance_not_found() -> AppError {
+    AppError::new(ErrorCode::InstanceNotFound, "No instance with this id exists on your account.")
+}
+
 /// The `{instanceId}` path segment; anything that is not a UUID is simply not found.
 pub struct InstanceId(pub uuid::Uuid);
 
@@ -98,9 +103,8 @@ impl<S: Send + Sync> FromRequestParts<S> for InstanceId {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let not_found = || AppError::new(ErrorCode::InstanceNotFound, "No instance with this id exists on your account.");
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| not_found())?;
-        raw.parse().map(InstanceId).map_err(|_| not_found())
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| instance_not_found())?;
+        raw.parse().map(InstanceId).map_err(|_| instance_not_found())
     }
 }
 

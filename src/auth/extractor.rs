@@ -74,7 +74,8 @@ pub async fn authenticate(state: &AppState, method: &Method, headers: &HeaderMap
     Err(AppError::unauthorized("This endpoint needs an API key: send `Authorization: Bearer <API key>` (create keys at /account)."))
 }
 
-fn bearer_token(value: &str) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }

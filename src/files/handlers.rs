@@ -180,7 +180,7 @@ async fn json_upload<T: serde::de::DeserializeOwned>(state: &AppState, request: 
     let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
     match ApiJson::<T>::from_request(request, state).await {
         Ok(ApiJson(body)) => Ok(body),
-        Err(error) if error.to_string().starts_with("payload_too_large") => Err(too_large()),
+        Err(AppError::Client { code: ErrorCode::PayloadTooLarge, .. }) => Err(too_large()),
         Err(error) => Err(error),
     }
 }

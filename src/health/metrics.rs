@@ -20,8 +20,8 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> AppResult
     let Some(token) = &state.settings.metrics_token else {
         return Err(AppError::new(ErrorCode::NotFound, "Metrics are off on this server (set OCAAS_METRICS_TOKEN to serve them)."));
     };
-    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if !crate::auth::secrets::constant_time_eq(sent.trim(), token.expose_secret()) {
+    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::extractor::bearer_token).unwrap_or("");
+    if !crate::auth::secrets::constant_time_eq(sent, token.expose_secret()) {
         return Err(AppError::unauthorized("`/metrics` needs `Authorization: Bearer <OCAAS_METRICS_TOKEN>`."));
     }
     refresh(&state).await?;

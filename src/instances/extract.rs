@@ -15,7 +15,7 @@ use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::extract::InstanceId;
+use crate::extract::{InstanceId, instance_not_found};
 use crate::state::AppState;
 
 /// The caller's instance, whatever its status.
@@ -30,13 +30,9 @@ pub struct RunningInstance {
     pub instance: InstanceRow,
 }
 
-fn not_found() -> AppError {
-    AppError::new(ErrorCode::InstanceNotFound, "No instance with this id exists on your account.")
-}
-
 /// The instance if it belongs to `user_id`, else 404.
 pub async fn owned(db: &PgPool, user_id: Uuid, id: Uuid) -> AppResult<InstanceRow> {
-    repo::get_for_user(db, id, user_id).await?.ok_or_else(not_found)
+    repo::get_for_user(db, id, user_id).await?.ok_or_else(instance_not_found)
 }
 
 /// The instance if it belongs to `user_id` and is `ready`, else 404 or 409 `instance_not_running`.
