@@ -25,9 +25,8 @@ const DRAIN: Duration = Duration::from_secs(20);
 /// Starts the background work: the reconciler (which also resumes unfinished operations
 /// and closes abandoned chat turns), the chat event listener and the rate limiters' cleanup.
 pub fn start_background_tasks(state: &AppState) {
-    let limits = (state.auth_limits.clone(), state.shutdown.clone());
+    let (auth_limits, shutdown) = (state.auth_limits.clone(), state.shutdown.clone());
     tokio::spawn(async move {
-        let (auth_limits, shutdown) = limits;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -78,7 +77,6 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     // slow-header clients and idle keep-alive connections alike.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.limits.header_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(20)).keep_alive_timeout(Duration::from_secs(20));
-    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let stop = token.clone();
     tokio::spawn(async move {

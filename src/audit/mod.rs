@@ -38,3 +38,8 @@ pub struct Event<'a> {
 pub async fn record(db: &PgPool, event: Event<'_>) -> sqlx::Result<()> {
     repo::insert(db, &event).await
 }
+
+/// Records what a signed-in user did, from `client`, on `target`.
+pub async fn record_action(db: &PgPool, action: AuditAction, actor: Uuid, client: Option<&str>, target: Option<String>) -> sqlx::Result<()> {
+    record(db, Event { action, actor: Some(actor), email: None, client, target }).await
+}

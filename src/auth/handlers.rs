@@ -33,7 +33,7 @@ use crate::state::AppState;
 pub async fn register(State(state): State<AppState>, client: ClientAddr, ApiJson(body): ApiJson<RegisterRequest>) -> AppResult<Response> {
     state.auth_limits.check(client.as_deref(), None)?;
     let user = service::register(&state.db, state.settings.registration, &body.email, &body.password, body.invite_code.as_deref()).await?;
-    audit(&state, AuditAction::UserRegistered, Some(user.id), &client, None).await?;
+    crate::audit::record_action(&state.db, AuditAction::UserRegistered, user.id, client.as_deref(), None).await?;
     logged_in(&state, user.id, StatusCode::CREATED).await
 }
 
@@ -94,7 +94,7 @@ pub async fn logout(State(state): State<AppState>, user: AuthUser, client: Clien
     let mut headers = HeaderMap::new();
     if let Credential::Session { token_hash, .. } = &user.credential {
         repo::delete_session(&state.db, token_hash).await?;
-        audit(&state, AuditAction::Logout, Some(user.user_id), &client, None).await?;
+        crate::audit::record_action(&state.db, AuditAction::Logout, user.user_id, client.as_deref(), None).await?;
         headers.insert(header::SET_COOKIE, session_cookie("", 0, state.settings.secure_cookies()));
     }
     Ok((StatusCode::NO_CONTENT, headers).into_response())
@@ -143,7 +143,7 @@ pub async fn create_key(
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> AppResult<(StatusCode, Json<CreatedApiKey>)> {
     let created = service::create_api_key(&state.db, user.user_id, body.name.as_deref(), body.expires_in_days).await?;
-    audit(&state, AuditAction::KeyCreated, Some(user.user_id), &client, Some(created.view.id.to_string())).await?;
+    crate::audit::record_action(&state.db, AuditAction::KeyCreated, user.user_id, client.as_deref(), Some(created.view.id.to_string())).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -161,15 +161,9 @@ pub async fn create_key(
     ))]
 pub async fn revoke_key(State(state): State<AppState>, user: AuthUser, client: ClientAddr, ApiPath(id): ApiPath<Uuid>) -> AppResult<StatusCode> {
     if repo::revoke_api_key(&state.db, id, Some(user.user_id)).await? {
-        audit(&state, AuditAction::KeyRevoked, Some(user.user_id), &client, Some(id.to_string())).await?;
+        crate::audit::record_action(&state.db, AuditAction::KeyRevoked, user.user_id, client.as_deref(), Some(id.to_string())).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::new(ErrorCode::KeyNotFound, "No API key with this id exists on your account."))
     }
-}
-
-/// Records an event of the caller's account.
-async fn audit(state: &AppState, action: AuditAction, actor: Option<Uuid>, client: &ClientAddr, target: Option<String>) -> AppResult<()> {
-    let event = crate::audit::Event { action, actor, email: None, client: client.as_deref(), target };
-    Ok(crate::audit::record(&state.db, event).await?)
 }

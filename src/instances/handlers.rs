@@ -54,7 +54,7 @@ pub async fn create(
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<CreateInstanceRequest>,
 ) -> AppResult<Response> {
     let row = access::admit_and_insert(&state, user.user_id, body.invite_code.as_deref(), body.name.as_deref()).await?;
-    audit(&state, AuditAction::InstanceCreated, user.user_id, &client, row.id).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceCreated, user.user_id, client.as_deref(), Some(row.id.to_string())).await?;
     lifecycle::spawn_drive(&state, row.id);
     let location = origin.url(&format!("/api/instances/{}", row.id));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(Instance::from(row))).into_response())
@@ -86,7 +86,7 @@ pub async fn get(OwnedInstance { instance, .. }: OwnedInstance) -> Json<Instance
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
 pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, user }: OwnedInstance, client: ClientAddr) -> AppResult<Response> {
-    audit(&state, AuditAction::InstanceDeleted, user.user_id, &client, instance.id).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceDeleted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
     let all_but_deleting = [
         InstanceStatus::Provisioning,
         InstanceStatus::Ready,
@@ -140,7 +140,7 @@ pub async fn reboot(
     client: ClientAddr,
 ) -> AppResult<(StatusCode, Json<Instance>)> {
     let moved = change_state(&state, &instance, &[InstanceStatus::Ready, InstanceStatus::Error], InstanceStatus::Rebooting, "reboot").await?;
-    audit(&state, AuditAction::InstanceRebooted, user.user_id, &client, instance.id).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceRebooted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
     Ok(moved)
 }
 
@@ -162,7 +162,7 @@ pub async fn shutdown(
 ) -> AppResult<(StatusCode, Json<Instance>)> {
     let from = [InstanceStatus::Ready, InstanceStatus::Error, InstanceStatus::Provisioning, InstanceStatus::Rebooting];
     let moved = change_state(&state, &instance, &from, InstanceStatus::Stopping, "shutdown").await?;
-    audit(&state, AuditAction::InstanceShutDown, user.user_id, &client, instance.id).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceShutDown, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
     Ok(moved)
 }
 
@@ -183,7 +183,7 @@ pub async fn start(
     client: ClientAddr,
 ) -> AppResult<(StatusCode, Json<Instance>)> {
     let moved = change_state(&state, &instance, &[InstanceStatus::Stopped, InstanceStatus::Error], InstanceStatus::Provisioning, "start").await?;
-    audit(&state, AuditAction::InstanceStarted, user.user_id, &client, instance.id).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceStarted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
     Ok(moved)
 }
 
@@ -228,10 +228,4 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         resources,
         last_error: instance.last_error,
     }))
-}
-
-/// Records a lifecycle action on one of the caller's instances.
-async fn audit(state: &AppState, action: AuditAction, actor: uuid::Uuid, client: &ClientAddr, instance: uuid::Uuid) -> AppResult<()> {
-    let event = crate::audit::Event { action, actor: Some(actor), email: None, client: client.as_deref(), target: Some(instance.to_string()) };
-    Ok(crate::audit::record(&state.db, event).await?)
 }
