@@ -135,20 +135,20 @@ pub async fn logs(
 }
 
 async fn collect(mut chunks: crate::runtime::LogStream) -> AppResult<Logs> {
-    let (mut splitter, mut lines, mut size, mut truncated) = (LineSplitter::default(), Vec::new(), 0usize, false);
+    let (mut splitter, mut lines, mut size, mut truncated) = (LineSplitter::default(), std::collections::VecDeque::new(), 0usize, false);
     while let Some(chunk) = chunks.next().await {
         for line in splitter.push(&chunk?) {
             size += line.text.len() + 32;
-            lines.push(line);
+            lines.push_back(line);
         }
-        // Keep the newest lines that fit.
+        // Keep the newest lines that fit (dropping from the front costs nothing with a deque).
         while size > MAX_RESPONSE_BYTES {
-            let dropped = lines.remove(0);
+            let Some(dropped) = lines.pop_front() else { break };
             size -= dropped.text.len() + 32;
             truncated = true;
         }
     }
-    Ok(Logs { lines, truncated })
+    Ok(Logs { lines: lines.into(), truncated })
 }
 
 fn follow_lines(chunks: crate::runtime::LogStream) -> impl Stream<Item = Result<Event, Infallible>> + Send {
