@@ -94,17 +94,23 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Installs what is missing and resolves the sandbox image (building the offline one if needed).
+/// With `OCAAS_SANDBOX_IMAGE` set nothing of the offline build is touched.
 fn prepare(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<String> {
     let instances = &args.instances;
-    let script = match &instances.image_build_script {
-        Some(script) => script.clone(),
-        None => image::write_embedded_build_context(&global.data_dir.join("image-build"))?,
+    let configured = instances.sandbox_image.as_deref().map(str::trim).filter(|image| !image.is_empty());
+    let script = match (configured, &instances.image_build_script) {
+        (Some(_), _) => None,
+        (None, Some(script)) => Some(script.clone()),
+        (None, None) => Some(image::write_embedded_build_context(&global.data_dir.join("image-build"))?),
     };
-    let image_build = instances.sandbox_image.is_none() && !image::offline_image_exists(&script);
+    let image_build = script.as_deref().is_some_and(|script| !image::offline_image_exists(script));
     let wanted =
         setup::Wanted { embedded_postgres: global.database_url.is_none(), image_build, novnc_dir: &args.novnc_dir, xterm_dir: &args.xterm_dir };
     setup::ensure(&setup::needs(&wanted), args.auto_install)?;
-    image::resolve(instances.sandbox_image.as_deref(), &script)
+    match script {
+        Some(script) => image::resolve(None, &script),
+        None => Ok(configured.unwrap_or_default().to_owned()),
+    }
 }
 
 async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
