@@ -71,6 +71,17 @@ async fn press_try_it_out(browser: &crate::webdriver::Browser) {
     }
 }
 
+/// Presses Execute on the open operation and waits for the response's status.
+async fn execute(browser: &crate::webdriver::Browser) -> serde_json::Value {
+    browser.click(".opblock.is-open button.execute").await;
+    browser
+        .wait_for(
+            "const s = document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()",
+            20,
+        )
+        .await
+}
+
 #[tokio::test]
 async fn swagger_authorize_then_try_it_out_calls_the_api_with_the_key() {
     let app = spawn_app().await;
@@ -79,13 +90,7 @@ async fn swagger_authorize_then_try_it_out_calls_the_api_with_the_key() {
     authorize(&browser, &app.user.key).await;
     browser.click(".opblock-get .opblock-summary-path[data-path='/api/instances']").await;
     press_try_it_out(&browser).await;
-    browser.click(".opblock.is-open button.execute").await;
-    let status = browser
-        .wait_for(
-            "const s = document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()",
-            20,
-        )
-        .await;
+    let status = execute(&browser).await;
     browser.screenshot(&crate::webdriver::artifact("docs-try-it-out.png")).await;
     assert_eq!(status, "200", "Try it out with the authorized key answers 200");
     let used: Option<String> = sqlx::query_scalar("SELECT last_used_at::text FROM api_keys WHERE name = 'seed'").fetch_one(&app.db).await.unwrap();
@@ -112,13 +117,7 @@ async fn swagger_try_it_out_reads_a_file_with_the_path_in_the_query() {
     press_try_it_out(&browser).await;
     browser.fill(".opblock.is-open tr[data-param-name='instanceId'] input", &id).await;
     browser.fill(".opblock.is-open tr[data-param-name='path'] input", "/workspace/from-swagger.txt").await;
-    browser.click(".opblock.is-open button.execute").await;
-    let status = browser
-        .wait_for(
-            "const s = document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()",
-            20,
-        )
-        .await;
+    let status = execute(&browser).await;
     let url = browser.eval("return document.querySelector('.opblock.is-open .request-url pre').textContent").await;
     let body =
         browser.eval("return document.querySelector('.opblock.is-open .live-responses-table .response-col_description pre').textContent").await;
