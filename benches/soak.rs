@@ -26,17 +26,18 @@ struct Tally {
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
     other_errors: AtomicU64,
+    /// Failed responses by (request kind, status), to tell overload (503) from faults.
+    by_status: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
 }
 
 impl Tally {
     async fn record(&self, kind: &'static str, started: Instant, outcome: Result<reqwest::StatusCode, ()>) {
         match outcome {
             Ok(status) if status.is_success() => self.samples.lock().await.push((kind, started.elapsed())),
-            Ok(status) if status.is_server_error() => {
-                self.server_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(_) => {
-                self.other_errors.fetch_add(1, Ordering::Relaxed);
+            Ok(status) => {
+                let counter = if status.is_server_error() { &self.server_errors } else { &self.other_errors };
+                counter.fetch_add(1, Ordering::Relaxed);
+                *self.by_status.lock().await.entry((kind, status.as_u16())).or_default() += 1;
             }
             Err(()) => {
                 self.transport_errors.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +259,9 @@ async fn main() -> anyhow::Result<()> {
             tally.transport_errors.load(Ordering::Relaxed),
             tally.other_errors.load(Ordering::Relaxed)
         );
+        for ((kind, status), count) in tally.by_status.lock().await.iter() {
+            println!("{:<8}   {kind}: {count} x {status}", "");
+        }
     }
     println!(
         "peak RSS of the process (server + load generator): quiet {:.1} MiB, hostile {:.1} MiB",

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
+
+use crate::runtime::egress::{AllowRule, EgressMode, EgressPolicy};
 
 /// Where the database is and how logs look; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -164,6 +166,20 @@ pub struct InstanceArgs {
     /// engine locks the sandbox while it streams one).
     #[arg(long, env = "OCAAS_STALL_TIMEOUT_SECS", default_value_t = 30, value_parser = at_least_one::<u64>)]
     pub stall_timeout_secs: u64,
+    /// Disk quota per instance (`/workspace` and the agent's state), bytes or with a k/m/g
+    /// suffix; 0: no quota (plain directories on the host's disk).
+    #[arg(long, env = "OCAAS_INSTANCE_DISK", default_value = "10g", value_parser = parse_size_or_zero)]
+    pub instance_disk: i64,
+    /// Cap of each sandbox's container log (the engine rotates it).
+    #[arg(long, env = "OCAAS_INSTANCE_LOG", default_value = "20m", value_parser = parse_size)]
+    pub instance_log: i64,
+    /// Where sandboxes may connect to: `public` (the internet, nothing private or on the host),
+    /// `none` (only ocaas's endpoints and the allowlist) or `open` (no filtering).
+    #[arg(long, env = "OCAAS_EGRESS", value_enum, default_value_t = EgressMode::Public)]
+    pub egress: EgressMode,
+    /// Extra destinations sandboxes may reach, comma-separated `CIDR` or `CIDR:PORT` (TCP).
+    #[arg(long, env = "OCAAS_EGRESS_ALLOW", value_delimiter = ',', value_parser = clap::value_parser!(AllowRule))]
+    pub egress_allow: Vec<AllowRule>,
     /// Cap per stream (stdout, stderr) of `terminal/exec` output.
     #[arg(long, env = "OCAAS_EXEC_MAX_OUTPUT", default_value_t = 1 << 20, value_parser = at_least_one::<usize>)]
     pub exec_max_output: usize,
@@ -175,6 +191,11 @@ fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(raw: &str) -> Resu
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err(format!("`{raw}` must be a whole number of at least 1")),
     }
+}
+
+/// Like `parse_size`, and `0` turns the limit off.
+fn parse_size_or_zero(raw: &str) -> Result<i64, String> {
+    if raw.trim() == "0" { Ok(0) } else { parse_size(raw) }
 }
 
 /// A value that must not show up in logs or `Debug` output.
@@ -213,13 +234,10 @@ pub struct LlmSettings {
 }
 
 impl LlmSettings {
-    /// `KEY=value` pairs for a sandbox's environment.
+    /// `KEY=value` pairs for a sandbox's environment: where the model is and its name, never
+    /// the operator's key (the sandbox's agent may not copy it; the model broker holds it).
     pub fn sandbox_env(&self) -> Vec<String> {
-        vec![
-            format!("OCAAS_LLM_BASE_URL={}", self.base_url),
-            format!("OCAAS_LLM_API_KEY={}", self.api_key.expose_secret()),
-            format!("OCAAS_LLM_MODEL={}", self.model),
-        ]
+        vec![format!("OCAAS_LLM_BASE_URL={}", self.base_url), format!("OCAAS_LLM_MODEL={}", self.model)]
     }
 }
 
@@ -241,6 +259,11 @@ pub struct InstanceSettings {
     pub stall_timeout: std::time::Duration,
     /// Where multipart uploads are spooled (`OCAAS_DATA_DIR/spool` for `ocaas serve`).
     pub spool_dir: PathBuf,
+    /// Where each instance's storage lives (`OCAAS_DATA_DIR/instances` for `ocaas serve`).
+    pub disk_root: PathBuf,
+    /// 0: no quota.
+    pub disk_quota_bytes: u64,
+    pub egress: EgressPolicy,
 }
 
 impl InstanceSettings {
@@ -259,6 +282,7 @@ impl InstanceSettings {
                 memory_bytes: args.instance_memory,
                 nano_cpus: (args.instance_cpus * 1e9) as i64,
                 pids: args.instance_pids,
+                log_bytes: args.instance_log as u64,
             },
             ready_timeout: std::time::Duration::from_secs(args.ready_timeout_secs),
             reconcile_interval: std::time::Duration::from_secs(args.reconcile_secs),
@@ -269,6 +293,9 @@ impl InstanceSettings {
             exec_max_output: args.exec_max_output,
             stall_timeout: std::time::Duration::from_secs(args.stall_timeout_secs),
             spool_dir: std::env::temp_dir().join("ocaas-spool"),
+            disk_root: std::env::temp_dir().join("ocaas-instances"),
+            disk_quota_bytes: args.instance_disk as u64,
+            egress: EgressPolicy { mode: args.egress, allow: args.egress_allow.clone(), host_ports: vec![] },
         }
     }
 }

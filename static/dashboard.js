@@ -83,6 +83,20 @@ function openPanel(instance) {
   $('panel-title').textContent = instance.name || instance.sandbox_id;
   showTab('chat');
   loadSessions().catch((error) => notify(error.message));
+  showUsage(instance.id).catch(() => {});
+}
+
+const mib = (bytes) => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+// Storage against the quota, and memory, from the instance's live status.
+async function showUsage(id) {
+  $('panel-usage').textContent = '';
+  const status = await api('GET', `/api/instances/${id}/status`);
+  if (openId !== id) return;
+  const parts = [];
+  if (status.disk) parts.push(`Storage: ${mib(status.disk.used_bytes)} of ${mib(status.disk.limit_bytes)}`);
+  if (status.resources) parts.push(`Memory: ${mib(status.resources.memory_bytes)} of ${mib(status.resources.memory_limit_bytes)}`);
+  $('panel-usage').textContent = parts.join(' · ');
 }
 
 function closePanel() {

@@ -31,6 +31,9 @@ pub enum AdminCommand {
     Subscription(SubscriptionCommand),
     /// The audit log (logins, keys, instances, admin actions).
     Audit(super::audit::AuditArgs),
+    /// The sandboxes' egress rules on this host (iptables).
+    #[command(subcommand)]
+    Egress(super::egress::EgressCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +105,18 @@ pub enum SubscriptionCommand {
 }
 
 pub async fn run(global: &GlobalArgs, command: AdminCommand) -> ExitCode {
+    if let AdminCommand::Egress(command) = command {
+        return match super::egress::run(command).await {
+            Ok(output) => {
+                println!("{output}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let database = match Database::open(global, ClusterUse::Command).await {
         Ok(database) => database,
         Err(error) => {
@@ -179,6 +194,8 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             Ok(format!("granted {} a subscription of {max_instances} instance(s)", user.email))
         }
         AdminCommand::Audit(args) => super::audit::list(db, &args).await,
+        // `run` answers it before opening the database; kept here so the match stays whole.
+        AdminCommand::Egress(command) => super::egress::run(command).await.map_err(AppError::Internal),
     }
 }
 

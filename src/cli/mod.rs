@@ -2,6 +2,7 @@
 
 pub mod admin;
 mod audit;
+mod egress;
 pub mod setup;
 
 use std::path::PathBuf;
@@ -76,6 +77,8 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = Settings::from_args(&args, image)?;
     // Multipart uploads are spooled under the data dir; what a crash left there goes now.
     settings.instances.spool_dir = global.data_dir.join("spool");
+    std::fs::create_dir_all(&global.data_dir)?;
+    settings.instances.disk_root = std::fs::canonicalize(&global.data_dir)?.join("instances");
     let _ = std::fs::remove_dir_all(&settings.instances.spool_dir);
     std::fs::create_dir_all(&settings.instances.spool_dir)?;
     let runtime = Arc::new(DockerRuntime::connect()?);

@@ -11,7 +11,10 @@ use super::models::{DirEntry, EntryKind};
 use super::paths::SandboxPath;
 use super::tarstream;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::runtime::sandbox::USER as SANDBOX_USER;
+use crate::runtime::sandbox::{STATE_DIR, USER as SANDBOX_USER, WORKSPACE_DIR};
+
+/// Where `files/write` and `files/upload` may put files.
+const PERSISTENT_DIRS: [&str; 2] = [WORKSPACE_DIR, STATE_DIR];
 use crate::runtime::{ByteStream, ExecOutput, ExecRequest, Runtime};
 
 const LISTING_MAX_BYTES: usize = 32 << 20;
@@ -148,6 +151,14 @@ pub async fn read_text(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath,
 /// Writes `size` bytes from `body` to `path` (replacing it), owned by the sandbox user.
 pub async fn write(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, size: u64, body: ByteStream) -> AppResult<()> {
     let (dir, name) = path.split().ok_or_else(|| AppError::new(ErrorCode::InvalidPath, "Cannot write to /."))?;
+    // The root filesystem is read-only and /tmp and the home are memory the engine cannot
+    // write into: files go onto the instance's storage.
+    if !PERSISTENT_DIRS.iter().any(|persistent| path.is_within(persistent)) {
+        return Err(AppError::new(
+            ErrorCode::PermissionDenied,
+            format!("Files can be written only under {} (the instance's storage); {} is elsewhere.", PERSISTENT_DIRS.join(" and "), path.as_str()),
+        ));
+    }
     let output = script(runtime, sandbox, PREPARE_WRITE, &[dir.as_str(), path.as_str()], 64 << 10).await?;
     check(&output, path.as_str())?;
     let archive = tarstream::single_file_archive(name, size, 0o644, body)?;

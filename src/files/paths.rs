@@ -35,6 +35,11 @@ impl SandboxPath {
         &self.0
     }
 
+    /// Whether the path is `dir` or inside it.
+    pub fn is_within(&self, dir: &str) -> bool {
+        self.0 == dir || self.0.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+    }
+
     pub fn is_root(&self) -> bool {
         self.0 == "/"
     }

@@ -219,6 +219,8 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
     } else {
         None
     };
+    let disk = crate::runtime::disk::usage(&super::lifecycle::disk_spec(&state, &instance.sandbox_id))
+        .and_then(|usage| Some(DiskUsageView { used_bytes: usage.used_bytes, limit_bytes: usage.limit_bytes? }));
     Ok(Json(InstanceStatusView {
         id: instance.id,
         status: instance.status,
@@ -226,6 +228,7 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         agent: AgentStatus { ready: agent_ready },
         uptime_ms,
         resources,
+        disk,
         last_error: instance.last_error,
     }))
 }

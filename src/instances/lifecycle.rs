@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
-use crate::runtime::sandbox::{GATEWAY_PORT, workspace_volume};
+use crate::runtime::disk::DiskSpec;
+use crate::runtime::egress::EgressPolicy;
+use crate::runtime::sandbox::{GATEWAY_PORT, HOME_DIR, STATE_DIR};
 use crate::runtime::{LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_USER, Runtime, RuntimeError, SandboxSpec};
 use crate::state::AppState;
 
@@ -80,21 +82,32 @@ pub fn sandbox_spec(state: &AppState, instance: &InstanceRow) -> SandboxSpec {
         (LABEL_INSTANCE.to_owned(), instance.id.to_string()),
         (LABEL_USER.to_owned(), instance.user_id.to_string()),
     ]);
-    let mut env = vec![format!("OPENCLAW_GATEWAY_TOKEN={}", instance.gateway_token)];
+    // Only this instance's own credentials and non-secret settings: never an operator secret.
+    let mut env = vec![
+        format!("OPENCLAW_GATEWAY_TOKEN={}", instance.gateway_token),
+        format!("OCAAS_VNC_PASSWORD={}", crate::runtime::sandbox::vnc_password(&instance.gateway_token)),
+        format!("HOME={HOME_DIR}"),
+        format!("OCAAS_STATE_DIR={STATE_DIR}"),
+    ];
     env.extend(settings.llm.sandbox_env());
     SandboxSpec {
         name: instance.sandbox_id.clone(),
         image: instance.image.clone(),
-        workspace_volume: workspace_volume(&instance.sandbox_id),
+        disk: disk_spec(state, &instance.sandbox_id),
         labels,
         env,
         limits: settings.limits,
     }
 }
 
+/// Where the instance's storage lives on the host, with the server's quota.
+pub fn disk_spec(state: &AppState, sandbox_id: &str) -> DiskSpec {
+    DiskSpec::new(&state.settings.instances.disk_root, sandbox_id, state.settings.instances.disk_quota_bytes)
+}
+
 async fn provision(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
     let runtime = &state.runtime;
-    runtime.ensure_network().await?;
+    runtime.ensure_network(&state.settings.instances.egress).await?;
     runtime.create_sandbox(&sandbox_spec(state, instance)).await?;
     runtime.start(&instance.sandbox_id).await?;
     wait_until_ready(state, instance, token).await?;
@@ -105,7 +118,7 @@ async fn provision(state: &AppState, instance: &InstanceRow, token: &Cancellatio
 }
 
 async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
-    restart_or_recreate(state.runtime.as_ref(), &sandbox_spec(state, instance)).await?;
+    restart_or_recreate(state.runtime.as_ref(), &sandbox_spec(state, instance), &state.settings.instances.egress).await?;
     wait_until_ready(state, instance, token).await?;
     repo::transition(&state.db, instance.id, &[InstanceStatus::Rebooting], InstanceStatus::Ready, None)
         .await
@@ -113,12 +126,14 @@ async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationTo
     Ok(())
 }
 
-/// Restarts the sandbox; one that vanished behind ocaas's back is created again (its
-/// workspace volume, if it survived, is reused).
-async fn restart_or_recreate(runtime: &dyn Runtime, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+/// Restarts the sandbox; one that vanished behind ocaas's back is created again (its storage,
+/// on the host, is reused).
+async fn restart_or_recreate(runtime: &dyn Runtime, spec: &SandboxSpec, egress: &EgressPolicy) -> Result<(), RuntimeError> {
+    // After a host restart the storage is no longer mounted: mount it before the container starts.
+    runtime.prepare_storage(&spec.disk).await?;
     match runtime.restart(&spec.name, STOP_GRACE_SECS).await {
         Err(RuntimeError::NotFound(_)) => {
-            runtime.ensure_network().await?;
+            runtime.ensure_network(egress).await?;
             runtime.create_sandbox(spec).await?;
             runtime.start(&spec.name).await
         }
@@ -139,7 +154,7 @@ async fn stop(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError
 
 /// Removes the container and its workspace, then the row.
 pub async fn remove(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
-    state.runtime.remove_sandbox(&instance.sandbox_id, &workspace_volume(&instance.sandbox_id)).await?;
+    state.runtime.remove_sandbox(&instance.sandbox_id, &disk_spec(state, &instance.sandbox_id)).await?;
     repo::delete(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))
 }
 
@@ -184,14 +199,15 @@ mod tests {
     use crate::runtime::memory::MemoryRuntime;
 
     fn spec(name: &str) -> SandboxSpec {
-        let limits = crate::runtime::Limits { memory_bytes: 1, nano_cpus: 1, pids: 1 };
-        SandboxSpec { name: name.into(), image: "img".into(), workspace_volume: workspace_volume(name), labels: HashMap::new(), env: vec![], limits }
+        let limits = crate::runtime::Limits { memory_bytes: 1, nano_cpus: 1, pids: 1, log_bytes: 1 };
+        let disk = DiskSpec::new(std::path::Path::new("/nonexistent"), name, 0);
+        SandboxSpec { name: name.into(), image: "img".into(), disk, labels: HashMap::new(), env: vec![], limits }
     }
 
     #[tokio::test]
     async fn reboot_restarts_an_existing_sandbox_without_recreating_it() {
         let runtime = MemoryRuntime::default().with_container("sandy-a", "exited", &[]);
-        restart_or_recreate(&runtime, &spec("sandy-a")).await.unwrap();
+        restart_or_recreate(&runtime, &spec("sandy-a"), &EgressPolicy::default()).await.unwrap();
         assert_eq!(*runtime.calls.lock().unwrap(), ["restart sandy-a"]);
         assert_eq!(runtime.state_of("sandy-a").as_deref(), Some("running"));
     }
@@ -199,9 +215,9 @@ mod tests {
     #[tokio::test]
     async fn reboot_recreates_a_sandbox_that_vanished() {
         let runtime = MemoryRuntime::default();
-        restart_or_recreate(&runtime, &spec("sandy-b")).await.unwrap();
+        restart_or_recreate(&runtime, &spec("sandy-b"), &EgressPolicy::default()).await.unwrap();
         assert_eq!(*runtime.calls.lock().unwrap(), ["restart sandy-b", "create sandy-b", "start sandy-b"]);
         assert_eq!(runtime.state_of("sandy-b").as_deref(), Some("running"));
-        assert_eq!(*runtime.volumes.lock().unwrap(), [workspace_volume("sandy-b")]);
+        assert_eq!(*runtime.disks.lock().unwrap(), [std::path::PathBuf::from("/nonexistent/sandy-b")]);
     }
 }

@@ -29,6 +29,14 @@ impl InstanceStatus {
     }
 }
 
+/// The instance's storage (`/workspace` and the agent's state) against its quota.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiskUsageView {
+    pub used_bytes: u64,
+    /// `OCAAS_INSTANCE_DISK`: writing past it fails with "No space left on device".
+    pub limit_bytes: u64,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": "8b21f18f-20eb-44ce-a31a-06798aea3e50", "status": "ready", "sandbox_id": "sandy-aaaaaaaaaaaa",
@@ -104,7 +112,8 @@ pub struct ResourceUsage {
     "id": "8b21f18f-20eb-44ce-a31a-06798aea3e50", "status": "ready",
     "container": {"state": "running", "started_at": "2026-03-20T18:23:50.000Z"},
     "agent": {"ready": true}, "uptime_ms": 65000,
-    "resources": {"cpu_percent": 1.5, "memory_bytes": 180000000, "memory_limit_bytes": 2147483648u64}
+    "resources": {"cpu_percent": 1.5, "memory_bytes": 180000000, "memory_limit_bytes": 2147483648u64},
+    "disk": {"used_bytes": 52428800, "limit_bytes": 10737418240u64}
 }))]
 pub struct InstanceStatusView {
     pub id: Uuid,
@@ -115,6 +124,9 @@ pub struct InstanceStatusView {
     pub uptime_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceUsage>,
+    /// Storage use, when the server sets a disk quota and the storage is mounted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUsageView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::lifecycle;
 use super::models::InstanceStatus;
 use super::repo;
-use crate::runtime::sandbox::workspace_volume;
+use crate::runtime::disk::DiskSpec;
 use crate::runtime::{LABEL_INSTANCE, ManagedContainer, Runtime, RuntimeError, RuntimeResult};
 use crate::state::AppState;
 
@@ -40,6 +40,10 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     // so it can never be mistaken for an orphan below.
     let containers = state.runtime.list_managed(&state.deployment_id.to_string()).await?;
     let instances = repo::list_all(&state.db).await?;
+    if !containers.is_empty() {
+        // The egress rules again, in case an engine or firewall restart dropped them.
+        state.runtime.ensure_network(&state.settings.instances.egress).await?;
+    }
 
     for instance in &instances {
         let status = instance.status;
@@ -70,7 +74,8 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     crate::auth::repo::delete_stale_tickets(&state.db).await?;
 
     let known: HashSet<String> = instances.iter().map(|i| i.id.to_string()).collect();
-    let removed = remove_orphans(state.runtime.as_ref(), &containers, &known).await?;
+    let disk_of = |name: &str| lifecycle::disk_spec(state, name);
+    let removed = remove_orphans(state.runtime.as_ref(), &containers, &known, &disk_of).await?;
     state.metrics.reconcile_fixes.with_label_values(&["orphan_removed"]).inc_by(removed as u64);
     Ok(())
 }
@@ -89,13 +94,18 @@ async fn sandbox_problem(runtime: &dyn Runtime, sandbox_id: &str) -> RuntimeResu
 }
 
 /// Removes this deployment's containers whose instance (label) is not among `known`.
-async fn remove_orphans(runtime: &dyn Runtime, containers: &[ManagedContainer], known: &HashSet<String>) -> RuntimeResult<usize> {
+async fn remove_orphans(
+    runtime: &dyn Runtime,
+    containers: &[ManagedContainer],
+    known: &HashSet<String>,
+    disk_of: &(dyn Fn(&str) -> DiskSpec + Sync),
+) -> RuntimeResult<usize> {
     let mut removed = 0;
     for container in containers {
         let instance_id = container.labels.get(LABEL_INSTANCE).map(String::as_str).unwrap_or_default();
         if !known.contains(instance_id) {
             tracing::info!(container = %container.name, "reconcile: removing a container with no instance");
-            runtime.remove_sandbox(&container.name, &workspace_volume(&container.name)).await?;
+            runtime.remove_sandbox(&container.name, &disk_of(&container.name)).await?;
             removed += 1;
         }
     }
@@ -126,7 +136,9 @@ mod tests {
             .with_container("sandy-other", "running", &[(LABEL_DEPLOYMENT, "d2"), (LABEL_INSTANCE, "i-gone")]);
         let containers = runtime.list_managed("d1").await.unwrap();
         let known = HashSet::from(["i-known".to_owned()]);
-        assert_eq!(remove_orphans(&runtime, &containers, &known).await.unwrap(), 1);
+        let disk_of = |name: &str| DiskSpec::new(std::path::Path::new("/nonexistent"), name, 0);
+        assert_eq!(remove_orphans(&runtime, &containers, &known, &disk_of).await.unwrap(), 1);
+        assert_eq!(*runtime.disks.lock().unwrap(), Vec::<std::path::PathBuf>::new());
         assert_eq!(runtime.state_of("sandy-kept").as_deref(), Some("running"));
         assert_eq!(runtime.state_of("sandy-orphan"), None);
         assert_eq!(runtime.state_of("sandy-other").as_deref(), Some("running"), "another deployment's container is never touched");

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions, ListContainersOptions, ListNetworksOptions,
     RemoveContainerOptions, RemoveVolumeOptions, RestartContainerOptions, StatsOptions, StopContainerOptions, UploadToContainerOptions,
@@ -51,7 +51,7 @@ impl Runtime for DockerRuntime {
         self.docker.ping().await.map(|_| ()).map_err(map_err)
     }
 
-    async fn ensure_network(&self) -> RuntimeResult<()> {
+    async fn ensure_network(&self, egress: &egress::EgressPolicy) -> RuntimeResult<()> {
         let existing = self.sandbox_networks().await?;
         if existing.is_empty() {
             let request = NetworkCreateRequest {
@@ -70,35 +70,22 @@ impl Runtime for DockerRuntime {
         for (_, id) in networks.iter().skip(1) {
             let _ = self.docker.remove_network(id).await;
         }
+        let bridge = self.sandbox_bridge().await?;
+        if egress::ensure(&bridge, egress).await? {
+            tracing::info!(%bridge, mode = ?egress.mode, "egress policy applied to the sandbox network");
+        }
         Ok(())
     }
 
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
-        let volume = VolumeCreateRequest { name: Some(spec.workspace_volume.clone()), labels: Some(spec.labels.clone()), ..Default::default() };
-        self.docker.create_volume(volume).await.map_err(map_err)?;
-        let host_config = HostConfig {
-            mounts: Some(vec![Mount {
-                target: Some(super::sandbox::WORKSPACE_DIR.into()),
-                source: Some(spec.workspace_volume.clone()),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            }]),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
-            memory: Some(spec.limits.memory_bytes),
-            memory_swap: Some(spec.limits.memory_bytes),
-            nano_cpus: Some(spec.limits.nano_cpus),
-            pids_limit: Some(spec.limits.pids),
-            network_mode: Some(SANDBOX_NETWORK.into()),
-            shm_size: Some(256 * 1024 * 1024),
-            ..Default::default()
-        };
+        disk::prepare(&spec.disk).await?;
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             hostname: Some(spec.name.clone()),
+            user: Some(sandbox::USER.into()),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
-            host_config: Some(host_config),
+            host_config: Some(super::docker_config::host_config(spec)),
             ..Default::default()
         };
         let options = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
@@ -106,6 +93,10 @@ impl Runtime for DockerRuntime {
             Ok(_) | Err(RuntimeError::Conflict(_)) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    async fn prepare_storage(&self, disk: &disk::DiskSpec) -> RuntimeResult<()> {
+        disk::prepare(disk).await
     }
 
     async fn start(&self, name: &str) -> RuntimeResult<()> {
@@ -123,10 +114,12 @@ impl Runtime for DockerRuntime {
         self.docker.restart_container(name, Some(options)).await.map_err(map_err)
     }
 
-    async fn remove_sandbox(&self, name: &str, workspace_volume: &str) -> RuntimeResult<()> {
+    async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()> {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         ignore_not_found(self.docker.remove_container(name, Some(options)).await)?;
-        ignore_not_found(self.docker.remove_volume(workspace_volume, Some(RemoveVolumeOptions { force: true })).await)
+        // The named workspace volume of instances created before storage moved to the host.
+        ignore_not_found(self.docker.remove_volume(&format!("ocaas-ws-{name}"), Some(RemoveVolumeOptions { force: true })).await)?;
+        disk::release(disk).await
     }
 
     async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo> {
@@ -212,6 +205,16 @@ impl Runtime for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// The host interface of the sandbox network: its configured bridge name, else Docker's
+    /// `br-` + the first 12 characters of the network id.
+    pub async fn sandbox_bridge(&self) -> RuntimeResult<String> {
+        let network =
+            self.docker.inspect_network(SANDBOX_NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(map_err)?;
+        let named = network.options.and_then(|mut options| options.remove("com.docker.network.bridge.name"));
+        let id = network.id.unwrap_or_default();
+        Ok(named.unwrap_or_else(|| format!("br-{}", id.get(..12).unwrap_or(&id))))
+    }
+
     /// (created, id) of every network named `SANDBOX_NETWORK`.
     async fn sandbox_networks(&self) -> RuntimeResult<Vec<(String, String)>> {
         let filters = HashMap::from([("name".to_owned(), vec![SANDBOX_NETWORK.to_owned()])]);

@@ -16,8 +16,8 @@ type Entry = (String, HashMap<String, String>);
 pub struct MemoryRuntime {
     /// name → container
     pub containers: Mutex<HashMap<String, Entry>>,
-    /// Volumes that exist.
-    pub volumes: Mutex<Vec<String>>,
+    /// Instance storage directories that exist.
+    pub disks: Mutex<Vec<std::path::PathBuf>>,
     /// Every call, in order, as `verb name`.
     pub calls: Mutex<Vec<String>>,
 }
@@ -57,13 +57,20 @@ impl Runtime for MemoryRuntime {
     async fn ping(&self) -> RuntimeResult<()> {
         Ok(())
     }
-    async fn ensure_network(&self) -> RuntimeResult<()> {
+    async fn ensure_network(&self, _egress: &egress::EgressPolicy) -> RuntimeResult<()> {
         Ok(())
     }
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         self.record("create", &spec.name);
-        self.volumes.lock().unwrap().push(spec.workspace_volume.clone());
+        self.prepare_storage(&spec.disk).await?;
         self.containers.lock().unwrap().entry(spec.name.clone()).or_insert_with(|| ("created".into(), spec.labels.clone()));
+        Ok(())
+    }
+    async fn prepare_storage(&self, disk: &disk::DiskSpec) -> RuntimeResult<()> {
+        let mut disks = self.disks.lock().unwrap();
+        if !disks.contains(&disk.dir) {
+            disks.push(disk.dir.clone());
+        }
         Ok(())
     }
     async fn start(&self, name: &str) -> RuntimeResult<()> {
@@ -78,10 +85,10 @@ impl Runtime for MemoryRuntime {
         self.record("restart", name);
         self.set_state(name, "running")
     }
-    async fn remove_sandbox(&self, name: &str, workspace_volume: &str) -> RuntimeResult<()> {
+    async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()> {
         self.record("remove", name);
         self.containers.lock().unwrap().remove(name);
-        self.volumes.lock().unwrap().retain(|v| v != workspace_volume);
+        self.disks.lock().unwrap().retain(|d| *d != disk.dir);
         Ok(())
     }
     async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo> {

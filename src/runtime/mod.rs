@@ -1,9 +1,12 @@
 //! The container runtime: the `Runtime` trait every domain uses to manage sandboxes, and its
 //! Docker implementation (`docker.rs`, the only code in ocaas that speaks to Docker).
 
+pub mod disk;
 pub mod docker;
+mod docker_config;
 mod docker_exec;
 mod docker_logs;
+pub mod egress;
 pub mod image;
 #[cfg(test)]
 pub mod memory;
@@ -33,13 +36,15 @@ pub enum RuntimeError {
 
 pub type RuntimeResult<T> = Result<T, RuntimeError>;
 
-/// Everything needed to create one sandbox container and its workspace volume.
+/// Everything needed to create one sandbox container and its storage.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     pub name: String,
     pub image: String,
-    pub workspace_volume: String,
+    /// The instance's `/workspace` and agent state, on the host.
+    pub disk: disk::DiskSpec,
     pub labels: HashMap<String, String>,
+    /// Only this instance's own credentials: never an operator secret.
     pub env: Vec<String>,
     pub limits: Limits,
 }
@@ -49,6 +54,8 @@ pub struct Limits {
     pub memory_bytes: i64,
     pub nano_cpus: i64,
     pub pids: i64,
+    /// Cap of the container's log (the engine rotates it).
+    pub log_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -132,15 +139,18 @@ pub struct Resources {
 pub trait Runtime: Send + Sync {
     /// Whether the engine answers.
     async fn ping(&self) -> RuntimeResult<()>;
-    /// Creates the sandbox network if missing.
-    async fn ensure_network(&self) -> RuntimeResult<()>;
-    /// Creates the workspace volume and the container (already existing ones are kept).
+    /// Creates the sandbox network if missing and puts the egress policy in place for it.
+    async fn ensure_network(&self, egress: &egress::EgressPolicy) -> RuntimeResult<()>;
+    /// Prepares the storage and creates the container (an already existing one is kept).
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()>;
+    /// Makes the instance's storage ready (mounted again after a host restart); call before
+    /// starting an existing container.
+    async fn prepare_storage(&self, disk: &disk::DiskSpec) -> RuntimeResult<()>;
     async fn start(&self, name: &str) -> RuntimeResult<()>;
     async fn stop(&self, name: &str, grace_secs: i32) -> RuntimeResult<()>;
     async fn restart(&self, name: &str, grace_secs: i32) -> RuntimeResult<()>;
-    /// Removes the container (forcibly) and its workspace volume; missing ones are fine.
-    async fn remove_sandbox(&self, name: &str, workspace_volume: &str) -> RuntimeResult<()>;
+    /// Removes the container (forcibly) and its storage; missing ones are fine.
+    async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()>;
     async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo>;
     /// Containers (running or not) labelled as managed by `deployment`.
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>>;

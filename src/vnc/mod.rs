@@ -1,5 +1,8 @@
 //! The instance's desktop: `vnc-url` hands out a ticket and the URLs of the desktop page and
-//! websocket; `vnc/ws` bridges a websocket to the sandbox's VNC server (RFB on port 5900).
+//! websocket; `vnc/ws` bridges a websocket to the sandbox's VNC server (RFB on port 5900),
+//! answering its password itself (`rfb`).
+
+mod rfb;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -75,8 +78,10 @@ pub async fn vnc_url(
 
 /// Desktop websocket
 ///
-/// Upgrades to a WebSocket bridged byte for byte to the sandbox's VNC server (RFB 3.8, no VNC
-/// password: the ticket or key is the access control) until either side closes. Binary frames
+/// Upgrades to a WebSocket bridged to the sandbox's VNC server until either side closes. ocaas
+/// greets the client as an RFB 3.8 server offering security type None (the ticket or key is the
+/// access control) and answers the sandbox's own VNC password itself; after the handshake,
+/// bytes pass unchanged. Binary frames
 /// both ways; the subprotocol `binary` is accepted (noVNC asks for it). Authenticate with a
 /// `ticket` from `vnc-url`, `Authorization: Bearer <API key>`, or the `/account` session cookie
 /// from a page of this server's origin; refusals are JSON errors before the upgrade.
@@ -104,10 +109,19 @@ pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(u
     let instance = running(&state.db, caller.user.user_id, caller.instance_id).await?;
     let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Desktop)?;
     // Connected before upgrading, so a desktop that is down is an HTTP error, not a dead socket.
-    let vnc = connect(&state, &instance.sandbox_id).await?;
-    Ok(upgrade.protocols(["binary"]).on_upgrade(move |socket| async move {
+    let mut vnc = connect(&state, &instance.sandbox_id).await?;
+    let password = crate::runtime::sandbox::vnc_password(&instance.gateway_token);
+    if let Err(problem) = rfb::authenticate_upstream(&mut vnc, &password).await {
+        tracing::warn!(instance = %instance.id, %problem, "desktop: the sandbox's VNC server refused ocaas");
+        return Err(AppError::new(ErrorCode::DesktopUnavailable, "The sandbox's desktop (VNC server) did not accept the connection."));
+    }
+    Ok(upgrade.protocols(["binary"]).on_upgrade(move |mut socket| async move {
         let _open = (slot, state.metrics.stream_open("vnc"));
-        let (from_vnc, to_vnc) = vnc.into_split();
+        let Ok(early) = rfb::greet_client(&mut socket).await else { return };
+        let (from_vnc, mut to_vnc) = vnc.into_split();
+        if tokio::io::AsyncWriteExt::write_all(&mut to_vnc, &early).await.is_err() {
+            return;
+        }
         let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 64 << 10));
         wsbridge::bridge(socket, from_vnc, Box::pin(to_vnc), &mut RfbPipe, &state.shutdown).await;
     }))

@@ -36,6 +36,7 @@ async fn a_new_user_walks_from_registration_to_the_desktop() {
     browser.screenshot(&artifact("dashboard-3-ready.png")).await;
 
     browser.click(".instance[data-status=ready] button[data-action=open]").await;
+    browser.wait_for("return /^Storage: [0-9.]+ MiB of 1024\\.0 MiB/.test(document.getElementById('panel-usage').textContent)", 20).await;
     browser.fill("#chat-input", "/echo hello from the browser").await;
     browser.click("#chat-send").await;
     browser

@@ -74,7 +74,20 @@ pub fn test_settings() -> Settings {
     instances.ready_timeout = Duration::from_secs(90);
     instances.reconcile_interval = Duration::from_secs(1);
     instances.max_upload_bytes = 64 << 20;
+    // Small storage images (sparse; created per instance and removed with it).
+    instances.disk_quota_bytes = 1 << 30;
+    instances.disk_root = test_disk_root();
+    // The isolation tests' allowlisted listener; every test server puts the same policy in place.
+    instances.egress.allow = vec![ALLOWLISTED_NET.parse().unwrap()];
     settings
+}
+
+/// A network the isolation tests put a listener in and every test server allowlists.
+pub const ALLOWLISTED_NET: &str = "10.213.77.0/24";
+
+/// Where test instances' storage lives (shared by all test processes; names are unique).
+pub fn test_disk_root() -> std::path::PathBuf {
+    std::env::temp_dir().join("ocaas-test-instances")
 }
 
 /// The offline sandbox image, built once for the whole run by `docker/offline/build.sh`.
@@ -218,8 +231,17 @@ impl Drop for TestApp {
                 .unwrap_or_default()
         };
         let containers = list(&["ps", "-aq", "--filter", &label]);
+        let names = list(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"]);
         if !containers.is_empty() {
             let _ = std::process::Command::new("docker").args(["rm", "-f", "-v"]).args(&containers).output();
+        }
+        // Their storage: unmounted and removed as deleting the instance would.
+        let root = &self.state.settings.instances.disk_root;
+        for name in names {
+            let dir = root.join(&name);
+            let _ = std::process::Command::new("umount").arg("-l").arg(&dir).output();
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(dir.with_extension("img"));
         }
         let volumes = list(&["volume", "ls", "-q", "--filter", &label]);
         if !volumes.is_empty() {

@@ -251,8 +251,10 @@ async fn sandboxes_are_unprivileged_limited_and_isolated_from_each_other() {
         docker(&["inspect", "-f", "{{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}} {{.HostConfig.Privileged}}", sandbox]),
         "256 1000000000 false"
     );
-    let mounts = docker(&["inspect", "-f", "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}", sandbox]);
-    assert_eq!(mounts, "volume:/workspace", "no host paths or sockets mounted");
+    let mounts = docker(&["inspect", "-f", "{{range .Mounts}}{{.Type}}:{{.Source}}:{{.Destination}} {{end}}", sandbox]);
+    let own = app.state.settings.instances.disk_root.join(sandbox);
+    let expected = format!("bind:{0}/workspace:/workspace bind:{0}/state:/agent-state", own.display());
+    assert_eq!(mounts, expected, "only the instance's own storage is mounted: no other host path, no socket");
 
     let other_ip =
         docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", second["sandbox_id"].as_str().unwrap()]);
