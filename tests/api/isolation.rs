@@ -145,6 +145,22 @@ async fn a_tenant_reaches_the_public_internet_and_the_allowlist_and_nothing_else
     let allowed_ip = ALLOWLISTED_NET.replace(".0/24", ".2");
     assert_eq!(probe(&app, &id, &allowed_ip, 8000).await, "open", "an allowlisted address");
     assert_eq!(probe(&app, &id, "203.0.113.2", 8000).await, "open", "a public address");
+
+    // Removed cleanly (as `ocaas admin egress remove` does): no chain, no jump left …
+    let bridge = ocaas::runtime::DockerRuntime::connect().unwrap().sandbox_bridge().await.unwrap();
+    assert!(ocaas::runtime::egress::remove(&bridge).await.unwrap());
+    let chains = tokio::task::spawn_blocking(|| {
+        let out = Command::new("iptables").args(["-S"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    assert!(!chains.await.unwrap().contains("OCAAS-"), "rules left after removal");
+    // … and, like after an engine or firewall restart dropped them, put back by the reconciler.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ocaas::runtime::egress::listing().await.contains("ocaas policy") {
+        assert!(std::time::Instant::now() < deadline, "the reconciler did not restore the egress rules");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(probe(&app, &id, "169.254.213.2", 8000).await.starts_with("blocked"), "a link-local address, after the restore");
     drop((allowlisted, link_local, public, other_network));
 }
 
