@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// Bearer token that `GET /metrics` requires; unset, `/metrics` is not served.
     #[arg(long, env = "OCAAS_METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub metrics_token: Option<SecretString>,
+    /// Key sealing users' own provider keys (64 hex digits). Unset: `secret.key` in the data dir,
+    /// created on first start.
+    #[arg(long, env = "OCAAS_SECRET_KEY", hide_env_values = true, value_parser = secret)]
+    pub secret_key: Option<SecretString>,
     /// Install missing Debian packages (PostgreSQL, debootstrap, noVNC, node-xterm) with apt
     /// when running as root; `false`: only say which command would.
     #[arg(long, env = "OCAAS_AUTO_INSTALL", default_value_t = true, action = clap::ArgAction::Set)]
@@ -180,6 +184,15 @@ pub struct InstanceArgs {
     /// Extra destinations sandboxes may reach, comma-separated `CIDR` or `CIDR:PORT` (TCP).
     #[arg(long, env = "OCAAS_EGRESS_ALLOW", value_delimiter = ',', value_parser = clap::value_parser!(AllowRule))]
     pub egress_allow: Vec<AllowRule>,
+    /// TCP port of the model broker, which listens on the sandbox network's gateway address
+    /// only; `A-B`: the first free port of the range (several servers on one host).
+    #[arg(long, env = "OCAAS_BROKER_PORT", default_value = "18790", value_parser = parse_port_range)]
+    pub broker_port: (u16, u16),
+    /// Let users point their instance's model at private, loopback or link-local addresses
+    /// (a provider on the LAN); off: only public addresses, so the broker cannot be aimed at
+    /// the host's or the network's internal services.
+    #[arg(long, env = "OCAAS_MODEL_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub model_allow_private: bool,
     /// Cap per stream (stdout, stderr) of `terminal/exec` output.
     #[arg(long, env = "OCAAS_EXEC_MAX_OUTPUT", default_value_t = 1 << 20, value_parser = at_least_one::<usize>)]
     pub exec_max_output: usize,
@@ -191,6 +204,14 @@ fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(raw: &str) -> Resu
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err(format!("`{raw}` must be a whole number of at least 1")),
     }
+}
+
+/// `18790` or `18800-18999`.
+fn parse_port_range(raw: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("`{raw}` is not a port or a port range like 18800-18999");
+    let (first, last) = raw.trim().split_once('-').unwrap_or((raw.trim(), raw.trim()));
+    let (first, last) = (first.parse::<u16>().map_err(|_| bad())?, last.parse::<u16>().map_err(|_| bad())?);
+    if first == 0 || last < first { Err(bad()) } else { Ok((first, last)) }
 }
 
 /// Like `parse_size`, and `0` turns the limit off.
@@ -233,14 +254,6 @@ pub struct LlmSettings {
     pub model: String,
 }
 
-impl LlmSettings {
-    /// `KEY=value` pairs for a sandbox's environment: where the model is and its name, never
-    /// the operator's key (the sandbox's agent may not copy it; the model broker holds it).
-    pub fn sandbox_env(&self) -> Vec<String> {
-        vec![format!("OCAAS_LLM_BASE_URL={}", self.base_url), format!("OCAAS_LLM_MODEL={}", self.model)]
-    }
-}
-
 /// Sandbox settings the server reads at run time.
 #[derive(Debug, Clone)]
 pub struct InstanceSettings {
@@ -264,6 +277,10 @@ pub struct InstanceSettings {
     /// 0: no quota.
     pub disk_quota_bytes: u64,
     pub egress: EgressPolicy,
+    /// The model broker's port range (see `OCAAS_BROKER_PORT`).
+    pub broker_ports: (u16, u16),
+    /// Custom model endpoints may be private addresses.
+    pub model_allow_private: bool,
 }
 
 impl InstanceSettings {
@@ -295,7 +312,9 @@ impl InstanceSettings {
             spool_dir: std::env::temp_dir().join("ocaas-spool"),
             disk_root: std::env::temp_dir().join("ocaas-instances"),
             disk_quota_bytes: args.instance_disk as u64,
-            egress: EgressPolicy { mode: args.egress, allow: args.egress_allow.clone(), host_ports: vec![] },
+            egress: EgressPolicy { mode: args.egress, allow: args.egress_allow.clone(), host_ports: vec![args.broker_port] },
+            broker_ports: args.broker_port,
+            model_allow_private: args.model_allow_private,
         }
     }
 }
@@ -316,6 +335,8 @@ pub struct Settings {
     pub novnc_dir: PathBuf,
     pub xterm_dir: PathBuf,
     pub metrics_token: Option<SecretString>,
+    /// Seals users' own provider keys at rest.
+    pub secret_key: crate::secrets::SecretKey,
     pub auth_per_minute_per_addr: std::num::NonZeroU32,
     pub login_per_minute_per_account: std::num::NonZeroU32,
     pub hash_concurrency: usize,
@@ -358,6 +379,10 @@ impl Settings {
             novnc_dir: args.novnc_dir.clone(),
             xterm_dir: args.xterm_dir.clone(),
             metrics_token: args.metrics_token.clone(),
+            secret_key: match &args.secret_key {
+                Some(hex) => crate::secrets::SecretKey::from_hex(secrecy::ExposeSecret::expose_secret(hex)).map_err(anyhow::Error::msg)?,
+                None => crate::secrets::SecretKey::random(),
+            },
             auth_per_minute_per_addr: std::num::NonZeroU32::new(args.auth_per_minute_per_addr).expect("checked by the parser"),
             login_per_minute_per_account: std::num::NonZeroU32::new(args.login_per_minute_per_account).expect("checked by the parser"),
             hash_concurrency: if args.hash_concurrency == 0 {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod ratelimit;
 pub mod runtime;
+pub mod secrets;
 pub mod timefmt;
 
 // The state every handler reads, and the shared HTTP pieces built on it.
@@ -18,6 +19,7 @@ pub mod wsbridge;
 // Domains: one folder each.
 pub mod audit;
 pub mod auth;
+pub mod broker;
 pub mod chat;
 pub mod docs;
 pub mod files;

@@ -36,6 +36,7 @@ pub fn start_background_tasks(state: &AppState) {
     });
     crate::instances::reconciler::spawn(state.clone(), state.settings.instances.reconcile_interval);
     crate::chat::events::spawn_listener(state);
+    spawn_broker(state);
 }
 
 /// Process-wide settings a server needs before it takes requests.
@@ -71,18 +72,28 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let inflight = Arc::new(Semaphore::new(settings.limits.max_inflight));
     // One router for every connection: cloning it per connection is cheap (shared routes).
     let app = crate::router::router(state).layer(axum::middleware::from_fn_with_state(inflight, limit_inflight));
-    let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
-    let mut builder = Builder::new(TokioExecutor::new());
-    // The header-read timer runs whenever a connection waits for a request head: it closes
-    // slow-header clients and idle keep-alive connections alike.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.limits.header_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(20)).keep_alive_timeout(Duration::from_secs(20));
-    let graceful = GracefulShutdown::new();
     let stop = token.clone();
     tokio::spawn(async move {
         shutdown.await;
         stop.cancel();
     });
+    accept_loop(listener, app, &settings.limits, token).await;
+    // Give background tasks a moment to observe the cancellation.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+/// Serves `app` on `listener` until `token` is cancelled, then drains: at most
+/// `max_connections` at once, slow headers and idle keep-alive connections closed after the
+/// header timeout, each request carrying its peer's address.
+async fn accept_loop(listener: TcpListener, app: axum::Router, limits: &crate::config::ServerLimits, token: tokio_util::sync::CancellationToken) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = Builder::new(TokioExecutor::new());
+    // The header-read timer runs whenever a connection waits for a request head: it closes
+    // slow-header clients and idle keep-alive connections alike.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(20)).keep_alive_timeout(Duration::from_secs(20));
+    let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
             () = token.cancelled() => break,
@@ -119,9 +130,27 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after {} s; closing", DRAIN.as_secs()),
     }
-    // Give background tasks a moment to observe the cancellation.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    Ok(())
+}
+
+/// The model broker's listener on the sandbox network, retried until the engine lets it bind.
+fn spawn_broker(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let router = match crate::broker::router(state.clone()) {
+            Ok(router) => router,
+            Err(error) => return tracing::error!(error = format!("{error:#}"), "model broker: cannot build its client"),
+        };
+        loop {
+            match crate::broker::bind(&state).await {
+                Ok(listener) => return accept_loop(listener, router, &state.settings.limits, state.shutdown.clone()).await,
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "model broker: not listening yet"),
+            }
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+    });
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -21,6 +21,7 @@ async function showAccount(account) {
   notify('');
   await loadKeys();
   await loadAudit();
+  await loadUsage();
   await startDashboard(account);
 }
 
@@ -75,6 +76,16 @@ async function loadKeys() {
   )));
 }
 
+// Model tokens this month, as the server's broker metered them.
+async function loadUsage() {
+  const usage = await api('GET', '/api/account/usage');
+  const t = usage.totals;
+  $('usage-summary').textContent = `This month: ${t.requests} model request(s), ${t.prompt_tokens} prompt + ${t.completion_tokens} completion tokens.`;
+  $('usage').replaceChildren(...usage.days.map((d) => el('tr', { dataset: { day: d.day, model: d.model } },
+    el('td', {}, d.day), el('td', {}, el('code', {}, d.model)), el('td', {}, String(d.requests)),
+    el('td', {}, String(d.prompt_tokens)), el('td', {}, String(d.completion_tokens)))));
+}
+
 // The audit log: a page of events, and "Older" appends the next one.
 let auditBefore = null;
 async function loadAudit(more = false) {
@@ -99,6 +110,7 @@ $('create-key-form').addEventListener('submit', guard(async (event) => {
   $('new-key').hidden = false;
   await loadKeys();
   await loadAudit();
+  await loadUsage();
 }));
 
 $('copy-key').addEventListener('click', async () => {

@@ -3,6 +3,7 @@
 // and desktop (the vnc-url page in a frame).
 import { api, postStream, when, el } from '/static/api.js';
 import { notify } from '/static/account.js';
+import { loadModel } from '/static/model.js';
 
 const $ = (id) => document.getElementById(id);
 let poller = null;
@@ -96,6 +97,9 @@ async function showUsage(id) {
   const parts = [];
   if (status.disk) parts.push(`Storage: ${mib(status.disk.used_bytes)} of ${mib(status.disk.limit_bytes)}`);
   if (status.resources) parts.push(`Memory: ${mib(status.resources.memory_bytes)} of ${mib(status.resources.memory_limit_bytes)}`);
+  const model = await api('GET', `/api/instances/${id}/usage`);
+  if (openId !== id) return;
+  parts.push(`Model: ${model.totals.prompt_tokens + model.totals.completion_tokens} tokens this month`);
   $('panel-usage').textContent = parts.join(' · ');
 }
 
@@ -134,7 +138,8 @@ for (const button of document.querySelectorAll('.tabs button')) button.addEventL
 
 function showTab(name) {
   for (const button of document.querySelectorAll('.tabs button')) button.classList.toggle('active', button.dataset.tab === name);
-  for (const tab of ['chat', 'terminal', 'desktop', 'logs']) $(`tab-${tab}`).hidden = tab !== name;
+  for (const tab of ['chat', 'terminal', 'desktop', 'logs', 'model']) $(`tab-${tab}`).hidden = tab !== name;
+  if (name === 'model') loadModel(openId).catch((error) => notify(error.message));
   if (name === 'logs') openLogs(openId); else closeLogs();
   if (name === 'terminal' && !terminal) terminal = openTerminal(openId);
   if (name === 'desktop') openDesktop(openId).catch((error) => notify(error.message));

@@ -63,10 +63,13 @@ impl Bench {
         settings.instances.limits.memory_bytes = 1 << 30;
         settings.instances.ready_timeout = Duration::from_secs(120);
         settings.instances.reconcile_interval = Duration::from_secs(30);
+        settings.instances.broker_ports = (18790, 18799);
+        settings.instances.egress.host_ports = vec![settings.instances.broker_ports];
         configure(&mut settings);
         let state = AppState::new(pool.clone(), settings, Arc::new(DockerRuntime::connect()?)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
+        serve::start_background_tasks(&state);
         tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
         let user = service::create_user(&pool, "bench@example.com", "bench passphrase", None).await?;
         service::grant_subscription(&pool, "bench@example.com", max_instances, None).await?;

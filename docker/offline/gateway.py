@@ -13,6 +13,9 @@ Answers are deterministic so tests can assert on them. The last user message dec
   /exec CMD      -> the output of `sh -c CMD` run in /workspace (exit code appended when not 0)
   /slow MS TEXT  -> TEXT, streamed with MS milliseconds between chunks
   /fail [TEXT]   -> the upstream error the real gateway reports when its LLM is down
+  /llm TEXT      -> TEXT sent to the provider in openclaw.json the way OpenClaw calls it
+                    (stream:true, stream_options.include_usage, bearer apiKey), its answer streamed
+                    back; a provider error ends the turn with an in-stream error
   anything else  -> "Hello from the stand-in gateway #N. You said: MSG | history_turns=K"
 """
 import argparse
@@ -22,6 +25,8 @@ import os
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -69,6 +74,8 @@ def run_turn(session_key, messages):
         parts = user_text.split(" ", 2)
         delay = int(parts[1]) / 1000.0 if len(parts) > 1 and parts[1].isdigit() else 0.5
         answer = parts[2] if len(parts) > 2 else "slow answer"
+    elif user_text.startswith("/llm "):
+        return call_provider(user_text[len("/llm "):]), 0.0, False
     elif user_text.startswith("/fail"):
         answer, failed = "", True
     elif user_text.startswith("/flood "):
@@ -81,6 +88,63 @@ def run_turn(session_key, messages):
         with sessions_lock:
             sessions[session_key].append(("assistant", answer))
     return split_words(answer), delay, failed
+
+
+class ProviderError(Exception):
+    pass
+
+
+def provider():
+    """(base URL, key, model) of the agent's primary model, from openclaw.json."""
+    try:
+        with open(os.environ.get("OPENCLAW_CONFIG_PATH", ""), encoding="utf-8") as source:
+            config = json.load(source)
+        name, model = config["agents"]["defaults"]["model"]["primary"].split("/", 1)
+        entry = config["models"]["providers"][name]
+        return entry["baseUrl"], entry.get("apiKey", ""), model
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ProviderError("no model provider is configured")
+
+
+def call_provider(text):
+    """Yields the provider's content deltas for one user message; raises ProviderError."""
+    base_url, key, model = provider()
+    if not base_url:
+        raise ProviderError("no model provider is configured")
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True,
+            "stream_options": {"include_usage": True}, "tool_choice": "auto", "max_completion_tokens": 4096}
+    request = urllib.request.Request(base_url.rstrip("/") + "/chat/completions", data=compact(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                                              "Accept": "text/event-stream"})
+    print(f"[gateway] model call to {base_url} model={model}", flush=True)
+    try:
+        response = urllib.request.urlopen(request, timeout=120)
+    except urllib.error.HTTPError as error:
+        try:
+            message = json.loads(error.read(16384))["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {error.code}"
+        raise ProviderError(f"{error.code} {message}")
+    except (OSError, ValueError) as error:
+        raise ProviderError(f"the provider could not be reached: {error}")
+    with response:
+        for raw in response:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except ValueError:
+                raise ProviderError("the provider sent a malformed stream")
+            if isinstance(event, dict) and event.get("error"):
+                raise ProviderError(str((event["error"] or {}).get("message", "provider error")))
+            for choice in (event.get("choices") or []) if isinstance(event, dict) else []:
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    yield piece
 
 
 def run_command(command):
@@ -169,7 +233,12 @@ class Handler(BaseHTTPRequestHandler):
         elif failed:
             self.send_json(408, UPSTREAM_ERROR, cache=None)
         else:
-            message = {"role": "assistant", "content": "".join(chunks)}
+            try:
+                content = "".join(chunks)
+            except ProviderError as error:
+                self.send_json(408, {"error": {"message": str(error), "type": "api_error"}}, cache=None)
+                return
+            message = {"role": "assistant", "content": content}
             self.send_json(200, {"id": completion_id, "object": "chat.completion", "created": created, "model": MODEL,
                                  "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                                  "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}, cache=None)
@@ -198,10 +267,17 @@ class Handler(BaseHTTPRequestHandler):
             if failed:
                 send(compact(UPSTREAM_ERROR))
             else:
-                for piece in chunks:
-                    if delay:
-                        time.sleep(delay)
-                    send(compact(chunk({"content": piece})))
+                try:
+                    for piece in chunks:
+                        if delay:
+                            time.sleep(delay)
+                        send(compact(chunk({"content": piece})))
+                except ProviderError as error:
+                    send(compact({"error": {"message": str(error), "type": "api_error"}}))
+                    send("[DONE]")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                    return
                 send(compact(chunk({}, "stop")))
                 if include_usage:
                     usage = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": MODEL,

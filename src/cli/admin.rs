@@ -31,6 +31,15 @@ pub enum AdminCommand {
     Subscription(SubscriptionCommand),
     /// The audit log (logins, keys, instances, admin actions).
     Audit(super::audit::AuditArgs),
+    /// Model usage through the broker, per user, day and model.
+    Usage {
+        /// Only this user.
+        #[arg(long)]
+        email: Option<String>,
+        /// From this day (YYYY-MM-DD, UTC); default: the last 30 days.
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+    },
     /// The sandboxes' egress rules on this host (iptables).
     #[command(subcommand)]
     Egress(super::egress::EgressCommand),
@@ -194,6 +203,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             Ok(format!("granted {} a subscription of {max_instances} instance(s)", user.email))
         }
         AdminCommand::Audit(args) => super::audit::list(db, &args).await,
+        AdminCommand::Usage { email, since } => usage(db, email.as_deref(), since).await,
         // `run` answers it before opening the database; kept here so the match stays whole.
         AdminCommand::Egress(command) => super::egress::run(command).await.map_err(AppError::Internal),
     }
@@ -217,6 +227,22 @@ async fn list_users(db: &sqlx::PgPool) -> Result<String, AppError> {
             None => "none".into(),
         };
         lines.push(format!("{:<36}  {:<32}  {:<24}  {subscription}", user.id, user.email, rfc3339_millis(&user.created_at)));
+    }
+    Ok(lines.join("\n"))
+}
+
+async fn usage(db: &sqlx::PgPool, email: Option<&str>, since: Option<chrono::NaiveDate>) -> Result<String, AppError> {
+    let since = match since {
+        Some(day) => day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(chrono::Utc::now),
+        None => chrono::Utc::now() - chrono::Duration::days(30),
+    };
+    let mut lines = vec![format!("{:<32}  {:<10}  {:<24}  {:>8}  {:>12}  {:>12}", "email", "day", "model", "requests", "prompt", "completion")];
+    for (email, row) in crate::broker::repo::usage_of_users(db, email, since).await? {
+        let estimated = if row.estimated_requests > 0 { format!("  ({} estimated)", row.estimated_requests) } else { String::new() };
+        lines.push(format!(
+            "{email:<32}  {:<10}  {:<24}  {:>8}  {:>12}  {:>12}{estimated}",
+            row.day, row.model, row.requests, row.prompt_tokens, row.completion_tokens
+        ));
     }
     Ok(lines.join("\n"))
 }

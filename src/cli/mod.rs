@@ -78,6 +78,9 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     // Multipart uploads are spooled under the data dir; what a crash left there goes now.
     settings.instances.spool_dir = global.data_dir.join("spool");
     std::fs::create_dir_all(&global.data_dir)?;
+    if args.secret_key.is_none() {
+        settings.secret_key = server_secret_key(&global.data_dir)?;
+    }
     settings.instances.disk_root = std::fs::canonicalize(&global.data_dir)?.join("instances");
     let _ = std::fs::remove_dir_all(&settings.instances.spool_dir);
     std::fs::create_dir_all(&settings.instances.spool_dir)?;
@@ -132,4 +135,9 @@ fn write_openapi(out: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(out.join("openapi.yaml"), spec::to_yaml(&spec))?;
     println!("wrote {}/openapi.json and openapi.yaml", out.display());
     Ok(())
+}
+
+/// The key in `OCAAS_DATA_DIR/secret.key`, created on first start.
+fn server_secret_key(data_dir: &std::path::Path) -> anyhow::Result<crate::secrets::SecretKey> {
+    crate::secrets::SecretKey::load_or_create(&data_dir.join("secret.key"))
 }

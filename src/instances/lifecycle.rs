@@ -12,7 +12,6 @@ use uuid::Uuid;
 use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
 use crate::runtime::disk::DiskSpec;
-use crate::runtime::egress::EgressPolicy;
 use crate::runtime::sandbox::{GATEWAY_PORT, HOME_DIR, STATE_DIR};
 use crate::runtime::{LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_USER, Runtime, RuntimeError, SandboxSpec};
 use crate::state::AppState;
@@ -74,7 +73,13 @@ async fn drive(state: &AppState, id: Uuid, token: &CancellationToken) {
     }
 }
 
-pub fn sandbox_spec(state: &AppState, instance: &InstanceRow) -> SandboxSpec {
+/// How a sandbox's gateway reaches its model: the broker's URL and the instance's own token.
+pub struct BrokerAccess {
+    pub url: String,
+    pub token: String,
+}
+
+pub fn sandbox_spec(state: &AppState, instance: &InstanceRow, broker: &BrokerAccess) -> SandboxSpec {
     let settings = &state.settings.instances;
     let labels = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
@@ -83,13 +88,16 @@ pub fn sandbox_spec(state: &AppState, instance: &InstanceRow) -> SandboxSpec {
         (LABEL_USER.to_owned(), instance.user_id.to_string()),
     ]);
     // Only this instance's own credentials and non-secret settings: never an operator secret.
-    let mut env = vec![
+    let env = vec![
         format!("OPENCLAW_GATEWAY_TOKEN={}", instance.gateway_token),
         format!("OCAAS_VNC_PASSWORD={}", crate::runtime::sandbox::vnc_password(&instance.gateway_token)),
         format!("HOME={HOME_DIR}"),
         format!("OCAAS_STATE_DIR={STATE_DIR}"),
+        // The model is reached through the broker: the key here is the instance's broker token.
+        format!("OCAAS_LLM_BASE_URL={}", broker.url),
+        format!("OCAAS_LLM_API_KEY={}", broker.token),
+        format!("OCAAS_LLM_MODEL={}", settings.llm.model),
     ];
-    env.extend(settings.llm.sandbox_env());
     SandboxSpec {
         name: instance.sandbox_id.clone(),
         image: instance.image.clone(),
@@ -105,11 +113,30 @@ pub fn disk_spec(state: &AppState, sandbox_id: &str) -> DiskSpec {
     DiskSpec::new(&state.settings.instances.disk_root, sandbox_id, state.settings.instances.disk_quota_bytes)
 }
 
-async fn provision(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
-    let runtime = &state.runtime;
-    runtime.ensure_network(&state.settings.instances.egress).await?;
-    runtime.create_sandbox(&sandbox_spec(state, instance)).await?;
+/// Starts the instance's container, creating it first (with a fresh broker token) if it does
+/// not exist. A container that exists already (a provision resumed after a crash) keeps its
+/// token, whose hash was stored before the container was created.
+async fn create_and_start(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
+    let runtime = state.runtime.as_ref();
+    match runtime.inspect(&instance.sandbox_id).await {
+        Ok(_) => runtime.prepare_storage(&disk_spec(state, &instance.sandbox_id)).await?,
+        Err(RuntimeError::NotFound(_)) => {
+            runtime.ensure_network(&state.settings.instances.egress).await?;
+            let url = crate::broker::url(state).await.unwrap_or_else(|| {
+                tracing::warn!(id = %instance.id, "the model broker is not listening: the sandbox gets no model endpoint");
+                String::new()
+            });
+            let token = crate::broker::rotate_token(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))?;
+            runtime.create_sandbox(&sandbox_spec(state, instance, &BrokerAccess { url, token })).await?;
+        }
+        Err(error) => return Err(error.into()),
+    }
     runtime.start(&instance.sandbox_id).await?;
+    Ok(())
+}
+
+async fn provision(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
+    create_and_start(state, instance).await?;
     wait_until_ready(state, instance, token).await?;
     repo::transition(&state.db, instance.id, &[InstanceStatus::Provisioning], InstanceStatus::Ready, None)
         .await
@@ -118,7 +145,10 @@ async fn provision(state: &AppState, instance: &InstanceRow, token: &Cancellatio
 }
 
 async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
-    restart_or_recreate(state.runtime.as_ref(), &sandbox_spec(state, instance), &state.settings.instances.egress).await?;
+    if !restart_existing(state.runtime.as_ref(), &instance.sandbox_id, &disk_spec(state, &instance.sandbox_id)).await? {
+        // It vanished behind ocaas's back: created again on the same storage.
+        create_and_start(state, instance).await?;
+    }
     wait_until_ready(state, instance, token).await?;
     repo::transition(&state.db, instance.id, &[InstanceStatus::Rebooting], InstanceStatus::Ready, None)
         .await
@@ -126,18 +156,14 @@ async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationTo
     Ok(())
 }
 
-/// Restarts the sandbox; one that vanished behind ocaas's back is created again (its storage,
-/// on the host, is reused).
-async fn restart_or_recreate(runtime: &dyn Runtime, spec: &SandboxSpec, egress: &EgressPolicy) -> Result<(), RuntimeError> {
+/// Restarts the sandbox's container; `false` when it no longer exists.
+async fn restart_existing(runtime: &dyn Runtime, name: &str, disk: &DiskSpec) -> Result<bool, RuntimeError> {
     // After a host restart the storage is no longer mounted: mount it before the container starts.
-    runtime.prepare_storage(&spec.disk).await?;
-    match runtime.restart(&spec.name, STOP_GRACE_SECS).await {
-        Err(RuntimeError::NotFound(_)) => {
-            runtime.ensure_network(egress).await?;
-            runtime.create_sandbox(spec).await?;
-            runtime.start(&spec.name).await
-        }
-        other => other,
+    runtime.prepare_storage(disk).await?;
+    match runtime.restart(name, STOP_GRACE_SECS).await {
+        Ok(()) => Ok(true),
+        Err(RuntimeError::NotFound(_)) => Ok(false),
+        Err(error) => Err(error),
     }
 }
 
@@ -198,26 +224,23 @@ mod tests {
     use super::*;
     use crate::runtime::memory::MemoryRuntime;
 
-    fn spec(name: &str) -> SandboxSpec {
-        let limits = crate::runtime::Limits { memory_bytes: 1, nano_cpus: 1, pids: 1, log_bytes: 1 };
-        let disk = DiskSpec::new(std::path::Path::new("/nonexistent"), name, 0);
-        SandboxSpec { name: name.into(), image: "img".into(), disk, labels: HashMap::new(), env: vec![], limits }
+    fn disk(name: &str) -> DiskSpec {
+        DiskSpec::new(std::path::Path::new("/nonexistent"), name, 0)
     }
 
     #[tokio::test]
-    async fn reboot_restarts_an_existing_sandbox_without_recreating_it() {
+    async fn reboot_restarts_an_existing_sandbox_on_its_mounted_storage() {
         let runtime = MemoryRuntime::default().with_container("sandy-a", "exited", &[]);
-        restart_or_recreate(&runtime, &spec("sandy-a"), &EgressPolicy::default()).await.unwrap();
+        assert!(restart_existing(&runtime, "sandy-a", &disk("sandy-a")).await.unwrap());
         assert_eq!(*runtime.calls.lock().unwrap(), ["restart sandy-a"]);
         assert_eq!(runtime.state_of("sandy-a").as_deref(), Some("running"));
+        assert_eq!(*runtime.disks.lock().unwrap(), [std::path::PathBuf::from("/nonexistent/sandy-a")], "storage prepared first");
     }
 
     #[tokio::test]
-    async fn reboot_recreates_a_sandbox_that_vanished() {
+    async fn reboot_reports_a_sandbox_that_vanished_so_it_is_created_again() {
         let runtime = MemoryRuntime::default();
-        restart_or_recreate(&runtime, &spec("sandy-b"), &EgressPolicy::default()).await.unwrap();
-        assert_eq!(*runtime.calls.lock().unwrap(), ["restart sandy-b", "create sandy-b", "start sandy-b"]);
-        assert_eq!(runtime.state_of("sandy-b").as_deref(), Some("running"));
-        assert_eq!(*runtime.disks.lock().unwrap(), [std::path::PathBuf::from("/nonexistent/sandy-b")]);
+        assert!(!restart_existing(&runtime, "sandy-b", &disk("sandy-b")).await.unwrap());
+        assert_eq!(*runtime.calls.lock().unwrap(), ["restart sandy-b"]);
     }
 }

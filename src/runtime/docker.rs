@@ -77,6 +77,18 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
+    async fn sandbox_gateway(&self) -> RuntimeResult<IpAddr> {
+        let network =
+            self.docker.inspect_network(SANDBOX_NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(map_err)?;
+        network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .find_map(|config| config.gateway.and_then(|g| g.parse::<IpAddr>().ok()).filter(IpAddr::is_ipv4))
+            .ok_or_else(|| RuntimeError::Other("the sandbox network has no IPv4 gateway".into()))
+    }
+
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         disk::prepare(&spec.disk).await?;
         let body = ContainerCreateBody {

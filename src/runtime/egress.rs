@@ -43,6 +43,23 @@ pub const BLOCKED: &[&str] = &[
     "224.0.0.0/3",
 ];
 
+/// Whether `ip` is on the public internet: outside `BLOCKED` (IPv4) and not loopback,
+/// unspecified, unique-local or link-local (IPv6; mapped IPv4 addresses as IPv4).
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => !BLOCKED.iter().any(|cidr| {
+            let (net, prefix) = cidr.split_once('/').unwrap_or((cidr, "32"));
+            let (net, prefix) = (net.parse::<Ipv4Addr>().map(u32::from).unwrap_or(0), prefix.parse::<u32>().unwrap_or(32));
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            u32::from(v4) & mask == net & mask
+        }),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(v4.into()),
+            None => !(v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80),
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EgressMode {
     /// The public internet and ocaas's own endpoints; nothing private, local or on the host.
@@ -81,8 +98,8 @@ impl FromStr for AllowRule {
 pub struct EgressPolicy {
     pub mode: EgressMode,
     pub allow: Vec<AllowRule>,
-    /// TCP ports on the host that sandboxes may reach (the endpoints ocaas offers them).
-    pub host_ports: Vec<u16>,
+    /// TCP port ranges on the host that sandboxes may reach (the endpoints ocaas offers them).
+    pub host_ports: Vec<(u16, u16)>,
 }
 
 fn rule(chain: &str, spec: &str) -> String {
@@ -106,8 +123,9 @@ pub fn ruleset(policy: &EgressPolicy, nameservers: &[Ipv4Addr]) -> String {
             lines.push(rule(chain, &format!("-d {}/{}{port} -j RETURN", allow.net, allow.prefix)));
         }
     }
-    for port in &policy.host_ports {
-        lines.push(rule(INPUT_CHAIN, &format!("-p tcp -m tcp --dport {port} -j RETURN")));
+    for (first, last) in &policy.host_ports {
+        let ports = if first == last { first.to_string() } else { format!("{first}:{last}") };
+        lines.push(rule(INPUT_CHAIN, &format!("-p tcp -m tcp --dport {ports} -j RETURN")));
     }
     lines.push(rule(INPUT_CHAIN, "-j REJECT"));
     match policy.mode {
@@ -233,7 +251,7 @@ mod tests {
 
     #[test]
     fn public_mode_rejects_private_ranges_after_replies_dns_and_the_allowlist() {
-        let policy = EgressPolicy { mode: EgressMode::Public, allow: vec!["10.9.0.0/16:443".parse().unwrap()], host_ports: vec![18790] };
+        let policy = EgressPolicy { mode: EgressMode::Public, allow: vec!["10.9.0.0/16:443".parse().unwrap()], host_ports: vec![(18790, 18790)] };
         let rules = ruleset(&policy, &[Ipv4Addr::new(10, 0, 0, 2)]);
         let forward: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A OCAAS-EGRESS")).collect();
         let position = |needle: &str| forward.iter().position(|l| l.contains(needle)).unwrap();
@@ -244,6 +262,28 @@ mod tests {
         let input: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A OCAAS-HOST")).collect();
         assert_eq!(input.last(), Some(&"-A OCAAS-HOST -j REJECT"));
         assert!(input.contains(&"-A OCAAS-HOST -p tcp -m tcp --dport 18790 -j RETURN"));
+    }
+
+    #[test]
+    fn only_public_addresses_count_as_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "203.0.113.7", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
     }
 
     #[test]

@@ -60,6 +60,9 @@ impl Runtime for MemoryRuntime {
     async fn ensure_network(&self, _egress: &egress::EgressPolicy) -> RuntimeResult<()> {
         Ok(())
     }
+    async fn sandbox_gateway(&self) -> RuntimeResult<IpAddr> {
+        Ok(IpAddr::from([127, 0, 0, 1]))
+    }
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         self.record("create", &spec.name);
         self.prepare_storage(&spec.disk).await?;

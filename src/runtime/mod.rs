@@ -141,6 +141,8 @@ pub trait Runtime: Send + Sync {
     async fn ping(&self) -> RuntimeResult<()>;
     /// Creates the sandbox network if missing and puts the egress policy in place for it.
     async fn ensure_network(&self, egress: &egress::EgressPolicy) -> RuntimeResult<()>;
+    /// The host's address on the sandbox network (where ocaas offers sandboxes its endpoints).
+    async fn sandbox_gateway(&self) -> RuntimeResult<IpAddr>;
     /// Prepares the storage and creates the container (an already existing one is kept).
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()>;
     /// Makes the instance's storage ready (mounted again after a host restart); call before

@@ -40,6 +40,8 @@ pub struct AppState {
     pub user_slots: Arc<UserSlots>,
     /// For talking to sandbox gateways.
     pub http: reqwest::Client,
+    /// Where the model broker listens once it is bound (sandboxes are given its URL).
+    pub broker_address: Arc<tokio::sync::watch::Sender<Option<std::net::SocketAddr>>>,
     /// Cancelled when the server shuts down; background tasks watch it.
     pub shutdown: CancellationToken,
 }
@@ -60,6 +62,7 @@ impl AppState {
             auth_limits,
             user_slots: Arc::new(UserSlots::new(user_slots_limits)),
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
+            broker_address: Arc::new(tokio::sync::watch::Sender::new(None)),
             shutdown: CancellationToken::new(),
         })
     }

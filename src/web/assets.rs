@@ -13,6 +13,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("dashboard.js", JS, include_str!("../../static/dashboard.js")),
     ("desktop.js", JS, include_str!("../../static/desktop.js")),
     ("desktop-boot.js", JS, include_str!("../../static/desktop-boot.js")),
+    ("model.js", JS, include_str!("../../static/model.js")),
     ("ocaas.css", "text/css; charset=utf-8", include_str!("../../static/ocaas.css")),
 ];
 

@@ -124,6 +124,19 @@ async fn the_served_helper_client_drives_every_command() {
         assert_eq!(audit["events"][0]["target"], id.as_str());
         assert_eq!(ok(script, env, &["instances", "get"])["id"], id.as_str(), "the first ready instance is the default");
         assert_eq!(ok(script, env, &["instances", "status"])["agent"]["ready"], true);
+        let from = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let usage = ok(script, env, &["instances", "usage", "--from", &from]);
+        assert_eq!(ok(script, env, &["instances", "model"])["provider"], "operator");
+        let set = ok(
+            script,
+            env,
+            &["instances", "set-model", "--provider", "custom", "--provider-url", "https://203.0.113.10/v1", "--model", "m1", "--api-key", "k1"],
+        );
+        assert_eq!((set["provider"].as_str(), set["api_key_set"].as_bool()), (Some("custom"), Some(true)), "{set}");
+        assert_eq!(ok(script, env, &["instances", "set-model", "--provider", "operator"])["api_key_set"], false);
+        assert_eq!(usage["totals"]["requests"], 0, "{usage}");
+        let account_usage = ok(script, env, &["account", "usage"]);
+        assert!(account_usage["days"].as_array().unwrap().is_empty(), "{account_usage}");
         let logs = ok(script, env, &["instances", "logs", "--tail", "500"]);
         assert!(logs["lines"].as_array().unwrap().iter().any(|l| l["text"].as_str().unwrap().starts_with("[gateway] listening")), "{logs}");
         assert!(ok(script, env, &["instances", "vnc-url"])["ws_url"].as_str().unwrap().contains("ticket="));

@@ -79,6 +79,9 @@ pub fn test_settings() -> Settings {
     instances.disk_root = test_disk_root();
     // The isolation tests' allowlisted listener; every test server puts the same policy in place.
     instances.egress.allow = vec![ALLOWLISTED_NET.parse().unwrap()];
+    // Every test server has a broker; each binds the first free port of one shared range.
+    instances.broker_ports = (18800, 18999);
+    instances.egress.host_ports = vec![instances.broker_ports];
     settings
 }
 

@@ -6,6 +6,7 @@ mod admin_cli;
 mod agent;
 mod audit;
 mod auth;
+mod broker;
 mod browser;
 mod chat;
 mod dashboard;

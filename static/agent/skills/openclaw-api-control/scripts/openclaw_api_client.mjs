@@ -10,7 +10,15 @@ import { pathToFileURL } from 'node:url';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-export class ApiError extends Error {
+export // `?from=…&to=…` (RFC 3339) of a usage period, or nothing for the server's default (this month).
+function period(from, to) {
+  const query = new URLSearchParams();
+  if (from !== undefined) query.set('from', from);
+  if (to !== undefined) query.set('to', to);
+  return query.size ? `?${query}` : '';
+}
+
+class ApiError extends Error {
   constructor(status, code, message) {
     super(message);
     this.status = status;
@@ -75,8 +83,15 @@ export class Client {
   async status(id) { return this.request('GET', `/instances/${await this.instance(id)}/status`); }
   async logs(id, tail) { return this.request('GET', `/instances/${await this.instance(id)}/logs${tail !== undefined ? `?tail=${tail}` : ''}`); }
   async vncUrl(id) { return this.request('GET', `/instances/${await this.instance(id)}/vnc-url`); }
+  async model(id) { return this.request('GET', `/instances/${await this.instance(id)}/model`); }
+  async setModel(id, { provider, baseUrl, model, apiKey }) {
+    const json = { provider, ...(baseUrl ? { base_url: baseUrl } : {}), ...(model ? { model } : {}), ...(apiKey ? { api_key: apiKey } : {}) };
+    return this.request('PUT', `/instances/${await this.instance(id)}/model`, { json });
+  }
+  async usage(id, { from, to } = {}) { return this.request('GET', `/instances/${await this.instance(id)}/usage${period(from, to)}`); }
 
   // Account
+  async accountUsage({ from, to } = {}) { return this.request('GET', `/account/usage${period(from, to)}`); }
   async audit({ before, limit } = {}) {
     const query = new URLSearchParams();
     if (before !== undefined) query.set('before', before);
@@ -250,6 +265,10 @@ export async function main(argv = process.argv.slice(2)) {
   const id = flags.instance;
   switch (`${group} ${action ?? ''}`.trim()) {
     case 'root': return print(await client.root());
+    case 'account usage': return print(await client.accountUsage({ from: flags.from, to: flags.to }));
+    case 'instances model': return print(await client.model(id));
+    case 'instances set-model': return print(await client.setModel(id, { provider: need(flags, 'provider'), baseUrl: flags['provider-url'], model: flags.model, apiKey: flags['api-key'] }));
+    case 'instances usage': return print(await client.usage(id, { from: flags.from, to: flags.to }));
     case 'account audit': return print(await client.audit({ before: flags.before, limit: flags.limit }));
     case 'instances list': return print(await client.listInstances());
     case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name }));
@@ -292,7 +311,7 @@ export async function main(argv = process.argv.slice(2)) {
 const invokedDirectly = process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href;
 if (invokedDirectly) {
   main().catch((error) => {
-    const body = { error: error.code || 'client_error', message: error.message, ...(error.status ? { status: error.status } : {}) };
+    const body = { error: error.code || 'client_error', message: error.cause ? `${error.message}: ${error.cause.message || error.cause}` : error.message, ...(error.status ? { status: error.status } : {}) };
     process.stderr.write(`${JSON.stringify(body)}\n`);
     process.exit(1);
   });

@@ -1,0 +1,83 @@
+//! The model broker: provider keys stay on the server. Each sandbox's gateway is configured
+//! with the broker's URL (on the sandbox network's gateway address, a listener of its own that
+//! the public listener never serves) and the instance's own broker token; the broker forwards to
+//! the operator's provider and meters every call (`proxy`, `meter`). Users see their usage at
+//! `GET /api/instances/{id}/usage` and `GET /api/account/usage` (`usage`).
+
+pub mod meter;
+pub mod model;
+pub mod proxy;
+pub mod repo;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use rand::RngCore;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use crate::state::AppState;
+
+/// The user-facing routes of the public API: usage and the instance's model.
+pub fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa_axum::routes;
+    usage::router().routes(routes!(model::get_model, model::put_model))
+}
+
+/// What the broker's handlers use: the app's state and a client for the provider.
+#[derive(Clone)]
+pub struct BrokerState {
+    pub app: AppState,
+    pub http: reqwest::Client,
+}
+
+/// The routes of the broker's own listener; everything else is an OpenAI-style 404.
+pub fn router(app: AppState) -> anyhow::Result<Router> {
+    // No overall timeout (answers stream for minutes); a provider silent for 2 minutes is gone.
+    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(120)).build()?;
+    Ok(Router::new()
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/models", get(proxy::models))
+        .fallback(|| async {
+            let body = serde_json::json!({"error": {"message": "Not found: the broker serves /v1/chat/completions and /v1/models.", "type": "invalid_request_error"}});
+            (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
+        })
+        .with_state(BrokerState { app, http }))
+}
+
+/// Binds the broker on the sandbox network's gateway address, on the first free port of
+/// `OCAAS_BROKER_PORT`, and publishes the address for new sandboxes.
+pub async fn bind(state: &AppState) -> anyhow::Result<TcpListener> {
+    state.runtime.ensure_network(&state.settings.instances.egress).await?;
+    let gateway = state.runtime.sandbox_gateway().await?;
+    let (first, last) = state.settings.instances.broker_ports;
+    for port in first..=last {
+        if let Ok(listener) = TcpListener::bind(SocketAddr::new(gateway, port)).await {
+            let address = listener.local_addr()?;
+            state.broker_address.send_replace(Some(address));
+            tracing::info!(%address, "model broker listening for sandboxes");
+            return Ok(listener);
+        }
+    }
+    anyhow::bail!("no free port for the model broker in {first}-{last} on {gateway}")
+}
+
+/// The broker's URL for a sandbox's provider entry, waiting a while for it to be bound.
+pub async fn url(state: &AppState) -> Option<String> {
+    let mut address = state.broker_address.subscribe();
+    let bound = tokio::time::timeout(Duration::from_secs(30), address.wait_for(Option::is_some)).await.ok()?.ok()?;
+    bound.map(|a| format!("http://{a}/v1"))
+}
+
+/// A new broker token for the instance; its hash replaces the old one (the old token, in a
+/// container about to be replaced, stops working).
+pub async fn rotate_token(db: &sqlx::PgPool, instance_id: Uuid) -> sqlx::Result<String> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("ocb_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    repo::set_token_hash(db, instance_id, &repo::token_hash(&token)).await?;
+    Ok(token)
+}

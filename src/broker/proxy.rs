@@ -1,0 +1,187 @@
+//! The OpenAI-compatible surface sandboxes call (`POST /v1/chat/completions`, `GET /v1/models`):
+//! authenticated by the instance's broker token *and* the caller's address (a token copied into
+//! another sandbox is refused), forwarded to the operator's provider with the operator's key,
+//! streamed back unbuffered while the usage is read on the way (`meter`). Errors are
+//! OpenAI-style JSON, which the gateway understands.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use super::BrokerState;
+use super::meter::{Metered, Recorder, Tally, usage_of};
+use super::repo::{self, TokenOwner};
+
+/// Largest request body from a gateway (the real one sends about 60 KB).
+const MAX_REQUEST: usize = 8 << 20;
+/// Largest non-streamed answer read from the provider.
+const MAX_ANSWER: usize = 8 << 20;
+/// Largest provider error body passed back.
+const MAX_ERROR: usize = 16 << 10;
+/// How long the provider may take to answer a request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn openai_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": {"message": message.into(), "type": kind}}))).into_response()
+}
+
+/// The instance a broker call comes from.
+pub struct BrokerCaller(pub TokenOwner);
+
+impl FromRequestParts<BrokerState> for BrokerCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &BrokerState) -> Result<Self, Response> {
+        let refuse = |message: &str| openai_error(StatusCode::UNAUTHORIZED, "invalid_request_error", message);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or_else(|| refuse("Missing bearer token: use the instance's broker token."))?;
+        let owner = repo::owner_of(&state.app.db, &repo::token_hash(token.trim()))
+            .await
+            .map_err(|_| openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check tokens right now."))?
+            .ok_or_else(|| refuse("Unknown broker token."))?;
+        // The token is only good from its own sandbox's address.
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let own = state.app.runtime.inspect(&owner.sandbox_id).await.ok().and_then(|info| info.ip);
+        if peer.is_none() || peer != own {
+            return Err(refuse("This broker token belongs to another sandbox."));
+        }
+        Ok(BrokerCaller(owner))
+    }
+}
+
+pub async fn models(State(state): State<BrokerState>, _caller: BrokerCaller) -> Response {
+    let model = &state.app.settings.instances.llm.model;
+    let data: Vec<Value> = if model.is_empty() { vec![] } else { vec![json!({"id": model, "object": "model", "created": 0, "owned_by": "ocaas"})] };
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Reads at most `limit` bytes of a provider's body; `None` past it.
+async fn read_bounded(response: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        if body.len() + chunk.len() > limit {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
+}
+
+/// Where one call goes: the instance's own provider, else the operator's.
+struct Upstream {
+    base_url: String,
+    api_key: String,
+    model: String,
+}
+
+async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Upstream, Response> {
+    let unavailable = || openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot read the instance's model right now.");
+    let settings = &state.app.settings;
+    match repo::custom_model(&state.app.db, instance_id).await.map_err(|_| unavailable())? {
+        Some(custom) => {
+            let key = settings.secret_key.open(&custom.api_key_sealed).and_then(|k| String::from_utf8(k).ok()).ok_or_else(|| {
+                openai_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    "The instance's own provider key cannot be read with this server's secret key; set it again.",
+                )
+            })?;
+            // Checked again at each call: what the name resolves to may have changed.
+            let base_url = super::model::check_base_url(&custom.base_url, settings.instances.model_allow_private)
+                .await
+                .map_err(|_| openai_error(StatusCode::BAD_GATEWAY, "upstream_error", "The instance's own provider is not on a public address."))?;
+            Ok(Upstream { base_url, api_key: key, model: custom.model })
+        }
+        None if settings.instances.llm.base_url.is_empty() => {
+            Err(openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "No model provider is configured on this server (OCAAS_LLM_BASE_URL)."))
+        }
+        None => {
+            let llm = &settings.instances.llm;
+            Ok(Upstream { base_url: llm.base_url.clone(), api_key: llm.api_key.expose_secret().to_owned(), model: llm.model.clone() })
+        }
+    }
+}
+
+pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(owner): BrokerCaller, body: Body) -> Response {
+    let started = Instant::now();
+    let llm = match upstream_for(&state, owner.instance_id).await {
+        Ok(upstream) => upstream,
+        Err(refusal) => return refusal,
+    };
+    let Ok(raw) = axum::body::to_bytes(body, MAX_REQUEST).await else {
+        return openai_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("Request bodies are limited to {MAX_REQUEST} bytes."));
+    };
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(&raw) else {
+        return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", "The body must be a JSON object.");
+    };
+    if !llm.model.is_empty() {
+        request.insert("model".into(), Value::String(llm.model.clone()));
+    }
+    let streaming = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if streaming {
+        // Metering needs the usage chunk, whatever the gateway asked for.
+        request.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let recorder = Recorder {
+        db: state.app.db.clone(),
+        instance_id: owner.instance_id,
+        user_id: owner.user_id,
+        model: request.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned(),
+        request_bytes: raw.len(),
+        started,
+    };
+    let url = format!("{}/chat/completions", llm.base_url.trim_end_matches('/'));
+    let sent = state.http.post(url).bearer_auth(&llm.api_key).json(&request).send();
+    let response = match tokio::time::timeout(HEAD_TIMEOUT, sent).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            recorder.record(&Tally::default(), false);
+            let cause = if error.is_timeout() { "timed out".to_owned() } else { "could not be reached".to_owned() };
+            return openai_error(StatusCode::BAD_GATEWAY, "upstream_error", format!("The model provider {cause}."));
+        }
+        Err(_) => {
+            recorder.record(&Tally::default(), false);
+            return openai_error(StatusCode::GATEWAY_TIMEOUT, "upstream_error", "The model provider did not answer in time.");
+        }
+    };
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    if !status.is_success() {
+        let body = read_bounded(response, MAX_ERROR).await.unwrap_or_default();
+        recorder.record(&Tally { saw_error: true, ..Tally::default() }, false);
+        let mut answer = (status, body).into_response();
+        answer.headers_mut().insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
+        return answer;
+    }
+    if streaming {
+        let metered = Metered::new(response.bytes_stream().boxed(), recorder, true);
+        let mut answer = Response::new(Body::from_stream(metered));
+        answer.headers_mut().insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("text/event-stream")));
+        answer.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return answer;
+    }
+    let Some(body) = read_bounded(response, MAX_ANSWER).await else {
+        recorder.record(&Tally::default(), false);
+        return openai_error(StatusCode::BAD_GATEWAY, "upstream_error", "The model provider's answer was cut off or too large.");
+    };
+    let usage = serde_json::from_slice::<Value>(&body).ok().as_ref().and_then(usage_of);
+    recorder.record(&Tally { usage, saw_done: true, ..Tally::default() }, true);
+    let mut answer = (StatusCode::OK, body).into_response();
+    answer.headers_mut().insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
+    answer
+}

@@ -1,0 +1,164 @@
+//! SQL of the model broker: instance tokens (stored as SHA-256) and usage rows.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Who a broker token belongs to.
+#[derive(Debug, Clone)]
+pub struct TokenOwner {
+    pub instance_id: Uuid,
+    pub user_id: Uuid,
+    pub sandbox_id: String,
+}
+
+/// Replaces the instance's broker token (before a container is created with the new one).
+pub async fn set_token_hash(db: &PgPool, instance_id: Uuid, hash: &str) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE instances SET broker_token_hash = $2 WHERE id = $1", instance_id, hash).execute(db).await?;
+    Ok(())
+}
+
+pub async fn owner_of(db: &PgPool, hash: &str) -> sqlx::Result<Option<TokenOwner>> {
+    sqlx::query_as!(
+        TokenOwner,
+        "SELECT id AS instance_id, user_id, sandbox_id FROM instances WHERE broker_token_hash = $1 AND status <> 'deleting'",
+        hash
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// One upstream call.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub instance_id: Uuid,
+    pub user_id: Uuid,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub estimated: bool,
+    pub duration_ms: i64,
+    pub status: &'static str,
+}
+
+pub async fn insert_usage(db: &PgPool, record: &UsageRecord) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO model_usage (instance_id, user_id, model, prompt_tokens, completion_tokens, estimated, duration_ms, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        record.instance_id,
+        record.user_id,
+        record.model,
+        record.prompt_tokens,
+        record.completion_tokens,
+        record.estimated,
+        record.duration_ms,
+        record.status
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Usage totals of one day and model.
+#[derive(Debug, Clone)]
+pub struct UsageRow {
+    pub day: NaiveDate,
+    pub model: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub estimated_requests: i64,
+}
+
+/// Totals per UTC day and model of a user's calls in [from, to), optionally of one instance.
+pub async fn usage_by_day(
+    db: &PgPool,
+    user_id: Uuid,
+    instance_id: Option<Uuid>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<UsageRow>> {
+    sqlx::query_as!(
+        UsageRow,
+        r#"SELECT (created_at AT TIME ZONE 'UTC')::date AS "day!", model, count(*) AS "requests!",
+                  coalesce(sum(prompt_tokens), 0)::bigint AS "prompt_tokens!", coalesce(sum(completion_tokens), 0)::bigint AS "completion_tokens!",
+                  count(*) FILTER (WHERE estimated) AS "estimated_requests!"
+           FROM model_usage
+           WHERE user_id = $1 AND ($2::uuid IS NULL OR instance_id = $2) AND created_at >= $3 AND created_at < $4
+           GROUP BY 1, 2 ORDER BY 1, 2"#,
+        user_id,
+        instance_id,
+        from,
+        to
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// (email, totals per day and model) of every user with calls since `since`, for the admin CLI.
+pub async fn usage_of_users(db: &PgPool, email: Option<&str>, since: DateTime<Utc>) -> sqlx::Result<Vec<(String, UsageRow)>> {
+    let rows = sqlx::query!(
+        r#"SELECT u.email, (m.created_at AT TIME ZONE 'UTC')::date AS "day!", m.model, count(*) AS "requests!",
+                  coalesce(sum(m.prompt_tokens), 0)::bigint AS "prompt_tokens!", coalesce(sum(m.completion_tokens), 0)::bigint AS "completion_tokens!",
+                  count(*) FILTER (WHERE m.estimated) AS "estimated_requests!"
+           FROM model_usage m JOIN users u ON u.id = m.user_id
+           WHERE m.created_at >= $1 AND ($2::text IS NULL OR lower(u.email) = lower($2))
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"#,
+        since,
+        email
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let row = UsageRow {
+                day: r.day,
+                model: r.model,
+                requests: r.requests,
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                estimated_requests: r.estimated_requests,
+            };
+            (r.email, row)
+        })
+        .collect())
+}
+
+/// A user's own model for an instance, its key still sealed.
+#[derive(Debug, Clone)]
+pub struct CustomModel {
+    pub base_url: String,
+    pub model: String,
+    pub api_key_sealed: Vec<u8>,
+}
+
+pub async fn custom_model(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Option<CustomModel>> {
+    sqlx::query_as!(CustomModel, "SELECT base_url, model, api_key_sealed FROM instance_models WHERE instance_id = $1", instance_id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn set_custom_model(db: &PgPool, instance_id: Uuid, model: &CustomModel) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO instance_models (instance_id, base_url, model, api_key_sealed) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (instance_id) DO UPDATE SET base_url = $2, model = $3, api_key_sealed = $4, updated_at = now()",
+        instance_id,
+        model.base_url,
+        model.model,
+        model.api_key_sealed
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn clear_custom_model(db: &PgPool, instance_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM instance_models WHERE instance_id = $1", instance_id).execute(db).await?;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! What users see of the broker's metering: token totals per UTC day and model over a period,
+//! of one instance (`GET /api/instances/{instanceId}/usage`) or of the whole account
+//! (`GET /api/account/usage`), and the same for operators (`ocaas admin usage`).
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::repo::{self, UsageRow};
+use crate::auth::extractor::AuthUser;
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
+use crate::extract::ApiQuery;
+use crate::instances::extract::OwnedInstance;
+use crate::state::AppState;
+
+/// Longest period one answer covers.
+const MAX_DAYS: i64 = 400;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// Start (RFC 3339), inclusive. Default: the first day of the current month, 00:00 UTC.
+    pub from: Option<DateTime<Utc>>,
+    /// End (RFC 3339), exclusive. Default: now.
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageDay {
+    /// UTC day.
+    pub day: NaiveDate,
+    /// The model the provider was asked for.
+    pub model: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// Calls whose provider reported no usage: their counts are estimated (about 4 bytes a token).
+    pub estimated_requests: i64,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct UsageTotals {
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "from": "2026-11-01T00:00:00Z", "to": "2026-11-27T12:00:00Z",
+    "totals": {"requests": 42, "prompt_tokens": 251000, "completion_tokens": 9800},
+    "days": [{"day": "2026-11-27", "model": "gpt-4o-mini", "requests": 42, "prompt_tokens": 251000, "completion_tokens": 9800, "estimated_requests": 0}]
+}))]
+pub struct UsageReport {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub totals: UsageTotals,
+    pub days: Vec<UsageDay>,
+}
+
+fn period(query: &UsageQuery) -> AppResult<(DateTime<Utc>, DateTime<Utc>)> {
+    let now = Utc::now();
+    let month_start = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().unwrap_or(now);
+    let (from, to) = (query.from.unwrap_or(month_start), query.to.unwrap_or(now));
+    if to <= from || (to - from).num_days() > MAX_DAYS {
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`from` must be before `to`, and at most {MAX_DAYS} days apart.")));
+    }
+    Ok((from, to))
+}
+
+fn report(from: DateTime<Utc>, to: DateTime<Utc>, rows: Vec<UsageRow>) -> UsageReport {
+    let mut totals = UsageTotals::default();
+    let days = rows
+        .into_iter()
+        .map(|row| {
+            totals.requests += row.requests;
+            totals.prompt_tokens += row.prompt_tokens;
+            totals.completion_tokens += row.completion_tokens;
+            UsageDay {
+                day: row.day,
+                model: row.model,
+                requests: row.requests,
+                prompt_tokens: row.prompt_tokens,
+                completion_tokens: row.completion_tokens,
+                estimated_requests: row.estimated_requests,
+            }
+        })
+        .collect();
+    UsageReport { from, to, totals, days }
+}
+
+/// Instance model usage
+///
+/// Tokens the instance's agent used through the model broker, per UTC day and model, over
+/// `from`/`to` (default: this month so far). Counts come from the provider's usage report;
+/// where it sent none they are estimated and counted in `estimated_requests`.
+#[utoipa::path(get, path = "/api/instances/{instanceId}/usage", tag = "instances",
+    params(OwnedInstance, UsageQuery),
+    responses(
+        (status = 200, description = "Usage of the instance", body = UsageReport),
+        (status = 400, description = "`invalid_request`: a bad period", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+    ))]
+pub async fn instance_usage(
+    State(state): State<AppState>,
+    OwnedInstance { user, instance }: OwnedInstance,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> AppResult<Json<UsageReport>> {
+    let (from, to) = period(&query)?;
+    let rows = repo::usage_by_day(&state.db, user.user_id, Some(instance.id), from, to).await?;
+    Ok(Json(report(from, to, rows)))
+}
+
+/// Account model usage
+///
+/// Tokens all of the account's instances used through the model broker (deleted instances
+/// included), per UTC day and model, over `from`/`to` (default: this month so far).
+#[utoipa::path(get, path = "/api/account/usage", tag = "account",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Usage of the account", body = UsageReport),
+        (status = 400, description = "`invalid_request`: a bad period", body = ErrorBody),
+    ))]
+pub async fn account_usage(State(state): State<AppState>, user: AuthUser, ApiQuery(query): ApiQuery<UsageQuery>) -> AppResult<Json<UsageReport>> {
+    let (from, to) = period(&query)?;
+    let rows = repo::usage_by_day(&state.db, user.user_id, None, from, to).await?;
+    Ok(Json(report(from, to, rows)))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(instance_usage)).routes(routes!(account_usage))
+}

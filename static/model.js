@@ -1,0 +1,37 @@
+// The open instance's Model tab: the operator's model or the user's own provider and key
+// (bring your own key). The key is write-only: the page only ever learns whether one is set.
+import { api, el } from '/static/api.js';
+import { notify } from '/static/account.js';
+
+const $ = (id) => document.getElementById(id);
+let instanceId = null;
+
+function show(model) {
+  $('model-state').textContent = model.provider === 'custom'
+    ? `Your own provider: ${model.model} at ${model.base_url} (key ${model.api_key_set ? 'set' : 'missing'}).`
+    : `The server's model${model.model ? `: ${model.model}` : ''}.`;
+  $('model-state').dataset.provider = model.provider;
+  const form = $('model-form');
+  form.elements.provider.value = model.provider;
+  form.elements.base_url.value = model.base_url ?? '';
+  form.elements.model.value = model.provider === 'custom' ? model.model : '';
+  form.elements.api_key.value = '';
+  form.elements.api_key.placeholder = model.api_key_set ? 'Stored — leave empty to keep it' : 'sk-…';
+}
+
+export async function loadModel(id) {
+  instanceId = id;
+  show(await api('GET', `/api/instances/${id}/model`));
+}
+
+$('model-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const data = Object.fromEntries([...new FormData(event.target)].filter(([, v]) => v !== ''));
+  const body = data.provider === 'operator' ? { provider: 'operator' } : data;
+  try {
+    show(await api('PUT', `/api/instances/${instanceId}/model`, body));
+    $('model-state').append(' ', el('strong', {}, 'Saved.'));
+  } catch (error) {
+    notify(error.message);
+  }
+});

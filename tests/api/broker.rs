@@ -1,0 +1,274 @@
+//! The model broker end to end: chat → ocaas → the sandbox's (stand-in) gateway → the broker on
+//! the sandbox network → a scripted OpenAI-compatible provider this test runs on loopback →
+//! back. Usage rows equal what the provider reported; the operator's key never reaches the
+//! sandbox or an API answer; the broker refuses strangers, copied tokens and the public listener.
+
+use std::sync::{Arc, Mutex};
+
+use axum::response::IntoResponse;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, json as json_body, ready_instance, spawn_app_with_docker};
+use crate::isolation::tenant_sh;
+
+const OPERATOR_KEY: &str = "sk-operator-S3CRET-broker-91c2";
+const MODEL: &str = "scripted-model";
+const ANSWER: [&str; 3] = ["Hi ", "from the ", "provider"];
+
+/// What the provider was sent: (Authorization header, JSON body), in order.
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// A provider that streams `ANSWER` with a usage chunk, and remembers what it was sent.
+struct Provider {
+    url: String,
+    requests: Seen,
+}
+
+async fn scripted_provider() -> Provider {
+    let requests: Seen = Arc::default();
+    let seen = requests.clone();
+    let handler = move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+        let seen = seen.clone();
+        async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let refused = auth.as_deref() == Some(concat!("Bearer ", "sk-user-bad"));
+            seen.lock().unwrap().push((auth, body));
+            if refused {
+                let error = json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}});
+                return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+            }
+            let mut events: Vec<String> = vec![json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}).to_string()];
+            events.extend(ANSWER.iter().map(|piece| json!({"choices": [{"index": 0, "delta": {"content": piece}}]}).to_string()));
+            events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string());
+            events.push(json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}).to_string());
+            events.push("[DONE]".into());
+            let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+            ([("content-type", "text/event-stream")], body).into_response()
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Provider { url, requests }
+}
+
+async fn app_with_provider(provider: &Provider) -> TestApp {
+    let url = provider.url.clone();
+    spawn_app_with_docker(move |settings| {
+        // The scripted provider is on loopback, which users' own endpoints may not be by default.
+        settings.instances.model_allow_private = true;
+        settings.instances.llm.base_url = url;
+        settings.instances.llm.api_key = OPERATOR_KEY.to_owned().into();
+        settings.instances.llm.model = MODEL.to_owned();
+    })
+    .await
+}
+
+/// From inside the sandbox: the broker's answer status and body for `token` (None: no header).
+async fn call_broker(app: &TestApp, id: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("req.add_header('Authorization', 'Bearer {t}')")).unwrap_or_default();
+    let script = format!(
+        "python3 - <<'EOF'\nimport json, os, urllib.request, urllib.error\n\
+         req = urllib.request.Request(os.environ.get('OCAAS_PROBE_URL') or json.load(open(os.path.expanduser('~/.openclaw/openclaw.json')))['models']['providers']['operator']['baseUrl'] + '/models')\n\
+         {auth}\n\
+         try:\n    r = urllib.request.urlopen(req, timeout=5); print(r.status, r.read().decode())\n\
+         except urllib.error.HTTPError as e: print(e.code, e.read().decode())\nEOF"
+    );
+    let out = tenant_sh(app, id, &script).await;
+    let text = out["stdout"].as_str().unwrap().trim().to_owned();
+    let (status, body) = text.split_once(' ').unwrap_or_else(|| panic!("no answer from the broker: {out}"));
+    (status.parse().unwrap(), body.to_owned())
+}
+
+fn sandbox_env(sandbox: &str, name: &str) -> String {
+    let out = std::process::Command::new("docker").args(["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", sandbox]).output().unwrap();
+    let env = String::from_utf8_lossy(&out.stdout).into_owned();
+    env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_chat_turn_is_answered_by_the_provider_through_the_broker_and_metered() {
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, _) = ready_instance(&app).await;
+    let response = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": "/llm hello provider"})).send().await.unwrap();
+    let turn = json_body(response, StatusCode::OK).await;
+    assert_eq!(turn["assistant_message"]["content"], ANSWER.concat(), "{turn}");
+
+    // The provider was called the way OpenClaw calls it, with the operator's key added by ocaas.
+    let (auth, body) = provider.requests.lock().unwrap()[0].clone();
+    assert_eq!(auth.as_deref(), Some(format!("Bearer {OPERATOR_KEY}").as_str()));
+    assert_eq!((body["model"].as_str(), body["stream"].as_bool()), (Some(MODEL), Some(true)), "{body}");
+    assert_eq!(body["stream_options"]["include_usage"], true, "{body}");
+    assert_eq!(body["messages"][0]["content"], "hello provider", "{body}");
+
+    // One usage row, exactly as the provider reported it, for the instance and the account.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let usage = loop {
+        let usage = json_body(app.api(Method::GET, &format!("/api/instances/{id}/usage")).send().await.unwrap(), StatusCode::OK).await;
+        if usage["totals"]["requests"] == 1 || std::time::Instant::now() > deadline {
+            break usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(usage["totals"], json!({"requests": 1, "prompt_tokens": 12, "completion_tokens": 5}), "{usage}");
+    assert_eq!(usage["days"][0]["model"], MODEL);
+    assert_eq!(usage["days"][0]["estimated_requests"], 0);
+    let account = json_body(app.api(Method::GET, "/api/account/usage").send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(account["totals"], usage["totals"]);
+    let bad = app.api(Method::GET, "/api/account/usage?from=2026-12-01T00:00:00Z&to=2026-11-01T00:00:00Z").send().await.unwrap();
+    crate::helpers::assert_error(bad, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    // The operator's key: not in the sandbox (environment, processes, files), not in API answers.
+    let search = "for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' <$f 2>/dev/null; done | grep -c 'S3[C]RET'; \
+        grep -rIl 'S3[C]RET' /home /workspace /agent-state /tmp /opt /etc 2>/dev/null | head -5; echo searched";
+    let found = tenant_sh(&app, &id, search).await;
+    assert_eq!(found["stdout"].as_str().unwrap().trim(), "0\nsearched", "{found}");
+    for path in [format!("/api/instances/{id}"), format!("/api/instances/{id}/status"), format!("/api/instances/{id}/logs"), "/api/account".into()] {
+        let text = app.api(Method::GET, &path).send().await.unwrap().text().await.unwrap();
+        assert!(!text.contains("S3CRET"), "{path} shows the operator key");
+    }
+}
+
+#[tokio::test]
+async fn the_broker_refuses_strangers_copied_tokens_and_the_public_listener() {
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    let (_, other_sandbox) = ready_instance(&app).await;
+    let (own, other) =
+        tokio::task::spawn_blocking(move || (sandbox_env(&sandbox, "OCAAS_LLM_API_KEY"), sandbox_env(&other_sandbox, "OCAAS_LLM_API_KEY")))
+            .await
+            .unwrap();
+    assert!(own.starts_with("ocb_") && other.starts_with("ocb_") && own != other, "each instance has its own broker token");
+
+    let (status, body) = call_broker(&app, &id, Some(&own)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["data"][0]["id"], MODEL);
+    for (token, why) in [(None, "no token"), (Some("ocb_made_up"), "a wrong token"), (Some(other.as_str()), "another instance's token")] {
+        let (status, body) = call_broker(&app, &id, token).await;
+        assert_eq!(status, 401, "{why}: {body}");
+        assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]["message"].is_string(), "OpenAI-style error: {body}");
+    }
+    // The public listener has no broker at all.
+    let public = app.client.post(app.url("/v1/chat/completions")).bearer_auth(&own).json(&json!({"messages": []})).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert!(provider.requests.lock().unwrap().is_empty(), "nothing refused reached the provider");
+}
+
+/// The dashboard shows what the broker metered (the account's Model usage card, the open
+/// instance's tokens this month) and sets the instance's own model in its Model tab.
+#[tokio::test]
+async fn the_dashboard_shows_model_usage_and_sets_the_instances_own_model() {
+    use crate::webdriver::{Browser, artifact};
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, _) = ready_instance(&app).await;
+    let response = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": "/llm count me"})).send().await.unwrap();
+    json_body(response, StatusCode::OK).await;
+
+    let browser = Browser::start().await;
+    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
+    browser.fill("#login-form input[name=email]", &app.user.email).await;
+    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
+    browser.click("#login-form button[type=submit]").await;
+    let summary =
+        browser.wait_for("const s = document.getElementById('usage-summary').textContent; return s.includes('1 model request') && s", 20).await;
+    assert!(summary.as_str().unwrap().contains("12 prompt + 5 completion tokens"), "{summary}");
+    let row = browser.eval("const r = document.querySelector('#usage tr'); return r.dataset.model + ' ' + r.textContent").await;
+    assert!(row.as_str().unwrap().starts_with(&format!("{MODEL} ")), "{row}");
+    browser.click(".instance[data-status=ready] button[data-action=open]").await;
+    browser.wait_for("return document.getElementById('panel-usage').textContent.includes('Model: 17 tokens this month')", 20).await;
+    browser.screenshot(&artifact("dashboard-9-model-usage.png")).await;
+
+    // The Model tab: bring your own key.
+    browser.click(".tabs button[data-tab=model]").await;
+    browser.wait_for("return document.getElementById('model-state').dataset.provider === 'operator'", 20).await;
+    browser.eval("document.querySelector('#model-form select[name=provider]').value = 'custom'; return true").await;
+    browser.fill("#model-form input[name=base_url]", &provider.url).await;
+    browser.fill("#model-form input[name=model]", "browser-model").await;
+    browser.fill("#model-form input[name=api_key]", "sk-from-the-browser").await;
+    browser.click("#model-save").await;
+    browser.wait_for("return document.getElementById('model-state').dataset.provider === 'custom'", 20).await;
+    let model = json_body(app.api(Method::GET, &format!("/api/instances/{id}/model")).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(model, json!({"provider": "custom", "base_url": provider.url, "model": "browser-model", "api_key_set": true}));
+    let placeholder = browser.eval("return document.querySelector('#model-form input[name=api_key]').placeholder").await;
+    assert!(placeholder.as_str().unwrap().starts_with("Stored"), "{placeholder}");
+    browser.screenshot(&artifact("dashboard-10-own-model.png")).await;
+}
+
+async fn llm_turn(app: &TestApp, id: &str) -> Value {
+    let response = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": "/llm which key?"})).send().await.unwrap();
+    json_body(response, StatusCode::OK).await
+}
+
+fn container_id(sandbox: &str) -> String {
+    let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.Id}}", sandbox]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn users_bring_their_own_key_without_a_restart_and_a_bad_key_is_a_clear_error() {
+    const USER_KEY: &str = "sk-user-good-S3CRET-77";
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    let name = sandbox.clone();
+    let before = tokio::task::spawn_blocking(move || container_id(&name)).await.unwrap();
+    tenant_sh(&app, &id, "echo kept > /workspace/keep.txt").await;
+    let model_path = format!("/api/instances/{id}/model");
+    let current = json_body(app.api(Method::GET, &model_path).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(current, json!({"provider": "operator", "base_url": null, "model": MODEL, "api_key_set": false}));
+
+    let no_key = json!({"provider": "custom", "base_url": provider.url, "model": "users-model"});
+    crate::helpers::assert_error(app.api(Method::PUT, &model_path).json(&no_key).send().await.unwrap(), StatusCode::BAD_REQUEST, "invalid_request")
+        .await;
+    let custom = json!({"provider": "custom", "base_url": provider.url, "model": "users-model", "api_key": USER_KEY});
+    let set = app.api(Method::PUT, &model_path).json(&custom).send().await.unwrap().text().await.unwrap();
+    assert!(!set.contains("S3CRET"), "the key is write-only: {set}");
+    assert_eq!(serde_json::from_str::<Value>(&set).unwrap()["api_key_set"], true);
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT api_key_sealed FROM instance_models").fetch_one(&app.db).await.unwrap();
+    assert!(!sealed.windows(USER_KEY.len()).any(|w| w == USER_KEY.as_bytes()), "sealed at rest");
+
+    // Set: the next call goes to the user's provider with the user's key and model.
+    assert_eq!(llm_turn(&app, &id).await["assistant_message"]["content"], ANSWER.concat());
+    let last = |provider: &Provider| provider.requests.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last(&provider).0.as_deref(), Some(format!("Bearer {USER_KEY}").as_str()));
+    assert_eq!(last(&provider).1["model"], "users-model");
+    // Changed (the key left out is kept).
+    let renamed = json!({"provider": "custom", "base_url": provider.url, "model": "users-model-2"});
+    json_body(app.api(Method::PUT, &model_path).json(&renamed).send().await.unwrap(), StatusCode::OK).await;
+    llm_turn(&app, &id).await;
+    assert_eq!((last(&provider).0.unwrap(), last(&provider).1["model"].clone()), (format!("Bearer {USER_KEY}"), json!("users-model-2")));
+    // A bad key: the turn ends with the provider's reason, not a hang.
+    let bad = json!({"provider": "custom", "base_url": provider.url, "model": "users-model", "api_key": "sk-user-bad"});
+    json_body(app.api(Method::PUT, &model_path).json(&bad).send().await.unwrap(), StatusCode::OK).await;
+    let refused = llm_turn(&app, &id).await;
+    assert_eq!(refused["assistant_message"]["status"], "error", "{refused}");
+    assert!(refused["assistant_message"]["error"].as_str().unwrap().contains("Incorrect API key"), "{refused}");
+    // Cleared: back to the operator.
+    let operator = json_body(app.api(Method::PUT, &model_path).json(&json!({"provider": "operator"})).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(operator["api_key_set"], false);
+    llm_turn(&app, &id).await;
+    assert_eq!(last(&provider).0.as_deref(), Some(format!("Bearer {OPERATOR_KEY}").as_str()));
+
+    // Nothing restarted: the same container, the workspace as it was.
+    let after = tokio::task::spawn_blocking(move || container_id(&sandbox)).await.unwrap();
+    assert_eq!(before, after);
+    assert_eq!(tenant_sh(&app, &id, "cat /workspace/keep.txt").await["stdout"], "kept\n");
+}
+
+#[tokio::test]
+async fn own_endpoints_must_be_public_unless_the_operator_allows_private_ones() {
+    let app = crate::helpers::spawn_app().await;
+    let id = app.ready_instance_row().await;
+    for url in ["http://127.0.0.1:11434/v1", "http://169.254.169.254/latest", "http://10.0.0.5/v1", "http://[::1]:8080/v1", "ftp://example.com/v1"] {
+        let body = json!({"provider": "custom", "base_url": url, "model": "m", "api_key": "k"});
+        let response = app.api(Method::PUT, &format!("/api/instances/{id}/model")).json(&body).send().await.unwrap();
+        crate::helpers::assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    let stranger = app.api(Method::GET, &format!("/api/instances/{}/model", uuid::Uuid::new_v4())).send().await.unwrap();
+    crate::helpers::assert_error(stranger, StatusCode::NOT_FOUND, "instance_not_found").await;
+}
