@@ -19,10 +19,29 @@ function show(model) {
   form.elements.api_key.placeholder = model.api_key_set ? 'Stored — leave empty to keep it' : 'sk-…';
 }
 
+function showLimits(limits) {
+  const cap = limits.monthly_token_limit === null ? 'no cap' : `a cap of ${limits.monthly_token_limit}`;
+  const plan = limits.account_allowance === null ? '' : ` The plan allows ${limits.account_allowance} tokens a month for the account (${limits.account_used_this_month} used).`;
+  $('limits-state').textContent = `${limits.used_this_month} tokens used this month, ${cap}; resets on ${limits.resets_on}.${plan}`;
+  $('limits-state').dataset.cap = String(limits.monthly_token_limit);
+  $('limits-form').elements.monthly_token_limit.value = limits.monthly_token_limit ?? '';
+}
+
 export async function loadModel(id) {
   instanceId = id;
   show(await api('GET', `/api/instances/${id}/model`));
+  showLimits(await api('GET', `/api/instances/${id}/limits`));
 }
+
+$('limits-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const raw = event.target.elements.monthly_token_limit.value;
+  try {
+    showLimits(await api('PUT', `/api/instances/${instanceId}/limits`, { monthly_token_limit: raw === '' ? null : Number(raw) }));
+  } catch (error) {
+    notify(error.message);
+  }
+});
 
 $('model-form').addEventListener('submit', async (event) => {
   event.preventDefault();

@@ -70,8 +70,7 @@ impl Tally {
 /// Everything needed to write the usage row when the call ends.
 pub struct Recorder {
     pub db: PgPool,
-    pub instance_id: uuid::Uuid,
-    pub user_id: uuid::Uuid,
+    pub owner: repo::TokenOwner,
     pub model: String,
     pub request_bytes: usize,
     pub started: Instant,
@@ -91,8 +90,8 @@ impl Recorder {
             _ => "failed",
         };
         let record = UsageRecord {
-            instance_id: self.instance_id,
-            user_id: self.user_id,
+            instance_id: self.owner.instance_id,
+            user_id: self.owner.user_id,
             model: self.model,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
@@ -100,9 +99,13 @@ impl Recorder {
             duration_ms: self.started.elapsed().as_millis() as i64,
             status,
         };
-        let db = self.db;
+        let (db, owner) = (self.db, self.owner);
         tokio::spawn(async move {
-            if let Err(error) = repo::insert_usage(&db, &record).await {
+            let recorded = async {
+                repo::insert_usage(&db, &record).await?;
+                super::limits::warn_if_near(&db, &owner).await
+            };
+            if let Err(error) = recorded.await {
                 tracing::warn!(%error, instance = %record.instance_id, "broker: recording usage failed");
             }
         });

@@ -4,6 +4,7 @@
 //! the operator's provider and meters every call (`proxy`, `meter`). Users see their usage at
 //! `GET /api/instances/{id}/usage` and `GET /api/account/usage` (`usage`).
 
+pub mod limits;
 pub mod meter;
 pub mod model;
 pub mod proxy;
@@ -24,7 +25,7 @@ use crate::state::AppState;
 /// The user-facing routes of the public API: usage and the instance's model.
 pub fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     use utoipa_axum::routes;
-    usage::router().routes(routes!(model::get_model, model::put_model))
+    usage::router().routes(routes!(model::get_model, model::put_model)).routes(routes!(limits::get_limits, limits::put_limits))
 }
 
 /// What the broker's handlers use: the app's state and a client for the provider.

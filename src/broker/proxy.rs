@@ -119,6 +119,14 @@ async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Up
 
 pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(owner): BrokerCaller, body: Body) -> Response {
     let started = Instant::now();
+    match repo::budget(&state.app.db, owner.user_id, owner.instance_id).await {
+        Ok(budget) => {
+            if let Some(message) = super::limits::exhausted(&budget) {
+                return openai_error(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message);
+            }
+        }
+        Err(_) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check the spend limits right now."),
+    }
     let llm = match upstream_for(&state, owner.instance_id).await {
         Ok(upstream) => upstream,
         Err(refusal) => return refusal,
@@ -139,8 +147,7 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
     }
     let recorder = Recorder {
         db: state.app.db.clone(),
-        instance_id: owner.instance_id,
-        user_id: owner.user_id,
+        owner: owner.clone(),
         model: request.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned(),
         request_bytes: raw.len(),
         started,

@@ -162,3 +162,54 @@ pub async fn clear_custom_model(db: &PgPool, instance_id: Uuid) -> sqlx::Result<
     sqlx::query!("DELETE FROM instance_models WHERE instance_id = $1", instance_id).execute(db).await?;
     Ok(())
 }
+
+/// How much of its monthly allowances an instance and its account have used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The subscription's monthly tokens (`None`: unlimited).
+    pub account_allowance: Option<i64>,
+    pub account_used: i64,
+    /// The user's cap for this instance (`None`: none).
+    pub instance_limit: Option<i64>,
+    pub instance_used: i64,
+}
+
+/// Tokens (prompt + completion) used this calendar month (UTC), against the allowances.
+pub async fn budget(db: &PgPool, user_id: Uuid, instance_id: Uuid) -> sqlx::Result<Budget> {
+    sqlx::query_as!(
+        Budget,
+        r#"SELECT (SELECT monthly_tokens FROM subscriptions WHERE user_id = $1) AS account_allowance,
+                  (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
+                    WHERE user_id = $1 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "account_used!",
+                  (SELECT monthly_token_limit FROM instances WHERE id = $2) AS instance_limit,
+                  (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
+                    WHERE instance_id = $2 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "instance_used!""#,
+        user_id,
+        instance_id
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Records that `subject` (an account or an instance) was warned this month; `false` if it
+/// already was.
+pub async fn first_warning_this_month(db: &PgPool, subject: Uuid) -> sqlx::Result<bool> {
+    let inserted = sqlx::query!(
+        "INSERT INTO usage_warnings (subject, month) VALUES ($1, date_trunc('month', now() AT TIME ZONE 'UTC')::date) ON CONFLICT DO NOTHING",
+        subject
+    )
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn set_monthly_tokens(db: &PgPool, user_id: Uuid, tokens: Option<i64>) -> sqlx::Result<bool> {
+    let updated =
+        sqlx::query!("UPDATE subscriptions SET monthly_tokens = $2, updated_at = now() WHERE user_id = $1", user_id, tokens).execute(db).await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+pub async fn set_instance_limit(db: &PgPool, instance_id: Uuid, tokens: Option<i64>) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE instances SET monthly_token_limit = $2 WHERE id = $1", instance_id, tokens).execute(db).await?;
+    Ok(())
+}

@@ -110,6 +110,10 @@ pub enum SubscriptionCommand {
         /// Days until it expires (never when absent).
         #[arg(long)]
         days: Option<u32>,
+        /// Model tokens (prompt + completion) a month for all the user's instances; absent:
+        /// unlimited.
+        #[arg(long)]
+        monthly_tokens: Option<u64>,
     },
 }
 
@@ -197,10 +201,18 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             admin_action(db, AuditAction::AdminInviteCreated, target).await?;
             Ok(code)
         }
-        AdminCommand::Subscription(SubscriptionCommand::Grant { email, max_instances, days }) => {
+        AdminCommand::Subscription(SubscriptionCommand::Grant { email, max_instances, days, monthly_tokens }) => {
             let user = service::grant_subscription(db, &email, max_instances, days).await?;
-            admin_action(db, AuditAction::AdminSubscriptionGranted, format!("{} max_instances={max_instances}", user.email)).await?;
-            Ok(format!("granted {} a subscription of {max_instances} instance(s)", user.email))
+            let tokens = monthly_tokens.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+            crate::broker::repo::set_monthly_tokens(db, user.id, tokens).await?;
+            let allowance = tokens.map_or("unlimited".to_owned(), |n| n.to_string());
+            admin_action(
+                db,
+                AuditAction::AdminSubscriptionGranted,
+                format!("{} max_instances={max_instances} monthly_tokens={allowance}", user.email),
+            )
+            .await?;
+            Ok(format!("granted {} a subscription of {max_instances} instance(s), {allowance} model tokens a month", user.email))
         }
         AdminCommand::Audit(args) => super::audit::list(db, &args).await,
         AdminCommand::Usage { email, since } => usage(db, email.as_deref(), since).await,

@@ -127,6 +127,9 @@ async fn the_served_helper_client_drives_every_command() {
         let from = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let usage = ok(script, env, &["instances", "usage", "--from", &from]);
         assert_eq!(ok(script, env, &["instances", "model"])["provider"], "operator");
+        assert_eq!(ok(script, env, &["instances", "set-limit", "--monthly-tokens", "5000"])["monthly_token_limit"], 5000);
+        assert_eq!(ok(script, env, &["instances", "limits"])["used_this_month"], 0);
+        assert!(ok(script, env, &["instances", "set-limit", "--monthly-tokens", "none"])["monthly_token_limit"].is_null());
         let set = ok(
             script,
             env,

@@ -196,6 +196,11 @@ async fn the_dashboard_shows_model_usage_and_sets_the_instances_own_model() {
     assert_eq!(model, json!({"provider": "custom", "base_url": provider.url, "model": "browser-model", "api_key_set": true}));
     let placeholder = browser.eval("return document.querySelector('#model-form input[name=api_key]').placeholder").await;
     assert!(placeholder.as_str().unwrap().starts_with("Stored"), "{placeholder}");
+    browser.fill("#limits-form input[name=monthly_token_limit]", "5000").await;
+    browser.click("#limits-save").await;
+    browser.wait_for("return document.getElementById('limits-state').dataset.cap === '5000'", 20).await;
+    let limits = json_body(app.api(Method::GET, &format!("/api/instances/{id}/limits")).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!((limits["monthly_token_limit"].as_i64(), limits["used_this_month"].as_i64()), (Some(5000), Some(17)), "{limits}");
     browser.screenshot(&artifact("dashboard-10-own-model.png")).await;
 }
 
@@ -271,4 +276,64 @@ async fn own_endpoints_must_be_public_unless_the_operator_allows_private_ones() 
     }
     let stranger = app.api(Method::GET, &format!("/api/instances/{}/model", uuid::Uuid::new_v4())).send().await.unwrap();
     crate::helpers::assert_error(stranger, StatusCode::NOT_FOUND, "instance_not_found").await;
+}
+
+async fn system_messages(app: &TestApp, id: &str) -> Vec<String> {
+    let messages =
+        json_body(app.api(Method::GET, &format!("/api/instances/{id}/chat/messages?limit=200")).send().await.unwrap(), StatusCode::OK).await;
+    messages.as_array().unwrap().iter().filter(|m| m["role"] == "system").map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Polls until `check` holds for the instance's system messages (they are written after the call).
+async fn wait_for_system_messages(app: &TestApp, id: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let messages = system_messages(app, id).await;
+        if check(&messages) || std::time::Instant::now() > deadline {
+            return messages;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn spend_limits_warn_at_eighty_percent_refuse_at_the_limit_and_reset_each_month() {
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, _) = ready_instance(&app).await;
+    let limits_path = format!("/api/instances/{id}/limits");
+    // Every call costs 17 tokens (12 + 5, as the provider reports). A cap of 40: 17, 34 (85 %: warned), 51, then refused.
+    let set = json_body(app.api(Method::PUT, &limits_path).json(&json!({"monthly_token_limit": 40})).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!((set["monthly_token_limit"].as_i64(), set["used_this_month"].as_i64()), (Some(40), Some(0)), "{set}");
+    for _ in 0..3 {
+        assert_eq!(llm_turn(&app, &id).await["assistant_message"]["status"], "complete");
+        // The usage row is written just after the answer; the next check must see it.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let warned = wait_for_system_messages(&app, &id, |m| !m.is_empty()).await;
+    assert_eq!(warned.len(), 1, "warned once, not on every call past 80 %: {warned:?}");
+    assert!(warned[0].contains("used 34 of its 40 monthly tokens"), "{warned:?}");
+    let refused = llm_turn(&app, &id).await;
+    assert_eq!(refused["assistant_message"]["status"], "error", "{refused}");
+    assert!(refused["assistant_message"]["error"].as_str().unwrap().contains("monthly token limit (40 tokens"), "{refused}");
+    assert_eq!(provider.requests.lock().unwrap().len(), 3, "the refused call never reached the provider");
+    let limits = json_body(app.api(Method::GET, &limits_path).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(limits["used_this_month"], 51, "{limits}");
+
+    // A new month: last month's use no longer counts.
+    sqlx::query("UPDATE model_usage SET created_at = date_trunc('month', now()) - interval '1 day'").execute(&app.db).await.unwrap();
+    assert_eq!(llm_turn(&app, &id).await["assistant_message"]["status"], "complete");
+
+    // The plan's allowance for the whole account applies too (20 tokens: 17 used now).
+    json_body(app.api(Method::PUT, &limits_path).json(&json!({"monthly_token_limit": null})).send().await.unwrap(), StatusCode::OK).await;
+    assert!(ocaas::broker::repo::set_monthly_tokens(&app.db, app.user.id, Some(20)).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(llm_turn(&app, &id).await["assistant_message"]["status"], "complete");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let over = llm_turn(&app, &id).await;
+    assert!(over["assistant_message"]["error"].as_str().unwrap().contains("account's monthly token allowance (20 tokens)"), "{over}");
+    let warnings = wait_for_system_messages(&app, &id, |m| m.len() >= 2).await;
+    assert!(warnings.iter().any(|w| w.contains("The account has used")), "{warnings:?}");
+    let bad = app.api(Method::PUT, &limits_path).json(&json!({"monthly_token_limit": -1})).send().await.unwrap();
+    crate::helpers::assert_error(bad, StatusCode::BAD_REQUEST, "invalid_request").await;
 }

@@ -83,6 +83,8 @@ export class Client {
   async status(id) { return this.request('GET', `/instances/${await this.instance(id)}/status`); }
   async logs(id, tail) { return this.request('GET', `/instances/${await this.instance(id)}/logs${tail !== undefined ? `?tail=${tail}` : ''}`); }
   async vncUrl(id) { return this.request('GET', `/instances/${await this.instance(id)}/vnc-url`); }
+  async limits(id) { return this.request('GET', `/instances/${await this.instance(id)}/limits`); }
+  async setLimit(id, tokens) { return this.request('PUT', `/instances/${await this.instance(id)}/limits`, { json: { monthly_token_limit: tokens } }); }
   async model(id) { return this.request('GET', `/instances/${await this.instance(id)}/model`); }
   async setModel(id, { provider, baseUrl, model, apiKey }) {
     const json = { provider, ...(baseUrl ? { base_url: baseUrl } : {}), ...(model ? { model } : {}), ...(apiKey ? { api_key: apiKey } : {}) };
@@ -266,6 +268,8 @@ export async function main(argv = process.argv.slice(2)) {
   switch (`${group} ${action ?? ''}`.trim()) {
     case 'root': return print(await client.root());
     case 'account usage': return print(await client.accountUsage({ from: flags.from, to: flags.to }));
+    case 'instances limits': return print(await client.limits(id));
+    case 'instances set-limit': return print(await client.setLimit(id, flags['monthly-tokens'] === 'none' ? null : Number(need(flags, 'monthly-tokens'))));
     case 'instances model': return print(await client.model(id));
     case 'instances set-model': return print(await client.setModel(id, { provider: need(flags, 'provider'), baseUrl: flags['provider-url'], model: flags.model, apiKey: flags['api-key'] }));
     case 'instances usage': return print(await client.usage(id, { from: flags.from, to: flags.to }));
