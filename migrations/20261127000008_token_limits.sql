@@ -9,3 +9,6 @@ CREATE TABLE usage_warnings (
     month DATE NOT NULL,
     PRIMARY KEY (subject, month)
 );
+
+-- An invite grants its subscription's allowance too.
+ALTER TABLE invite_codes ADD COLUMN monthly_tokens BIGINT CHECK (monthly_tokens >= 0);

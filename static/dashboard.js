@@ -13,7 +13,8 @@ let terminal = null;
 export async function startDashboard(account) {
   const plan = account.subscription;
   const active = plan && plan.active;
-  $('plan').textContent = active ? `Plan: up to ${plan.max_instances} instance(s)${plan.expires_at ? `, until ${when(plan.expires_at)}` : ''}.` : 'No active plan: enter an invite code to create an instance.';
+  const tokens = plan && plan.monthly_tokens !== null ? `, ${plan.monthly_tokens} model tokens a month` : '';
+  $('plan').textContent = active ? `Plan: up to ${plan.max_instances} instance(s)${tokens}${plan.expires_at ? `, until ${when(plan.expires_at)}` : ''}.` : 'No active plan: enter an invite code to create an instance.';
   $('instance-invite').hidden = Boolean(active);
   await refresh();
   clearInterval(poller);

@@ -36,12 +36,14 @@ pub struct SubscriptionView {
     pub expires_at: Option<DateTime<Utc>>,
     /// False once `expires_at` has passed.
     pub active: bool,
+    /// Model tokens (prompt + completion) a month for all the account's instances; `null`: unlimited.
+    pub monthly_tokens: Option<i64>,
 }
 
 impl From<SubscriptionRow> for SubscriptionView {
     fn from(row: SubscriptionRow) -> Self {
         let active = row.expires_at.is_none_or(|at| at > Utc::now());
-        SubscriptionView { max_instances: row.max_instances, expires_at: row.expires_at, active }
+        SubscriptionView { max_instances: row.max_instances, expires_at: row.expires_at, active, monthly_tokens: row.monthly_tokens }
     }
 }
 
@@ -49,7 +51,7 @@ impl From<SubscriptionRow> for SubscriptionView {
 #[schema(example = json!({
     "id": "0193a0f4-3c2e-7b61-9d1e-6a0b5d1f2c3a", "email": "ada@example.com",
     "created_at": "2026-03-20T18:22:54.000Z",
-    "subscription": {"max_instances": 1, "expires_at": null, "active": true}
+    "subscription": {"max_instances": 1, "expires_at": null, "active": true, "monthly_tokens": 1000000}
 }))]
 pub struct AccountView {
     pub id: Uuid,

@@ -16,6 +16,7 @@ pub struct UserRow {
 pub struct SubscriptionRow {
     pub max_instances: i32,
     pub expires_at: Option<DateTime<Utc>>,
+    pub monthly_tokens: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,7 @@ pub struct ApiKeyRow {
 pub struct RedeemedInvite {
     pub max_instances: i32,
     pub subscription_days: Option<i32>,
+    pub monthly_tokens: Option<i64>,
 }
 
 pub struct SessionRow {
@@ -66,7 +68,9 @@ pub async fn list_users(db: &PgPool) -> sqlx::Result<Vec<UserRow>> {
 }
 
 pub async fn subscription(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<SubscriptionRow>> {
-    sqlx::query_as!(SubscriptionRow, "SELECT max_instances, expires_at FROM subscriptions WHERE user_id = $1", user_id).fetch_optional(db).await
+    sqlx::query_as!(SubscriptionRow, "SELECT max_instances, expires_at, monthly_tokens FROM subscriptions WHERE user_id = $1", user_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Grants (or replaces) the user's subscription.
@@ -91,16 +95,18 @@ pub async fn insert_invite(
     max_instances: i32,
     subscription_days: Option<i32>,
     expires_at: Option<DateTime<Utc>>,
+    monthly_tokens: Option<i64>,
 ) -> sqlx::Result<Uuid> {
     sqlx::query_scalar!(
-        "INSERT INTO invite_codes (id, code_hash, uses_left, max_instances, subscription_days, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO invite_codes (id, code_hash, uses_left, max_instances, subscription_days, expires_at, monthly_tokens)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         Uuid::now_v7(),
         code_hash,
         uses,
         max_instances,
         subscription_days,
-        expires_at
+        expires_at,
+        monthly_tokens
     )
     .fetch_one(db)
     .await
@@ -113,7 +119,7 @@ pub async fn take_invite_use(db: impl PgExecutor<'_>, code_hash: &[u8]) -> sqlx:
         RedeemedInvite,
         "UPDATE invite_codes SET uses_left = uses_left - 1
          WHERE code_hash = $1 AND uses_left > 0 AND (expires_at IS NULL OR expires_at > now())
-         RETURNING max_instances, subscription_days",
+         RETURNING max_instances, subscription_days, monthly_tokens",
         code_hash
     )
     .fetch_optional(db)
@@ -261,4 +267,11 @@ pub async fn ticket(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option
 /// Forgets tickets that expired more than an hour ago (kept that long to explain refusals).
 pub async fn delete_stale_tickets(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     sqlx::query!("DELETE FROM ws_tickets WHERE expires_at < now() - interval '1 hour'").execute(db).await.map(|r| r.rows_affected())
+}
+
+/// The subscription's monthly model tokens (`None`: unlimited); `false` when the user has none.
+pub async fn set_monthly_tokens(db: impl PgExecutor<'_>, user_id: Uuid, tokens: Option<i64>) -> sqlx::Result<bool> {
+    let updated =
+        sqlx::query!("UPDATE subscriptions SET monthly_tokens = $2, updated_at = now() WHERE user_id = $1", user_id, tokens).execute(db).await?;
+    Ok(updated.rows_affected() == 1)
 }

@@ -91,6 +91,7 @@ pub async fn redeem_invite(conn: &mut PgConnection, user_id: Uuid, code: &str) -
     let invite = repo::take_invite_use(&mut *conn, &hash).await?.ok_or_else(invalid_invite)?;
     let expires_at = invite.subscription_days.map(|days| Utc::now() + Duration::days(days.into()));
     repo::upsert_subscription(&mut *conn, user_id, invite.max_instances, expires_at).await?;
+    repo::set_monthly_tokens(&mut *conn, user_id, invite.monthly_tokens).await?;
     Ok(())
 }
 
@@ -156,6 +157,8 @@ pub struct InviteSpec {
     pub valid_days: Option<u32>,
     /// How long the subscription it grants lasts.
     pub subscription_days: Option<u32>,
+    /// Model tokens a month the subscription allows (`None`: unlimited).
+    pub monthly_tokens: Option<u64>,
 }
 
 /// Creates an invite code and returns it; only its hash is stored.
@@ -169,6 +172,7 @@ pub async fn create_invite(db: &PgPool, spec: &InviteSpec) -> AppResult<String> 
     let expires_at = spec.valid_days.map(|d| checked_days(d, "days")).transpose()?.map(|d| Utc::now() + d);
     let subscription_days = spec.subscription_days.map(|d| checked_days(d, "subscription_days").map(|_| d as i32)).transpose()?;
     let code = secrets::new_invite_code();
-    repo::insert_invite(db, &secrets::sha256(&code), uses, max_instances, subscription_days, expires_at).await?;
+    let monthly_tokens = spec.monthly_tokens.map(|n| i64::try_from(n).map_err(|_| too_large("monthly_tokens"))).transpose()?;
+    repo::insert_invite(db, &secrets::sha256(&code), uses, max_instances, subscription_days, expires_at, monthly_tokens).await?;
     Ok(code)
 }

@@ -28,11 +28,13 @@ pub fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     usage::router().routes(routes!(model::get_model, model::put_model)).routes(routes!(limits::get_limits, limits::put_limits))
 }
 
-/// What the broker's handlers use: the app's state and a client for the provider.
+/// What the broker's handlers use: the app's state, a client for the provider, and the
+/// tokens recently seen.
 #[derive(Clone)]
 pub struct BrokerState {
     pub app: AppState,
     pub http: reqwest::Client,
+    pub callers: std::sync::Arc<proxy::CallerCache>,
 }
 
 /// The routes of the broker's own listener; everything else is an OpenAI-style 404.
@@ -46,7 +48,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             let body = serde_json::json!({"error": {"message": "Not found: the broker serves /v1/chat/completions and /v1/models.", "type": "invalid_request_error"}});
             (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
         })
-        .with_state(BrokerState { app, http }))
+        .with_state(BrokerState { app, http, callers: std::sync::Arc::default() }))
 }
 
 /// Binds the broker on the sandbox network's gateway address, on the first free port of

@@ -37,6 +37,31 @@ fn openai_error(status: StatusCode, kind: &str, message: impl Into<String>) -> R
 /// The instance a broker call comes from.
 pub struct BrokerCaller(pub TokenOwner);
 
+/// Token hash → (owner, its sandbox's address), for `CALLER_TTL`: a model call then costs no
+/// database or engine round trip to authenticate. Safe to keep that long because a token only
+/// changes with a new container (the old one, and its address, are gone with it).
+#[derive(Default)]
+pub struct CallerCache(std::sync::Mutex<std::collections::HashMap<String, (TokenOwner, std::net::IpAddr, Instant)>>);
+
+const CALLER_TTL: Duration = Duration::from_secs(30);
+/// Entries kept at most (all dropped past it: a flood of made-up tokens is not cached anyway).
+const CALLER_CACHE_MAX: usize = 10_000;
+
+impl CallerCache {
+    fn get(&self, hash: &str) -> Option<(TokenOwner, std::net::IpAddr)> {
+        let cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(hash).filter(|(_, _, at)| at.elapsed() < CALLER_TTL).map(|(owner, ip, _)| (owner.clone(), *ip))
+    }
+
+    fn put(&self, hash: String, owner: TokenOwner, ip: std::net::IpAddr) {
+        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CALLER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, (owner, ip, Instant::now()));
+    }
+}
+
 impl FromRequestParts<BrokerState> for BrokerCaller {
     type Rejection = Response;
 
@@ -48,14 +73,23 @@ impl FromRequestParts<BrokerState> for BrokerCaller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or_else(|| refuse("Missing bearer token: use the instance's broker token."))?;
-        let owner = repo::owner_of(&state.app.db, &repo::token_hash(token.trim()))
-            .await
-            .map_err(|_| openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check tokens right now."))?
-            .ok_or_else(|| refuse("Unknown broker token."))?;
-        // The token is only good from its own sandbox's address.
+        let hash = repo::token_hash(token.trim());
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let own = state.app.runtime.inspect(&owner.sandbox_id).await.ok().and_then(|info| info.ip);
-        if peer.is_none() || peer != own {
+        let (owner, own) = match state.callers.get(&hash) {
+            Some(known) => known,
+            None => {
+                let owner = repo::owner_of(&state.app.db, &hash)
+                    .await
+                    .map_err(|_| openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check tokens right now."))?
+                    .ok_or_else(|| refuse("Unknown broker token."))?;
+                let own = state.app.runtime.inspect(&owner.sandbox_id).await.ok().and_then(|info| info.ip);
+                let own = own.ok_or_else(|| refuse("This broker token's sandbox is not running."))?;
+                state.callers.put(hash, owner.clone(), own);
+                (owner, own)
+            }
+        };
+        // The token is only good from its own sandbox's address.
+        if peer != Some(own) {
             return Err(refuse("This broker token belongs to another sandbox."));
         }
         Ok(BrokerCaller(owner))

@@ -203,12 +203,6 @@ pub async fn first_warning_this_month(db: &PgPool, subject: Uuid) -> sqlx::Resul
     Ok(inserted.rows_affected() == 1)
 }
 
-pub async fn set_monthly_tokens(db: &PgPool, user_id: Uuid, tokens: Option<i64>) -> sqlx::Result<bool> {
-    let updated =
-        sqlx::query!("UPDATE subscriptions SET monthly_tokens = $2, updated_at = now() WHERE user_id = $1", user_id, tokens).execute(db).await?;
-    Ok(updated.rows_affected() == 1)
-}
-
 pub async fn set_instance_limit(db: &PgPool, instance_id: Uuid, tokens: Option<i64>) -> sqlx::Result<()> {
     sqlx::query!("UPDATE instances SET monthly_token_limit = $2 WHERE id = $1", instance_id, tokens).execute(db).await?;
     Ok(())

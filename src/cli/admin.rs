@@ -97,6 +97,9 @@ pub struct InviteArgs {
     /// Days the granted subscription lasts (forever when absent).
     #[arg(long)]
     subscription_days: Option<u32>,
+    /// Model tokens a month the granted subscription allows (unlimited when absent).
+    #[arg(long)]
+    monthly_tokens: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +198,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
                 max_instances: args.max_instances,
                 valid_days: args.days,
                 subscription_days: args.subscription_days,
+                monthly_tokens: args.monthly_tokens,
             };
             let code = service::create_invite(db, &spec).await?;
             let target = format!("invite: {} use(s), {} instance(s)", spec.uses, spec.max_instances);
@@ -204,7 +208,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
         AdminCommand::Subscription(SubscriptionCommand::Grant { email, max_instances, days, monthly_tokens }) => {
             let user = service::grant_subscription(db, &email, max_instances, days).await?;
             let tokens = monthly_tokens.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-            crate::broker::repo::set_monthly_tokens(db, user.id, tokens).await?;
+            repo::set_monthly_tokens(db, user.id, tokens).await?;
             let allowance = tokens.map_or("unlimited".to_owned(), |n| n.to_string());
             admin_action(
                 db,

@@ -80,7 +80,7 @@ async fn password_can_come_from_stdin() {
 #[tokio::test]
 async fn invites_and_subscriptions_from_the_cli_take_effect() {
     let app = spawn_app().await;
-    let code = stdout(&ocaas(&app, &["admin", "invite", "create", "--uses", "1", "--max-instances", "4", "--days", "7"]));
+    let code = stdout(&ocaas(&app, &["admin", "invite", "create", "--uses", "1", "--max-instances", "4", "--days", "7", "--monthly-tokens", "5000"]));
     assert_eq!(code.len(), 19, "only the code is printed: {code:?}");
     let response = app
         .anon(Method::POST, "/api/account/register")
@@ -88,10 +88,17 @@ async fn invites_and_subscriptions_from_the_cli_take_effect() {
         .send()
         .await
         .unwrap();
-    assert_eq!(json(response, StatusCode::CREATED).await["subscription"]["max_instances"], 4);
+    let registered = json(response, StatusCode::CREATED).await;
+    assert_eq!(registered["subscription"]["max_instances"], 4);
+    assert_eq!(registered["subscription"]["monthly_tokens"], 5000, "the invite's allowance comes with it");
 
-    stdout(&ocaas(&app, &["admin", "subscription", "grant", "--email", "seed@example.com", "--max-instances", "2", "--days", "30"]));
+    let granted = stdout(&ocaas(
+        &app,
+        &["admin", "subscription", "grant", "--email", "seed@example.com", "--max-instances", "2", "--days", "30", "--monthly-tokens", "777"],
+    ));
+    assert!(granted.contains("777 model tokens a month"), "{granted}");
     let me = json(app.api(Method::GET, "/api/account").send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(me["subscription"]["monthly_tokens"], 777);
     assert_eq!(me["subscription"]["max_instances"], 2);
     assert_eq!(me["subscription"]["active"], true);
     assert!(me["subscription"]["expires_at"].is_string());

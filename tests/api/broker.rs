@@ -326,7 +326,7 @@ async fn spend_limits_warn_at_eighty_percent_refuse_at_the_limit_and_reset_each_
 
     // The plan's allowance for the whole account applies too (20 tokens: 17 used now).
     json_body(app.api(Method::PUT, &limits_path).json(&json!({"monthly_token_limit": null})).send().await.unwrap(), StatusCode::OK).await;
-    assert!(ocaas::broker::repo::set_monthly_tokens(&app.db, app.user.id, Some(20)).await.unwrap());
+    assert!(ocaas::auth::repo::set_monthly_tokens(&app.db, app.user.id, Some(20)).await.unwrap());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(llm_turn(&app, &id).await["assistant_message"]["status"], "complete");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

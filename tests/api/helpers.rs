@@ -303,7 +303,7 @@ impl TestApp {
     }
 
     pub async fn invite(&self, uses: u32, max_instances: u32) -> String {
-        let spec = service::InviteSpec { uses, max_instances, valid_days: None, subscription_days: None };
+        let spec = service::InviteSpec { uses, max_instances, valid_days: None, subscription_days: None, monthly_tokens: None };
         service::create_invite(&self.db, &spec).await.unwrap()
     }
 }
