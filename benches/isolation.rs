@@ -52,20 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let (quiet_instance, _) = bench.ready_instance().await?;
 
     // The attacker: another user with an instance of their own.
-    let pool = bench.state.db.clone();
-    let attacker = ocaas::auth::service::create_user(&pool, "noisy@example.com", "noisy passphrase", None).await?;
-    ocaas::auth::service::grant_subscription(&pool, "noisy@example.com", 1, None).await?;
-    let attacker_key = ocaas::auth::service::create_api_key(&pool, attacker.id, None, None).await?.key;
-    let created: serde_json::Value = bench.http.post(format!("{}/api/instances", bench.base)).bearer_auth(&attacker_key).send().await?.json().await?;
-    let noisy = created["id"].as_str().unwrap_or_default().to_owned();
-    loop {
-        let body: serde_json::Value =
-            bench.http.get(format!("{}/api/instances/{noisy}", bench.base)).bearer_auth(&attacker_key).send().await?.json().await?;
-        if body["status"] == "ready" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (attacker_key, noisy) = bench.other_tenant("noisy@example.com").await?;
 
     println!("isolation: {secs} s quiet, then {secs} s with a fork bomb and a memory hog in another tenant's sandbox");
     let quiet = measure(&bench, &quiet_instance, Instant::now() + Duration::from_secs(secs)).await;

@@ -201,20 +201,7 @@ async fn main() -> anyhow::Result<()> {
         sessions.push((instance, created["id"].as_str().unwrap_or_default().to_owned()));
     }
     // The other tenant, whose agent floods its answers.
-    let pool = bench.state.db.clone();
-    let other = ocaas::auth::service::create_user(&pool, "flood@example.com", "flood passphrase", None).await?;
-    ocaas::auth::service::grant_subscription(&pool, "flood@example.com", 1, None).await?;
-    let other_key = ocaas::auth::service::create_api_key(&pool, other.id, None, None).await?.key;
-    let created: serde_json::Value = bench.http.post(format!("{}/api/instances", bench.base)).bearer_auth(&other_key).send().await?.json().await?;
-    let flood_instance = created["id"].as_str().unwrap_or_default().to_owned();
-    loop {
-        let body: serde_json::Value =
-            bench.http.get(format!("{}/api/instances/{flood_instance}", bench.base)).bearer_auth(&other_key).send().await?.json().await?;
-        if body["status"] == "ready" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (other_key, flood_instance) = bench.other_tenant("flood@example.com").await?;
 
     let peak = Arc::new(AtomicU64::new(0));
     let sampler_peak = peak.clone();

@@ -93,6 +93,23 @@ impl Bench {
         }
     }
 
+    /// Another user with a plan of one instance and a ready instance: (their key, instance id).
+    pub async fn other_tenant(&self, email: &str) -> anyhow::Result<(String, String)> {
+        let user = service::create_user(&self.state.db, email, "other tenant passphrase", None).await?;
+        service::grant_subscription(&self.state.db, email, 1, None).await?;
+        let key = service::create_api_key(&self.state.db, user.id, None, None).await?.key;
+        let created: serde_json::Value = self.http.post(format!("{}/api/instances", self.base)).bearer_auth(&key).send().await?.json().await?;
+        let id = created["id"].as_str().ok_or_else(|| anyhow::anyhow!("no id in {created}"))?.to_owned();
+        loop {
+            let body: serde_json::Value = self.http.get(format!("{}/api/instances/{id}", self.base)).bearer_auth(&key).send().await?.json().await?;
+            match body["status"].as_str() {
+                Some("ready") => return Ok((key, id)),
+                Some("error") => anyhow::bail!("the other tenant's instance failed: {body}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
         self.http.delete(format!("{}/api/instances/{id}", self.base)).bearer_auth(&self.key).send().await?;
         Ok(())

@@ -1,9 +1,11 @@
 //! SQL of the model broker: instance tokens (stored as SHA-256) and usage rows.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::usage::UsageDay;
 
 pub fn token_hash(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
@@ -64,17 +66,6 @@ pub async fn insert_usage(db: &PgPool, record: &UsageRecord) -> sqlx::Result<()>
     Ok(())
 }
 
-/// Usage totals of one day and model.
-#[derive(Debug, Clone)]
-pub struct UsageRow {
-    pub day: NaiveDate,
-    pub model: String,
-    pub requests: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub estimated_requests: i64,
-}
-
 /// Totals per UTC day and model of a user's calls in [from, to), optionally of one instance.
 pub async fn usage_by_day(
     db: &PgPool,
@@ -82,9 +73,9 @@ pub async fn usage_by_day(
     instance_id: Option<Uuid>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> sqlx::Result<Vec<UsageRow>> {
+) -> sqlx::Result<Vec<UsageDay>> {
     sqlx::query_as!(
-        UsageRow,
+        UsageDay,
         r#"SELECT (created_at AT TIME ZONE 'UTC')::date AS "day!", model, count(*) AS "requests!",
                   coalesce(sum(prompt_tokens), 0)::bigint AS "prompt_tokens!", coalesce(sum(completion_tokens), 0)::bigint AS "completion_tokens!",
                   count(*) FILTER (WHERE estimated) AS "estimated_requests!"
@@ -101,7 +92,7 @@ pub async fn usage_by_day(
 }
 
 /// (email, totals per day and model) of every user with calls since `since`, for the admin CLI.
-pub async fn usage_of_users(db: &PgPool, email: Option<&str>, since: DateTime<Utc>) -> sqlx::Result<Vec<(String, UsageRow)>> {
+pub async fn usage_of_users(db: &PgPool, email: Option<&str>, since: DateTime<Utc>) -> sqlx::Result<Vec<(String, UsageDay)>> {
     let rows = sqlx::query!(
         r#"SELECT u.email, (m.created_at AT TIME ZONE 'UTC')::date AS "day!", m.model, count(*) AS "requests!",
                   coalesce(sum(m.prompt_tokens), 0)::bigint AS "prompt_tokens!", coalesce(sum(m.completion_tokens), 0)::bigint AS "completion_tokens!",
@@ -117,7 +108,7 @@ pub async fn usage_of_users(db: &PgPool, email: Option<&str>, since: DateTime<Ut
     Ok(rows
         .into_iter()
         .map(|r| {
-            let row = UsageRow {
+            let row = UsageDay {
                 day: r.day,
                 model: r.model,
                 requests: r.requests,

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::repo::{self, UsageRow};
+use super::repo;
 use crate::auth::extractor::AuthUser;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::ApiQuery;
@@ -72,24 +72,13 @@ fn period(query: &UsageQuery) -> AppResult<(DateTime<Utc>, DateTime<Utc>)> {
     Ok((from, to))
 }
 
-fn report(from: DateTime<Utc>, to: DateTime<Utc>, rows: Vec<UsageRow>) -> UsageReport {
+fn report(from: DateTime<Utc>, to: DateTime<Utc>, days: Vec<UsageDay>) -> UsageReport {
     let mut totals = UsageTotals::default();
-    let days = rows
-        .into_iter()
-        .map(|row| {
-            totals.requests += row.requests;
-            totals.prompt_tokens += row.prompt_tokens;
-            totals.completion_tokens += row.completion_tokens;
-            UsageDay {
-                day: row.day,
-                model: row.model,
-                requests: row.requests,
-                prompt_tokens: row.prompt_tokens,
-                completion_tokens: row.completion_tokens,
-                estimated_requests: row.estimated_requests,
-            }
-        })
-        .collect();
+    for day in &days {
+        totals.requests += day.requests;
+        totals.prompt_tokens += day.prompt_tokens;
+        totals.completion_tokens += day.completion_tokens;
+    }
     UsageReport { from, to, totals, days }
 }
 
