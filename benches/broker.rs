@@ -14,13 +14,14 @@ use common::{Bench, docker};
 use serde_json::json;
 
 const UPSTREAM: &str = r#"
-import json, time
+import json, socket, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PIECE = "x" * 16384
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
     def do_POST(self):
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         chunks = int(body["messages"][0]["content"].split("-")[-1])
         self.send_response(200)
@@ -39,10 +40,12 @@ ThreadingHTTPServer(("0.0.0.0", 9000), H).serve_forever()
 "#;
 
 const CLIENT: &str = r#"
-import http.client, json, os, sys, time, urllib.parse
+import http.client, json, os, socket, sys, time, urllib.parse
 def run(base, key, model, n):
     url = urllib.parse.urlparse(base)
     conn = http.client.HTTPConnection(url.hostname, url.port)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     firsts, total_bytes, started = [], 0, time.perf_counter()
     for _ in range(n):
         body = json.dumps({"model": "any", "messages": [{"role": "user", "content": model}], "stream": True})

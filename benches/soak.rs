@@ -6,7 +6,7 @@
 //! request kind side by side (hostile / quiet), 5xx and transport errors of the well-behaved
 //! user, and the peak RSS of the process (server and load generator together: an upper bound
 //! for the server). All traffic goes to loopback; every loop ends at its deadline.
-//! `cargo bench --bench soak`.
+//! `cargo bench --bench soak`; `OCAAS_BENCH_EXEC_PER_SEC` and `OCAAS_BENCH_UPLOADS_PER_SEC` change the rates.
 
 mod common;
 
@@ -27,17 +27,17 @@ struct Tally {
     transport_errors: AtomicU64,
     other_errors: AtomicU64,
     /// Failed responses by (request kind, status), to tell overload (503) from faults.
-    by_status: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+    by_status: Mutex<std::collections::BTreeMap<(&'static str, u16, String), u64>>,
 }
 
 impl Tally {
-    async fn record(&self, kind: &'static str, started: Instant, outcome: Result<reqwest::StatusCode, ()>) {
+    async fn record(&self, kind: &'static str, started: Instant, outcome: Result<(reqwest::StatusCode, String), ()>) {
         match outcome {
-            Ok(status) if status.is_success() => self.samples.lock().await.push((kind, started.elapsed())),
-            Ok(status) => {
+            Ok((status, _)) if status.is_success() => self.samples.lock().await.push((kind, started.elapsed())),
+            Ok((status, code)) => {
                 let counter = if status.is_server_error() { &self.server_errors } else { &self.other_errors };
                 counter.fetch_add(1, Ordering::Relaxed);
-                *self.by_status.lock().await.entry((kind, status.as_u16())).or_default() += 1;
+                *self.by_status.lock().await.entry((kind, status.as_u16(), code)).or_default() += 1;
             }
             Err(()) => {
                 self.transport_errors.fetch_add(1, Ordering::Relaxed);
@@ -61,19 +61,29 @@ fn rss_kib() -> u64 {
 }
 
 /// One chat turn over SSE, read to `complete`.
-async fn chat_turn(http: &reqwest::Client, url: &str, key: &str, session: &str) -> Result<reqwest::StatusCode, ()> {
+/// The status, and for a failure the API's error code.
+async fn outcome(response: reqwest::Response) -> (reqwest::StatusCode, String) {
+    let status = response.status();
+    if status.is_success() {
+        return (status, String::new());
+    }
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    (status, body["error"].as_str().unwrap_or("?").to_owned())
+}
+
+async fn chat_turn(http: &reqwest::Client, url: &str, key: &str, session: &str) -> Result<(reqwest::StatusCode, String), ()> {
     let body = json!({"session_id": session, "message": "/echo the quick brown fox jumps over the lazy dog"});
     let response = http.post(url).bearer_auth(key).json(&body).send().await.map_err(|_| ())?;
     let status = response.status();
     if !status.is_success() {
-        return Ok(status);
+        return Ok(outcome(response).await);
     }
     let mut stream = response.bytes_stream();
     let mut tail = String::new();
     while let Some(chunk) = stream.next().await {
         tail.push_str(&String::from_utf8_lossy(&chunk.map_err(|_| ())?));
         if tail.contains("event: complete") {
-            return Ok(status);
+            return Ok((status, String::new()));
         }
         let keep = tail.len().saturating_sub(64);
         tail.drain(..keep);
@@ -97,7 +107,12 @@ async fn workload(bench: &Bench, instances: &[String], sessions: &[(String, Stri
             }
         }));
     }
-    for (kind, every, per_instance) in [("exec true", Duration::from_millis(20), 0), ("upload 64 KiB", Duration::from_millis(50), 1)] {
+    let rate = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).filter(|n| *n > 0).unwrap_or(default);
+    let (exec_every, upload_every) = (
+        Duration::from_secs(1) / rate("OCAAS_BENCH_EXEC_PER_SEC", 50) as u32,
+        Duration::from_secs(1) / rate("OCAAS_BENCH_UPLOADS_PER_SEC", 20) as u32,
+    );
+    for (kind, every, per_instance) in [("exec true", exec_every, 0), ("upload 64 KiB", upload_every, 1)] {
         let (http, key, tally, base) = (bench.http.clone(), bench.key.clone(), tally.clone(), bench.base.clone());
         let instances = instances.to_vec();
         tasks.push(tokio::spawn(async move {
@@ -113,12 +128,16 @@ async fn workload(bench: &Bench, instances: &[String], sessions: &[(String, Stri
                     let started = Instant::now();
                     let outcome = if per_instance == 0 {
                         let url = format!("{base}/api/instances/{instance}/terminal/exec");
-                        http.post(url).bearer_auth(&key).json(&json!({"command": "true"})).send().await.map(|r| r.status()).map_err(|_| ())
+                        http.post(url).bearer_auth(&key).json(&json!({"command": "true"})).send().await.map_err(|_| ())
                     } else {
                         let part = reqwest::multipart::Part::bytes(vec![7u8; 64 << 10]).file_name(format!("soak-{n}.bin"));
                         let form = reqwest::multipart::Form::new().text("targetDir", "/workspace/soak").part("file", part);
                         let url = format!("{base}/api/instances/{instance}/files/upload");
-                        http.post(url).bearer_auth(&key).multipart(form).send().await.map(|r| r.status()).map_err(|_| ())
+                        http.post(url).bearer_auth(&key).multipart(form).send().await.map_err(|_| ())
+                    };
+                    let outcome = match outcome {
+                        Ok(response) => Ok(self::outcome(response).await),
+                        Err(()) => Err(()),
                     };
                     tally.record(kind, started, outcome).await;
                 });
@@ -212,7 +231,12 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    println!("soak: {secs} s quiet, then {secs} s with the hostile mix ({streams} SSE streams, 50 exec/s, 20 uploads/s, 5 instances)");
+    let per_sec = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    println!(
+        "soak: {secs} s quiet, then {secs} s with the hostile mix ({streams} SSE streams, {} exec/s, {} uploads/s, 5 instances)",
+        per_sec("OCAAS_BENCH_EXEC_PER_SEC", "50"),
+        per_sec("OCAAS_BENCH_UPLOADS_PER_SEC", "20")
+    );
     let quiet = workload(&bench, &instances, &sessions, Instant::now() + Duration::from_secs(secs)).await;
     let quiet_peak = peak.swap(0, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
@@ -246,8 +270,8 @@ async fn main() -> anyhow::Result<()> {
             tally.transport_errors.load(Ordering::Relaxed),
             tally.other_errors.load(Ordering::Relaxed)
         );
-        for ((kind, status), count) in tally.by_status.lock().await.iter() {
-            println!("{:<8}   {kind}: {count} x {status}", "");
+        for ((kind, status, code), count) in tally.by_status.lock().await.iter() {
+            println!("{:<8}   {kind}: {count} x {status} {code}", "");
         }
     }
     println!(
