@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, json as json_body, ready_instance, spawn_app_with_docker};
-use crate::isolation::tenant_sh;
+use crate::isolation::{SECRET_SEARCH, tenant_sh};
 
 const OPERATOR_KEY: &str = "sk-operator-S3CRET-broker-91c2";
 const MODEL: &str = "scripted-model";
@@ -33,7 +33,15 @@ async fn scripted_provider() -> Provider {
         async move {
             let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
             let refused = auth.as_deref() == Some(concat!("Bearer ", "sk-user-bad"));
+            let asked = body["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
             seen.lock().unwrap().push((auth, body));
+            if asked == "fail-500" {
+                let error = json!({"error": {"message": "The provider is overloaded", "type": "server_error"}});
+                return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(error)).into_response();
+            }
+            if asked == "malformed" {
+                return ([("content-type", "text/event-stream")], "data: {\"choices\": [{\"delta\"\n\n").into_response();
+            }
             if refused {
                 let error = json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}});
                 return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
@@ -41,7 +49,9 @@ async fn scripted_provider() -> Provider {
             let mut events: Vec<String> = vec![json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}).to_string()];
             events.extend(ANSWER.iter().map(|piece| json!({"choices": [{"index": 0, "delta": {"content": piece}}]}).to_string()));
             events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string());
-            events.push(json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}).to_string());
+            if asked != "no-usage" {
+                events.push(json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}).to_string());
+            }
             events.push("[DONE]".into());
             let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
             ([("content-type", "text/event-stream")], body).into_response()
@@ -122,9 +132,7 @@ async fn a_chat_turn_is_answered_by_the_provider_through_the_broker_and_metered(
     crate::helpers::assert_error(bad, StatusCode::BAD_REQUEST, "invalid_request").await;
 
     // The operator's key: not in the sandbox (environment, processes, files), not in API answers.
-    let search = "for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' <$f 2>/dev/null; done | grep -c 'S3[C]RET'; \
-        grep -rIl 'S3[C]RET' /home /workspace /agent-state /tmp /opt /etc 2>/dev/null | head -5; echo searched";
-    let found = tenant_sh(&app, &id, search).await;
+    let found = tenant_sh(&app, &id, SECRET_SEARCH).await;
     assert_eq!(found["stdout"].as_str().unwrap().trim(), "0\nsearched", "{found}");
     for path in [format!("/api/instances/{id}"), format!("/api/instances/{id}/status"), format!("/api/instances/{id}/logs"), "/api/account".into()] {
         let text = app.api(Method::GET, &path).send().await.unwrap().text().await.unwrap();
@@ -239,6 +247,8 @@ async fn users_bring_their_own_key_without_a_restart_and_a_bad_key_is_a_clear_er
 
     // Set: the next call goes to the user's provider with the user's key and model.
     assert_eq!(llm_turn(&app, &id).await["assistant_message"]["content"], ANSWER.concat());
+    // The user's key is not in the sandbox either: only the server holds it.
+    assert_eq!(tenant_sh(&app, &id, SECRET_SEARCH).await["stdout"].as_str().unwrap().trim(), "0\nsearched");
     let last = |provider: &Provider| provider.requests.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last(&provider).0.as_deref(), Some(format!("Bearer {USER_KEY}").as_str()));
     assert_eq!(last(&provider).1["model"], "users-model");
@@ -336,4 +346,36 @@ async fn spend_limits_warn_at_eighty_percent_refuse_at_the_limit_and_reset_each_
     assert!(warnings.iter().any(|w| w.contains("The account has used")), "{warnings:?}");
     let bad = app.api(Method::PUT, &limits_path).json(&json!({"monthly_token_limit": -1})).send().await.unwrap();
     crate::helpers::assert_error(bad, StatusCode::BAD_REQUEST, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn provider_failures_end_the_turn_with_a_clear_error_and_silence_on_usage_is_estimated() {
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, _) = ready_instance(&app).await;
+    let turn = |message: &'static str| {
+        let request = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": message}));
+        async move { json_body(request.send().await.unwrap(), StatusCode::OK).await }
+    };
+    let overloaded = turn("/llm fail-500").await;
+    assert_eq!(overloaded["assistant_message"]["status"], "error");
+    assert!(overloaded["assistant_message"]["error"].as_str().unwrap().contains("The provider is overloaded"), "{overloaded}");
+    let malformed = turn("/llm malformed").await;
+    assert_eq!(malformed["assistant_message"]["status"], "error");
+    assert!(malformed["assistant_message"]["error"].as_str().unwrap().contains("malformed"), "{malformed}");
+    let silent = turn("/llm no-usage").await;
+    assert_eq!(silent["assistant_message"]["content"], ANSWER.concat());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let usage = loop {
+        let usage = json_body(app.api(Method::GET, &format!("/api/instances/{id}/usage")).send().await.unwrap(), StatusCode::OK).await;
+        if usage["totals"]["requests"] == 3 || std::time::Instant::now() > deadline {
+            break usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(usage["totals"]["requests"], 3, "failed calls are metered too: {usage}");
+    assert_eq!(usage["days"][0]["estimated_requests"], 3, "no provider reported usage: every count is estimated: {usage}");
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM model_usage ORDER BY id").fetch_all(&app.db).await.unwrap();
+    assert_eq!(statuses, ["upstream_error", "failed", "ok"].map(String::from), "an error answer, a stream cut short, a complete one");
 }

@@ -16,6 +16,11 @@ use crate::helpers::{ALLOWLISTED_NET, ChildGuard, TestApp, json as json_body, re
 const LLM_KEY: &str = "sk-operator-S3CRET-llm-5e1f";
 const METRICS_TOKEN: &str = "operator-S3CRET-metrics-77a0";
 
+/// Counts `S3CRET` (every test secret has it) in the environment and command line of every
+/// process of the sandbox, and lists readable files holding it: prints `0`, then `searched`.
+pub const SECRET_SEARCH: &str = "for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' <$f 2>/dev/null; done | grep -c 'S3[C]RET'; \
+    grep -rIl 'S3[C]RET' /home /workspace /agent-state /tmp /opt /etc 2>/dev/null | head -5; echo searched";
+
 pub async fn tenant_sh(app: &TestApp, id: &str, command: &str) -> Value {
     let body = json!({"command": command, "timeout_ms": 60000});
     let response = app.api(Method::POST, &format!("/api/instances/{id}/terminal/exec")).json(&body).send().await.unwrap();
@@ -188,9 +193,7 @@ async fn the_sandbox_is_unprivileged_and_holds_no_operator_secret() {
     assert_eq!(user, "1000:1000");
 
     // Environment of every process, command lines, and the places a tenant can read.
-    let search = "for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\\0' '\\n' <$f 2>/dev/null; done | grep -c 'S3[C]RET'; \
-        grep -rIl 'S3[C]RET' /home /workspace /agent-state /tmp /opt /etc 2>/dev/null | head -5; echo searched";
-    let found = tenant_sh(&app, &id, search).await;
+    let found = tenant_sh(&app, &id, SECRET_SEARCH).await;
     assert_eq!(found["stdout"].as_str().unwrap().trim(), "0\nsearched", "an operator secret is visible in the sandbox: {found}");
 }
 
