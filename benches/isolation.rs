@@ -80,7 +80,6 @@ async fn main() -> anyhow::Result<()> {
     line("exec true (own sandbox)", &quiet.1, &loud.1);
     println!("failed requests of the quiet user: quiet {}, during the attack {}", quiet.2, loud.2);
     bench.delete(&quiet_instance).await?;
-    bench.http.delete(format!("{}/api/instances/{noisy}", bench.base)).bearer_auth(&attacker_key).send().await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    bench.delete_as(&noisy, &attacker_key).await?;
     bench.finish().await
 }

@@ -240,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
     let quiet = workload(&bench, &instances, &sessions, Instant::now() + Duration::from_secs(secs)).await;
     let quiet_peak = peak.swap(0, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
-    let attackers = hostile(&bench, (flood_instance, other_key), stop.clone());
+    let attackers = hostile(&bench, (flood_instance.clone(), other_key.clone()), stop.clone());
     let loud = workload(&bench, &instances, &sessions, Instant::now() + Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
     let loud_peak = peak.load(Ordering::Relaxed);
@@ -282,5 +282,6 @@ async fn main() -> anyhow::Result<()> {
     for instance in &instances {
         bench.delete(instance).await?;
     }
+    bench.delete_as(&flood_instance, &other_key).await?;
     bench.finish().await
 }

@@ -110,8 +110,19 @@ impl Bench {
         }
     }
 
+    /// Deletes the instance and waits (at most a minute) until it is gone, container and storage.
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
-        self.http.delete(format!("{}/api/instances/{id}", self.base)).bearer_auth(&self.key).send().await?;
+        self.delete_as(id, &self.key).await
+    }
+
+    pub async fn delete_as(&self, id: &str, key: &str) -> anyhow::Result<()> {
+        let url = format!("{}/api/instances/{id}", self.base);
+        self.http.delete(&url).bearer_auth(key).send().await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.http.get(&url).bearer_auth(key).send().await?.status() != reqwest::StatusCode::NOT_FOUND {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "instance {id} was not deleted within a minute");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     }
 
