@@ -79,6 +79,7 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
     let job = Job {
         db: state.db.clone(),
         runtime: state.runtime.clone(),
+        addresses: state.addresses.clone(),
         http: state.http.clone(),
         timeout: state.settings.chat_timeout,
         metrics: state.metrics.clone(),
@@ -97,6 +98,7 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
 struct Job {
     db: sqlx::PgPool,
     runtime: std::sync::Arc<dyn Runtime>,
+    addresses: std::sync::Arc<crate::state::Addresses>,
     http: reqwest::Client,
     timeout: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -205,16 +207,26 @@ impl Job {
     async fn connect(&self) -> Result<impl futures_util::Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, String> {
         let mut attempt = 1;
         loop {
-            let ip = match self.runtime.inspect(&self.instance.sandbox_id).await {
-                Ok(info) if info.running => info.ip,
-                Ok(info) => return Err(format!("the sandbox is {}", info.state)),
-                Err(e) => return Err(e.to_string()),
+            let sandbox = &self.instance.sandbox_id;
+            let ip = match self.addresses.get(sandbox) {
+                Some(ip) => ip,
+                None => {
+                    let ip = match self.runtime.inspect(sandbox).await {
+                        Ok(info) if info.running => info.ip,
+                        Ok(info) => return Err(format!("the sandbox is {}", info.state)),
+                        Err(e) => return Err(e.to_string()),
+                    };
+                    let Some(ip) = ip else { return Err("the sandbox has no address on the sandbox network".into()) };
+                    self.addresses.put(sandbox, ip);
+                    ip
+                }
             };
-            let Some(ip) = ip else { return Err("the sandbox has no address on the sandbox network".into()) };
             let turn = gateway::Turn { ip, token: &self.instance.gateway_token, session_key: &self.session_id.to_string(), message: &self.text };
             match gateway::stream_turn(&self.http, turn).await {
                 Ok(stream) => return Ok(stream),
                 Err(GatewayError::Unreachable(reason)) if attempt < CONNECT_ATTEMPTS => {
+                    // Maybe it moved: ask the engine next time.
+                    self.addresses.forget(sandbox);
                     self.emit(TurnEvent::Notice {
                         level: "warning",
                         message: format!("The agent is not reachable yet ({reason}); retrying ({attempt}/{}).", CONNECT_ATTEMPTS - 1),

@@ -50,6 +50,8 @@ async fn drive(state: &AppState, id: Uuid, token: &CancellationToken) {
     };
     let status = instance.status;
     let started = std::time::Instant::now();
+    // Whatever happens next may move the sandbox to another address.
+    state.addresses.forget(&instance.sandbox_id);
     let outcome = match status {
         InstanceStatus::Provisioning => provision(state, &instance, token).await,
         InstanceStatus::Rebooting => reboot(state, &instance, token).await,

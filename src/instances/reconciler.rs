@@ -61,6 +61,7 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
         if let Some(problem) = sandbox_problem(state.runtime.as_ref(), &instance.sandbox_id).await? {
             tracing::warn!(id = %instance.id, %problem, "reconcile: marking instance as error");
             state.metrics.reconcile_fixes.with_label_values(&["marked_error"]).inc();
+            state.addresses.forget(&instance.sandbox_id);
             repo::transition(&state.db, instance.id, &[InstanceStatus::Ready], InstanceStatus::Error, Some(&problem)).await?;
         }
     }

@@ -2,10 +2,12 @@
 //! the container runtime and the in-process registries. It sits at the bottom of the crate:
 //! it imports only `config`, `db`, `error`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
 
+mod addresses;
 mod drivers;
 mod events;
 mod slots;
 
+pub use addresses::Addresses;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub user_slots: Arc<UserSlots>,
     /// For talking to sandbox gateways.
     pub http: reqwest::Client,
+    /// Sandbox addresses, remembered briefly (chat turns).
+    pub addresses: Arc<Addresses>,
     /// Where the model broker listens once it is bound (sandboxes are given its URL).
     pub broker_address: Arc<tokio::sync::watch::Sender<Option<std::net::SocketAddr>>>,
     /// Cancelled when the server shuts down; background tasks watch it.
@@ -63,6 +67,7 @@ impl AppState {
             user_slots: Arc::new(UserSlots::new(user_slots_limits)),
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
             broker_address: Arc::new(tokio::sync::watch::Sender::new(None)),
+            addresses: Arc::default(),
             shutdown: CancellationToken::new(),
         })
     }
