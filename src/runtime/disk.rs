@@ -63,8 +63,7 @@ fn is_mounted(dir: &Path) -> bool {
 }
 
 async fn run(program: &str, args: &[&std::ffi::OsStr]) -> RuntimeResult<()> {
-    let output = tokio::process::Command::new(program).args(args).kill_on_drop(true).output().await.map_err(|e| failed(program, e))?;
-    if output.status.success() { Ok(()) } else { Err(failed(program, String::from_utf8_lossy(&output.stderr).trim())) }
+    super::host::run("instance storage", program, args, None).await.map(drop)
 }
 
 /// Makes the storage ready for a container: creates it the first time, mounts the image again

@@ -78,9 +78,8 @@ impl Runtime for DockerRuntime {
     }
 
     async fn sandbox_gateway(&self) -> RuntimeResult<IpAddr> {
-        let network =
-            self.docker.inspect_network(SANDBOX_NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(map_err)?;
-        network
+        self.sandbox_network()
+            .await?
             .ipam
             .and_then(|ipam| ipam.config)
             .into_iter()
@@ -220,11 +219,14 @@ impl DockerRuntime {
     /// The host interface of the sandbox network: its configured bridge name, else Docker's
     /// `br-` + the first 12 characters of the network id.
     pub async fn sandbox_bridge(&self) -> RuntimeResult<String> {
-        let network =
-            self.docker.inspect_network(SANDBOX_NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(map_err)?;
+        let network = self.sandbox_network().await?;
         let named = network.options.and_then(|mut options| options.remove("com.docker.network.bridge.name"));
         let id = network.id.unwrap_or_default();
         Ok(named.unwrap_or_else(|| format!("br-{}", id.get(..12).unwrap_or(&id))))
+    }
+
+    async fn sandbox_network(&self) -> RuntimeResult<bollard::models::NetworkInspect> {
+        self.docker.inspect_network(SANDBOX_NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>).await.map_err(map_err)
     }
 
     /// (created, id) of every network named `SANDBOX_NETWORK`.

@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use super::{RuntimeError, RuntimeResult};
+use super::RuntimeResult;
 
 const FORWARD_CHAIN: &str = "OCAAS-EGRESS";
 const INPUT_CHAIN: &str = "OCAAS-HOST";
@@ -160,25 +160,14 @@ pub fn host_nameservers() -> Vec<Ipv4Addr> {
 }
 
 async fn iptables(args: &[&str], stdin: Option<&str>) -> RuntimeResult<String> {
-    use tokio::io::AsyncWriteExt;
     let program = if stdin.is_some() { "iptables-restore" } else { "iptables" };
-    let mut command = tokio::process::Command::new(program);
-    command.arg("-w").args(args).kill_on_drop(true).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    command.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
-    let mut child = command.spawn().map_err(|e| RuntimeError::Other(format!("egress policy: {program}: {e}")))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await.map_err(|e| RuntimeError::Other(format!("egress policy: {program}: {e}")))?;
-    }
-    let output = child.wait_with_output().await.map_err(|e| RuntimeError::Other(format!("egress policy: {program}: {e}")))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(RuntimeError::Other(format!("egress policy: {program} {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim())))
-    }
+    let args: Vec<&std::ffi::OsStr> = std::iter::once("-w").chain(args.iter().copied()).map(std::ffi::OsStr::new).collect();
+    super::host::run("egress policy", program, &args, stdin).await
 }
 
-fn jumps(bridge: &str) -> [[String; 2]; 2] {
-    [[DOCKER_USER.into(), FORWARD_CHAIN.into()], ["INPUT".into(), INPUT_CHAIN.into()]].map(|[from, to]| [from, format!("-i {bridge} -j {to}")])
+/// (chain, rule) of the jumps from Docker's chains into ocaas's for packets from `bridge`.
+fn jumps(bridge: &str) -> [(&'static str, [&str; 4]); 2] {
+    [(DOCKER_USER, ["-i", bridge, "-j", FORWARD_CHAIN]), ("INPUT", ["-i", bridge, "-j", INPUT_CHAIN])]
 }
 
 /// Puts `policy` in place for sandboxes on `bridge` if it is not already; returns whether
@@ -190,15 +179,13 @@ pub async fn ensure(bridge: &str, policy: &EgressPolicy) -> RuntimeResult<bool> 
     let nameservers = host_nameservers();
     let digest = digest(policy, &nameservers);
     let mut changed = false;
-    let current = iptables(&["-S", FORWARD_CHAIN], None).await.unwrap_or_default() + &iptables(&["-S", INPUT_CHAIN], None).await.unwrap_or_default();
-    if current.matches(&format!("ocaas policy {digest}")).count() != 2 {
+    if listing().await.matches(&format!("ocaas policy {digest}")).count() != 2 {
         iptables(&["--noflush"], Some(&ruleset(policy, &nameservers))).await?;
         changed = true;
     }
-    for [from, jump] in jumps(bridge) {
-        let spec: Vec<&str> = jump.split(' ').collect();
-        if iptables(&[&["-C", from.as_str()], spec.as_slice()].concat(), None).await.is_err() {
-            iptables(&[&["-I", from.as_str(), "1"], spec.as_slice()].concat(), None).await?;
+    for (from, jump) in jumps(bridge) {
+        if iptables(&[&["-C", from], jump.as_slice()].concat(), None).await.is_err() {
+            iptables(&[&["-I", from, "1"], jump.as_slice()].concat(), None).await?;
             changed = true;
         }
     }
@@ -217,11 +204,10 @@ pub async fn listing() -> String {
 /// Removes ocaas's jumps and chains; returns whether there was anything to remove.
 pub async fn remove(bridge: &str) -> RuntimeResult<bool> {
     let mut removed = false;
-    for [from, jump] in jumps(bridge) {
-        let spec: Vec<&str> = jump.split(' ').collect();
+    for (from, jump) in jumps(bridge) {
         // Every copy of the jump (a crashed run may have left more than one).
         for _ in 0..16 {
-            if iptables(&[&["-D", from.as_str()], spec.as_slice()].concat(), None).await.is_err() {
+            if iptables(&[&["-D", from], jump.as_slice()].concat(), None).await.is_err() {
                 break;
             }
             removed = true;

@@ -7,6 +7,7 @@ mod docker_config;
 mod docker_exec;
 mod docker_logs;
 pub mod egress;
+mod host;
 pub mod image;
 #[cfg(test)]
 pub mod memory;
