@@ -5,7 +5,7 @@
 //! OpenAI-style 429 (the running turn ends with that message); crossing 80 % posts one
 //! `system` message a month on the instance's chat feed. Months are calendar months in UTC.
 
-use chrono::{Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
 use uuid::Uuid;
 
 use super::repo::{self, Budget, TokenOwner};
@@ -15,10 +15,14 @@ use sqlx::PgPool;
 /// Share of an allowance after which users are warned.
 const WARN_AT: f64 = 0.8;
 
+/// 00:00 UTC on the first day of `now`'s month: where the month's usage starts counting.
+pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().unwrap_or(now)
+}
+
+/// The day the limits start over (`YYYY-MM-DD`, UTC).
 fn next_month() -> String {
-    let now = Utc::now();
-    let (year, month) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
-    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
+    month_start(Utc::now()).checked_add_months(Months::new(1)).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 
 /// Why a call must be refused, naming the limit; `None` while there is room.

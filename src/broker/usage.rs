@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -64,8 +64,7 @@ pub struct UsageReport {
 
 fn period(query: &UsageQuery) -> AppResult<(DateTime<Utc>, DateTime<Utc>)> {
     let now = Utc::now();
-    let month_start = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().unwrap_or(now);
-    let (from, to) = (query.from.unwrap_or(month_start), query.to.unwrap_or(now));
+    let (from, to) = (query.from.unwrap_or_else(|| super::limits::month_start(now)), query.to.unwrap_or(now));
     if to <= from || (to - from).num_days() > MAX_DAYS {
         return Err(AppError::new(ErrorCode::InvalidRequest, format!("`from` must be before `to`, and at most {MAX_DAYS} days apart.")));
     }
