@@ -12,10 +12,10 @@ use super::paths::SandboxPath;
 use super::tarstream;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::runtime::sandbox::{STATE_DIR, USER as SANDBOX_USER, WORKSPACE_DIR};
+use crate::runtime::{ByteStream, ExecOutput, ExecRequest, Runtime};
 
 /// Where `files/write` and `files/upload` may put files.
 const PERSISTENT_DIRS: [&str; 2] = [WORKSPACE_DIR, STATE_DIR];
-use crate::runtime::{ByteStream, ExecOutput, ExecRequest, Runtime};
 
 const LISTING_MAX_BYTES: usize = 32 << 20;
 

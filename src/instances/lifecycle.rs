@@ -180,7 +180,7 @@ async fn stop(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError
     Ok(())
 }
 
-/// Removes the container and its workspace, then the row.
+/// Removes the container and its storage, then the row.
 pub async fn remove(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
     state.runtime.remove_sandbox(&instance.sandbox_id, &disk_spec(state, &instance.sandbox_id)).await?;
     repo::delete(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))
