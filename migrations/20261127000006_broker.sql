@@ -1,7 +1,7 @@
 -- The model broker: each instance's broker token (SHA-256 of it; the token itself lives only
 -- in the sandbox's environment, replaced whenever the container is created) and one row per
 -- upstream model call, kept when the instance is deleted so account totals stay right.
-ALTER TABLE instances ADD COLUMN broker_token_hash TEXT;
+ALTER TABLE instances ADD COLUMN broker_token_hash BYTEA;
 CREATE UNIQUE INDEX instances_broker_token_hash ON instances (broker_token_hash);
 
 CREATE TABLE model_usage (

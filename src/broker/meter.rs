@@ -94,10 +94,12 @@ impl Recorder {
             Some(usage) => (usage, false),
             None => (Usage { prompt_tokens: (self.request_bytes / 4) as i64, completion_tokens: tally.content_bytes.div_ceil(4) as i64 }, true),
         };
-        let status = match (upstream_ok, tally.saw_error, tally.saw_done || tally.usage.is_some()) {
-            (true, false, true) => "ok",
-            (false, _, _) | (_, true, _) => "upstream_error",
-            _ => "failed",
+        // As the `model_usage.status` column says: the provider answered an error, or the call
+        // did not complete (unreachable, timed out, cut short).
+        let status = match (tally.saw_error, upstream_ok && (tally.saw_done || tally.usage.is_some())) {
+            (true, _) => "upstream_error",
+            (false, true) => "ok",
+            (false, false) => "failed",
         };
         let record = UsageRecord {
             instance_id: self.owner.instance_id,
@@ -133,8 +135,9 @@ pub struct Metered<S> {
 }
 
 impl<S> Metered<S> {
-    pub fn new(inner: S, recorder: Recorder, upstream_ok: bool) -> Self {
-        Metered { inner, line: Vec::new(), overlong: false, tally: Tally::default(), recorder: Some(recorder), upstream_ok }
+    /// `inner` is the body of a successful answer; an error while reading it marks the call failed.
+    pub fn new(inner: S, recorder: Recorder) -> Self {
+        Metered { inner, line: Vec::new(), overlong: false, tally: Tally::default(), recorder: Some(recorder), upstream_ok: true }
     }
 
     fn scan(&mut self, bytes: &[u8]) {

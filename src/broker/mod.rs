@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use rand::RngCore;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::state::AppState;
+use crate::auth::secrets;
+use crate::state::{AppState, TtlCache};
 
 /// The user-facing routes of the public API: usage and the instance's model.
 pub fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
@@ -28,13 +28,20 @@ pub fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     usage::router().routes(routes!(model::get_model, model::put_model)).routes(routes!(limits::get_limits, limits::put_limits))
 }
 
+const CALLER_TTL: Duration = Duration::from_secs(30);
+/// Callers remembered at most (a flood of made-up tokens is not remembered at all).
+const CALLER_CACHE_MAX: usize = 10_000;
+
 /// What the broker's handlers use: the app's state, a client for the provider, and the
 /// tokens recently seen.
 #[derive(Clone)]
 pub struct BrokerState {
     pub app: AppState,
     pub http: reqwest::Client,
-    pub callers: std::sync::Arc<proxy::CallerCache>,
+    /// Token hash → (owner, its sandbox's address), for `CALLER_TTL`: a model call then costs
+    /// no database or engine round trip to authenticate. Safe to keep that long because a
+    /// token only changes with a new container (the old one, and its address, are gone with it).
+    pub callers: std::sync::Arc<TtlCache<Vec<u8>, (repo::TokenOwner, std::net::IpAddr)>>,
 }
 
 /// The routes of the broker's own listener; everything else is an OpenAI-style 404.
@@ -48,7 +55,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             let body = serde_json::json!({"error": {"message": "Not found: the broker serves /v1/chat/completions and /v1/models.", "type": "invalid_request_error"}});
             (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
         })
-        .with_state(BrokerState { app, http, callers: std::sync::Arc::default() }))
+        .with_state(BrokerState { app, http, callers: std::sync::Arc::new(TtlCache::new(CALLER_TTL, CALLER_CACHE_MAX)) }))
 }
 
 /// Binds the broker on the sandbox network's gateway address, on the first free port of
@@ -78,9 +85,7 @@ pub async fn url(state: &AppState) -> Option<String> {
 /// A new broker token for the instance; its hash replaces the old one (the old token, in a
 /// container about to be replaced, stops working).
 pub async fn rotate_token(db: &sqlx::PgPool, instance_id: Uuid) -> sqlx::Result<String> {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token = format!("ocb_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    repo::set_token_hash(db, instance_id, &repo::token_hash(&token)).await?;
+    let token = format!("ocb_{}", secrets::random_token(32));
+    repo::set_token_hash(db, instance_id, &secrets::sha256(&token)).await?;
     Ok(token)
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use super::BrokerState;
 use super::meter::{Metered, Recorder, Tally, usage_of};
 use super::repo::{self, TokenOwner};
+use crate::auth::extractor::bearer_token;
 
 /// Largest request body from a gateway (the real one sends about 60 KB).
 const MAX_REQUEST: usize = 8 << 20;
@@ -37,31 +38,6 @@ fn openai_error(status: StatusCode, kind: &str, message: impl Into<String>) -> R
 /// The instance a broker call comes from.
 pub struct BrokerCaller(pub TokenOwner);
 
-/// Token hash → (owner, its sandbox's address), for `CALLER_TTL`: a model call then costs no
-/// database or engine round trip to authenticate. Safe to keep that long because a token only
-/// changes with a new container (the old one, and its address, are gone with it).
-#[derive(Default)]
-pub struct CallerCache(std::sync::Mutex<std::collections::HashMap<String, (TokenOwner, std::net::IpAddr, Instant)>>);
-
-const CALLER_TTL: Duration = Duration::from_secs(30);
-/// Entries kept at most (all dropped past it: a flood of made-up tokens is not cached anyway).
-const CALLER_CACHE_MAX: usize = 10_000;
-
-impl CallerCache {
-    fn get(&self, hash: &str) -> Option<(TokenOwner, std::net::IpAddr)> {
-        let cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(hash).filter(|(_, _, at)| at.elapsed() < CALLER_TTL).map(|(owner, ip, _)| (owner.clone(), *ip))
-    }
-
-    fn put(&self, hash: String, owner: TokenOwner, ip: std::net::IpAddr) {
-        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= CALLER_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(hash, (owner, ip, Instant::now()));
-    }
-}
-
 impl FromRequestParts<BrokerState> for BrokerCaller {
     type Rejection = Response;
 
@@ -71,9 +47,9 @@ impl FromRequestParts<BrokerState> for BrokerCaller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(bearer_token)
             .ok_or_else(|| refuse("Missing bearer token: use the instance's broker token."))?;
-        let hash = repo::token_hash(token.trim());
+        let hash = crate::auth::secrets::sha256(token);
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let (owner, own) = match state.callers.get(&hash) {
             Some(known) => known,
@@ -84,7 +60,7 @@ impl FromRequestParts<BrokerState> for BrokerCaller {
                     .ok_or_else(|| refuse("Unknown broker token."))?;
                 let own = state.app.runtime.inspect(&owner.sandbox_id).await.ok().and_then(|info| info.ip);
                 let own = own.ok_or_else(|| refuse("This broker token's sandbox is not running."))?;
-                state.callers.put(hash, owner.clone(), own);
+                state.callers.put(hash, (owner.clone(), own));
                 (owner, own)
             }
         };
@@ -192,7 +168,7 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             recorder.record(&Tally::default(), false);
-            let cause = if error.is_timeout() { "timed out".to_owned() } else { "could not be reached".to_owned() };
+            let cause = if error.is_timeout() { "timed out" } else { "could not be reached" };
             return openai_error(StatusCode::BAD_GATEWAY, "upstream_error", format!("The model provider {cause}."));
         }
         Err(_) => {
@@ -210,7 +186,7 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
         return answer;
     }
     if streaming {
-        let metered = Metered::new(response.bytes_stream().boxed(), recorder, true);
+        let metered = Metered::new(response.bytes_stream().boxed(), recorder);
         let mut answer = Response::new(Body::from_stream(metered));
         answer.headers_mut().insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("text/event-stream")));
         answer.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -1,15 +1,11 @@
-//! SQL of the model broker: instance tokens (stored as SHA-256) and usage rows.
+//! SQL of the model broker: instance tokens (stored as SHA-256, like every token ocaas hands
+//! out: `auth::secrets::sha256`) and usage rows.
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::usage::UsageDay;
-
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Who a broker token belongs to.
 #[derive(Debug, Clone)]
@@ -20,12 +16,12 @@ pub struct TokenOwner {
 }
 
 /// Replaces the instance's broker token (before a container is created with the new one).
-pub async fn set_token_hash(db: &PgPool, instance_id: Uuid, hash: &str) -> sqlx::Result<()> {
+pub async fn set_token_hash(db: &PgPool, instance_id: Uuid, hash: &[u8]) -> sqlx::Result<()> {
     sqlx::query!("UPDATE instances SET broker_token_hash = $2 WHERE id = $1", instance_id, hash).execute(db).await?;
     Ok(())
 }
 
-pub async fn owner_of(db: &PgPool, hash: &str) -> sqlx::Result<Option<TokenOwner>> {
+pub async fn owner_of(db: &PgPool, hash: &[u8]) -> sqlx::Result<Option<TokenOwner>> {
     sqlx::query_as!(
         TokenOwner,
         "SELECT id AS instance_id, user_id, sandbox_id FROM instances WHERE broker_token_hash = $1 AND status <> 'deleting'",

@@ -217,7 +217,7 @@ impl Job {
                         Err(e) => return Err(e.to_string()),
                     };
                     let Some(ip) = ip else { return Err("the sandbox has no address on the sandbox network".into()) };
-                    self.addresses.put(sandbox, ip);
+                    self.addresses.put(sandbox.clone(), ip);
                     ip
                 }
             };

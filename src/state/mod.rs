@@ -2,12 +2,11 @@
 //! the container runtime and the in-process registries. It sits at the bottom of the crate:
 //! it imports only `config`, `db`, `error`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
 
-mod addresses;
 mod drivers;
 mod events;
 mod slots;
+mod ttl_cache;
 
-pub use addresses::Addresses;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use uuid::Uuid;
 pub use drivers::Drivers;
 pub use events::EventHub;
 pub use slots::{Slot, SlotKind, UserSlots};
+pub use ttl_cache::{Addresses, TtlCache};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -67,7 +67,7 @@ impl AppState {
             user_slots: Arc::new(UserSlots::new(user_slots_limits)),
             http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
             broker_address: Arc::new(tokio::sync::watch::Sender::new(None)),
-            addresses: Arc::default(),
+            addresses: Arc::new(ttl_cache::addresses()),
             shutdown: CancellationToken::new(),
         })
     }
