@@ -68,6 +68,7 @@ error_codes! {
     InvalidInviteCode = (FORBIDDEN, "invalid_invite_code", "The invite code is unknown, used up or expired."),
     SubscriptionRequired = (FORBIDDEN, "subscription_required", "Creating an instance needs an active subscription or an invite code."),
     InstanceLimitReached = (FORBIDDEN, "instance_limit_reached", "The plan's `max_instances` is reached."),
+    KeepAwakeLimit = (FORBIDDEN, "keep_awake_limit", "The plan allows no more instances pinned awake."),
     PermissionDenied = (FORBIDDEN, "permission_denied", "The sandbox user may not do that at that path."),
     NotFound = (NOT_FOUND, "not_found", "No such route, or nothing exists at that sandbox path."),
     InstanceNotFound = (NOT_FOUND, "instance_not_found", "No instance with that id on the caller's account (other users' instances included)."),
@@ -76,6 +77,7 @@ error_codes! {
     UserNotFound = (NOT_FOUND, "user_not_found", "No user has that email (admin commands)."),
     MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed", "The route exists, the method does not."),
     InstanceNotRunning = (CONFLICT, "instance_not_running", "The operation needs the instance `ready` (chat, files, commands, terminal, desktop)."),
+    InstanceStopped = (CONFLICT, "instance_stopped", "A file or command call on a stopped instance (chat and the websockets start it by themselves)."),
     InvalidState = (CONFLICT, "invalid_state", "A lifecycle action that the instance's current status does not allow."),
     SessionBusy = (CONFLICT, "session_busy", "A chat turn is already running in that session."),
     AlreadyExists = (CONFLICT, "already_exists", "Something is in the way at the target path."),
@@ -130,6 +132,11 @@ impl AppError {
             *retry_after_secs = Some(secs);
         }
         self
+    }
+
+    /// The message a client would be told (for errors reported inside an event stream).
+    pub fn into_message(self) -> String {
+        self.resolve().1
     }
 
     /// What the client is told: the lower layers' errors resolved to a code and a message.

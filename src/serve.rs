@@ -35,6 +35,8 @@ pub fn start_background_tasks(state: &AppState) {
         }
     });
     crate::instances::reconciler::spawn(state.clone(), state.settings.instances.reconcile_interval);
+    crate::instances::idle::spawn(state.clone());
+    crate::instances::pool::spawn(state.clone());
     crate::chat::events::spawn_listener(state);
     spawn_broker(state);
 }

@@ -68,6 +68,8 @@ impl FromRequestParts<BrokerState> for BrokerCaller {
         if peer != Some(own) {
             return Err(refuse("This broker token belongs to another sandbox."));
         }
+        // The agent's own work keeps its instance awake.
+        state.app.activity.touch(owner.instance_id);
         Ok(BrokerCaller(owner))
     }
 }

@@ -24,7 +24,9 @@ pub async fn set_token_hash(db: &PgPool, instance_id: Uuid, hash: &[u8]) -> sqlx
 pub async fn owner_of(db: &PgPool, hash: &[u8]) -> sqlx::Result<Option<TokenOwner>> {
     sqlx::query_as!(
         TokenOwner,
-        "SELECT id AS instance_id, user_id, sandbox_id FROM instances WHERE broker_token_hash = $1 AND status <> 'deleting'",
+        // A pool sandbox (no owner yet) has no model: nobody's budget would pay for it.
+        r#"SELECT id AS instance_id, user_id AS "user_id!", sandbox_id FROM instances
+           WHERE broker_token_hash = $1 AND status <> 'deleting' AND user_id IS NOT NULL"#,
         hash
     )
     .fetch_optional(db)

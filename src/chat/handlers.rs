@@ -17,6 +17,7 @@ use super::turn::{self, StartedTurn, TurnEvent};
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiJsonOrEmpty, ApiQuery};
 use crate::instances::extract::{OwnedInstance, RunningInstance};
+use crate::instances::power::{self, Wake};
 use crate::state::{AppState, SlotKind};
 
 type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
@@ -24,12 +25,12 @@ type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
 /// An SSE response fed by `receiver`, holding `open` (the user's stream slot and the metrics
 /// gauge) while the client reads it.
-fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>, open: (crate::state::Slot, crate::metrics::StreamGuard)) -> EventStream {
+pub(super) fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>, open: impl Send + 'static) -> EventStream {
     let stream = futures_util::stream::unfold((receiver, open), |(mut rx, open)| async move { rx.recv().await.map(|event| (event, (rx, open))) });
     Sse::new(Box::pin(stream) as BoxedEvents).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }
 
-fn event(name: &str, data: serde_json::Value) -> Result<Event, Infallible> {
+pub(super) fn event(name: &str, data: serde_json::Value) -> Result<Event, Infallible> {
     Ok(Event::default().event(name).data(data.to_string()))
 }
 
@@ -75,6 +76,7 @@ pub async fn create_session(
 ///
 /// Persists the user message, runs the agent turn and answers with both persisted messages
 /// once it is over. A failed turn still answers 200, with the assistant message in `error`.
+/// A paused instance is resumed, a stopped one started (the call waits until it is ready).
 #[utoipa::path(post, path = "/api/instances/{instanceId}/chat", tag = "chat",
     params(RunningInstance),
     request_body = SendMessage,
@@ -88,9 +90,10 @@ pub async fn create_session(
     ))]
 pub async fn send(
     State(state): State<AppState>,
-    RunningInstance { instance, .. }: RunningInstance,
+    OwnedInstance { instance, .. }: OwnedInstance,
     ApiJson(body): ApiJson<SendMessage>,
 ) -> AppResult<Json<ChatExchange>> {
+    let instance = power::awake(&state, instance, Wake::Start).await?;
     let mut started = turn::start(&state, &instance, body.session_id, &body.message).await?;
     let mut assistant = started.assistant;
     while let Some(event) = started.events.recv().await {
@@ -108,7 +111,10 @@ pub async fn send(
 /// `{message, delta}` as the assistant message grows (full content so far plus the new
 /// piece), `system_notification` `{level, message}` on trouble, `status` `done` or `error`,
 /// and `complete` `{session_id, user_message, assistant_message}` last. The turn belongs to
-/// the server: if the client disconnects it still finishes and is stored.
+/// the server: if the client disconnects it still finishes and is stored. On a stopped
+/// instance the stream opens at once with `status` `{state:"starting"}` while the instance
+/// starts (a failed start ends with `system_notification` and `status` `error`); a paused
+/// one is resumed first.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/chat/stream", tag = "chat",
     params(RunningInstance),
     request_body = SendMessage,
@@ -123,19 +129,25 @@ pub async fn send(
     ))]
 pub async fn stream(
     State(state): State<AppState>,
-    RunningInstance { instance, user }: RunningInstance,
+    OwnedInstance { instance, user }: OwnedInstance,
     ApiJson(body): ApiJson<SendMessage>,
 ) -> AppResult<EventStream> {
     let slot = state.user_slots.acquire(user.user_id, SlotKind::Stream)?;
-    let started = turn::start(&state, &instance, body.session_id, &body.message).await?;
+    let open = (slot, state.metrics.stream_open("sse"), state.activity.hold(instance.id));
     // Small: each queued event carries the answer so far; a slow client holds the turn's own
     // queue back, where deltas are merged (see `turn`).
     let (sink, receiver) = mpsc::channel(8);
+    if power::needs_start(&state, &instance) {
+        tokio::spawn(super::wake::start_then_forward(state, instance, body, sink));
+        return Ok(sse(receiver, open));
+    }
+    let instance = power::awake(&state, instance, Wake::Start).await?;
+    let started = turn::start(&state, &instance, body.session_id, &body.message).await?;
     tokio::spawn(forward_turn(started, sink));
-    Ok(sse(receiver, (slot, state.metrics.stream_open("sse"))))
+    Ok(sse(receiver, open))
 }
 
-async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event, Infallible>>) {
+pub(super) async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event, Infallible>>) {
     let user_message = serde_json::to_value(&started.user_message).unwrap_or_default();
     let mut streaming = false;
     let _ = sink.send(event("status", json!({"state": "queued"}))).await;
@@ -265,5 +277,5 @@ pub async fn follow(
     let ready = event("ready", json!({"session_id": session.id, "after": q.after}));
     sink.try_send(ready).expect("a new channel has room");
     tokio::spawn(events::replay_and_follow(state.db.clone(), state.shutdown.clone(), session.id, replay, notifications, sink));
-    Ok(sse(receiver, (slot, state.metrics.stream_open("sse"))))
+    Ok(sse(receiver, (slot, state.metrics.stream_open("sse"), state.activity.hold(instance.id))))
 }

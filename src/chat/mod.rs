@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod models;
 pub mod repo;
 pub mod turn;
+mod wake;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -90,7 +90,12 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
         text: text.to_owned(),
         sender,
     };
-    tokio::spawn(job.run());
+    // A turn in progress keeps its instance awake, however long it runs.
+    let busy = state.activity.hold(instance.id);
+    tokio::spawn(async move {
+        job.run().await;
+        drop(busy);
+    });
     Ok(StartedTurn { session_id: session.id, user_message: user.into(), assistant: assistant.into(), events })
 }
 

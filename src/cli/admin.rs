@@ -117,6 +117,16 @@ pub enum SubscriptionCommand {
         /// unlimited.
         #[arg(long)]
         monthly_tokens: Option<u64>,
+        /// The plan's idle policy: pause after this long without use (`0`: never); absent:
+        /// the server's `OCAAS_IDLE_PAUSE_AFTER`. Like `15m`, `2h`.
+        #[arg(long, value_parser = crate::config::parse_duration)]
+        pause_after: Option<std::time::Duration>,
+        /// Stop after this long without use (`0`: never); absent: `OCAAS_IDLE_STOP_AFTER`.
+        #[arg(long, value_parser = crate::config::parse_duration)]
+        stop_after: Option<std::time::Duration>,
+        /// Instances the user may pin awake; absent: `OCAAS_KEEP_AWAKE_MAX`.
+        #[arg(long)]
+        keep_awake_max: Option<u32>,
     },
 }
 
@@ -205,10 +215,21 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             admin_action(db, AuditAction::AdminInviteCreated, target).await?;
             Ok(code)
         }
-        AdminCommand::Subscription(SubscriptionCommand::Grant { email, max_instances, days, monthly_tokens }) => {
+        AdminCommand::Subscription(SubscriptionCommand::Grant {
+            email,
+            max_instances,
+            days,
+            monthly_tokens,
+            pause_after,
+            stop_after,
+            keep_awake_max,
+        }) => {
             let user = service::grant_subscription(db, &email, max_instances, days).await?;
             let tokens = monthly_tokens.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
             repo::set_monthly_tokens(db, user.id, tokens).await?;
+            let secs = |d: Option<std::time::Duration>| d.map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX));
+            let keep = keep_awake_max.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+            crate::instances::idle::repo::set_policy(db, user.id, secs(pause_after), secs(stop_after), keep).await?;
             let allowance = tokens.map_or("unlimited".to_owned(), |n| n.to_string());
             admin_action(
                 db,

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use secrecy::SecretString;
 
+mod idle;
 mod instances;
 
+pub use idle::{IdleArgs, IdleSettings, parse_duration};
 pub use instances::{InstanceArgs, InstanceSettings, LlmSettings, parse_size};
 use instances::{at_least_one, secret};
 
@@ -123,6 +125,8 @@ pub struct ServeArgs {
     pub auto_install: bool,
     #[command(flatten)]
     pub instances: InstanceArgs,
+    #[command(flatten)]
+    pub idle: IdleArgs,
 }
 
 /// What handlers read at run time.
@@ -149,6 +153,7 @@ pub struct Settings {
     pub limits: ServerLimits,
     pub user_limits: SlotLimits,
     pub instances: InstanceSettings,
+    pub idle: IdleSettings,
 }
 
 /// Per-user caps on long-lived work at once.
@@ -208,6 +213,7 @@ impl Settings {
                 stream: args.user_max_streams,
             },
             instances: InstanceSettings::from_args(&args.instances, image),
+            idle: IdleSettings::from(&args.idle),
         })
     }
 

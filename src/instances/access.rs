@@ -1,6 +1,7 @@
 //! Who may create an instance: an active subscription, or an invite code redeemed on the spot;
 //! the plan's `max_instances`; the server's capacity. Checked and inserted in one transaction
-//! under an advisory lock, so concurrent creates cannot overshoot either limit.
+//! under an advisory lock, so concurrent creates cannot overshoot either limit. A create takes
+//! a warm sandbox from the pool when there is one.
 
 use chrono::Utc;
 use uuid::Uuid;
@@ -15,10 +16,7 @@ const CAPACITY_RETRY_AFTER_SECS: u64 = 60;
 const MAX_NAME_CHARS: usize = 100;
 
 pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Option<&str>, name: Option<&str>) -> AppResult<InstanceRow> {
-    let name = name.map(str::trim).filter(|n| !n.is_empty());
-    if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
-        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be at most {MAX_NAME_CHARS} printable characters.")));
-    }
+    let name = name.map(check_name).transpose()?.flatten();
     let invite_code = invite_code.map(str::trim).filter(|c| !c.is_empty());
     let mut tx = state.db.begin().await?;
     repo::lock_creation(&mut *tx).await?;
@@ -46,6 +44,12 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Opti
             format!("Your plan allows {max_instances} instance(s); delete one to create another."),
         ));
     }
+    // A warm sandbox, if the pool has one: the instance is `ready` at once.
+    if let Some(claimed) = super::pool::repo::claim(&mut tx, user_id, name, &state.settings.instances.image).await? {
+        tx.commit().await?;
+        state.pool_refill.notify_one();
+        return Ok(claimed);
+    }
     if repo::count_all(&mut *tx).await? >= i64::from(state.settings.instances.max_instances) {
         return Err(
             AppError::new(ErrorCode::CapacityExhausted, "The server is at capacity; try again later.").with_retry_after(CAPACITY_RETRY_AFTER_SECS)
@@ -53,13 +57,22 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Opti
     }
     let sandbox_id = new_sandbox_id();
     let token = secrets::new_session_token();
-    let new = NewInstance { user_id, sandbox_id: &sandbox_id, name, image: &state.settings.instances.image, gateway_token: &token };
+    let new = NewInstance { user_id: Some(user_id), sandbox_id: &sandbox_id, name, image: &state.settings.instances.image, gateway_token: &token };
     let row = repo::insert(&mut *tx, &new).await?;
     tx.commit().await?;
     Ok(row)
 }
 
-fn new_sandbox_id() -> String {
+/// A label as stored: trimmed, `None` when empty; refused when too long or not printable.
+pub fn check_name(raw: &str) -> AppResult<Option<&str>> {
+    let name = Some(raw.trim()).filter(|n| !n.is_empty());
+    if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be at most {MAX_NAME_CHARS} printable characters.")));
+    }
+    Ok(name)
+}
+
+pub fn new_sandbox_id() -> String {
     let hex = Uuid::new_v4().simple().to_string();
     format!("sandy-{}", &hex[..12])
 }

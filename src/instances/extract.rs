@@ -1,8 +1,9 @@
 //! Extractors for the routes under `/api/instances/{instanceId}`: they authenticate the
 //! caller, parse the id and load the caller's instance — or answer 404 `instance_not_found`
 //! (also for other users' instances, whose existence is not revealed) — before any handler
-//! code or body byte is read. `RunningInstance` also requires the instance `ready`. Each
-//! carries its own OpenAPI path parameter, so handlers only name it in `params(…)`.
+//! code or body byte is read. `RunningInstance` also requires the instance `ready`, waking a
+//! paused one (see `power`), and counts as use of it. Each carries its own OpenAPI path
+//! parameter, so handlers only name it in `params(…)`.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -11,7 +12,7 @@ use utoipa::IntoParams;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use uuid::Uuid;
 
-use super::models::InstanceStatus;
+use super::power::{self, Wake};
 use super::repo::{self, InstanceRow};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -35,21 +36,18 @@ pub async fn owned(db: &PgPool, user_id: Uuid, id: Uuid) -> AppResult<InstanceRo
     repo::get_for_user(db, id, user_id).await?.ok_or_else(instance_not_found)
 }
 
-/// The instance if it belongs to `user_id` and is `ready`, else 404 or 409 `instance_not_running`.
-pub async fn running(db: &PgPool, user_id: Uuid, id: Uuid) -> AppResult<InstanceRow> {
-    let instance = owned(db, user_id, id).await?;
-    require_ready(&instance)?;
-    Ok(instance)
+/// The instance if it belongs to `user_id`, woken up as `wake` allows; else 404 or 409.
+pub async fn running(state: &AppState, user_id: Uuid, id: Uuid, wake: Wake) -> AppResult<InstanceRow> {
+    let instance = owned(&state.db, user_id, id).await?;
+    power::awake(state, instance, wake).await
 }
 
-pub fn require_ready(instance: &InstanceRow) -> AppResult<()> {
-    if instance.status == InstanceStatus::Ready {
-        return Ok(());
-    }
-    Err(AppError::new(
+/// 409 `instance_not_running` for an instance that is neither ready nor can be woken.
+pub fn not_ready(instance: &InstanceRow) -> AppError {
+    AppError::new(
         ErrorCode::InstanceNotRunning,
         format!("The instance is {}; it must be ready (start it with POST /api/instances/{}/start).", instance.status.as_str(), instance.id),
-    ))
+    )
 }
 
 async fn caller_and_instance<S>(parts: &mut Parts, state: &S) -> AppResult<(AuthUser, InstanceRow)>
@@ -85,7 +83,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let (user, instance) = caller_and_instance(parts, state).await?;
-        require_ready(&instance)?;
+        let instance = power::awake(&AppState::from_ref(state), instance, Wake::Resume).await?;
         Ok(RunningInstance { user, instance })
     }
 }

@@ -3,11 +3,12 @@
 use super::access;
 use super::extract::OwnedInstance;
 use super::lifecycle::{self, gateway_ready};
+use super::machine::{self, Op};
 use super::models::*;
 use super::repo;
 use crate::audit::AuditAction;
 use crate::auth::AuthUser;
-use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
+use crate::error::{AppResult, ErrorBody};
 use crate::extract::{ApiJsonOrEmpty, ClientAddr, PublicOrigin};
 use crate::runtime::RuntimeError;
 use crate::state::AppState;
@@ -33,7 +34,9 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Js
 ///
 /// Answers at once with `201`, a `Location` header and `status: "provisioning"`; the sandbox
 /// container is created and started in the background and the instance turns `ready` when its
-/// agent gateway answers (or `error`, with `last_error`). Needs an active subscription or an
+/// agent gateway answers (or `error`, with `last_error`). When the server keeps a warm pool
+/// (`OCAAS_WARM_POOL`), the answer is `status: "ready"`: a sandbox started beforehand, never
+/// used by anyone, becomes the caller's. Needs an active subscription or an
 /// `invite_code` (redeemed on the spot). The body is optional.
 #[utoipa::path(post, path = "/api/instances", tag = "instances",
     request_body(content = CreateInstanceRequest, description = "Optional"),
@@ -55,7 +58,10 @@ pub async fn create(
 ) -> AppResult<Response> {
     let row = access::admit_and_insert(&state, user.user_id, body.invite_code.as_deref(), body.name.as_deref()).await?;
     crate::audit::record_action(&state.db, AuditAction::InstanceCreated, user.user_id, client.as_deref(), Some(row.id.to_string())).await?;
-    lifecycle::spawn_drive(&state, row.id);
+    // A sandbox from the warm pool is ready already; a new one is provisioned in the background.
+    if row.status == InstanceStatus::Provisioning {
+        lifecycle::spawn_drive(&state, row.id);
+    }
     let location = origin.url(&format!("/api/instances/{}", row.id));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(Instance::from(row))).into_response())
 }
@@ -87,104 +93,16 @@ pub async fn get(OwnedInstance { instance, .. }: OwnedInstance) -> Json<Instance
     ))]
 pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, user }: OwnedInstance, client: ClientAddr) -> AppResult<Response> {
     crate::audit::record_action(&state.db, AuditAction::InstanceDeleted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
-    let all_but_deleting = [
-        InstanceStatus::Provisioning,
-        InstanceStatus::Ready,
-        InstanceStatus::Rebooting,
-        InstanceStatus::Stopping,
-        InstanceStatus::Stopped,
-        InstanceStatus::Error,
-    ];
-    let instance = repo::transition(&state.db, instance.id, &all_but_deleting, InstanceStatus::Deleting, None).await?.unwrap_or(instance);
+    let instance = machine::apply(&state.db, instance.id, Op::Delete).await?.unwrap_or(instance);
+    // A driver still at work (a provision under way) lets go before the sandbox is removed.
     state.drivers.cancel(instance.id);
-    match lifecycle::remove(&state, &instance).await {
+    let held = state.drivers.hold(instance.id).await;
+    let removed = lifecycle::remove(&state, &instance).await;
+    drop(held);
+    match removed {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(_) => Ok((StatusCode::ACCEPTED, Json(Instance::from(instance))).into_response()),
     }
-}
-
-/// Moves the instance from one of `from` to `to` and starts the work `to` calls for; 409
-/// `invalid_state` when its status allows no such move.
-async fn change_state(
-    state: &AppState,
-    instance: &repo::InstanceRow,
-    from: &[InstanceStatus],
-    to: InstanceStatus,
-    verb: &str,
-) -> AppResult<(StatusCode, Json<Instance>)> {
-    let Some(moved) = repo::transition(&state.db, instance.id, from, to, None).await? else {
-        let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        return Err(AppError::new(
-            ErrorCode::InvalidState,
-            format!("The instance is {}; {verb} needs it to be {}.", instance.status, allowed.join(" or ")),
-        ));
-    };
-    lifecycle::spawn_drive(state, instance.id);
-    Ok((StatusCode::ACCEPTED, Json(moved.into())))
-}
-
-/// Reboot an instance
-///
-/// Restarts the sandbox container (the workspace is kept): `rebooting`, then `ready`.
-#[utoipa::path(post, path = "/api/instances/{instanceId}/reboot", tag = "instances",
-    params(OwnedInstance),
-    responses(
-        (status = 202, description = "Rebooting", body = Instance),
-        (status = 403, description = "`csrf_failed`", body = ErrorBody),
-        (status = 404, description = "`instance_not_found`", body = ErrorBody),
-        (status = 409, description = "`invalid_state`: only `ready` or `error` instances reboot", body = ErrorBody),
-    ))]
-pub async fn reboot(
-    State(state): State<AppState>,
-    OwnedInstance { instance, user }: OwnedInstance,
-    client: ClientAddr,
-) -> AppResult<(StatusCode, Json<Instance>)> {
-    let moved = change_state(&state, &instance, &[InstanceStatus::Ready, InstanceStatus::Error], InstanceStatus::Rebooting, "reboot").await?;
-    crate::audit::record_action(&state.db, AuditAction::InstanceRebooted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
-    Ok(moved)
-}
-
-/// Shut an instance down
-///
-/// Stops the sandbox container (the workspace is kept): `stopping`, then `stopped`.
-#[utoipa::path(post, path = "/api/instances/{instanceId}/shutdown", tag = "instances",
-    params(OwnedInstance),
-    responses(
-        (status = 202, description = "Stopping", body = Instance),
-        (status = 403, description = "`csrf_failed`", body = ErrorBody),
-        (status = 404, description = "`instance_not_found`", body = ErrorBody),
-        (status = 409, description = "`invalid_state`: already stopped, stopping or deleting", body = ErrorBody),
-    ))]
-pub async fn shutdown(
-    State(state): State<AppState>,
-    OwnedInstance { instance, user }: OwnedInstance,
-    client: ClientAddr,
-) -> AppResult<(StatusCode, Json<Instance>)> {
-    let from = [InstanceStatus::Ready, InstanceStatus::Error, InstanceStatus::Provisioning, InstanceStatus::Rebooting];
-    let moved = change_state(&state, &instance, &from, InstanceStatus::Stopping, "shutdown").await?;
-    crate::audit::record_action(&state.db, AuditAction::InstanceShutDown, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
-    Ok(moved)
-}
-
-/// Start an instance
-///
-/// Starts a stopped (or failed) instance again: `provisioning`, then `ready`.
-#[utoipa::path(post, path = "/api/instances/{instanceId}/start", tag = "instances",
-    params(OwnedInstance),
-    responses(
-        (status = 202, description = "Starting", body = Instance),
-        (status = 403, description = "`csrf_failed`", body = ErrorBody),
-        (status = 404, description = "`instance_not_found`", body = ErrorBody),
-        (status = 409, description = "`invalid_state`: only `stopped` or `error` instances start", body = ErrorBody),
-    ))]
-pub async fn start(
-    State(state): State<AppState>,
-    OwnedInstance { instance, user }: OwnedInstance,
-    client: ClientAddr,
-) -> AppResult<(StatusCode, Json<Instance>)> {
-    let moved = change_state(&state, &instance, &[InstanceStatus::Stopped, InstanceStatus::Error], InstanceStatus::Provisioning, "start").await?;
-    crate::audit::record_action(&state.db, AuditAction::InstanceStarted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
-    Ok(moved)
 }
 
 /// Live status of an instance

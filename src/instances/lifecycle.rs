@@ -1,7 +1,8 @@
-//! Background work that moves an instance through its states: provisioning → ready,
-//! rebooting → ready, stopping → stopped, deleting → gone. One driver per instance at a time
-//! in this process (a newer operation cancels the older one); the reconciler restarts drivers
-//! for instances left mid-way by a previous process.
+//! Background work that moves an instance through its states: provisioning → ready (or
+//! pooled), rebooting → ready, stopping → stopped, deleting → gone. One driver per instance at
+//! a time in this process (a newer operation cancels the older one and waits for it to let go
+//! of the instance); the reconciler restarts drivers for instances left mid-way by a previous
+//! process. Status changes are `machine` ops.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::machine::{self, Op};
 use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
 use crate::runtime::disk::DiskSpec;
@@ -23,7 +25,12 @@ pub fn spawn_drive(state: &AppState, id: Uuid) {
     let (generation, token) = state.drivers.begin(id, &state.shutdown);
     let state = state.clone();
     tokio::spawn(async move {
-        drive(&state, id, &token).await;
+        // The cancelled predecessor may still be inside an engine call: wait for it to end.
+        let held = state.drivers.hold(id).await;
+        if !token.is_cancelled() {
+            drive(&state, id, &token).await;
+        }
+        drop(held);
         state.drivers.end(id, generation);
     });
 }
@@ -69,7 +76,7 @@ async fn drive(state: &AppState, id: Uuid, token: &CancellationToken) {
             tracing::warn!(%id, sandbox = %instance.sandbox_id, %message, "lifecycle: {} failed", status.as_str());
             // A failed delete stays `deleting`; the reconciler tries again.
             if status != InstanceStatus::Deleting {
-                let _ = repo::transition(&state.db, id, &[status], InstanceStatus::Error, Some(&message)).await;
+                let _ = machine::apply_with_error(&state.db, id, Op::Failed(status), Some(&message)).await;
             }
         }
     }
@@ -83,12 +90,15 @@ pub struct BrokerAccess {
 
 pub fn sandbox_spec(state: &AppState, instance: &InstanceRow, broker: &BrokerAccess) -> SandboxSpec {
     let settings = &state.settings.instances;
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_DEPLOYMENT.to_owned(), state.deployment_id.to_string()),
         (LABEL_INSTANCE.to_owned(), instance.id.to_string()),
-        (LABEL_USER.to_owned(), instance.user_id.to_string()),
     ]);
+    // A pool sandbox has no owner yet (the database says who claimed it).
+    if let Some(user_id) = instance.user_id {
+        labels.insert(LABEL_USER.to_owned(), user_id.to_string());
+    }
     // Only this instance's own credentials and non-secret settings: never an operator secret.
     let env = vec![
         format!("OPENCLAW_GATEWAY_TOKEN={}", instance.gateway_token),
@@ -140,9 +150,8 @@ async fn create_and_start(state: &AppState, instance: &InstanceRow) -> Result<()
 async fn provision(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
     create_and_start(state, instance).await?;
     wait_until_ready(state, instance, token).await?;
-    repo::transition(&state.db, instance.id, &[InstanceStatus::Provisioning], InstanceStatus::Ready, None)
-        .await
-        .map_err(|e| DriveError::Failed(e.to_string()))?;
+    let done = if instance.user_id.is_some() { Op::Provisioned } else { Op::Warmed };
+    machine::apply(&state.db, instance.id, done).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     Ok(())
 }
 
@@ -152,9 +161,7 @@ async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationTo
         create_and_start(state, instance).await?;
     }
     wait_until_ready(state, instance, token).await?;
-    repo::transition(&state.db, instance.id, &[InstanceStatus::Rebooting], InstanceStatus::Ready, None)
-        .await
-        .map_err(|e| DriveError::Failed(e.to_string()))?;
+    machine::apply(&state.db, instance.id, Op::Rebooted).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     Ok(())
 }
 
@@ -174,16 +181,17 @@ async fn stop(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError
         Ok(()) | Err(RuntimeError::NotFound(_)) => {}
         Err(error) => return Err(error.into()),
     }
-    repo::transition(&state.db, instance.id, &[InstanceStatus::Stopping], InstanceStatus::Stopped, None)
-        .await
-        .map_err(|e| DriveError::Failed(e.to_string()))?;
+    machine::apply(&state.db, instance.id, Op::Stopped).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     Ok(())
 }
 
 /// Removes the container and its storage, then the row.
 pub async fn remove(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
     state.runtime.remove_sandbox(&instance.sandbox_id, &disk_spec(state, &instance.sandbox_id)).await?;
-    repo::delete(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))
+    repo::delete(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))?;
+    state.activity.forget(instance.id);
+    state.drivers.forget(instance.id);
+    Ok(())
 }
 
 /// Polls the gateway's `/readyz` until it answers 200, the container dies, or the timeout.

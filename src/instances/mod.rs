@@ -1,12 +1,18 @@
-//! Instances: one Docker sandbox per instance, its lifecycle API, access gating, the
-//! background drivers that move it between states, and the reconciler.
+//! Instances: one Docker sandbox per instance, its lifecycle API, access gating, the state
+//! machine and the background drivers that move it between states, the reconciler, the idle
+//! policy with pause/resume and wake on use, and the warm pool.
 
 pub mod access;
+pub mod actions;
 pub mod extract;
 pub mod handlers;
+pub mod idle;
 pub mod lifecycle;
 pub mod logs;
+pub mod machine;
 pub mod models;
+pub mod pool;
+pub mod power;
 pub mod reconciler;
 pub mod repo;
 
@@ -18,10 +24,12 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(handlers::list, handlers::create))
-        .routes(routes!(handlers::get, handlers::delete))
-        .routes(routes!(handlers::reboot))
-        .routes(routes!(handlers::shutdown))
-        .routes(routes!(handlers::start))
+        .routes(routes!(handlers::get, handlers::delete, actions::update))
+        .routes(routes!(actions::reboot))
+        .routes(routes!(actions::shutdown))
+        .routes(routes!(actions::start))
+        .routes(routes!(actions::pause))
+        .routes(routes!(actions::resume))
         .routes(routes!(handlers::status))
         .routes(routes!(logs::logs))
 }

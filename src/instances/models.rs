@@ -19,6 +19,16 @@ crate::text_enum! {
         Stopped => "stopped",
         Error => "error",
         Deleting => "deleting",
+        Paused => "paused",
+        Pooled => "pooled",
+    }
+}
+
+// Why a paused or stopped instance is so, when not its user's doing.
+crate::text_enum! {
+    #[derive(ToSchema)]
+    pub enum StopReason {
+        Idle => "idle",
     }
 }
 
@@ -41,7 +51,8 @@ pub struct DiskUsageView {
 #[schema(example = json!({
     "id": "8b21f18f-20eb-44ce-a31a-06798aea3e50", "status": "ready", "sandbox_id": "sandy-aaaaaaaaaaaa",
     "created_at": "2026-03-20T18:22:54.000Z", "updated_at": "2026-03-20T18:23:59.000Z",
-    "name": null, "last_error": null, "image": "ocaas-sandbox:offline-0123456789abcdef"
+    "name": null, "last_error": null, "image": "ocaas-sandbox:offline-0123456789abcdef",
+    "last_active_at": "2026-03-20T18:23:59.000Z", "stop_reason": null, "keep_awake": false
 }))]
 pub struct Instance {
     pub id: Uuid,
@@ -56,6 +67,14 @@ pub struct Instance {
     /// Why the instance is in `error`.
     pub last_error: Option<String>,
     pub image: String,
+    /// Last time the instance was used: API calls on it, open terminals, desktops and event
+    /// streams, agent turns and the agent's model calls (kept to the minute).
+    #[serde(with = "crate::timefmt")]
+    pub last_active_at: DateTime<Utc>,
+    /// `idle` when the idle policy paused or stopped the instance; else null.
+    pub stop_reason: Option<StopReason>,
+    /// Pinned awake: the idle policy leaves it running (`PATCH` to change).
+    pub keep_awake: bool,
 }
 
 impl From<InstanceRow> for Instance {
@@ -69,6 +88,9 @@ impl From<InstanceRow> for Instance {
             name: row.name,
             last_error: row.last_error,
             image: row.image,
+            last_active_at: row.last_active_at,
+            stop_reason: row.stop_reason,
+            keep_awake: row.keep_awake,
         }
     }
 }
@@ -80,6 +102,20 @@ pub struct CreateInstanceRequest {
     #[serde(default)]
     pub invite_code: Option<String>,
     /// A label for the instance.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The changes `PATCH /api/instances/{id}` makes; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"keep_awake": true}))]
+pub struct UpdateInstanceRequest {
+    /// Keep the instance awake: the idle policy never pauses or stops it. How many instances
+    /// may be pinned depends on the plan (403 `keep_awake_limit`).
+    #[serde(default)]
+    pub keep_awake: Option<bool>,
+    /// A new label (an empty string clears it).
     #[serde(default)]
     pub name: Option<String>,
 }

@@ -1,13 +1,18 @@
 //! The reconciler: at start and then periodically, compares the database with the containers
-//! labelled for this deployment. Dead or vanished sandboxes of `ready` instances become `error`;
-//! instances left mid-operation get a driver again; containers of this deployment without a row
-//! are removed. Containers of other deployments (another database on the same engine) are never
-//! touched.
+//! labelled for this deployment and brings every (status, container state) pair together —
+//! the database says what should be, the engine is made to follow: a `ready` instance's paused
+//! container is thawed, a `paused` instance's running one frozen, a `stopped` instance's
+//! running one stopped; dead or vanished sandboxes of `ready`, `paused` and `pooled` instances
+//! become `error`; instances left mid-operation get a driver again; containers of this
+//! deployment without a row are removed. An instance whose lock is held (a driver or a
+//! request at work on it) is left for the next pass. Containers of other deployments (another
+//! database on the same engine) are never touched.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::lifecycle;
+use super::machine::{self, Op};
 use super::models::InstanceStatus;
 use super::repo;
 use crate::runtime::disk::DiskSpec;
@@ -45,24 +50,22 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
         state.runtime.ensure_network(&state.settings.instances.egress).await?;
     }
 
-    for instance in &instances {
-        let status = instance.status;
-        if status.is_transitional() {
+    for listed in &instances {
+        // Work under way on the instance decides; the next pass looks again.
+        let Some(held) = state.drivers.try_hold(listed.id) else { continue };
+        // Read again under the lock: the listing may be out of date.
+        let Some(instance) = repo::get(&state.db, listed.id).await? else { continue };
+        if instance.status.is_transitional() {
+            drop(held);
             if !state.drivers.is_driving(instance.id) {
-                tracing::info!(id = %instance.id, status = status.as_str(), "reconcile: resuming");
+                tracing::info!(id = %instance.id, status = instance.status.as_str(), "reconcile: resuming");
                 state.metrics.reconcile_fixes.with_label_values(&["resumed"]).inc();
                 lifecycle::spawn_drive(state, instance.id);
             }
             continue;
         }
-        if status != InstanceStatus::Ready {
-            continue;
-        }
-        if let Some(problem) = sandbox_problem(state.runtime.as_ref(), &instance.sandbox_id).await? {
-            tracing::warn!(id = %instance.id, %problem, "reconcile: marking instance as error");
-            state.metrics.reconcile_fixes.with_label_values(&["marked_error"]).inc();
-            state.addresses.forget(&instance.sandbox_id);
-            repo::transition(&state.db, instance.id, &[InstanceStatus::Ready], InstanceStatus::Error, Some(&problem)).await?;
+        if let Some(fix) = converge(state, &instance).await? {
+            state.metrics.reconcile_fixes.with_label_values(&[fix]).inc();
         }
     }
 
@@ -79,6 +82,42 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     let removed = remove_orphans(state.runtime.as_ref(), &containers, &known, &disk_of).await?;
     state.metrics.reconcile_fixes.with_label_values(&["orphan_removed"]).inc_by(removed as u64);
     Ok(())
+}
+
+/// Makes the engine agree with the instance's stable status; names the fix it made.
+async fn converge(state: &AppState, instance: &repo::InstanceRow) -> anyhow::Result<Option<&'static str>> {
+    let (runtime, name) = (state.runtime.as_ref(), instance.sandbox_id.as_str());
+    let info = match runtime.inspect(name).await {
+        Ok(info) => Some(info),
+        Err(RuntimeError::NotFound(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
+    let running = info.as_ref().is_some_and(|i| i.running);
+    let paused = info.as_ref().is_some_and(|i| i.paused);
+    let fix = match instance.status {
+        InstanceStatus::Ready | InstanceStatus::Paused | InstanceStatus::Pooled if !running => {
+            let problem = sandbox_problem(runtime, name).await?.unwrap_or_else(|| "the sandbox container is not running".into());
+            tracing::warn!(id = %instance.id, %problem, "reconcile: marking instance as error");
+            state.addresses.forget(&instance.sandbox_id);
+            machine::apply_with_error(&state.db, instance.id, Op::Died, Some(&problem)).await?;
+            "marked_error"
+        }
+        InstanceStatus::Ready | InstanceStatus::Pooled if paused => {
+            runtime.unpause(name).await?;
+            "unpaused"
+        }
+        InstanceStatus::Paused if !paused => {
+            runtime.pause(name).await?;
+            "paused"
+        }
+        InstanceStatus::Stopped if running => {
+            runtime.stop(name, 10).await?;
+            "stopped"
+        }
+        _ => return Ok(None),
+    };
+    tracing::info!(id = %instance.id, status = instance.status.as_str(), fix, "reconcile: converged");
+    Ok(Some(fix))
 }
 
 /// Why a `ready` instance's sandbox is not serving (`None` when it runs).

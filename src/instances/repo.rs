@@ -4,12 +4,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::models::InstanceStatus;
+use super::models::{InstanceStatus, StopReason};
 
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
     pub id: Uuid,
-    pub user_id: Uuid,
+    /// `None` for a warm pool sandbox, which belongs to nobody until a create claims it.
+    pub user_id: Option<Uuid>,
     pub sandbox_id: String,
     pub name: Option<String>,
     pub status: InstanceStatus,
@@ -18,10 +19,14 @@ pub struct InstanceRow {
     pub gateway_token: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub last_active_at: DateTime<Utc>,
+    pub stop_reason: Option<StopReason>,
+    pub keep_awake: bool,
 }
 
 pub struct NewInstance<'a> {
-    pub user_id: Uuid,
+    /// `None`: a warm pool sandbox.
+    pub user_id: Option<Uuid>,
     pub sandbox_id: &'a str,
     pub name: Option<&'a str>,
     pub image: &'a str,
@@ -33,7 +38,8 @@ pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Res
         InstanceRow,
         r#"INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token)
          VALUES ($1, $2, $3, $4, 'provisioning', $5, $6)
-         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at"#,
+         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake"#,
         Uuid::now_v7(),
         new.user_id,
         new.sandbox_id,
@@ -48,7 +54,8 @@ pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Res
 pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
          FROM instances WHERE user_id = $1 ORDER BY created_at DESC, id DESC"#,
         user_id
     )
@@ -59,7 +66,8 @@ pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Insta
 pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
          FROM instances ORDER BY created_at"#
     )
     .fetch_all(db)
@@ -70,7 +78,8 @@ pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
 pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
          FROM instances WHERE id = $1 AND user_id = $2"#,
         id,
         user_id
@@ -82,7 +91,8 @@ pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<
 pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at
+        r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
          FROM instances WHERE id = $1"#,
         id
     )
@@ -90,27 +100,71 @@ pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     .await
 }
 
-/// Moves the instance to `to` if its status is one of `from`; `None` when it was not.
-/// `last_error` is kept only for `error`.
+/// What a transition does besides the status (see `machine::Op`).
+pub struct Change<'a> {
+    /// Kept only for `error`.
+    pub last_error: Option<&'a str>,
+    /// `None` with `keep_reason`: the stored reason stays.
+    pub stop_reason: Option<StopReason>,
+    pub keep_reason: bool,
+}
+
+/// Moves the instance to `to` if its status is one of `from`; `None` when it was not. Waking
+/// up (to `ready` or `provisioning`) counts as activity.
 pub async fn transition(
     db: &PgPool,
     id: Uuid,
     from: &[InstanceStatus],
     to: InstanceStatus,
-    last_error: Option<&str>,
+    change: &Change<'_>,
 ) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
-        r#"UPDATE instances SET status = $3, last_error = $4, updated_at = now()
+        r#"UPDATE instances SET status = $3, last_error = $4, updated_at = now(),
+                stop_reason = CASE WHEN $6 THEN stop_reason ELSE $5 END,
+                last_active_at = CASE WHEN $3 IN ('ready', 'provisioning') THEN now() ELSE last_active_at END
          WHERE id = $1 AND status = ANY($2)
-         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at"#,
+         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake"#,
         id,
         from as &[InstanceStatus],
         to as InstanceStatus,
-        last_error
+        change.last_error,
+        change.stop_reason as Option<StopReason>,
+        change.keep_reason
     )
     .fetch_optional(db)
     .await
+}
+
+/// Changes the instance's label and pin; `None` leaves a field as it is.
+pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awake: Option<bool>) -> sqlx::Result<Option<InstanceRow>> {
+    sqlx::query_as!(
+        InstanceRow,
+        r#"UPDATE instances SET name = CASE WHEN $2 THEN $3 ELSE name END, keep_awake = COALESCE($4, keep_awake), updated_at = now()
+         WHERE id = $1
+         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake"#,
+        id,
+        name.is_some(),
+        name.flatten(),
+        keep_awake
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// How many of the user's instances other than `except` are pinned awake.
+pub async fn count_kept_awake(db: &PgPool, user_id: Uuid, except: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM instances WHERE user_id = $1 AND keep_awake AND id <> $2"#, user_id, except)
+        .fetch_one(db)
+        .await
+}
+
+/// Records activity seen in this process (written in batches, not per request).
+pub async fn touch_active(db: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE instances SET last_active_at = now() WHERE id = ANY($1)", ids).execute(db).await?;
+    Ok(())
 }
 
 pub async fn delete(db: &PgPool, id: Uuid) -> sqlx::Result<()> {

@@ -116,16 +116,36 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop(&self, name: &str, grace_secs: i32) -> RuntimeResult<()> {
+        // A frozen container would sit out the whole grace period: thawed first.
+        self.unpause(name).await?;
         let options = StopContainerOptions { t: Some(grace_secs), ..Default::default() };
         self.docker.stop_container(name, Some(options)).await.map_err(map_err)
     }
 
     async fn restart(&self, name: &str, grace_secs: i32) -> RuntimeResult<()> {
+        self.unpause(name).await?;
         let options = RestartContainerOptions { t: Some(grace_secs), ..Default::default() };
         self.docker.restart_container(name, Some(options)).await.map_err(map_err)
     }
 
+    async fn pause(&self, name: &str) -> RuntimeResult<()> {
+        match self.docker.pause_container(name).await.map_err(map_err) {
+            // "already paused" is the state asked for (the engine answers it with 409 or 500).
+            Err(RuntimeError::Conflict(message) | RuntimeError::Other(message)) if message.contains("already paused") => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn unpause(&self, name: &str) -> RuntimeResult<()> {
+        match self.docker.unpause_container(name).await.map_err(map_err) {
+            Err(RuntimeError::Conflict(message) | RuntimeError::Other(message)) if message.contains("is not paused") => Ok(()),
+            Err(RuntimeError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+
     async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()> {
+        let _ = self.unpause(name).await;
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         ignore_not_found(self.docker.remove_container(name, Some(options)).await)?;
         // The named workspace volume of instances created before storage moved to the host.
@@ -146,6 +166,7 @@ impl Runtime for DockerRuntime {
         Ok(ContainerInfo {
             state: state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
             running,
+            paused: state.paused.unwrap_or(false),
             exit_code: if running { None } else { state.exit_code },
             started_at: state.started_at.and_then(|at| at.parse().ok()).filter(|_| running),
             ip,

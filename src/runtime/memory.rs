@@ -88,6 +88,14 @@ impl Runtime for MemoryRuntime {
         self.record("restart", name);
         self.set_state(name, "running")
     }
+    async fn pause(&self, name: &str) -> RuntimeResult<()> {
+        self.record("pause", name);
+        self.set_state(name, "paused")
+    }
+    async fn unpause(&self, name: &str) -> RuntimeResult<()> {
+        self.record("unpause", name);
+        self.set_state(name, "running")
+    }
     async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()> {
         self.record("remove", name);
         self.containers.lock().unwrap().remove(name);
@@ -96,9 +104,10 @@ impl Runtime for MemoryRuntime {
     }
     async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo> {
         let state = self.state_of(name).ok_or_else(|| RuntimeError::NotFound(name.to_owned()))?;
-        let running = state == "running";
+        let running = state == "running" || state == "paused";
+        let paused = state == "paused";
         let exit_code = (state == "exited").then_some(137);
-        Ok(ContainerInfo { state, running, exit_code, started_at: None, ip: None, error: None })
+        Ok(ContainerInfo { state, running, paused, exit_code, started_at: None, ip: None, error: None })
     }
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
         let containers = self.containers.lock().unwrap();

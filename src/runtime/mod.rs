@@ -63,7 +63,10 @@ pub struct Limits {
 pub struct ContainerInfo {
     /// Docker's state word: `created`, `running`, `exited`, `restarting`, …
     pub state: String,
+    /// Running, whether frozen by `pause` or not.
     pub running: bool,
+    /// Frozen by `pause`: its processes keep their memory but get no CPU.
+    pub paused: bool,
     pub exit_code: Option<i64>,
     pub started_at: Option<DateTime<Utc>>,
     pub ip: Option<IpAddr>,
@@ -152,6 +155,11 @@ pub trait Runtime: Send + Sync {
     async fn start(&self, name: &str) -> RuntimeResult<()>;
     async fn stop(&self, name: &str, grace_secs: i32) -> RuntimeResult<()>;
     async fn restart(&self, name: &str, grace_secs: i32) -> RuntimeResult<()>;
+    /// Freezes every process of the container (memory kept, no CPU); `stop`, `restart` and
+    /// `remove_sandbox` also work on a paused container.
+    async fn pause(&self, name: &str) -> RuntimeResult<()>;
+    /// Thaws a paused container; one that is not paused is fine.
+    async fn unpause(&self, name: &str) -> RuntimeResult<()>;
     /// Removes the container (forcibly) and its storage; missing ones are fine.
     async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()>;
     async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo>;

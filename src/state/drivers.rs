@@ -1,10 +1,14 @@
 //! Which instances have lifecycle work running in this process. One driver per instance at a
 //! time: beginning a new one cancels the previous one; a finished driver only unregisters
-//! itself if no newer one replaced it (generations tell them apart).
+//! itself if no newer one replaced it (generations tell them apart). Engine work on an
+//! instance (a driver, a pause, a resume, a reconciler fix) holds the instance's lock, so a
+//! newer driver waits until the cancelled one has let go and two never act on one sandbox.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::OwnedMutexGuard;
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -13,6 +17,7 @@ use uuid::Uuid;
 pub struct Drivers {
     running: Mutex<HashMap<Uuid, (u64, CancellationToken)>>,
     next_generation: AtomicU64,
+    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Drivers {
@@ -48,6 +53,26 @@ impl Drivers {
     pub fn is_driving(&self, id: Uuid) -> bool {
         self.lock().contains_key(&id)
     }
+
+    fn instance_lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id).or_default().clone()
+    }
+
+    /// Waits for, then holds, the right to do engine work on the instance.
+    pub async fn hold(&self, id: Uuid) -> OwnedMutexGuard<()> {
+        self.instance_lock(id).lock_owned().await
+    }
+
+    /// The instance's lock if nobody holds it now.
+    pub fn try_hold(&self, id: Uuid) -> Option<OwnedMutexGuard<()>> {
+        self.instance_lock(id).try_lock_owned().ok()
+    }
+
+    /// Drops the lock of a deleted instance (whoever still holds it keeps a valid one).
+    pub fn forget(&self, id: Uuid) {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
 }
 
 #[cfg(test)]
@@ -67,5 +92,16 @@ mod tests {
         drivers.end(id, second);
         assert!(!drivers.is_driving(id));
         assert!(!second_token.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn engine_work_on_one_instance_waits_for_the_previous_and_others_do_not() {
+        let drivers = Drivers::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let held = drivers.hold(a).await;
+        assert!(drivers.try_hold(a).is_none());
+        assert!(drivers.try_hold(b).is_some(), "another instance is not blocked");
+        drop(held);
+        assert!(drivers.try_hold(a).is_some());
     }
 }

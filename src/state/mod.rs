@@ -2,6 +2,7 @@
 //! the container runtime and the in-process registries. It sits at the bottom of the crate:
 //! it imports only `config`, `db`, `error`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
 
+mod activity;
 mod drivers;
 mod events;
 mod slots;
@@ -14,6 +15,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use activity::{Activity, Busy};
 pub use drivers::Drivers;
 pub use events::EventHub;
 pub use slots::{Slot, SlotKind, UserSlots};
@@ -33,6 +35,10 @@ pub struct AppState {
     pub deployment_id: Uuid,
     /// The lifecycle work running in this process, one per instance.
     pub drivers: Arc<Drivers>,
+    /// Use of each instance seen by this process (the idle policy reads it).
+    pub activity: Arc<Activity>,
+    /// Woken when a create took a sandbox from the warm pool.
+    pub pool_refill: Arc<tokio::sync::Notify>,
     /// Fan-out of chat event notifications within this process.
     pub chat_events: Arc<EventHub>,
     pub metrics: Arc<Metrics>,
@@ -61,6 +67,8 @@ impl AppState {
             runtime,
             deployment_id,
             drivers: Arc::default(),
+            activity: Arc::default(),
+            pool_refill: Arc::default(),
             chat_events: Arc::default(),
             metrics: Arc::default(),
             auth_limits,

@@ -11,6 +11,7 @@ use crate::auth::ws::WsCaller;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::ApiQuery;
 use crate::instances::extract::{RunningInstance, running};
+use crate::instances::power::Wake;
 use crate::state::AppState;
 use crate::wsbridge::{self, WsUpgrade};
 
@@ -75,11 +76,12 @@ pub async fn terminal_ws(
     if !pty::valid_size(cols, rows) {
         return Err(AppError::new(ErrorCode::InvalidRequest, "`cols` and `rows` must be between 1 and 1000."));
     }
-    let instance = running(&state.db, caller.user.user_id, caller.instance_id).await?;
+    let instance = running(&state, caller.user.user_id, caller.instance_id, Wake::Start).await?;
     let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Terminal)?;
+    let busy = state.activity.hold(instance.id);
     let sandbox = instance.sandbox_id;
     Ok(upgrade.on_upgrade(move |socket| async move {
-        let _open = (slot, state.metrics.stream_open("terminal"));
+        let _open = (slot, state.metrics.stream_open("terminal"), busy);
         serve(state, sandbox, socket, cols, rows).await
     }))
 }

@@ -23,6 +23,7 @@ use crate::auth::ws::WsCaller;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{PublicOrigin, ws_origin};
 use crate::instances::extract::{RunningInstance, running};
+use crate::instances::power::Wake;
 use crate::runtime::sandbox::VNC_PORT;
 use crate::state::AppState;
 use crate::wsbridge::{self, Upstream, WsUpgrade};
@@ -106,8 +107,9 @@ pub async fn vnc_url(
         (status = 502, description = "`desktop_unavailable`: the sandbox's VNC server does not answer", body = ErrorBody),
     ))]
 pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(upgrade): WsUpgrade) -> AppResult<Response> {
-    let instance = running(&state.db, caller.user.user_id, caller.instance_id).await?;
+    let instance = running(&state, caller.user.user_id, caller.instance_id, Wake::Start).await?;
     let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Desktop)?;
+    let busy = state.activity.hold(instance.id);
     // Connected before upgrading, so a desktop that is down is an HTTP error, not a dead socket.
     let mut vnc = connect(&state, &instance.sandbox_id).await?;
     let password = crate::runtime::sandbox::vnc_password(&instance.gateway_token);
@@ -116,7 +118,7 @@ pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(u
         return Err(AppError::new(ErrorCode::DesktopUnavailable, "The sandbox's desktop (VNC server) did not accept the connection."));
     }
     Ok(upgrade.protocols(["binary"]).on_upgrade(move |mut socket| async move {
-        let _open = (slot, state.metrics.stream_open("vnc"));
+        let _open = (slot, state.metrics.stream_open("vnc"), busy);
         let Ok(early) = rfb::greet_client(&mut socket).await else { return };
         let (from_vnc, mut to_vnc) = vnc.into_split();
         if tokio::io::AsyncWriteExt::write_all(&mut to_vnc, &early).await.is_err() {

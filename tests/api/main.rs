@@ -15,6 +15,7 @@ mod desktop;
 mod exec;
 mod files;
 mod helpers;
+mod idle;
 mod instances;
 mod isolation;
 mod logs;

@@ -1,0 +1,157 @@
+//! HTTP handlers of the instance's power actions — reboot, shutdown, start, pause, resume —
+//! and of `PATCH` (label, `keep_awake`). Each is one `machine` op; refusals are 409
+//! `invalid_state` naming the statuses the op needs.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::extract::OwnedInstance;
+use super::lifecycle;
+use super::machine::{self, Op};
+use super::models::*;
+use super::power;
+use super::repo::{self, InstanceRow};
+use crate::audit::AuditAction;
+use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
+use crate::extract::{ApiJson, ClientAddr};
+use crate::state::AppState;
+
+/// Makes the op's status change and starts the work it calls for.
+async fn drive_op(state: &AppState, instance: &InstanceRow, op: Op) -> AppResult<(StatusCode, Json<Instance>)> {
+    let Some(moved) = machine::apply(&state.db, instance.id, op).await? else {
+        let now = repo::get(&state.db, instance.id).await?.unwrap_or_else(|| instance.clone());
+        return Err(machine::refusal(&now, op));
+    };
+    lifecycle::spawn_drive(state, instance.id);
+    Ok((StatusCode::ACCEPTED, Json(moved.into())))
+}
+
+/// Reboot an instance
+///
+/// Restarts the sandbox container (the workspace is kept): `rebooting`, then `ready`.
+#[utoipa::path(post, path = "/api/instances/{instanceId}/reboot", tag = "instances",
+    params(OwnedInstance),
+    responses(
+        (status = 202, description = "Rebooting", body = Instance),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: only `ready`, `paused` or `error` instances reboot", body = ErrorBody),
+    ))]
+pub async fn reboot(
+    State(state): State<AppState>,
+    OwnedInstance { instance, user }: OwnedInstance,
+    client: ClientAddr,
+) -> AppResult<(StatusCode, Json<Instance>)> {
+    let moved = drive_op(&state, &instance, Op::Reboot).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceRebooted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
+    Ok(moved)
+}
+
+/// Shut an instance down
+///
+/// Stops the sandbox container (the workspace is kept): `stopping`, then `stopped`.
+#[utoipa::path(post, path = "/api/instances/{instanceId}/shutdown", tag = "instances",
+    params(OwnedInstance),
+    responses(
+        (status = 202, description = "Stopping", body = Instance),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: already stopped, stopping or deleting", body = ErrorBody),
+    ))]
+pub async fn shutdown(
+    State(state): State<AppState>,
+    OwnedInstance { instance, user }: OwnedInstance,
+    client: ClientAddr,
+) -> AppResult<(StatusCode, Json<Instance>)> {
+    let moved = drive_op(&state, &instance, Op::Shutdown).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceShutDown, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
+    Ok(moved)
+}
+
+/// Start an instance
+///
+/// Starts a stopped (or failed) instance again: `provisioning`, then `ready`.
+#[utoipa::path(post, path = "/api/instances/{instanceId}/start", tag = "instances",
+    params(OwnedInstance),
+    responses(
+        (status = 202, description = "Starting", body = Instance),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: only `stopped` or `error` instances start", body = ErrorBody),
+    ))]
+pub async fn start(
+    State(state): State<AppState>,
+    OwnedInstance { instance, user }: OwnedInstance,
+    client: ClientAddr,
+) -> AppResult<(StatusCode, Json<Instance>)> {
+    let moved = drive_op(&state, &instance, Op::Start).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceStarted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
+    Ok(moved)
+}
+
+/// Pause an instance
+///
+/// Freezes the sandbox: its processes keep their memory (and the agent its place in a long
+/// task) but use no CPU. `ready` → `paused` at once (200). Any chat, file, command, terminal or
+/// desktop call resumes it by itself (unless the server turned wake on use off), as does
+/// `resume`.
+#[utoipa::path(post, path = "/api/instances/{instanceId}/pause", tag = "instances",
+    params(OwnedInstance),
+    responses(
+        (status = 200, description = "Paused", body = Instance),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: only `ready` instances pause", body = ErrorBody),
+    ))]
+pub async fn pause(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<Instance>> {
+    Ok(Json(power::pause(&state, &instance, Op::Pause).await?.into()))
+}
+
+/// Resume an instance
+///
+/// Thaws a paused instance: `paused` → `ready` at once (200), every process where it was.
+#[utoipa::path(post, path = "/api/instances/{instanceId}/resume", tag = "instances",
+    params(OwnedInstance),
+    responses(
+        (status = 200, description = "Running again", body = Instance),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: only `paused` instances resume", body = ErrorBody),
+    ))]
+pub async fn resume(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<Instance>> {
+    Ok(Json(power::resume(&state, &instance, Op::Resume).await?.into()))
+}
+
+/// Update an instance
+///
+/// Changes the label (`name`) and the pin (`keep_awake`: the idle policy never pauses or
+/// stops a pinned instance). Absent fields are left as they are.
+#[utoipa::path(patch, path = "/api/instances/{instanceId}", tag = "instances",
+    params(OwnedInstance),
+    request_body = UpdateInstanceRequest,
+    responses(
+        (status = 200, description = "The updated instance", body = Instance),
+        (status = 400, description = "Bad JSON, unknown field or bad name", body = ErrorBody),
+        (status = 403, description = "`keep_awake_limit` or `csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    OwnedInstance { instance, user }: OwnedInstance,
+    ApiJson(body): ApiJson<UpdateInstanceRequest>,
+) -> AppResult<Json<Instance>> {
+    let name = body.name.as_deref().map(super::access::check_name).transpose()?;
+    if body.keep_awake == Some(true) && !instance.keep_awake {
+        let allowed = super::idle::keep_awake_allowance(&state, user.user_id).await?;
+        if repo::count_kept_awake(&state.db, user.user_id, instance.id).await? >= i64::from(allowed) {
+            return Err(AppError::new(
+                ErrorCode::KeepAwakeLimit,
+                format!("Your plan lets you keep {allowed} instance(s) awake; unpin another one first."),
+            ));
+        }
+    }
+    let updated = repo::update(&state.db, instance.id, name, body.keep_awake).await?.ok_or_else(crate::extract::instance_not_found)?;
+    Ok(Json(updated.into()))
+}

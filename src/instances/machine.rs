@@ -1,0 +1,155 @@
+//! The instance lifecycle state machine: every status change is an `Op`, and `apply` is the one
+//! guarded update that makes it (`UPDATE … WHERE status = ANY(from)`), so two concurrent calls
+//! on one instance cannot both win: the loser sees `None` and answers 409 `invalid_state`.
+//! The engine work an op calls for runs after the update, under the instance's lock in
+//! `Drivers`, so it is never interleaved with another op's engine work. (A warm pool sandbox
+//! is claimed by its own query, `pool::repo::claim`, which picks the row: `pooled → ready`.)
+//!
+//! ```text
+//!  provisioning ──Provisioned──▶ ready ◀──Resume/Wake── paused ◀──Pause/IdlePause── ready
+//!       │        └─Warmed─▶ pooled ─(claim)─▶ ready
+//!  ready/error/paused ──Reboot──▶ rebooting ──Rebooted──▶ ready
+//!  ready/error/paused/provisioning/rebooting ──Shutdown/IdleStop──▶ stopping ──Stopped──▶ stopped
+//!  stopped/error ──Start/Wake──▶ provisioning
+//!  any but deleting ──Delete──▶ deleting ──(row removed)
+//!  provisioning/rebooting/stopping ──Failed──▶ error;  ready/paused ──Died──▶ error
+//! ```
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::models::{InstanceStatus, StopReason};
+use super::repo::{self, Change, InstanceRow};
+use crate::error::{AppError, ErrorCode};
+
+use InstanceStatus::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The gateway answered: a user's instance is `ready`…
+    Provisioned,
+    /// …a pool sandbox is `pooled`.
+    Warmed,
+    Rebooted,
+    Stopped,
+    /// The driver working on the instance in this status failed.
+    Failed(InstanceStatus),
+    /// The engine says the sandbox of a running or paused instance is gone or dead.
+    Died,
+    Reboot,
+    Shutdown,
+    Start,
+    Pause,
+    Resume,
+    /// The idle policy's pause and stop.
+    IdlePause,
+    IdleStop,
+    /// A call on a paused instance resumes it (`paused → ready`).
+    WakePaused,
+    /// Chat or a websocket on a stopped instance starts it (`stopped → provisioning`).
+    WakeStopped,
+    Delete,
+}
+
+impl Op {
+    /// The statuses the op moves from, and the one it moves to.
+    pub fn rule(self) -> (&'static [InstanceStatus], InstanceStatus) {
+        match self {
+            Op::Provisioned => (&[Provisioning], Ready),
+            Op::Warmed => (&[Provisioning], Pooled),
+            Op::Rebooted => (&[Rebooting], Ready),
+            Op::Stopped => (&[Stopping], Stopped),
+            Op::Failed(Provisioning) => (&[Provisioning], Error),
+            Op::Failed(Rebooting) => (&[Rebooting], Error),
+            Op::Failed(Stopping) => (&[Stopping], Error),
+            Op::Failed(_) => (&[], Error),
+            Op::Died => (&[Ready, Paused, Pooled], Error),
+            Op::Reboot => (&[Ready, Error, Paused], Rebooting),
+            Op::Shutdown => (&[Ready, Error, Provisioning, Rebooting, Paused], Stopping),
+            Op::Start | Op::WakeStopped => (&[Stopped, Error], Provisioning),
+            Op::Pause | Op::IdlePause => (&[Ready], Paused),
+            Op::Resume | Op::WakePaused => (&[Paused], Ready),
+            Op::IdleStop => (&[Ready, Paused], Stopping),
+            Op::Delete => (&[Provisioning, Ready, Rebooting, Stopping, Stopped, Error, Paused, Pooled], Deleting),
+        }
+    }
+
+    /// What becomes of `stop_reason`: set by the idle policy, carried through `stopping →
+    /// stopped` and failures, cleared by everything a user does.
+    fn stop_reason(self) -> (Option<StopReason>, bool) {
+        match self {
+            Op::IdlePause | Op::IdleStop => (Some(StopReason::Idle), false),
+            Op::Stopped | Op::Failed(_) => (None, true),
+            _ => (None, false),
+        }
+    }
+
+    /// How the op is named in messages.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Op::Reboot => "reboot",
+            Op::Shutdown | Op::IdleStop => "shutdown",
+            Op::Start | Op::WakeStopped => "start",
+            Op::Pause | Op::IdlePause => "pause",
+            Op::Resume | Op::WakePaused => "resume",
+            Op::Delete => "delete",
+            _ => "this change",
+        }
+    }
+}
+
+/// Makes the op's status change if the instance is in one of its `from` statuses right now;
+/// `None` when it is not (another call won the race, or the op does not apply).
+pub async fn apply(db: &PgPool, id: Uuid, op: Op) -> sqlx::Result<Option<InstanceRow>> {
+    apply_with_error(db, id, op, None).await
+}
+
+/// `apply`, recording why the instance is in `error`.
+pub async fn apply_with_error(db: &PgPool, id: Uuid, op: Op, last_error: Option<&str>) -> sqlx::Result<Option<InstanceRow>> {
+    let (from, to) = op.rule();
+    let (stop_reason, keep_reason) = op.stop_reason();
+    let last_error = last_error.filter(|_| to == Error);
+    repo::transition(db, id, from, to, &Change { last_error, stop_reason, keep_reason }).await
+}
+
+/// The 409 for an op the instance's status does not allow.
+pub fn refusal(instance: &InstanceRow, op: Op) -> AppError {
+    let (from, _) = op.rule();
+    let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    AppError::new(ErrorCode::InvalidState, format!("The instance is {}; {} needs it to be {}.", instance.status, op.verb(), allowed.join(" or ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_but_deleting_can_be_deleted_and_nothing_leaves_deleting() {
+        let (from, to) = Op::Delete.rule();
+        assert_eq!(to, Deleting);
+        for status in InstanceStatus::ALL {
+            assert_eq!(from.contains(status), *status != Deleting, "{status:?}");
+        }
+        let ops = [Op::Reboot, Op::Shutdown, Op::Start, Op::Pause, Op::Resume, Op::IdlePause, Op::IdleStop, Op::WakePaused, Op::WakeStopped];
+        assert!(ops.iter().all(|op| !op.rule().0.contains(&Deleting)));
+    }
+
+    #[test]
+    fn only_the_idle_policy_sets_a_stop_reason_and_a_user_op_clears_it() {
+        assert_eq!(Op::IdlePause.stop_reason(), (Some(StopReason::Idle), false));
+        assert_eq!(Op::IdleStop.stop_reason(), (Some(StopReason::Idle), false));
+        assert_eq!(Op::Stopped.stop_reason(), (None, true), "an idle stop stays idle once stopped");
+        for op in [Op::Pause, Op::Shutdown, Op::Resume, Op::Start, Op::WakePaused] {
+            assert_eq!(op.stop_reason(), (None, false), "{op:?}");
+        }
+    }
+
+    #[test]
+    fn paused_instances_can_be_rebooted_shut_down_and_deleted_but_not_paused_again() {
+        for op in [Op::Reboot, Op::Shutdown, Op::Delete, Op::Resume, Op::IdleStop] {
+            assert!(op.rule().0.contains(&Paused), "{op:?}");
+        }
+        assert!(!Op::Pause.rule().0.contains(&Paused));
+        assert!(!Op::Start.rule().0.contains(&Paused), "a paused instance resumes, it is not started");
+    }
+}

@@ -1,0 +1,53 @@
+//! SQL of the warm pool: sandboxes with no owner, and the claim that makes one a user's.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::instances::models::{InstanceStatus, StopReason};
+use crate::instances::repo::InstanceRow;
+
+/// Makes the oldest ready pool sandbox of `image` the user's instance: `pooled → ready`, in
+/// the caller's transaction. Two concurrent creates never get the same one (`SKIP LOCKED`).
+pub async fn claim(tx: &mut PgConnection, user_id: Uuid, name: Option<&str>, image: &str) -> sqlx::Result<Option<InstanceRow>> {
+    sqlx::query_as!(
+        InstanceRow,
+        r#"UPDATE instances SET user_id = $1, name = $2, status = 'ready', created_at = now(), updated_at = now(), last_active_at = now()
+         WHERE id = (SELECT id FROM instances WHERE status = 'pooled' AND user_id IS NULL AND image = $3
+                     ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake"#,
+        user_id,
+        name,
+        image
+    )
+    .fetch_optional(tx)
+    .await
+}
+
+/// Pool sandboxes of `image` warming up or ready.
+pub async fn count_warm(db: &mut PgConnection, image: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM instances WHERE user_id IS NULL AND image = $1 AND status IN ('provisioning', 'pooled')"#,
+        image
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Pool sandboxes to let go of: built from another image, or failed.
+pub async fn stale(db: &PgPool, image: &str) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!("SELECT id FROM instances WHERE user_id IS NULL AND status <> 'deleting' AND (image <> $1 OR status = 'error')", image)
+        .fetch_all(db)
+        .await
+}
+
+/// Ready pool sandboxes past the first `keep` (when the pool was made smaller).
+pub async fn surplus(db: &PgPool, image: &str, keep: i64) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM instances WHERE user_id IS NULL AND image = $1 AND status = 'pooled' ORDER BY created_at OFFSET $2",
+        image,
+        keep
+    )
+    .fetch_all(db)
+    .await
+}
