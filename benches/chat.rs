@@ -8,23 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Bench, docker, ms, percentile};
+use common::{Bench, docker, ms, percentile, until};
 use futures_util::StreamExt;
 use serde_json::json;
 
 /// Reads a response until `needle` shows up in the body; returns how long that took from `t0`.
-async fn until(response: reqwest::Response, needle: &str, t0: Instant) -> anyhow::Result<Duration> {
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    while let Some(chunk) = body.next().await {
-        seen.push_str(&String::from_utf8_lossy(&chunk?));
-        if seen.contains(needle) {
-            return Ok(t0.elapsed());
-        }
-    }
-    anyhow::bail!("stream ended without {needle:?}: {seen:.400}")
-}
-
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;

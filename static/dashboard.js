@@ -33,7 +33,7 @@ let rendered = '';
 async function refresh() {
   const instances = await api('GET', '/api/instances');
   // Redraw only on change, so a poll never swaps a button out from under a click.
-  const snapshot = JSON.stringify(instances.map((i) => [i.id, i.status, i.name, i.last_error]));
+  const snapshot = JSON.stringify(instances.map((i) => [i.id, i.status, i.name, i.last_error, i.stop_reason, i.keep_awake]));
   if (snapshot !== rendered) {
     rendered = snapshot;
     $('instances').replaceChildren(...instances.map(row));
@@ -47,18 +47,34 @@ function action(label, run, cls = 'secondary') {
   } }, label);
 }
 
+// "paused (idle)": the idle policy's doing, and a paused or stopped instance wakes when used.
+function badge(instance) {
+  const idle = instance.stop_reason === 'idle' ? ' (idle)' : '';
+  const title = { paused: 'Frozen, memory kept; opening or using it resumes it.', stopped: 'Stopped; chat, terminal and desktop start it.' };
+  return el('span', { class: `badge ${instance.status}`, title: title[instance.status] ?? '' }, instance.status + idle);
+}
+
 function row(instance) {
   const id = instance.id;
   const ready = instance.status === 'ready';
+  const paused = instance.status === 'paused';
+  const patch = (body) => api('PATCH', `/api/instances/${id}`, body);
   return el('li', { class: 'instance', dataset: { instanceId: id, status: instance.status } },
     el('div', {},
-      el('strong', {}, instance.name || instance.sandbox_id), ' ',
-      el('span', { class: `badge ${instance.status}` }, instance.status),
+      el('strong', {}, instance.name || instance.sandbox_id), ' ', badge(instance),
+      instance.keep_awake ? el('span', { class: 'badge pinned' }, 'kept awake') : '',
       instance.last_error ? el('div', { class: 'muted' }, instance.last_error) : ''),
     el('div', { class: 'actions' },
-      ready ? action('Open', () => openPanel(instance), 'primary') : '',
-      ready ? action('Reboot', () => api('POST', `/api/instances/${id}/reboot`)) : '',
-      ready ? action('Shutdown', () => api('POST', `/api/instances/${id}/shutdown`)) : '',
+      ready || paused ? action('Open', async () => {
+        // Opening a paused instance wakes it, as any use would.
+        if (paused) await api('POST', `/api/instances/${id}/resume`);
+        openPanel(instance);
+      }, 'primary') : '',
+      ready ? action('Pause', () => api('POST', `/api/instances/${id}/pause`)) : '',
+      paused ? action('Resume', () => api('POST', `/api/instances/${id}/resume`)) : '',
+      ready || paused ? action('Reboot', () => api('POST', `/api/instances/${id}/reboot`)) : '',
+      ready || paused ? action('Shutdown', () => api('POST', `/api/instances/${id}/shutdown`)) : '',
+      instance.keep_awake ? action('Let sleep', () => patch({ keep_awake: false })) : action('Keep awake', () => patch({ keep_awake: true })),
       ['stopped', 'error'].includes(instance.status) ? action('Start', () => api('POST', `/api/instances/${id}/start`)) : '',
       action('Delete', async () => {
         if (confirm('Delete this instance and its workspace?')) await api('DELETE', `/api/instances/${id}`);

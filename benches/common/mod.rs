@@ -3,7 +3,7 @@
 //! private PostgreSQL cluster, with a user who may create instances.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ocaas::auth::service;
 use ocaas::config::{RegistrationMode, Settings};
@@ -134,4 +134,17 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// Time from `t0` until `needle` shows up in the response body (an SSE stream).
+pub async fn until(response: reqwest::Response, needle: &str, t0: Instant) -> anyhow::Result<Duration> {
+    let mut body = futures_util::StreamExt::boxed(response.bytes_stream());
+    let mut seen = String::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        seen.push_str(&String::from_utf8_lossy(&chunk?));
+        if seen.contains(needle) {
+            return Ok(t0.elapsed());
+        }
+    }
+    anyhow::bail!("stream ended without {needle:?}: {seen:.400}")
 }

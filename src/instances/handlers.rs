@@ -118,7 +118,8 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
     let (container, running, ip) = match state.runtime.inspect(&instance.sandbox_id).await {
         Ok(info) => {
             let view = ContainerStatus { state: info.state.clone(), started_at: info.started_at, exit_code: info.exit_code };
-            (view, info.running, info.ip)
+            // A frozen gateway would not answer: not asked.
+            (view, info.running && !info.paused, info.ip)
         }
         Err(RuntimeError::NotFound(_)) => (ContainerStatus { state: "missing".into(), started_at: None, exit_code: None }, false, None),
         Err(error) => return Err(error.into()),

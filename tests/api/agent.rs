@@ -190,6 +190,10 @@ async fn the_served_helper_client_drives_every_command() {
         wait_for_status(script, env, &extra_id, "stopped");
         ok(script, env, &["instances", "start", "--instance", &extra_id]);
         wait_for_status(script, env, &extra_id, "ready");
+        assert_eq!(ok(script, env, &["instances", "pause", "--instance", &extra_id])["status"], "paused");
+        assert_eq!(ok(script, env, &["instances", "resume", "--instance", &extra_id])["status"], "ready");
+        assert_eq!(ok(script, env, &["instances", "keep-awake", "--on", "true", "--instance", &extra_id])["keep_awake"], true);
+        assert_eq!(ok(script, env, &["instances", "keep-awake", "--on", "false", "--instance", &extra_id])["keep_awake"], false);
         ok(script, env, &["instances", "delete", "--instance", &extra_id]);
 
         let bad = [("OPENCLAW_API_KEY", "ocaas_not-a-real-key"), ("OPENCLAW_API_BASE_URL", base.as_str())];

@@ -109,3 +109,50 @@ async fn the_activity_card_shows_sign_ins_and_key_changes() {
     assert!(text.as_str().unwrap().contains("login failed") && text.as_str().unwrap().contains("127.0.0.1"), "{text}");
     browser.screenshot(&artifact("dashboard-8-activity.png")).await;
 }
+
+#[tokio::test]
+async fn the_dashboard_pauses_resumes_pins_and_shows_an_idle_pause() {
+    let app = spawn_app_with_docker(|settings| {
+        settings.idle.pause_after = std::time::Duration::from_secs(4);
+        settings.idle.stop_after = std::time::Duration::ZERO;
+        settings.idle.check_interval = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let (id, _) = crate::helpers::ready_instance(&app).await;
+    let browser = Browser::start().await;
+    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
+    browser.fill("#login-form input[name=email]", &app.user.email).await;
+    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
+    browser.click("#login-form button[type=submit]").await;
+    let row = format!(".instance[data-instance-id='{id}']");
+
+    // Pinned awake: the idle policy leaves it alone.
+    browser.wait_for(&format!("return document.querySelector(\"{row} button[data-action='keep awake']\") !== null"), 20).await;
+    browser.click(&format!("{row} button[data-action='keep awake']")).await;
+    browser.wait_for(&format!("return document.querySelector(\"{row}\").textContent.includes('kept awake')"), 10).await;
+    let pinned = json(app.api(Method::GET, &format!("/api/instances/{id}")).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(pinned["keep_awake"], true);
+
+    browser.click(&format!("{row} button[data-action=pause]")).await;
+    browser.wait_for(&format!("return document.querySelector(\"{row}\").dataset.status === 'paused'"), 10).await;
+    browser.click(&format!("{row} button[data-action=resume]")).await;
+    browser.wait_for(&format!("return document.querySelector(\"{row}\").dataset.status === 'ready'"), 10).await;
+
+    // Unpinned, it is paused by the policy and the page says why; opening it wakes it.
+    browser.click(&format!("{row} button[data-action='let sleep']")).await;
+    let badge = browser
+        .wait_for(
+            &format!("const r = document.querySelector(\"{row}\"); return r.dataset.status === 'paused' && r.querySelector('.badge').textContent"),
+            30,
+        )
+        .await;
+    assert_eq!(badge, "paused (idle)");
+    browser.screenshot(&artifact("dashboard-9-idle-paused.png")).await;
+    browser.click(&format!("{row} button[data-action=open]")).await;
+    browser
+        .wait_for(
+            &format!("return document.querySelector(\"{row}\").dataset.status === 'ready' && !document.getElementById('instance-panel').hidden"),
+            10,
+        )
+        .await;
+}

@@ -159,10 +159,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// A second server process on the same database as `app` (as after a restart).
 pub async fn respawn(app: &TestApp) -> TestApp {
+    respawn_with(app, |_| {}).await
+}
+
+/// `respawn` with changed settings (as after an upgrade).
+pub async fn respawn_with(app: &TestApp, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let mut settings = (*app.state.settings).clone();
     settings.instances.reconcile_interval = Duration::from_secs(1);
+    configure(&mut settings);
     let runtime = Arc::new(DockerRuntime::connect().unwrap());
     let state = AppState::new(app.db.clone(), settings, runtime).await.unwrap();
     start_background_tasks(&state);
@@ -211,8 +217,10 @@ impl TestApp {
     pub async fn settle(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let busy: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM instances WHERE status IN ('provisioning', 'rebooting')").fetch_one(&self.db).await.unwrap();
+            let busy: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE status IN ('provisioning', 'rebooting', 'deleting')")
+                .fetch_one(&self.db)
+                .await
+                .unwrap();
             if busy == 0 || std::time::Instant::now() > deadline {
                 return;
             }

@@ -80,6 +80,8 @@ export class Client {
   async getInstance(id) { return this.request('GET', `/instances/${await this.instance(id)}`); }
   async deleteInstance(id) { return this.request('DELETE', `/instances/${await this.instance(id)}`); }
   async lifecycle(action, id) { return this.request('POST', `/instances/${await this.instance(id)}/${action}`); }
+  /** Pins the instance awake (true) or lets the idle policy pause and stop it again (false). */
+  async keepAwake(id, on) { return this.request('PATCH', `/instances/${await this.instance(id)}`, { json: { keep_awake: on } }); }
   async status(id) { return this.request('GET', `/instances/${await this.instance(id)}/status`); }
   async logs(id, tail) { return this.request('GET', `/instances/${await this.instance(id)}/logs${tail !== undefined ? `?tail=${tail}` : ''}`); }
   async vncUrl(id) { return this.request('GET', `/instances/${await this.instance(id)}/vnc-url`); }
@@ -242,7 +244,8 @@ function parseArgs(argv) {
 const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --instance ID, --base-url URL)
   root
   account audit [--limit N] [--before ID]
-  instances list | create [--invite-code C] [--name N] | get | status | reboot | shutdown | start | delete | vnc-url
+  instances list | create [--invite-code C] [--name N] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
+  instances keep-awake --on true|false
             logs [--tail N]
   chat sessions | new-session [--title T] | send [--session S] --message M [--stream]
        tail [--session S] [--limit N] | messages [--session S] [--after ID] [--limit N]
@@ -278,7 +281,9 @@ export async function main(argv = process.argv.slice(2)) {
     case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name }));
     case 'instances get': return print(await client.getInstance(id));
     case 'instances status': return print(await client.status(id));
-    case 'instances reboot': case 'instances shutdown': case 'instances start': return print(await client.lifecycle(action, id));
+    case 'instances reboot': case 'instances shutdown': case 'instances start':
+    case 'instances pause': case 'instances resume': return print(await client.lifecycle(action, id));
+    case 'instances keep-awake': return print(await client.keepAwake(id, need(flags, 'on') !== 'false'));
     case 'instances delete': return print((await client.deleteInstance(id)) ?? { deleted: await client.instance(id) });
     case 'instances vnc-url': return print(await client.vncUrl(id));
     case 'instances logs': return print(await client.logs(id, flags.tail));
