@@ -103,8 +103,11 @@ impl<S: Send + Sync> FromRequestParts<S> for InstanceId {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| instance_not_found())?;
-        raw.parse().map(InstanceId).map_err(|_| instance_not_found())
+        // By name: routes under an instance may have more parameters (`{snapshotId}`).
+        let axum::extract::Path(params) = axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| instance_not_found())?;
+        params.get("instanceId").and_then(|raw| raw.parse().ok()).map(InstanceId).ok_or_else(instance_not_found)
     }
 }
 

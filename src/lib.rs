@@ -25,6 +25,7 @@ pub mod docs;
 pub mod files;
 pub mod health;
 pub mod instances;
+pub mod snapshots;
 pub mod terminal;
 pub mod vnc;
 pub mod web;

@@ -30,6 +30,7 @@ pub fn api_router(settings: &Settings) -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(audit::router())
         .merge(instances::router())
+        .merge(crate::snapshots::router())
         .merge(files::router(settings.instances.max_json_upload_bytes, settings.instances.upload_body_limit()))
         .merge(chat::router())
         .merge(crate::broker::api_router())

@@ -37,6 +37,7 @@ pub fn start_background_tasks(state: &AppState) {
     crate::instances::reconciler::spawn(state.clone(), state.settings.instances.reconcile_interval);
     crate::instances::idle::spawn(state.clone());
     crate::instances::pool::spawn(state.clone());
+    crate::snapshots::schedule::spawn(state.clone());
     crate::chat::events::spawn_listener(state);
     spawn_broker(state);
 }

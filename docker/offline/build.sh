@@ -16,7 +16,7 @@ packages=tini,xvfb,x11vnc,fluxbox,xterm,python3,git,procps,ca-certificates,chrom
 
 base_hash=$(printf '%s\n' "$suite" "$packages" "apt-in-chroot" | sha256sum | cut -c1-16)
 base=ocaas-sandbox-base:$base_hash
-inputs_hash=$(cat "$here/build.sh" "$here/Dockerfile" "$here/gateway.py" "$context/sandbox/entrypoint.sh" "$context/sandbox/write_config.py" \
+inputs_hash=$(cat "$here/build.sh" "$here/Dockerfile" "$here/gateway.py" "$here/openclaw" "$context/sandbox/entrypoint.sh" "$context/sandbox/write_config.py" \
   | { cat; printf '%s\n' "$base_hash"; } | sha256sum | cut -c1-16)
 tag=ocaas-sandbox:offline-$inputs_hash
 

@@ -25,6 +25,7 @@ crate::text_enum! {
         AdminKeyRevoked => "admin_key_revoked",
         AdminInviteCreated => "admin_invite_created",
         AdminSubscriptionGranted => "admin_subscription_granted",
+        AdminInstancesUpgraded => "admin_instances_upgraded",
     }
 }
 

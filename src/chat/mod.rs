@@ -5,6 +5,7 @@ pub mod events;
 pub mod gateway;
 pub mod handlers;
 pub mod models;
+pub mod notice;
 pub mod repo;
 pub mod turn;
 mod wake;

@@ -43,6 +43,9 @@ pub enum AdminCommand {
     /// The sandboxes' egress rules on this host (iptables).
     #[command(subcommand)]
     Egress(super::egress::EgressCommand),
+    /// Instances across users: upgrades to another sandbox image.
+    #[command(subcommand)]
+    Instances(super::upgrade::InstancesCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +154,10 @@ pub async fn run(global: &GlobalArgs, command: AdminCommand) -> ExitCode {
         }
     };
     let result = match db::migrate(&database.pool).await {
-        Ok(()) => execute(&database.pool, command).await,
+        Ok(()) => match command {
+            AdminCommand::Instances(command) => super::upgrade::run(global, &database.pool, command).await,
+            command => execute(&database.pool, command).await,
+        },
         Err(error) => Err(AppError::Internal(error)),
     };
     database.close().await;
@@ -241,8 +247,9 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
         }
         AdminCommand::Audit(args) => super::audit::list(db, &args).await,
         AdminCommand::Usage { email, since } => usage(db, email.as_deref(), since).await,
-        // `run` answers it before opening the database; kept here so the match stays whole.
+        // `run` answers these itself; kept here so the match stays whole.
         AdminCommand::Egress(command) => super::egress::run(command).await.map_err(AppError::Internal),
+        AdminCommand::Instances(_) => Err(AppError::Internal(anyhow::anyhow!("handled by run"))),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod admin;
 mod audit;
 mod egress;
 pub mod setup;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +83,7 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         settings.secret_key = server_secret_key(&global.data_dir)?;
     }
     settings.instances.disk_root = std::fs::canonicalize(&global.data_dir)?.join("instances");
+    settings.snapshots.root = std::fs::canonicalize(&global.data_dir)?.join("snapshots");
     let _ = std::fs::remove_dir_all(&settings.instances.spool_dir);
     std::fs::create_dir_all(&settings.instances.spool_dir)?;
     let runtime = Arc::new(DockerRuntime::connect()?);

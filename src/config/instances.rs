@@ -85,7 +85,7 @@ pub struct InstanceArgs {
 }
 
 /// A number of which 0 makes no sense (a limit, a timeout, an interval): refused, not clamped.
-pub(super) fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(raw: &str) -> Result<T, String> {
+pub(crate) fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(raw: &str) -> Result<T, String> {
     match raw.trim().parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err(format!("`{raw}` must be a whole number of at least 1")),

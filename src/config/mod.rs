@@ -9,10 +9,13 @@ use secrecy::SecretString;
 
 mod idle;
 mod instances;
+mod snapshots;
 
 pub use idle::{IdleArgs, IdleSettings, parse_duration};
+pub(crate) use instances::at_least_one;
+use instances::secret;
 pub use instances::{InstanceArgs, InstanceSettings, LlmSettings, parse_size};
-use instances::{at_least_one, secret};
+pub use snapshots::{SnapshotArgs, SnapshotSettings};
 
 /// Where the database is and how logs look; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -127,6 +130,8 @@ pub struct ServeArgs {
     pub instances: InstanceArgs,
     #[command(flatten)]
     pub idle: IdleArgs,
+    #[command(flatten)]
+    pub snapshots: SnapshotArgs,
 }
 
 /// What handlers read at run time.
@@ -154,6 +159,7 @@ pub struct Settings {
     pub user_limits: SlotLimits,
     pub instances: InstanceSettings,
     pub idle: IdleSettings,
+    pub snapshots: SnapshotSettings,
 }
 
 /// Per-user caps on long-lived work at once.
@@ -214,6 +220,7 @@ impl Settings {
             },
             instances: InstanceSettings::from_args(&args.instances, image),
             idle: IdleSettings::from(&args.idle),
+            snapshots: SnapshotSettings::from(&args.snapshots),
         })
     }
 

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "meta", description = "Discovery and health"),
         (name = "account", description = "Accounts, sessions and API keys"),
         (name = "instances", description = "Instances: Docker sandboxes running the OpenClaw gateway"),
+        (name = "snapshots", description = "Snapshots of an instance's workspace and agent state: take, download, restore, clone"),
         (name = "chat", description = "Chat with the instance's agent: sessions, turns, history, events"),
         (name = "files", description = "Files inside an instance (as the sandbox user)"),
         (name = "terminal", description = "Commands and terminals inside an instance"),

@@ -15,9 +15,28 @@ use crate::state::AppState;
 const CAPACITY_RETRY_AFTER_SECS: u64 = 60;
 const MAX_NAME_CHARS: usize = 100;
 
-pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Option<&str>, name: Option<&str>) -> AppResult<InstanceRow> {
-    let name = name.map(check_name).transpose()?.flatten();
-    let invite_code = invite_code.map(str::trim).filter(|c| !c.is_empty());
+/// What a create asks for.
+pub struct Admission<'a> {
+    pub invite_code: Option<&'a str>,
+    pub name: Option<&'a str>,
+    /// A clone's source snapshot (checked by `clone_source`).
+    pub seed: Option<Uuid>,
+}
+
+/// The snapshot a clone starts from: one of the user's, `ready`; else 404 or 409.
+pub async fn clone_source(state: &AppState, user_id: Uuid, snapshot_id: Uuid) -> AppResult<Uuid> {
+    let snapshot = crate::snapshots::repo::get_for_user(&state.db, snapshot_id, user_id)
+        .await?
+        .ok_or_else(|| AppError::new(ErrorCode::SnapshotNotFound, "`from_snapshot` is not one of your snapshots."))?;
+    if snapshot.status != crate::snapshots::models::SnapshotStatus::Ready {
+        return Err(AppError::new(ErrorCode::InvalidState, format!("The snapshot is {}.", snapshot.status.as_str())));
+    }
+    Ok(snapshot.id)
+}
+
+pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admission<'_>) -> AppResult<InstanceRow> {
+    let name = request.name.map(check_name).transpose()?.flatten();
+    let invite_code = request.invite_code.map(str::trim).filter(|c| !c.is_empty());
     let mut tx = state.db.begin().await?;
     repo::lock_creation(&mut *tx).await?;
 
@@ -44,8 +63,11 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Opti
             format!("Your plan allows {max_instances} instance(s); delete one to create another."),
         ));
     }
-    // A warm sandbox, if the pool has one: the instance is `ready` at once.
-    if let Some(claimed) = super::pool::repo::claim(&mut tx, user_id, name, &state.settings.instances.image).await? {
+    // A warm sandbox, if the pool has one: the instance is `ready` at once (not for a clone,
+    // whose storage must hold its snapshot before the gateway first starts).
+    if request.seed.is_none()
+        && let Some(claimed) = super::pool::repo::claim(&mut tx, user_id, name, &state.settings.instances.image).await?
+    {
         tx.commit().await?;
         state.pool_refill.notify_one();
         return Ok(claimed);
@@ -57,7 +79,14 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, invite_code: Opti
     }
     let sandbox_id = new_sandbox_id();
     let token = secrets::new_session_token();
-    let new = NewInstance { user_id: Some(user_id), sandbox_id: &sandbox_id, name, image: &state.settings.instances.image, gateway_token: &token };
+    let new = NewInstance {
+        user_id: Some(user_id),
+        sandbox_id: &sandbox_id,
+        name,
+        image: &state.settings.instances.image,
+        gateway_token: &token,
+        seed_snapshot: request.seed,
+    };
     let row = repo::insert(&mut *tx, &new).await?;
     tx.commit().await?;
     Ok(row)

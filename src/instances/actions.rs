@@ -155,3 +155,24 @@ pub async fn update(
     let updated = repo::update(&state.db, instance.id, name, body.keep_awake).await?.ok_or_else(crate::extract::instance_not_found)?;
     Ok(Json(updated.into()))
 }
+
+/// Upgrade an instance
+///
+/// Moves the instance to the server's current sandbox image, keeping its data: a snapshot
+/// first (kind `upgrade`), then the container is recreated on the new image and must pass a
+/// health gate (gateway ready, a chat turn answered). If it does not, the instance goes back
+/// to its old image and the snapshot — `rolling_back`, then `ready` with `last_error` and a
+/// system message in its chat. `202`; `status` shows the progress.
+#[utoipa::path(post, path = "/api/instances/{instanceId}/upgrade", tag = "instances",
+    params(OwnedInstance),
+    responses(
+        (status = 202, description = "Upgrading", body = Instance),
+        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: already on the server's image, or busy", body = ErrorBody),
+    ))]
+pub async fn upgrade(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<(StatusCode, Json<Instance>)> {
+    let image = state.settings.instances.image.clone();
+    let upgrading = super::upgrade::begin(&state, instance.id, &image).await?;
+    Ok((StatusCode::ACCEPTED, Json(upgrading.into())))
+}

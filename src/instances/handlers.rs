@@ -36,7 +36,8 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Js
 /// container is created and started in the background and the instance turns `ready` when its
 /// agent gateway answers (or `error`, with `last_error`). When the server keeps a warm pool
 /// (`OCAAS_WARM_POOL`), the answer is `status: "ready"`: a sandbox started beforehand, never
-/// used by anyone, becomes the caller's. Needs an active subscription or an
+/// used by anyone, becomes the caller's. With `from_snapshot` the new instance is a clone: its
+/// storage starts with that snapshot's contents (it has its own tokens; counted like any other). Needs an active subscription or an
 /// `invite_code` (redeemed on the spot). The body is optional.
 #[utoipa::path(post, path = "/api/instances", tag = "instances",
     request_body(content = CreateInstanceRequest, description = "Optional"),
@@ -45,6 +46,7 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Js
             headers(("Location" = String, description = "URL of the new instance"))),
         (status = 400, description = "Bad JSON or name", body = ErrorBody),
         (status = 403, description = "`subscription_required`, `invalid_invite_code` or `instance_limit_reached`", body = ErrorBody),
+        (status = 404, description = "`snapshot_not_found`: `from_snapshot` is not one of yours", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 503, description = "`capacity_exhausted`; see `Retry-After`", body = ErrorBody),
@@ -56,7 +58,12 @@ pub async fn create(
     client: ClientAddr,
     ApiJsonOrEmpty(body): ApiJsonOrEmpty<CreateInstanceRequest>,
 ) -> AppResult<Response> {
-    let row = access::admit_and_insert(&state, user.user_id, body.invite_code.as_deref(), body.name.as_deref()).await?;
+    let seed = match body.from_snapshot {
+        Some(id) => Some(access::clone_source(&state, user.user_id, id).await?),
+        None => None,
+    };
+    let request = access::Admission { invite_code: body.invite_code.as_deref(), name: body.name.as_deref(), seed };
+    let row = access::admit_and_insert(&state, user.user_id, &request).await?;
     crate::audit::record_action(&state.db, AuditAction::InstanceCreated, user.user_id, client.as_deref(), Some(row.id.to_string())).await?;
     // A sandbox from the warm pool is ready already; a new one is provisioned in the background.
     if row.status == InstanceStatus::Provisioning {
@@ -128,6 +135,17 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         Some(ip) if running => gateway_ready(&state.http, ip).await,
         _ => false,
     };
+    let upgrade = match (instance.status, &instance.upgrade_from_image) {
+        (InstanceStatus::Upgrading | InstanceStatus::RollingBack, Some(from)) => {
+            let (from_image, to_image) = if instance.status == InstanceStatus::Upgrading {
+                (from.clone(), instance.image.clone())
+            } else {
+                (instance.image.clone(), from.clone())
+            };
+            Some(UpgradeProgress { from_image, to_image })
+        }
+        _ => None,
+    };
     let uptime_ms = container.started_at.map(|at| (Utc::now() - at).num_milliseconds().max(0)).unwrap_or(0);
     let resources = if running {
         state.runtime.resources(&instance.sandbox_id).await.ok().map(|r| ResourceUsage {
@@ -149,5 +167,6 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         resources,
         disk,
         last_error: instance.last_error,
+        upgrade,
     }))
 }

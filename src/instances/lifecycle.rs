@@ -64,6 +64,9 @@ async fn drive(state: &AppState, id: Uuid, token: &CancellationToken) {
         InstanceStatus::Rebooting => reboot(state, &instance, token).await,
         InstanceStatus::Stopping => stop(state, &instance).await,
         InstanceStatus::Deleting => remove(state, &instance).await,
+        InstanceStatus::Restoring => super::restore::restore(state, &instance, token).await,
+        InstanceStatus::Upgrading => super::upgrade::upgrade(state, &instance, token).await,
+        InstanceStatus::RollingBack => super::upgrade::roll_back(state, &instance, token).await,
         _ => return,
     };
     if matches!(status, InstanceStatus::Provisioning | InstanceStatus::Rebooting) && !matches!(outcome, Err(DriveError::Cancelled)) {
@@ -140,6 +143,10 @@ async fn create_and_start(state: &AppState, instance: &InstanceRow) -> Result<()
             });
             let token = crate::broker::rotate_token(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))?;
             runtime.create_sandbox(&sandbox_spec(state, instance, &BrokerAccess { url, token })).await?;
+            // A clone's storage gets its source snapshot before the first start.
+            if instance.status == InstanceStatus::Provisioning {
+                super::restore::seed(state, instance).await?;
+            }
         }
         Err(error) => return Err(error.into()),
     }
@@ -147,9 +154,44 @@ async fn create_and_start(state: &AppState, instance: &InstanceRow) -> Result<()
     Ok(())
 }
 
-async fn provision(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
+/// Starts the instance's container (creating it if missing), waits until its gateway is ready
+/// and records the OpenClaw version it reports.
+pub async fn start_and_wait(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
     create_and_start(state, instance).await?;
     wait_until_ready(state, instance, token).await?;
+    record_version(state, instance).await;
+    Ok(())
+}
+
+/// Stops the container if there is one (a frozen one is thawed first by the runtime).
+pub async fn stop_container(state: &AppState, name: &str) -> Result<(), DriveError> {
+    match state.runtime.stop(name, STOP_GRACE_SECS).await {
+        Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `openclaw --version` in the sandbox, stored with the instance (best effort).
+async fn record_version(state: &AppState, instance: &InstanceRow) {
+    let request = crate::runtime::ExecRequest {
+        cmd: vec!["openclaw".into(), "--version".into()],
+        max_output: 256,
+        timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    let version = match state.runtime.exec(&instance.sandbox_id, request).await {
+        Ok(output) if output.exit_code == Some(0) => String::from_utf8_lossy(&output.stdout).trim().chars().take(64).collect::<String>(),
+        _ => return,
+    };
+    if !version.is_empty()
+        && let Err(error) = repo::set_version(&state.db, instance.id, &version).await
+    {
+        tracing::warn!(id = %instance.id, %error, "recording the OpenClaw version failed");
+    }
+}
+
+async fn provision(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
+    start_and_wait(state, instance, token).await?;
     let done = if instance.user_id.is_some() { Op::Provisioned } else { Op::Warmed };
     machine::apply(&state.db, instance.id, done).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     Ok(())
@@ -161,6 +203,7 @@ async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationTo
         create_and_start(state, instance).await?;
     }
     wait_until_ready(state, instance, token).await?;
+    record_version(state, instance).await;
     machine::apply(&state.db, instance.id, Op::Rebooted).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     Ok(())
 }
@@ -177,10 +220,7 @@ async fn restart_existing(runtime: &dyn Runtime, name: &str, disk: &DiskSpec) ->
 }
 
 async fn stop(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
-    match state.runtime.stop(&instance.sandbox_id, STOP_GRACE_SECS).await {
-        Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-        Err(error) => return Err(error.into()),
-    }
+    stop_container(state, &instance.sandbox_id).await?;
     machine::apply(&state.db, instance.id, Op::Stopped).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     Ok(())
 }
@@ -188,6 +228,7 @@ async fn stop(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError
 /// Removes the container and its storage, then the row.
 pub async fn remove(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
     state.runtime.remove_sandbox(&instance.sandbox_id, &disk_spec(state, &instance.sandbox_id)).await?;
+    crate::snapshots::service::delete_all_of(state, instance.id).await.map_err(|e| DriveError::Failed(format!("{e:#}")))?;
     repo::delete(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     state.activity.forget(instance.id);
     state.drivers.forget(instance.id);

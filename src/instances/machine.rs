@@ -12,7 +12,11 @@
 //!  ready/error/paused/provisioning/rebooting ──Shutdown/IdleStop──▶ stopping ──Stopped──▶ stopped
 //!  stopped/error ──Start/Wake──▶ provisioning
 //!  any but deleting ──Delete──▶ deleting ──(row removed)
-//!  provisioning/rebooting/stopping ──Failed──▶ error;  ready/paused ──Died──▶ error
+//!  ready/paused/stopped/error ──Restore──▶ restoring ──Restored──▶ ready
+//!  ready/paused/stopped/error ──Upgrade──▶ upgrading ──Upgraded──▶ ready
+//!                                         upgrading ──RollBack──▶ rolling_back ──RolledBack──▶ ready
+//!  provisioning/rebooting/stopping/restoring/upgrading/rolling_back ──Failed──▶ error
+//!  ready/paused/pooled ──Died──▶ error
 //! ```
 
 use sqlx::PgPool;
@@ -49,6 +53,15 @@ pub enum Op {
     /// Chat or a websocket on a stopped instance starts it (`stopped → provisioning`).
     WakeStopped,
     Delete,
+    /// Put a snapshot back (`Extra::pending_snapshot`), and done.
+    Restore,
+    Restored,
+    /// Move to another image (`Extra::image`, the old one in `upgrade_from`), done, or going
+    /// back to the old image and the snapshot taken before.
+    Upgrade,
+    Upgraded,
+    RollBack,
+    RolledBack,
 }
 
 impl Op {
@@ -62,6 +75,9 @@ impl Op {
             Op::Failed(Provisioning) => (&[Provisioning], Error),
             Op::Failed(Rebooting) => (&[Rebooting], Error),
             Op::Failed(Stopping) => (&[Stopping], Error),
+            Op::Failed(Restoring) => (&[Restoring], Error),
+            Op::Failed(Upgrading) => (&[Upgrading], Error),
+            Op::Failed(RollingBack) => (&[RollingBack], Error),
             Op::Failed(_) => (&[], Error),
             Op::Died => (&[Ready, Paused, Pooled], Error),
             Op::Reboot => (&[Ready, Error, Paused], Rebooting),
@@ -70,7 +86,13 @@ impl Op {
             Op::Pause | Op::IdlePause => (&[Ready], Paused),
             Op::Resume | Op::WakePaused => (&[Paused], Ready),
             Op::IdleStop => (&[Ready, Paused], Stopping),
-            Op::Delete => (&[Provisioning, Ready, Rebooting, Stopping, Stopped, Error, Paused, Pooled], Deleting),
+            Op::Delete => (&[Provisioning, Ready, Rebooting, Stopping, Stopped, Error, Paused, Pooled, Restoring, Upgrading, RollingBack], Deleting),
+            Op::Restore => (&[Ready, Paused, Stopped, Error], Restoring),
+            Op::Restored => (&[Restoring], Ready),
+            Op::Upgrade => (&[Ready, Paused, Stopped, Error], Upgrading),
+            Op::Upgraded => (&[Upgrading], Ready),
+            Op::RollBack => (&[Upgrading], RollingBack),
+            Op::RolledBack => (&[RollingBack], Ready),
         }
     }
 
@@ -93,6 +115,8 @@ impl Op {
             Op::Pause | Op::IdlePause => "pause",
             Op::Resume | Op::WakePaused => "resume",
             Op::Delete => "delete",
+            Op::Restore => "restore",
+            Op::Upgrade => "upgrade",
             _ => "this change",
         }
     }
@@ -106,10 +130,49 @@ pub async fn apply(db: &PgPool, id: Uuid, op: Op) -> sqlx::Result<Option<Instanc
 
 /// `apply`, recording why the instance is in `error`.
 pub async fn apply_with_error(db: &PgPool, id: Uuid, op: Op, last_error: Option<&str>) -> sqlx::Result<Option<InstanceRow>> {
+    apply_with(db, id, op, Extra { last_error, ..Extra::default() }).await
+}
+
+/// What some ops carry besides the status change.
+#[derive(Default)]
+pub struct Extra<'a> {
+    pub last_error: Option<&'a str>,
+    pub pending_snapshot: Option<Uuid>,
+    pub image: Option<&'a str>,
+}
+
+/// `apply` with what the op carries. An op that ends an operation clears the pending snapshot
+/// (and an upgrade's bookkeeping); `Restore` and `Upgrade` set them.
+pub async fn apply_with(db: &PgPool, id: Uuid, op: Op, extra: Extra<'_>) -> sqlx::Result<Option<InstanceRow>> {
     let (from, to) = op.rule();
     let (stop_reason, keep_reason) = op.stop_reason();
-    let last_error = last_error.filter(|_| to == Error);
-    repo::transition(db, id, from, to, &Change { last_error, stop_reason, keep_reason }).await
+    let last_error = extra.last_error.filter(|_| to == Error || op == Op::RolledBack);
+    let mut change = Change { last_error, stop_reason, keep_reason, ..Change::default() };
+    match op {
+        Op::Restore => change.pending_snapshot = Some(extra.pending_snapshot),
+        Op::Upgrade => {
+            change.pending_snapshot = Some(extra.pending_snapshot);
+            change.image = extra.image;
+        }
+        Op::RollBack => change.image = extra.image,
+        Op::Provisioned | Op::Restored => change.pending_snapshot = Some(None),
+        Op::Upgraded | Op::RolledBack => {
+            change.pending_snapshot = Some(None);
+            change.upgrade_from = Some(None);
+        }
+        _ => {}
+    }
+    let row = repo::transition(db, id, from, to, &change).await?;
+    Ok(row)
+}
+
+/// Begins an upgrade from the instance's current image to `to_image` (its old image is kept
+/// for a rollback, `snapshot` is the rollback point).
+pub async fn begin_upgrade(db: &PgPool, instance: &InstanceRow, to_image: &str, snapshot: Uuid) -> sqlx::Result<Option<InstanceRow>> {
+    let (from, to) = Op::Upgrade.rule();
+    let change =
+        Change { pending_snapshot: Some(Some(snapshot)), image: Some(to_image), upgrade_from: Some(Some(&instance.image)), ..Change::default() };
+    repo::transition(db, instance.id, from, to, &change).await
 }
 
 /// The 409 for an op the instance's status does not allow.

@@ -15,6 +15,8 @@ pub mod pool;
 pub mod power;
 pub mod reconciler;
 pub mod repo;
+pub mod restore;
+pub mod upgrade;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::start))
         .routes(routes!(actions::pause))
         .routes(routes!(actions::resume))
+        .routes(routes!(actions::upgrade))
         .routes(routes!(handlers::status))
         .routes(routes!(logs::logs))
 }

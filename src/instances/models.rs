@@ -21,6 +21,9 @@ crate::text_enum! {
         Deleting => "deleting",
         Paused => "paused",
         Pooled => "pooled",
+        Restoring => "restoring",
+        Upgrading => "upgrading",
+        RollingBack => "rolling_back",
     }
 }
 
@@ -35,7 +38,7 @@ crate::text_enum! {
 impl InstanceStatus {
     /// States in which background work is under way.
     pub fn is_transitional(self) -> bool {
-        matches!(self, Self::Provisioning | Self::Rebooting | Self::Stopping | Self::Deleting)
+        matches!(self, Self::Provisioning | Self::Rebooting | Self::Stopping | Self::Deleting | Self::Restoring | Self::Upgrading | Self::RollingBack)
     }
 }
 
@@ -52,7 +55,8 @@ pub struct DiskUsageView {
     "id": "8b21f18f-20eb-44ce-a31a-06798aea3e50", "status": "ready", "sandbox_id": "sandy-aaaaaaaaaaaa",
     "created_at": "2026-03-20T18:22:54.000Z", "updated_at": "2026-03-20T18:23:59.000Z",
     "name": null, "last_error": null, "image": "ocaas-sandbox:offline-0123456789abcdef",
-    "last_active_at": "2026-03-20T18:23:59.000Z", "stop_reason": null, "keep_awake": false
+    "last_active_at": "2026-03-20T18:23:59.000Z", "stop_reason": null, "keep_awake": false,
+    "openclaw_version": "2026.9.6"
 }))]
 pub struct Instance {
     pub id: Uuid,
@@ -75,6 +79,8 @@ pub struct Instance {
     pub stop_reason: Option<StopReason>,
     /// Pinned awake: the idle policy leaves it running (`PATCH` to change).
     pub keep_awake: bool,
+    /// The OpenClaw version its gateway reported when it last became ready.
+    pub openclaw_version: Option<String>,
 }
 
 impl From<InstanceRow> for Instance {
@@ -91,12 +97,13 @@ impl From<InstanceRow> for Instance {
             last_active_at: row.last_active_at,
             stop_reason: row.stop_reason,
             keep_awake: row.keep_awake,
+            openclaw_version: row.openclaw_version,
         }
     }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[schema(example = json!({"invite_code": "ABCD-EFGH-JKLM-NPQR", "name": "research"}))]
+#[schema(example = json!({"invite_code": "ABCD-EFGH-JKLM-NPQR", "name": "research", "from_snapshot": null}))]
 pub struct CreateInstanceRequest {
     /// Needed when the account has no active subscription; redeeming it grants one.
     #[serde(default)]
@@ -104,6 +111,9 @@ pub struct CreateInstanceRequest {
     /// A label for the instance.
     #[serde(default)]
     pub name: Option<String>,
+    /// Clone: the new instance starts with the contents of this snapshot (one of yours).
+    #[serde(default)]
+    pub from_snapshot: Option<Uuid>,
 }
 
 /// The changes `PATCH /api/instances/{id}` makes; absent fields stay as they are.
@@ -165,4 +175,13 @@ pub struct InstanceStatusView {
     pub disk: Option<DiskUsageView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// While `upgrading` or `rolling_back`: from which image to which.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeProgress>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpgradeProgress {
+    pub from_image: String,
+    pub to_image: String,
 }

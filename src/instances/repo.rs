@@ -22,6 +22,11 @@ pub struct InstanceRow {
     pub last_active_at: DateTime<Utc>,
     pub stop_reason: Option<StopReason>,
     pub keep_awake: bool,
+    pub openclaw_version: Option<String>,
+    /// The snapshot the running operation puts into the storage (clone, restore, rollback).
+    pub pending_snapshot_id: Option<Uuid>,
+    /// The image an upgrade started from.
+    pub upgrade_from_image: Option<String>,
 }
 
 pub struct NewInstance<'a> {
@@ -31,21 +36,24 @@ pub struct NewInstance<'a> {
     pub name: Option<&'a str>,
     pub image: &'a str,
     pub gateway_token: &'a str,
+    /// A clone's source: unpacked into the storage before the first start.
+    pub seed_snapshot: Option<Uuid>,
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Result<InstanceRow> {
     sqlx::query_as!(
         InstanceRow,
-        r#"INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token)
-         VALUES ($1, $2, $3, $4, 'provisioning', $5, $6)
+        r#"INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token, pending_snapshot_id)
+         VALUES ($1, $2, $3, $4, 'provisioning', $5, $6, $7)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
         Uuid::now_v7(),
         new.user_id,
         new.sandbox_id,
         new.name,
         new.image,
-        new.gateway_token
+        new.gateway_token,
+        new.seed_snapshot
     )
     .fetch_one(db)
     .await
@@ -55,7 +63,7 @@ pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Insta
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
          FROM instances WHERE user_id = $1 ORDER BY created_at DESC, id DESC"#,
         user_id
     )
@@ -67,7 +75,7 @@ pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
          FROM instances ORDER BY created_at"#
     )
     .fetch_all(db)
@@ -79,7 +87,7 @@ pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
          FROM instances WHERE id = $1 AND user_id = $2"#,
         id,
         user_id
@@ -92,7 +100,7 @@ pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
          FROM instances WHERE id = $1"#,
         id
     )
@@ -100,13 +108,17 @@ pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     .await
 }
 
-/// What a transition does besides the status (see `machine::Op`).
+/// What a transition does besides the status (see `machine::Op`). `None` keeps a field.
+#[derive(Default)]
 pub struct Change<'a> {
-    /// Kept only for `error`.
+    /// Kept only for `error` (and a rollback's `ready`).
     pub last_error: Option<&'a str>,
-    /// `None` with `keep_reason`: the stored reason stays.
+    /// With `keep_reason`, the stored reason stays.
     pub stop_reason: Option<StopReason>,
     pub keep_reason: bool,
+    pub pending_snapshot: Option<Option<Uuid>>,
+    pub image: Option<&'a str>,
+    pub upgrade_from: Option<Option<&'a str>>,
 }
 
 /// Moves the instance to `to` if its status is one of `from`; `None` when it was not. Waking
@@ -122,19 +134,33 @@ pub async fn transition(
         InstanceRow,
         r#"UPDATE instances SET status = $3, last_error = $4, updated_at = now(),
                 stop_reason = CASE WHEN $6 THEN stop_reason ELSE $5 END,
-                last_active_at = CASE WHEN $3 IN ('ready', 'provisioning') THEN now() ELSE last_active_at END
+                last_active_at = CASE WHEN $3 IN ('ready', 'provisioning') THEN now() ELSE last_active_at END,
+                pending_snapshot_id = CASE WHEN $7 THEN $8 ELSE pending_snapshot_id END,
+                image = COALESCE($9, image),
+                upgrade_from_image = CASE WHEN $10 THEN $11 ELSE upgrade_from_image END
          WHERE id = $1 AND status = ANY($2)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
         id,
         from as &[InstanceStatus],
         to as InstanceStatus,
         change.last_error,
         change.stop_reason as Option<StopReason>,
-        change.keep_reason
+        change.keep_reason,
+        change.pending_snapshot.is_some(),
+        change.pending_snapshot.flatten(),
+        change.image,
+        change.upgrade_from.is_some(),
+        change.upgrade_from.flatten()
     )
     .fetch_optional(db)
     .await
+}
+
+/// Records the OpenClaw version the instance's gateway reports.
+pub async fn set_version(db: &PgPool, id: Uuid, version: &str) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await?;
+    Ok(())
 }
 
 /// Changes the instance's label and pin; `None` leaves a field as it is.
@@ -144,7 +170,7 @@ pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awak
         r#"UPDATE instances SET name = CASE WHEN $2 THEN $3 ELSE name END, keep_awake = COALESCE($4, keep_awake), updated_at = now()
          WHERE id = $1
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
         id,
         name.is_some(),
         name.flatten(),

@@ -144,6 +144,12 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn remove_container(&self, name: &str) -> RuntimeResult<()> {
+        let _ = self.unpause(name).await;
+        let options = RemoveContainerOptions { force: true, ..Default::default() };
+        ignore_not_found(self.docker.remove_container(name, Some(options)).await)
+    }
+
     async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()> {
         let _ = self.unpause(name).await;
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };

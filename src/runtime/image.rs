@@ -12,6 +12,7 @@ const BUILD_CONTEXT: &[(&str, &[u8], u32)] = &[
     ("offline/build.sh", include_bytes!("../../docker/offline/build.sh"), 0o755),
     ("offline/Dockerfile", include_bytes!("../../docker/offline/Dockerfile"), 0o644),
     ("offline/gateway.py", include_bytes!("../../docker/offline/gateway.py"), 0o644),
+    ("offline/openclaw", include_bytes!("../../docker/offline/openclaw"), 0o755),
     ("sandbox/entrypoint.sh", include_bytes!("../../docker/sandbox/entrypoint.sh"), 0o755),
     ("sandbox/write_config.py", include_bytes!("../../docker/sandbox/write_config.py"), 0o644),
     ("sandbox/Dockerfile", include_bytes!("../../docker/sandbox/Dockerfile"), 0o644),

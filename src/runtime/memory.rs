@@ -96,6 +96,11 @@ impl Runtime for MemoryRuntime {
         self.record("unpause", name);
         self.set_state(name, "running")
     }
+    async fn remove_container(&self, name: &str) -> RuntimeResult<()> {
+        self.record("remove_container", name);
+        self.containers.lock().unwrap().remove(name);
+        Ok(())
+    }
     async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()> {
         self.record("remove", name);
         self.containers.lock().unwrap().remove(name);

@@ -160,6 +160,9 @@ pub trait Runtime: Send + Sync {
     async fn pause(&self, name: &str) -> RuntimeResult<()>;
     /// Thaws a paused container; one that is not paused is fine.
     async fn unpause(&self, name: &str) -> RuntimeResult<()>;
+    /// Removes the container (forcibly) and keeps its storage (an upgrade recreates it on
+    /// another image); a missing one is fine.
+    async fn remove_container(&self, name: &str) -> RuntimeResult<()>;
     /// Removes the container (forcibly) and its storage; missing ones are fine.
     async fn remove_sandbox(&self, name: &str, disk: &disk::DiskSpec) -> RuntimeResult<()>;
     async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo>;

@@ -26,6 +26,7 @@ mod pool;
 mod quickstart;
 mod request_errors;
 mod serve;
+mod snapshots;
 mod sse;
 mod standin;
 mod storage;

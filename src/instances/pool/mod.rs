@@ -49,7 +49,7 @@ pub async fn fill_once(state: &AppState) -> anyhow::Result<()> {
     for _ in 0..(target - warm).min(room).max(0) {
         let sandbox_id = super::access::new_sandbox_id();
         let token = secrets::new_session_token();
-        let new = NewInstance { user_id: None, sandbox_id: &sandbox_id, name: None, image, gateway_token: &token };
+        let new = NewInstance { user_id: None, sandbox_id: &sandbox_id, name: None, image, gateway_token: &token, seed_snapshot: None };
         added.push(instances_repo::insert(&mut *tx, &new).await?.id);
     }
     tx.commit().await?;
