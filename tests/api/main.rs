@@ -32,5 +32,6 @@ mod standin;
 mod storage;
 mod storm;
 mod terminal;
+mod upgrade;
 mod webdriver;
 mod ws;
