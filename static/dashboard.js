@@ -4,6 +4,7 @@
 import { api, postStream, when, el } from '/static/api.js';
 import { notify } from '/static/account.js';
 import { loadModel } from '/static/model.js';
+import { loadSnapshots } from '/static/snapshots.js';
 
 const $ = (id) => document.getElementById(id);
 let poller = null;
@@ -155,8 +156,9 @@ for (const button of document.querySelectorAll('.tabs button')) button.addEventL
 
 function showTab(name) {
   for (const button of document.querySelectorAll('.tabs button')) button.classList.toggle('active', button.dataset.tab === name);
-  for (const tab of ['chat', 'terminal', 'desktop', 'logs', 'model']) $(`tab-${tab}`).hidden = tab !== name;
+  for (const tab of ['chat', 'terminal', 'desktop', 'logs', 'model', 'snapshots']) $(`tab-${tab}`).hidden = tab !== name;
   if (name === 'model') loadModel(openId).catch((error) => notify(error.message));
+  if (name === 'snapshots') loadSnapshots(openId).catch((error) => notify(error.message));
   if (name === 'logs') openLogs(openId); else closeLogs();
   if (name === 'terminal' && !terminal) terminal = openTerminal(openId);
   if (name === 'desktop') openDesktop(openId).catch((error) => notify(error.message));

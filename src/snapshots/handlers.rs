@@ -38,7 +38,7 @@ pub struct SnapshotPath {
 /// List snapshots
 ///
 /// The instance's snapshots, newest first (a bare JSON array).
-#[utoipa::path(get, path = "/api/instances/{instanceId}/snapshots", tag = "snapshots",
+#[utoipa::path(get, path = "/api/instances/{instanceId}/snapshots", tag = "snapshots", operation_id = "list_snapshots",
     params(OwnedInstance),
     responses(
         (status = 200, description = "Snapshots", body = [Snapshot]),
@@ -54,7 +54,7 @@ pub async fn list(State(state): State<AppState>, OwnedInstance { instance, .. }:
 /// running instance is frozen for the copy (a turn in progress waits, then goes on), then
 /// answers `201` with the `ready` snapshot, its compressed size and SHA-256. Counts against
 /// the account's snapshot storage (403 `snapshot_quota_exceeded`).
-#[utoipa::path(post, path = "/api/instances/{instanceId}/snapshots", tag = "snapshots",
+#[utoipa::path(post, path = "/api/instances/{instanceId}/snapshots", tag = "snapshots", operation_id = "create_snapshot",
     params(OwnedInstance),
     request_body(content = CreateSnapshot, description = "Optional"),
     responses(
@@ -82,7 +82,9 @@ pub async fn create(
 }
 
 /// Delete a snapshot
-#[utoipa::path(delete, path = "/api/instances/{instanceId}/snapshots/{snapshotId}", tag = "snapshots",
+///
+/// Removes the snapshot and its archive: `204`. The space counts no more against the quota.
+#[utoipa::path(delete, path = "/api/instances/{instanceId}/snapshots/{snapshotId}", tag = "snapshots", operation_id = "delete_snapshot",
     params(SnapshotPath),
     responses(
         (status = 204, description = "Deleted"),
@@ -99,7 +101,7 @@ pub async fn delete(State(state): State<AppState>, owned: OwnedInstance, ApiPath
 ///
 /// The archive as stored: a gzip-compressed tar with `workspace/` and `state/`, streamed, with
 /// its `Content-Length`; its SHA-256 is the snapshot's `sha256`.
-#[utoipa::path(get, path = "/api/instances/{instanceId}/snapshots/{snapshotId}/download", tag = "snapshots",
+#[utoipa::path(get, path = "/api/instances/{instanceId}/snapshots/{snapshotId}/download", tag = "snapshots", operation_id = "download_snapshot",
     params(SnapshotPath),
     responses(
         (status = 200, description = "The archive", content_type = "application/gzip", body = Vec<u8>),
@@ -129,7 +131,7 @@ pub async fn download(State(state): State<AppState>, owned: OwnedInstance, ApiPa
 /// Puts a snapshot of this instance back: a `safety` snapshot of the current contents is taken
 /// first, then the instance is `restoring` (its container stopped, storage replaced, started
 /// again) and `ready` when its gateway answers: `202`.
-#[utoipa::path(post, path = "/api/instances/{instanceId}/restore", tag = "snapshots",
+#[utoipa::path(post, path = "/api/instances/{instanceId}/restore", tag = "snapshots", operation_id = "restore_snapshot",
     params(OwnedInstance),
     request_body = RestoreRequest,
     responses(

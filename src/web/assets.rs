@@ -14,6 +14,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("desktop.js", JS, include_str!("../../static/desktop.js")),
     ("desktop-boot.js", JS, include_str!("../../static/desktop-boot.js")),
     ("model.js", JS, include_str!("../../static/model.js")),
+    ("snapshots.js", JS, include_str!("../../static/snapshots.js")),
     ("ocaas.css", "text/css; charset=utf-8", include_str!("../../static/ocaas.css")),
 ];
 

@@ -194,6 +194,17 @@ async fn the_served_helper_client_drives_every_command() {
         assert_eq!(ok(script, env, &["instances", "resume", "--instance", &extra_id])["status"], "ready");
         assert_eq!(ok(script, env, &["instances", "keep-awake", "--on", "true", "--instance", &extra_id])["keep_awake"], true);
         assert_eq!(ok(script, env, &["instances", "keep-awake", "--on", "false", "--instance", &extra_id])["keep_awake"], false);
+        let snapshot = ok(script, env, &["snapshots", "create", "--name", "from node", "--instance", &extra_id]);
+        let sid = snapshot["id"].as_str().unwrap().to_owned();
+        assert_eq!((snapshot["status"].as_str(), snapshot["kind"].as_str()), (Some("ready"), Some("manual")), "{snapshot}");
+        assert_eq!(ok(script, env, &["snapshots", "list", "--instance", &extra_id])[0]["id"], sid.as_str());
+        let saved = ok(script, env, &["snapshots", "download", "--snapshot", &sid, "--out", &out, "--instance", &extra_id]);
+        assert_eq!(saved["size"], snapshot["size_bytes"]);
+        assert_eq!(ok(script, env, &["snapshots", "restore", "--snapshot", &sid, "--instance", &extra_id])["status"], "restoring");
+        wait_for_status(script, env, &extra_id, "ready");
+        let upgrade = node(script, env, &["instances", "upgrade", "--instance", &extra_id]);
+        assert!(!upgrade.0 && upgrade.2.contains("invalid_state"), "already on the server's image: {upgrade:?}");
+        ok(script, env, &["snapshots", "delete", "--snapshot", &sid, "--instance", &extra_id]);
         ok(script, env, &["instances", "delete", "--instance", &extra_id]);
 
         let bad = [("OPENCLAW_API_KEY", "ocaas_not-a-real-key"), ("OPENCLAW_API_BASE_URL", base.as_str())];

@@ -156,3 +156,44 @@ async fn the_dashboard_pauses_resumes_pins_and_shows_an_idle_pause() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn the_snapshots_tab_takes_restores_and_clones() {
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, sandbox) = crate::helpers::ready_instance(&app).await;
+    crate::helpers::sandbox_sh(&sandbox, "echo original > /workspace/notes.txt");
+    let browser = Browser::start().await;
+    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
+    browser.fill("#login-form input[name=email]", &app.user.email).await;
+    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
+    browser.click("#login-form button[type=submit]").await;
+    browser.wait_for("return document.querySelector('.instance[data-status=ready] button[data-action=open]') !== null", 20).await;
+    browser.click(".instance[data-status=ready] button[data-action=open]").await;
+    browser.click(".tabs button[data-tab=snapshots]").await;
+    browser.wait_for("return document.getElementById('snapshots-state').textContent === 'No snapshots yet.'", 20).await;
+
+    browser.fill("#snapshot-form input[name=name]", "from the page").await;
+    browser.click("#take-snapshot").await;
+    browser.wait_for("return document.querySelectorAll('#snapshots tr[data-kind=manual]').length === 1", 30).await;
+    let text = browser.eval("return document.getElementById('snapshots').textContent").await;
+    assert!(text.as_str().unwrap().contains("from the page") && text.as_str().unwrap().contains("MiB"), "{text}");
+    let href = browser.eval("return document.querySelector('#snapshots a[download]').getAttribute('href')").await;
+    let download = app.api(Method::GET, href.as_str().unwrap()).send().await.unwrap();
+    assert_eq!(download.headers()["content-type"], "application/gzip");
+    browser.screenshot(&artifact("dashboard-10-snapshots.png")).await;
+
+    crate::helpers::sandbox_sh(&sandbox, "echo damaged > /workspace/notes.txt");
+    browser.eval("window.confirm = () => true; return true").await;
+    browser.click("#snapshots tr[data-kind=manual] button[data-action=restore]").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while crate::helpers::sandbox_sh(&sandbox, "cat /workspace/notes.txt") != "original" {
+        assert!(std::time::Instant::now() < deadline, "the restore from the page did not bring the file back");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    browser.click(".tabs button[data-tab=snapshots]").await;
+    browser.wait_for("return document.querySelectorAll('#snapshots tr[data-kind=safety]').length === 1", 30).await;
+    browser.click("#snapshots tr[data-kind=manual] button[data-action=clone]").await;
+    browser.wait_for("return document.querySelectorAll('.instance').length === 2", 30).await;
+    let instances = json(app.api(Method::GET, "/api/instances").send().await.unwrap(), StatusCode::OK).await;
+    assert!(instances.as_array().unwrap().iter().any(|i| i["name"] == "from the page (clone)" && i["id"] != id.as_str()), "{instances}");
+}

@@ -64,10 +64,11 @@ export class Client {
   // Meta and instances
   root() { return this.request('GET', ''); }
   listInstances() { return this.request('GET', '/instances'); }
-  createInstance({ inviteCode, name } = {}) {
+  createInstance({ inviteCode, name, fromSnapshot } = {}) {
     const json = {};
     if (inviteCode) json.invite_code = inviteCode;
     if (name) json.name = name;
+    if (fromSnapshot) json.from_snapshot = fromSnapshot;
     return this.request('POST', '/instances', { json });
   }
   async instance(id) {
@@ -91,6 +92,17 @@ export class Client {
   async setModel(id, { provider, baseUrl, model, apiKey }) {
     const json = { provider, ...(baseUrl ? { base_url: baseUrl } : {}), ...(model ? { model } : {}), ...(apiKey ? { api_key: apiKey } : {}) };
     return this.request('PUT', `/instances/${await this.instance(id)}/model`, { json });
+  }
+  // Snapshots
+  async snapshots(id) { return this.request('GET', `/instances/${await this.instance(id)}/snapshots`); }
+  async takeSnapshot(id, name) { return this.request('POST', `/instances/${await this.instance(id)}/snapshots`, { json: name ? { name } : {} }); }
+  async deleteSnapshot(id, snapshotId) { return this.request('DELETE', `/instances/${await this.instance(id)}/snapshots/${snapshotId}`); }
+  async restore(id, snapshotId) { return this.request('POST', `/instances/${await this.instance(id)}/restore`, { json: { snapshot_id: snapshotId } }); }
+  /** Saves the snapshot's archive (a .tar.gz) to outPath. */
+  async downloadSnapshot(id, snapshotId, outPath) {
+    const response = await this.request('GET', `/instances/${await this.instance(id)}/snapshots/${snapshotId}/download`, { raw: true });
+    await pipeline(Readable.fromWeb(response.body), createWriteStream(outPath));
+    return { snapshot_id: snapshotId, saved_to: outPath, size: (await stat(outPath)).size };
   }
   async usage(id, { from, to } = {}) { return this.request('GET', `/instances/${await this.instance(id)}/usage${period(from, to)}`); }
 
@@ -244,8 +256,10 @@ function parseArgs(argv) {
 const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --instance ID, --base-url URL)
   root
   account audit [--limit N] [--before ID]
-  instances list | create [--invite-code C] [--name N] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
+  instances list | create [--invite-code C] [--name N] [--from-snapshot S] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
   instances keep-awake --on true|false
+  instances upgrade
+  snapshots list | create [--name N] | delete --snapshot S | download --snapshot S --out F | restore --snapshot S
             logs [--tail N]
   chat sessions | new-session [--title T] | send [--session S] --message M [--stream]
        tail [--session S] [--limit N] | messages [--session S] [--after ID] [--limit N]
@@ -278,7 +292,13 @@ export async function main(argv = process.argv.slice(2)) {
     case 'instances usage': return print(await client.usage(id, { from: flags.from, to: flags.to }));
     case 'account audit': return print(await client.audit({ before: flags.before, limit: flags.limit }));
     case 'instances list': return print(await client.listInstances());
-    case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name }));
+    case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name, fromSnapshot: flags['from-snapshot'] }));
+    case 'instances upgrade': return print(await client.lifecycle('upgrade', id));
+    case 'snapshots list': return print(await client.snapshots(id));
+    case 'snapshots create': return print(await client.takeSnapshot(id, flags.name));
+    case 'snapshots delete': return print((await client.deleteSnapshot(id, need(flags, 'snapshot'))) ?? { deleted: flags.snapshot });
+    case 'snapshots download': return print(await client.downloadSnapshot(id, need(flags, 'snapshot'), need(flags, 'out')));
+    case 'snapshots restore': return print(await client.restore(id, need(flags, 'snapshot')));
     case 'instances get': return print(await client.getInstance(id));
     case 'instances status': return print(await client.status(id));
     case 'instances reboot': case 'instances shutdown': case 'instances start':
