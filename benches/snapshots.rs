@@ -18,7 +18,8 @@ fn seconds(d: Duration) -> f64 {
 
 async fn wait_ready(bench: &Bench, id: &str) -> anyhow::Result<()> {
     loop {
-        let body: serde_json::Value = bench.http.get(format!("{}/api/instances/{id}", bench.base)).bearer_auth(&bench.key).send().await?.json().await?;
+        let body: serde_json::Value =
+            bench.http.get(format!("{}/api/instances/{id}", bench.base)).bearer_auth(&bench.key).send().await?.json().await?;
         match body["status"].as_str() {
             Some("ready") => return Ok(()),
             Some("error") => anyhow::bail!("instance failed: {body}"),
@@ -50,13 +51,28 @@ async fn main() -> anyhow::Result<()> {
     // (a) one instance with `mib` MiB in its workspace.
     let (id, sandbox) = bench.ready_instance().await?;
     let half = mib / 2;
-    docker(&["exec", &sandbox, "sh", "-c", &format!("head -c {half}M /dev/urandom > /workspace/random.bin; yes 'the quick brown fox jumps over the lazy dog 0123456789' | head -c {half}M > /workspace/text.txt")]);
+    docker(&[
+        "exec",
+        &sandbox,
+        "sh",
+        "-c",
+        &format!(
+            "head -c {half}M /dev/urandom > /workspace/random.bin; yes 'the quick brown fox jumps over the lazy dog 0123456789' | head -c {half}M > /workspace/text.txt"
+        ),
+    ]);
     let storage = instances_dir.join(&sandbox);
     let reference_archive = data_dir.join("reference.tar.gz");
 
     let t0 = Instant::now();
-    let taken: serde_json::Value =
-        bench.http.post(format!("{}/api/instances/{id}/snapshots", bench.base)).bearer_auth(&bench.key).json(&serde_json::json!({})).send().await?.json().await?;
+    let taken: serde_json::Value = bench
+        .http
+        .post(format!("{}/api/instances/{id}/snapshots", bench.base))
+        .bearer_auth(&bench.key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?
+        .json()
+        .await?;
     let snapshot_time = t0.elapsed();
     let sid = taken["id"].as_str().ok_or_else(|| anyhow::anyhow!("no snapshot: {taken}"))?.to_owned();
     let t0 = Instant::now();
@@ -64,7 +80,13 @@ async fn main() -> anyhow::Result<()> {
     let tar_create = t0.elapsed();
 
     let t0 = Instant::now();
-    bench.http.post(format!("{}/api/instances/{id}/restore", bench.base)).bearer_auth(&bench.key).json(&serde_json::json!({"snapshot_id": sid})).send().await?;
+    bench
+        .http
+        .post(format!("{}/api/instances/{id}/restore", bench.base))
+        .bearer_auth(&bench.key)
+        .json(&serde_json::json!({"snapshot_id": sid}))
+        .send()
+        .await?;
     wait_ready(&bench, &id).await?;
     let restore_time = t0.elapsed();
     let target = data_dir.join("untar");

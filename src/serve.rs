@@ -39,6 +39,7 @@ pub fn start_background_tasks(state: &AppState) {
     crate::instances::pool::spawn(state.clone());
     crate::snapshots::schedule::spawn(state.clone());
     crate::chat::events::spawn_listener(state);
+    crate::auth::cache::spawn(state);
     spawn_broker(state);
 }
 

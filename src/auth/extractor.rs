@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{repo, secrets};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::state::AppState;
+use crate::state::{AppState, Cached};
 
 pub const SESSION_COOKIE: &str = "ocaas_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -85,14 +85,26 @@ async fn authenticate_key(state: &AppState, key: &str) -> AppResult<AuthUser> {
     if !secrets::looks_like_api_key(key) {
         return Err(invalid());
     }
-    let (key_id, user_id) = repo::authenticate_api_key(&state.db, &secrets::sha256(key)).await?.ok_or_else(invalid)?;
-    Ok(AuthUser { user_id, credential: Credential::ApiKey { key_id } })
+    let hash = secrets::sha256(key);
+    if let Some(Cached { user_id, key_id: Some(key_id), .. }) = state.credentials.get(&hash) {
+        return Ok(AuthUser { user_id, credential: Credential::ApiKey { key_id } });
+    }
+    let owner = repo::authenticate_api_key(&state.db, &hash).await?.ok_or_else(invalid)?;
+    let cached = Cached { user_id: owner.user_id, key_id: Some(owner.id), csrf_token: None, expires_at: owner.expires_at };
+    state.credentials.put(hash, cached);
+    Ok(AuthUser { user_id: owner.user_id, credential: Credential::ApiKey { key_id: owner.id } })
 }
 
 async fn authenticate_session(state: &AppState, token: &str) -> AppResult<AuthUser> {
     let token_hash = secrets::sha256(token);
+    if let Some(Cached { user_id, key_id: None, csrf_token: Some(csrf_token), .. }) = state.credentials.get(&token_hash) {
+        return Ok(AuthUser { user_id, credential: Credential::Session { token_hash, csrf_token } });
+    }
     let session =
         repo::session(&state.db, &token_hash).await?.ok_or_else(|| AppError::unauthorized("The browser session has expired; log in again."))?;
+    let cached =
+        Cached { user_id: session.user_id, key_id: None, csrf_token: Some(session.csrf_token.clone()), expires_at: Some(session.expires_at) };
+    state.credentials.put(token_hash.clone(), cached);
     Ok(AuthUser { user_id: session.user_id, credential: Credential::Session { token_hash, csrf_token: session.csrf_token } })
 }
 

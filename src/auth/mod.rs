@@ -1,6 +1,7 @@
 //! Accounts and authentication: users, passwords, browser sessions, API keys,
 //! subscriptions and invite codes, the `AuthUser` extractor and the `/api/account` routes.
 
+pub mod cache;
 pub mod extractor;
 pub mod handlers;
 pub mod models;

@@ -38,6 +38,14 @@ pub struct RedeemedInvite {
 pub struct SessionRow {
     pub user_id: Uuid,
     pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A valid API key: its id, its user, when it expires.
+pub struct KeyOwner {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Inserts a user; `Ok(None)` when the email (case-insensitively) is taken.
@@ -188,20 +196,26 @@ pub async fn revoke_api_key(db: &PgPool, key_id: Uuid, user_id: Option<Uuid>) ->
 /// The per-request key check: one indexed lookup on the hash. It records the use only when
 /// the last one is more than a minute old, so a busy key is not one hot row written on every
 /// request.
-pub async fn authenticate_api_key(db: &PgPool, key_hash: &[u8]) -> sqlx::Result<Option<(Uuid, Uuid)>> {
-    let row = sqlx::query!(
+pub async fn authenticate_api_key(db: &PgPool, key_hash: &[u8]) -> sqlx::Result<Option<KeyOwner>> {
+    sqlx::query_as!(
+        KeyOwner,
         r#"WITH key AS (
-               SELECT id, user_id, last_used_at FROM api_keys
+               SELECT id, user_id, last_used_at, expires_at FROM api_keys
                WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())),
            touched AS (
                UPDATE api_keys SET last_used_at = now() FROM key
                WHERE api_keys.id = key.id AND (key.last_used_at IS NULL OR key.last_used_at < now() - interval '1 minute'))
-           SELECT id AS "id!", user_id AS "user_id!" FROM key"#,
+           SELECT id AS "id!", user_id AS "user_id!", expires_at FROM key"#,
         key_hash
     )
     .fetch_optional(db)
-    .await?;
-    Ok(row.map(|r| (r.id, r.user_id)))
+    .await
+}
+
+/// `last_used_at` of keys used from the server's cache (written in batches).
+pub async fn touch_api_keys(db: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1) AND revoked_at IS NULL", ids).execute(db).await?;
+    Ok(())
 }
 
 pub async fn insert_session(db: &PgPool, token_hash: &[u8], user_id: Uuid, csrf_token: &str, expires_at: DateTime<Utc>) -> sqlx::Result<()> {
@@ -218,9 +232,13 @@ pub async fn insert_session(db: &PgPool, token_hash: &[u8], user_id: Uuid, csrf_
 }
 
 pub async fn session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as!(SessionRow, "SELECT user_id, csrf_token FROM browser_sessions WHERE token_hash = $1 AND expires_at > now()", token_hash)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        SessionRow,
+        "SELECT user_id, csrf_token, expires_at FROM browser_sessions WHERE token_hash = $1 AND expires_at > now()",
+        token_hash
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn delete_session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<()> {

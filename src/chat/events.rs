@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::response::sse::Event;
-use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
@@ -21,33 +20,19 @@ const RESCAN: Duration = Duration::from_secs(30);
 
 /// Keeps one LISTEN connection open (reconnecting as needed) until shutdown.
 pub fn spawn_listener(state: &AppState) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        while !state.shutdown.is_cancelled() {
-            if let Err(error) = listen(&state).await {
-                tracing::warn!(%error, "chat event listener lost its connection; reconnecting");
+    let hub = state.chat_events.clone();
+    crate::db::notify::spawn_listener(
+        state.db.clone(),
+        state.shutdown.clone(),
+        CHANNEL,
+        |_| {},
+        move |payload| {
+            let mut parts = payload.split(' ');
+            if let (Some(Ok(session)), Some(Ok(event))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<i64>)) {
+                hub.publish(session, event);
             }
-            tokio::select! {
-                () = state.shutdown.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    });
-}
-
-async fn listen(state: &AppState) -> sqlx::Result<()> {
-    let mut listener = PgListener::connect_with(&state.db).await?;
-    listener.listen(CHANNEL).await?;
-    loop {
-        let notification = tokio::select! {
-            () = state.shutdown.cancelled() => return Ok(()),
-            n = listener.recv() => n?,
-        };
-        let mut parts = notification.payload().split(' ');
-        if let (Some(Ok(session)), Some(Ok(event))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<i64>)) {
-            state.chat_events.publish(session, event);
-        }
-    }
+        },
+    );
 }
 
 pub fn message_event(row: MessageRow) -> Event {

@@ -3,6 +3,7 @@
 //! it imports only `config`, `db`, `error`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
 
 mod activity;
+mod credentials;
 mod drivers;
 mod events;
 mod slots;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use activity::{Activity, Busy};
+pub use credentials::{Cached, Credentials};
 pub use drivers::Drivers;
 pub use events::EventHub;
 pub use slots::{Slot, SlotKind, UserSlots};
@@ -37,6 +39,8 @@ pub struct AppState {
     pub drivers: Arc<Drivers>,
     /// Use of each instance seen by this process (the idle policy reads it).
     pub activity: Arc<Activity>,
+    /// Who keys and sessions belong to, cached (see `credentials`).
+    pub credentials: Arc<Credentials>,
     /// Woken when a create took a sandbox from the warm pool.
     pub pool_refill: Arc<tokio::sync::Notify>,
     /// Fan-out of chat event notifications within this process.
@@ -69,6 +73,7 @@ impl AppState {
             drivers: Arc::default(),
             activity: Arc::default(),
             pool_refill: Arc::default(),
+            credentials: Arc::default(),
             chat_events: Arc::default(),
             metrics: Arc::default(),
             auth_limits,

@@ -36,6 +36,10 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     pub fn forget(&self, key: &K) {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
+
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
 }
 
 /// Sandbox name → its address on the sandbox network. Lifecycle changes made through ocaas

@@ -3,7 +3,7 @@
 //! is started for the whole run under the temp dir and shared by all test processes.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ocaas::auth::service;
 use ocaas::config::Settings;
@@ -347,5 +347,48 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
         let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+/// `ocaas serve` as its own process on `database_url` (the test's PostgreSQL).
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+pub fn serve_process(database_url: &str, data_dir: &std::path::Path, image: &str) -> ServerProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The same egress policy as every other test server on this host.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ocaas"))
+        .env("DATABASE_URL", database_url)
+        .env("OCAAS_DATA_DIR", data_dir)
+        .env("OCAAS_SANDBOX_IMAGE", image)
+        .env("OCAAS_READY_TIMEOUT_SECS", "12")
+        .env("OCAAS_RECONCILE_SECS", "1")
+        .env("OCAAS_BROKER_PORT", "18800-18999")
+        .env("OCAAS_EGRESS_ALLOW", ALLOWLISTED_NET)
+        .env("OCAAS_INSTANCE_DISK", "1g")
+        .env("OCAAS_AUTO_INSTALL", "false")
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .spawn()
+        .unwrap();
+    ServerProcess { child, port }
+}
+
+impl ServerProcess {
+    pub async fn ready(self) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port)).await, Ok(r) if r.status() == reqwest::StatusCode::OK) {
+            assert!(Instant::now() < deadline, "ocaas serve did not become ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

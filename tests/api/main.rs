@@ -6,6 +6,7 @@ mod admin_cli;
 mod agent;
 mod audit;
 mod auth;
+mod auth_cache;
 mod broker;
 mod browser;
 mod chat;

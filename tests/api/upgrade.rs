@@ -3,8 +3,8 @@
 //! back within the timeout with its data, and its user is told; a server killed with SIGKILL
 //! mid-upgrade finishes or rolls back at its next start.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ocaas::auth::service;
@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{
-    ALLOWLISTED_NET, PASSWORD, fresh_database, json, ready_instance, respawn_with, sandbox_image, sandbox_sh, spawn_app_with_docker,
+    PASSWORD, fresh_database, json, ready_instance, respawn_with, sandbox_image, sandbox_sh, serve_process as serve, spawn_app_with_docker,
 };
 use crate::idle::{instance, wait_status};
 use crate::snapshots::{manifest, write_tree};
@@ -116,48 +116,6 @@ async fn an_upgrade_to_an_image_that_never_gets_ready_is_rolled_back_with_the_da
     let chat = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": "/echo still here"})).send().await.unwrap();
     assert_eq!(json(chat, StatusCode::OK).await["assistant_message"]["content"], "still here");
     let _ = std::fs::remove_dir_all(&data_dir);
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-fn serve(database_url: &str, data_dir: &Path, image: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // The same egress policy as every other test server on this host.
-    let child = Command::new(env!("CARGO_BIN_EXE_ocaas"))
-        .env("DATABASE_URL", database_url)
-        .env("OCAAS_DATA_DIR", data_dir)
-        .env("OCAAS_SANDBOX_IMAGE", image)
-        .env("OCAAS_READY_TIMEOUT_SECS", "12")
-        .env("OCAAS_RECONCILE_SECS", "1")
-        .env("OCAAS_BROKER_PORT", "18800-18999")
-        .env("OCAAS_EGRESS_ALLOW", ALLOWLISTED_NET)
-        .env("OCAAS_INSTANCE_DISK", "1g")
-        .env("OCAAS_AUTO_INSTALL", "false")
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .spawn()
-        .unwrap();
-    Server { child, port }
-}
-
-impl Server {
-    async fn ready(self) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !matches!(reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port)).await, Ok(r) if r.status() == StatusCode::OK) {
-            assert!(Instant::now() < deadline, "ocaas serve did not become ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn status_of(db: &sqlx::PgPool, id: uuid::Uuid) -> (String, String) {

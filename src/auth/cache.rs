@@ -1,0 +1,30 @@
+//! Keeps the credential cache (`state::Credentials`) honest: listens for `ocaas_auth`
+//! notifications (every revocation, expiry change and deletion of a key or session, from any
+//! process) and writes the `last_used_at` of keys served from the cache once a minute.
+
+use std::time::Duration;
+
+use crate::state::AppState;
+
+pub const CHANNEL: &str = "ocaas_auth";
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+pub fn spawn(state: &AppState) {
+    let (live, changed) = (state.credentials.clone(), state.credentials.clone());
+    crate::db::notify::spawn_listener(state.db.clone(), state.shutdown.clone(), CHANNEL, move |on| live.set_live(on), move |_| changed.invalidate());
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                () = tokio::time::sleep(TOUCH_EVERY) => {}
+            }
+            let used = state.credentials.take_used();
+            if !used.is_empty()
+                && let Err(error) = super::repo::touch_api_keys(&state.db, &used).await
+            {
+                tracing::warn!(%error, "writing keys' last use failed");
+            }
+        }
+    });
+}
