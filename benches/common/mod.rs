@@ -65,6 +65,8 @@ impl Bench {
         settings.instances.reconcile_interval = Duration::from_secs(30);
         settings.instances.broker_ports = (18790, 18799);
         settings.instances.egress.host_ports = vec![settings.instances.broker_ports];
+        // A scheduled backup freezes an instance for its copy: not in the middle of a measurement.
+        settings.snapshots.backup_interval = Duration::ZERO;
         configure(&mut settings);
         let state = AppState::new(pool.clone(), settings, Arc::new(DockerRuntime::connect()?)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,13 +1,11 @@
 //! Keeps the credential cache (`state::Credentials`) honest: listens for `ocaas_auth`
 //! notifications (every revocation, expiry change and deletion of a key or session, from any
-//! process) and writes the `last_used_at` of keys served from the cache once a minute.
-
-use std::time::Duration;
+//! process) and writes the `last_used_at` of keys served from the cache once a minute
+//! (`Settings::key_touch_interval`).
 
 use crate::state::AppState;
 
 pub const CHANNEL: &str = "ocaas_auth";
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 pub fn spawn(state: &AppState) {
     let (live, changed) = (state.credentials.clone(), state.credentials.clone());
@@ -17,7 +15,7 @@ pub fn spawn(state: &AppState) {
         loop {
             tokio::select! {
                 () = state.shutdown.cancelled() => break,
-                () = tokio::time::sleep(TOUCH_EVERY) => {}
+                () = tokio::time::sleep(state.settings.key_touch_interval) => {}
             }
             let used = state.credentials.take_used();
             if !used.is_empty()

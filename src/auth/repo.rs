@@ -212,9 +212,16 @@ pub async fn authenticate_api_key(db: &PgPool, key_hash: &[u8]) -> sqlx::Result<
     .await
 }
 
-/// `last_used_at` of keys used from the server's cache (written in batches).
+/// `last_used_at` of keys used from the server's cache (written in batches, and like every
+/// write of it at most once a minute per key).
 pub async fn touch_api_keys(db: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
-    sqlx::query!("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1) AND revoked_at IS NULL", ids).execute(db).await?;
+    sqlx::query!(
+        "UPDATE api_keys SET last_used_at = now()
+         WHERE id = ANY($1) AND revoked_at IS NULL AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        ids
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 

@@ -155,6 +155,8 @@ pub struct Settings {
     pub auth_per_minute_per_addr: std::num::NonZeroU32,
     pub login_per_minute_per_account: std::num::NonZeroU32,
     pub hash_concurrency: usize,
+    /// How often the `last_used_at` of keys served from the credential cache is written.
+    pub key_touch_interval: std::time::Duration,
     pub limits: ServerLimits,
     pub user_limits: SlotLimits,
     pub instances: InstanceSettings,
@@ -207,6 +209,7 @@ impl Settings {
             } else {
                 args.hash_concurrency
             },
+            key_touch_interval: std::time::Duration::from_secs(60),
             limits: ServerLimits {
                 max_connections: args.max_connections,
                 max_inflight: args.max_inflight,

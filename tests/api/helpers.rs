@@ -68,6 +68,8 @@ pub fn test_settings() -> Settings {
     // Tests sign in often from 127.0.0.1; the limits have their own tests.
     settings.auth_per_minute_per_addr = std::num::NonZeroU32::new(10_000).unwrap();
     settings.login_per_minute_per_account = std::num::NonZeroU32::new(10_000).unwrap();
+    // Scheduled backups have their own test; elsewhere they would freeze instances mid-test.
+    settings.snapshots.backup_interval = Duration::ZERO;
     let instances = &mut settings.instances;
     instances.limits.memory_bytes = 512 << 20;
     instances.limits.pids = 256;
