@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::{Bench, docker, ms, percentile, until};
 
-async fn wait_ready(http: &reqwest::Client, url: &str) {
-    while !matches!(http.get(url).timeout(Duration::from_secs(1)).send().await, Ok(r) if r.status().is_success()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn line(label: &str, samples: &[Duration]) {
     println!("{label:<38} {:>10.1} {:>10.1}", ms(percentile(samples, 0.5)), ms(percentile(samples, 0.95)));
 }
@@ -82,13 +76,7 @@ async fn main() -> anyhow::Result<()> {
         let (id, _) = cold_server.ready_instance().await?;
         cold.push(t0.elapsed());
         cold_server.delete(&id).await?;
-        let name = format!("ocaas-bench-{}-{i}", std::process::id());
-        let t0 = Instant::now();
-        docker(&["run", "-d", "--name", &name, "--network", "ocaas-sandboxes", "--cap-drop", "ALL", "-e", "OPENCLAW_GATEWAY_TOKEN=bench", &image]);
-        let ip = docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", &name]);
-        wait_ready(&http, &format!("http://{ip}:18789/readyz")).await;
-        plain.push(t0.elapsed());
-        docker(&["rm", "-f", &name]);
+        plain.push(common::docker_run_to_ready(&http, &image, i).await);
     }
 
     // (b) Wake on use: a chat stream on a paused instance vs on a running one.

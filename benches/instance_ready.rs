@@ -5,20 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{Bench, docker, ms, percentile};
-
-async fn wait_ready(http: &reqwest::Client, url: &str) {
-    loop {
-        if let Ok(r) = http.get(url).timeout(Duration::from_secs(1)).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use common::{Bench, ms, percentile};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -36,13 +25,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut docker_samples = Vec::new();
     for i in 0..runs {
-        let name = format!("ocaas-bench-{}-{i}", std::process::id());
-        let t0 = Instant::now();
-        docker(&["run", "-d", "--name", &name, "--network", "ocaas-sandboxes", "--cap-drop", "ALL", "-e", "OPENCLAW_GATEWAY_TOKEN=bench", &image]);
-        let ip = docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", &name]);
-        wait_ready(&http, &format!("http://{ip}:18789/readyz")).await;
-        docker_samples.push(t0.elapsed());
-        docker(&["rm", "-f", &name]);
+        docker_samples.push(common::docker_run_to_ready(&http, &image, i).await);
     }
 
     println!("create → ready over {runs} instances (image {image})");

@@ -65,14 +65,7 @@ async fn main() -> anyhow::Result<()> {
         ids.push(created["id"].as_str().ok_or_else(|| anyhow::anyhow!("create failed: {created}"))?.to_owned());
     }
     for id in &ids {
-        loop {
-            let body: serde_json::Value = http.get(format!("{base}/api/instances/{id}")).bearer_auth(&bench.key).send().await?.json().await?;
-            match body["status"].as_str() {
-                Some("ready") => break,
-                Some("error") => anyhow::bail!("instance failed: {body}"),
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
+        common::wait_ready(&http, &base, &bench.key, id).await?;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let managed = rss_mib(pid);

@@ -16,18 +16,6 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-async fn wait_ready(bench: &Bench, id: &str) -> anyhow::Result<()> {
-    loop {
-        let body: serde_json::Value =
-            bench.http.get(format!("{}/api/instances/{id}", bench.base)).bearer_auth(&bench.key).send().await?.json().await?;
-        match body["status"].as_str() {
-            Some("ready") => return Ok(()),
-            Some("error") => anyhow::bail!("instance failed: {body}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 fn sh(script: &str) -> anyhow::Result<()> {
     let status = Command::new("sh").args(["-c", script]).status()?;
     anyhow::ensure!(status.success(), "`{script}` failed");
@@ -87,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         .json(&serde_json::json!({"snapshot_id": sid}))
         .send()
         .await?;
-    wait_ready(&bench, &id).await?;
+    common::wait_ready(&bench.http, &bench.base, &bench.key, &id).await?;
     let restore_time = t0.elapsed();
     let target = data_dir.join("untar");
     std::fs::create_dir_all(&target)?;

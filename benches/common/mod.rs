@@ -84,15 +84,8 @@ impl Bench {
     pub async fn ready_instance(&self) -> anyhow::Result<(String, String)> {
         let created: serde_json::Value = self.http.post(format!("{}/api/instances", self.base)).bearer_auth(&self.key).send().await?.json().await?;
         let id = created["id"].as_str().ok_or_else(|| anyhow::anyhow!("no id in {created}"))?.to_owned();
-        loop {
-            let body: serde_json::Value =
-                self.http.get(format!("{}/api/instances/{id}", self.base)).bearer_auth(&self.key).send().await?.json().await?;
-            match body["status"].as_str() {
-                Some("ready") => return Ok((id, created["sandbox_id"].as_str().unwrap_or_default().to_owned())),
-                Some("error") => anyhow::bail!("instance failed: {body}"),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
+        wait_ready(&self.http, &self.base, &self.key, &id).await?;
+        Ok((id, created["sandbox_id"].as_str().unwrap_or_default().to_owned()))
     }
 
     /// Another user with a plan of one instance and a ready instance: (their key, instance id).
@@ -149,4 +142,32 @@ pub async fn until(response: reqwest::Response, needle: &str, t0: Instant) -> an
         }
     }
     anyhow::bail!("stream ended without {needle:?}: {seen:.400}")
+}
+
+/// Polls the instance on the server at `base` until it is `ready` (an `error` fails).
+pub async fn wait_ready(http: &reqwest::Client, base: &str, key: &str, id: &str) -> anyhow::Result<()> {
+    loop {
+        let body: serde_json::Value = http.get(format!("{base}/api/instances/{id}")).bearer_auth(key).send().await?.json().await?;
+        match body["status"].as_str() {
+            Some("ready") => return Ok(()),
+            Some("error") => anyhow::bail!("instance failed: {body}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// A plain `docker run` of `image` on the sandbox network, timed until its gateway answers
+/// `/readyz` (the reference for create → ready); the container is removed afterwards.
+pub async fn docker_run_to_ready(http: &reqwest::Client, image: &str, n: usize) -> Duration {
+    let name = format!("ocaas-bench-{}-{n}", std::process::id());
+    let t0 = Instant::now();
+    docker(&["run", "-d", "--name", &name, "--network", "ocaas-sandboxes", "--cap-drop", "ALL", "-e", "OPENCLAW_GATEWAY_TOKEN=bench", image]);
+    let ip = docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", &name]);
+    let url = format!("http://{ip}:18789/readyz");
+    while !matches!(http.get(&url).timeout(Duration::from_secs(1)).send().await, Ok(r) if r.status().is_success()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t0.elapsed();
+    docker(&["rm", "-f", &name]);
+    took
 }

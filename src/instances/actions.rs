@@ -11,19 +11,27 @@ use super::lifecycle;
 use super::machine::{self, Op};
 use super::models::*;
 use super::power;
-use super::repo::{self, InstanceRow};
+use super::repo;
 use crate::audit::AuditAction;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ClientAddr};
 use crate::state::AppState;
 
-/// Makes the op's status change and starts the work it calls for.
-async fn drive_op(state: &AppState, instance: &InstanceRow, op: Op) -> AppResult<(StatusCode, Json<Instance>)> {
+/// Makes the op's status change, starts the work it calls for and records it in the audit log.
+async fn drive_op(
+    state: &AppState,
+    owned: OwnedInstance,
+    client: ClientAddr,
+    op: Op,
+    action: AuditAction,
+) -> AppResult<(StatusCode, Json<Instance>)> {
+    let OwnedInstance { instance, user } = owned;
     let Some(moved) = machine::apply(&state.db, instance.id, op).await? else {
-        let now = repo::get(&state.db, instance.id).await?.unwrap_or_else(|| instance.clone());
+        let now = repo::get(&state.db, instance.id).await?.unwrap_or(instance);
         return Err(machine::refusal(&now, op));
     };
     lifecycle::spawn_drive(state, instance.id);
+    crate::audit::record_action(&state.db, action, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
     Ok((StatusCode::ACCEPTED, Json(moved.into())))
 }
 
@@ -38,14 +46,8 @@ async fn drive_op(state: &AppState, instance: &InstanceRow, op: Op) -> AppResult
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: only `ready`, `paused` or `error` instances reboot", body = ErrorBody),
     ))]
-pub async fn reboot(
-    State(state): State<AppState>,
-    OwnedInstance { instance, user }: OwnedInstance,
-    client: ClientAddr,
-) -> AppResult<(StatusCode, Json<Instance>)> {
-    let moved = drive_op(&state, &instance, Op::Reboot).await?;
-    crate::audit::record_action(&state.db, AuditAction::InstanceRebooted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
-    Ok(moved)
+pub async fn reboot(State(state): State<AppState>, owned: OwnedInstance, client: ClientAddr) -> AppResult<(StatusCode, Json<Instance>)> {
+    drive_op(&state, owned, client, Op::Reboot, AuditAction::InstanceRebooted).await
 }
 
 /// Shut an instance down
@@ -59,14 +61,8 @@ pub async fn reboot(
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: already stopped, stopping or deleting", body = ErrorBody),
     ))]
-pub async fn shutdown(
-    State(state): State<AppState>,
-    OwnedInstance { instance, user }: OwnedInstance,
-    client: ClientAddr,
-) -> AppResult<(StatusCode, Json<Instance>)> {
-    let moved = drive_op(&state, &instance, Op::Shutdown).await?;
-    crate::audit::record_action(&state.db, AuditAction::InstanceShutDown, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
-    Ok(moved)
+pub async fn shutdown(State(state): State<AppState>, owned: OwnedInstance, client: ClientAddr) -> AppResult<(StatusCode, Json<Instance>)> {
+    drive_op(&state, owned, client, Op::Shutdown, AuditAction::InstanceShutDown).await
 }
 
 /// Start an instance
@@ -80,14 +76,8 @@ pub async fn shutdown(
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: only `stopped` or `error` instances start", body = ErrorBody),
     ))]
-pub async fn start(
-    State(state): State<AppState>,
-    OwnedInstance { instance, user }: OwnedInstance,
-    client: ClientAddr,
-) -> AppResult<(StatusCode, Json<Instance>)> {
-    let moved = drive_op(&state, &instance, Op::Start).await?;
-    crate::audit::record_action(&state.db, AuditAction::InstanceStarted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
-    Ok(moved)
+pub async fn start(State(state): State<AppState>, owned: OwnedInstance, client: ClientAddr) -> AppResult<(StatusCode, Json<Instance>)> {
+    drive_op(&state, owned, client, Op::Start, AuditAction::InstanceStarted).await
 }
 
 /// Pause an instance

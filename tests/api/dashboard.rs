@@ -89,11 +89,7 @@ async fn the_activity_card_shows_sign_ins_and_key_changes() {
     let app = crate::helpers::spawn_app().await;
     let wrong = app.anon(Method::POST, "/api/account/login").json(&serde_json::json!({"email": app.user.email, "password": "not it at all"}));
     assert_eq!(wrong.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
-    let browser = Browser::start().await;
-    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
-    browser.fill("#login-form input[name=email]", &app.user.email).await;
-    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
-    browser.click("#login-form button[type=submit]").await;
+    let browser = signed_in(&app).await;
     browser.wait_for("return document.querySelectorAll('#audit tr').length === 2", 20).await;
     browser.fill("#create-key-form input[name=name]", "audited").await;
     browser.click("#create-key").await;
@@ -119,11 +115,7 @@ async fn the_dashboard_pauses_resumes_pins_and_shows_an_idle_pause() {
     })
     .await;
     let (id, _) = crate::helpers::ready_instance(&app).await;
-    let browser = Browser::start().await;
-    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
-    browser.fill("#login-form input[name=email]", &app.user.email).await;
-    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
-    browser.click("#login-form button[type=submit]").await;
+    let browser = signed_in(&app).await;
     let row = format!(".instance[data-instance-id='{id}']");
 
     // Pinned awake: the idle policy leaves it alone.
@@ -162,11 +154,7 @@ async fn the_snapshots_tab_takes_restores_and_clones() {
     let app = spawn_app_with_docker(|_| {}).await;
     let (id, sandbox) = crate::helpers::ready_instance(&app).await;
     crate::helpers::sandbox_sh(&sandbox, "echo original > /workspace/notes.txt");
-    let browser = Browser::start().await;
-    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
-    browser.fill("#login-form input[name=email]", &app.user.email).await;
-    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
-    browser.click("#login-form button[type=submit]").await;
+    let browser = signed_in(&app).await;
     browser.wait_for("return document.querySelector('.instance[data-status=ready] button[data-action=open]') !== null", 20).await;
     browser.click(".instance[data-status=ready] button[data-action=open]").await;
     browser.click(".tabs button[data-tab=snapshots]").await;
@@ -196,4 +184,14 @@ async fn the_snapshots_tab_takes_restores_and_clones() {
     browser.wait_for("return document.querySelectorAll('.instance').length === 2", 30).await;
     let instances = json(app.api(Method::GET, "/api/instances").send().await.unwrap(), StatusCode::OK).await;
     assert!(instances.as_array().unwrap().iter().any(|i| i["name"] == "from the page (clone)" && i["id"] != id.as_str()), "{instances}");
+}
+
+/// Chromium on `/account`, signed in as the seeded user.
+async fn signed_in(app: &crate::helpers::TestApp) -> Browser {
+    let browser = Browser::start().await;
+    browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
+    browser.fill("#login-form input[name=email]", &app.user.email).await;
+    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
+    browser.click("#login-form button[type=submit]").await;
+    browser
 }
