@@ -19,6 +19,8 @@ use crate::runtime::{LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_USER
 use crate::state::AppState;
 
 const STOP_GRACE_SECS: i32 = 10;
+/// How often a starting sandbox's gateway is asked whether it is ready (a local HTTP request).
+const READY_POLL: Duration = Duration::from_millis(20);
 
 /// Starts the background work the instance's current status calls for.
 pub fn spawn_drive(state: &AppState, id: Uuid) {
@@ -260,7 +262,8 @@ async fn wait_until_ready(state: &AppState, instance: &InstanceRow, token: &Canc
         }
         tokio::select! {
             () = token.cancelled() => return Err(DriveError::Cancelled),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            // Often: every poll interval is time a user waits for a fresh instance.
+            () = tokio::time::sleep(READY_POLL) => {}
         }
     }
 }
