@@ -181,3 +181,16 @@ async fn scheduled_backups_run_and_keep_only_the_newest() {
     let listed = json(app.api(Method::GET, &format!("/api/instances/{id}/snapshots")).send().await.unwrap(), StatusCode::OK).await;
     assert!(listed.as_array().unwrap().iter().all(|s| s["kind"] == "scheduled"), "{listed}");
 }
+
+#[tokio::test]
+async fn snapshots_past_the_users_storage_quota_are_refused_and_deleting_frees_room() {
+    let app = spawn_app_with_docker(|settings| settings.snapshots.quota_bytes = 1).await;
+    let (id, _) = ready_instance(&app).await;
+    let first = snapshot(&app, &id, "fits").await;
+    let refused = app.api(Method::POST, &format!("/api/instances/{id}/snapshots")).json(&json!({})).send().await.unwrap();
+    let body = assert_error(refused, StatusCode::FORBIDDEN, "snapshot_quota_exceeded").await;
+    assert!(body["message"].as_str().unwrap().contains("delete some"), "{body}");
+    let sid = first["id"].as_str().unwrap();
+    assert_eq!(app.api(Method::DELETE, &format!("/api/instances/{id}/snapshots/{sid}")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    snapshot(&app, &id, "fits again").await;
+}
