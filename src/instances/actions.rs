@@ -67,16 +67,24 @@ pub async fn shutdown(State(state): State<AppState>, owned: OwnedInstance, clien
 
 /// Start an instance
 ///
-/// Starts a stopped (or failed) instance again: `provisioning`, then `ready`.
+/// Starts a stopped (or failed) instance again: `provisioning`, then `ready`. A paused one is
+/// resumed (`ready` at once, every process where it was).
 #[utoipa::path(post, path = "/api/instances/{instanceId}/start", tag = "instances",
     params(OwnedInstance),
     responses(
         (status = 202, description = "Starting", body = Instance),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
-        (status = 409, description = "`invalid_state`: only `stopped` or `error` instances start", body = ErrorBody),
+        (status = 409, description = "`invalid_state`: only `stopped`, `paused` or `error` instances start", body = ErrorBody),
     ))]
 pub async fn start(State(state): State<AppState>, owned: OwnedInstance, client: ClientAddr) -> AppResult<(StatusCode, Json<Instance>)> {
+    // A paused instance's processes are all there: starting it is resuming it.
+    if owned.instance.status == InstanceStatus::Paused {
+        let resumed = power::resume(&state, &owned.instance, Op::Resume).await?;
+        crate::audit::record_action(&state.db, AuditAction::InstanceStarted, owned.user.user_id, client.as_deref(), Some(resumed.id.to_string()))
+            .await?;
+        return Ok((StatusCode::ACCEPTED, Json(resumed.into())));
+    }
     drive_op(&state, owned, client, Op::Start, AuditAction::InstanceStarted).await
 }
 

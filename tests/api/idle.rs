@@ -121,13 +121,17 @@ async fn pause_keeps_every_process_and_its_memory_and_resume_brings_them_back() 
     assert_eq!((paused["status"].as_str(), paused["stop_reason"].clone()), (Some("paused"), Value::Null), "a user's pause has no reason");
     assert_eq!(docker_state(&sandbox), "paused");
     assert_error(post(&app, &id, "pause").await, StatusCode::CONFLICT, "invalid_state").await;
-    assert_error(post(&app, &id, "start").await, StatusCode::CONFLICT, "invalid_state").await;
 
     let resumed = json(post(&app, &id, "resume").await, StatusCode::OK).await;
     assert_eq!(resumed["status"], "ready");
     assert_eq!(docker_state(&sandbox), "running");
     assert_eq!(rss(&sandbox), before, "same process, same memory");
     assert_error(post(&app, &id, "resume").await, StatusCode::CONFLICT, "invalid_state").await;
+
+    // Starting a paused instance resumes it, processes and all.
+    json(post(&app, &id, "pause").await, StatusCode::OK).await;
+    assert_eq!(json(post(&app, &id, "start").await, StatusCode::ACCEPTED).await["status"], "ready");
+    assert_eq!(rss(&sandbox), before, "start from paused keeps the process too");
 
     // Reboot and delete work from paused too.
     json(post(&app, &id, "pause").await, StatusCode::OK).await;
