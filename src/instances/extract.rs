@@ -17,7 +17,7 @@ use super::repo::{self, InstanceRow};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{InstanceId, instance_not_found};
-use crate::state::AppState;
+use crate::state::{AppState, Call};
 
 /// The caller's instance, whatever its status.
 pub struct OwnedInstance {
@@ -25,10 +25,12 @@ pub struct OwnedInstance {
     pub instance: InstanceRow,
 }
 
-/// The caller's instance, `ready` to run commands, file operations, chat and terminals.
+/// The caller's instance, `ready` to run commands, file operations, chat and terminals. Marks
+/// a call in progress until the handler returns (a pause waits for it).
 pub struct RunningInstance {
     pub user: AuthUser,
     pub instance: InstanceRow,
+    pub call: Call,
 }
 
 /// The instance if it belongs to `user_id`, else 404.
@@ -82,9 +84,15 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let (user, instance) = caller_and_instance(parts, state).await?;
-        let instance = power::awake(&AppState::from_ref(state), instance, Wake::Resume).await?;
-        Ok(RunningInstance { user, instance })
+        let app = AppState::from_ref(state);
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let InstanceId(id) = InstanceId::from_request_parts(parts, state).await?;
+        // The call is registered before the status is read: a pause either sees it, or made
+        // its change before this read, which then wakes the instance.
+        let call = app.activity.call(id);
+        let instance = owned(&app.db, user.user_id, id).await?;
+        let instance = power::awake(&app, instance, Wake::Resume).await?;
+        Ok(RunningInstance { user, instance, call })
     }
 }
 

@@ -13,12 +13,25 @@ use super::repo::{self, InstanceRow};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::state::AppState;
 
-/// Freezes a `ready` instance (`Op::Pause` by its user, `Op::IdlePause` by the policy).
+/// How long a pause waits for commands and file operations in progress.
+const CALLS_GRACE: Duration = Duration::from_secs(5);
+
+/// Freezes a `ready` instance (`Op::Pause` by its user, `Op::IdlePause` by the policy), once
+/// no command or file operation is working in it (else 409: freezing would hang them).
 pub async fn pause(state: &AppState, instance: &InstanceRow, op: Op) -> AppResult<InstanceRow> {
     let _held = state.drivers.hold(instance.id).await;
+    let deadline = Instant::now() + CALLS_GRACE;
+    while state.activity.in_call(instance.id) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let Some(paused) = machine::apply(&state.db, instance.id, op).await? else {
         return Err(machine::refusal(&current(state, instance).await?, op));
     };
+    // A call that began before the status changed is seen here; a later one sees `paused`.
+    if state.activity.in_call(instance.id) {
+        machine::apply(&state.db, instance.id, Op::Resume).await?;
+        return Err(AppError::new(ErrorCode::InvalidState, "Commands or file operations are running in the instance; pause it when they are done."));
+    }
     if let Err(error) = state.runtime.pause(&instance.sandbox_id).await {
         let message = format!("pausing the sandbox failed: {error}");
         return Err(fail(state, &paused, &message).await);

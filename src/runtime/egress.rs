@@ -176,6 +176,21 @@ pub async fn ensure(bridge: &str, policy: &EgressPolicy) -> RuntimeResult<bool> 
     if policy.mode == EgressMode::Open {
         return remove(bridge).await;
     }
+    // Another process (a second server, `ocaas admin egress remove`) may take the chains away
+    // between our steps: then the whole check runs again.
+    let mut attempt = 1;
+    loop {
+        match ensure_once(bridge, policy).await {
+            Err(error) if attempt < 3 => {
+                tracing::debug!(%error, attempt, "egress rules changed under us; applying again");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn ensure_once(bridge: &str, policy: &EgressPolicy) -> RuntimeResult<bool> {
     let nameservers = host_nameservers();
     let digest = digest(policy, &nameservers);
     let mut changed = false;

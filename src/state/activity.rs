@@ -13,6 +13,8 @@ use uuid::Uuid;
 struct Entry {
     last: Option<DateTime<Utc>>,
     busy: usize,
+    /// Requests running commands or file operations in the sandbox right now.
+    calls: usize,
     /// Used since the last batch write.
     dirty: bool,
 }
@@ -38,6 +40,22 @@ impl Drop for Busy {
     }
 }
 
+/// A request working in the sandbox (a command, a file operation): the instance is busy, and
+/// a pause waits for it rather than freezing the sandbox under it.
+pub struct Call {
+    _busy: Busy,
+    activity: Arc<Activity>,
+    id: Uuid,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let mut entries = self.activity.lock();
+        let entry = entries.entry(self.id).or_default();
+        entry.calls = entry.calls.saturating_sub(1);
+    }
+}
+
 impl Activity {
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
@@ -59,6 +77,18 @@ impl Activity {
         entry.last = Some(Utc::now());
         entry.dirty = true;
         Busy { activity: self.clone(), id }
+    }
+
+    /// Marks a request working in the sandbox until the guard is dropped.
+    pub fn call(self: &Arc<Self>, id: Uuid) -> Call {
+        let busy = self.hold(id);
+        self.lock().entry(id).or_default().calls += 1;
+        Call { _busy: busy, activity: self.clone(), id }
+    }
+
+    /// Whether requests are working in the sandbox right now.
+    pub fn in_call(&self, id: Uuid) -> bool {
+        self.lock().get(&id).is_some_and(|e| e.calls > 0)
     }
 
     pub fn is_busy(&self, id: Uuid) -> bool {

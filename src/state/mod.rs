@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use activity::{Activity, Busy};
+pub use activity::{Activity, Busy, Call};
 pub use credentials::{Cached, Credentials};
 pub use drivers::Drivers;
 pub use events::EventHub;

@@ -36,7 +36,7 @@ use exec::{ExecCommand, ExecResult};
     ))]
 pub async fn exec_command(
     State(state): State<AppState>,
-    RunningInstance { instance, user }: RunningInstance,
+    RunningInstance { instance, user, .. }: RunningInstance,
     ApiJson(body): ApiJson<ExecCommand>,
 ) -> AppResult<Json<ExecResult>> {
     let _slot = state.user_slots.acquire(user.user_id, crate::state::SlotKind::Exec)?;

@@ -64,7 +64,7 @@ pub struct TicketQuery {
     ))]
 pub async fn vnc_url(
     State(state): State<AppState>,
-    RunningInstance { user, instance }: RunningInstance,
+    RunningInstance { user, instance, .. }: RunningInstance,
     origin: PublicOrigin,
 ) -> AppResult<Json<VncUrl>> {
     let id = instance.id;
