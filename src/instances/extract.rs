@@ -89,7 +89,7 @@ where
         let InstanceId(id) = InstanceId::from_request_parts(parts, state).await?;
         // The call is registered before the status is read: a pause either sees it, or made
         // its change before this read, which then wakes the instance.
-        let call = app.activity.call(id);
+        let call = app.activity.call(id).await;
         let instance = owned(&app.db, user.user_id, id).await?;
         let instance = power::awake(&app, instance, Wake::Resume).await?;
         Ok(RunningInstance { user, instance, call })

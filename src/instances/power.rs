@@ -20,19 +20,19 @@ const CALLS_GRACE: Duration = Duration::from_secs(5);
 /// no command or file operation is working in it (else 409: freezing would hang them).
 pub async fn pause(state: &AppState, instance: &InstanceRow, op: Op) -> AppResult<InstanceRow> {
     let _held = state.drivers.hold(instance.id).await;
-    let deadline = Instant::now() + CALLS_GRACE;
-    while state.activity.in_call(instance.id) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let Some(paused) = machine::apply(&state.db, instance.id, op).await? else {
-        return Err(machine::refusal(&current(state, instance).await?, op));
-    };
-    // A call that began before the status changed is seen here; a later one sees `paused`.
-    if state.activity.in_call(instance.id) {
-        machine::apply(&state.db, instance.id, Op::Resume).await?;
+    if !state.activity.freeze(instance.id, CALLS_GRACE).await {
         return Err(AppError::new(ErrorCode::InvalidState, "Commands or file operations are running in the instance; pause it when they are done."));
     }
-    if let Err(error) = state.runtime.pause(&instance.sandbox_id).await {
+    let paused = machine::apply(&state.db, instance.id, op).await;
+    let engine = match &paused {
+        Ok(Some(_)) => Some(state.runtime.pause(&instance.sandbox_id).await),
+        _ => None,
+    };
+    state.activity.thaw(instance.id);
+    let Some(paused) = paused? else {
+        return Err(machine::refusal(&current(state, instance).await?, op));
+    };
+    if let Some(Err(error)) = engine {
         let message = format!("pausing the sandbox failed: {error}");
         return Err(fail(state, &paused, &message).await);
     }

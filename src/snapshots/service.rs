@@ -18,6 +18,10 @@ use crate::instances::models::InstanceStatus;
 use crate::instances::repo::InstanceRow;
 use crate::state::AppState;
 
+/// How long a snapshot waits for commands and file operations to finish before it copies a
+/// running sandbox without freezing it.
+const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Archives packed or unpacked at once on the blocking pool.
 static ARCHIVE_WORK: Semaphore = Semaphore::const_new(2);
 
@@ -57,9 +61,12 @@ pub async fn take_locked(state: &AppState, instance: &InstanceRow, kind: Snapsho
     let row = repo::insert(&state.db, &new).await?;
     let disk = disk_spec(state, &instance.sandbox_id);
     state.runtime.prepare_storage(&disk).await?;
-    let freeze = instance.status == InstanceStatus::Ready;
-    if freeze {
-        state.runtime.pause(&instance.sandbox_id).await?;
+    // Frozen only once no command or file operation works in it (those wait meanwhile); a
+    // sandbox that stays busy is copied as it runs.
+    let freeze = instance.status == InstanceStatus::Ready && state.activity.freeze(instance.id, FREEZE_PATIENCE).await;
+    if freeze && let Err(error) = state.runtime.pause(&instance.sandbox_id).await {
+        state.activity.thaw(instance.id);
+        return Err(error.into());
     }
     let (store, key, root) = (store(state), store::key(user_id, row.id), disk.dir.clone());
     let permit = ARCHIVE_WORK.acquire().await.expect("never closed");
@@ -72,7 +79,9 @@ pub async fn take_locked(state: &AppState, instance: &InstanceRow, kind: Snapsho
     .await;
     drop(permit);
     if freeze {
-        state.runtime.unpause(&instance.sandbox_id).await?;
+        let thawed = state.runtime.unpause(&instance.sandbox_id).await;
+        state.activity.thaw(instance.id);
+        thawed?;
     }
     let outcome = match packed {
         Ok(Ok(packed)) => repo::finish(&state.db, row.id, Ok((packed.size, &packed.sha256))).await?,

@@ -15,6 +15,9 @@ struct Entry {
     busy: usize,
     /// Requests running commands or file operations in the sandbox right now.
     calls: usize,
+    /// The engine is freezing or frozen for ocaas (pause, snapshot): no call may start. (An
+    /// exec that starts while the engine freezes a container can hang the engine itself.)
+    freezing: bool,
     /// Used since the last batch write.
     dirty: bool,
 }
@@ -79,16 +82,47 @@ impl Activity {
         Busy { activity: self.clone(), id }
     }
 
-    /// Marks a request working in the sandbox until the guard is dropped.
-    pub fn call(self: &Arc<Self>, id: Uuid) -> Call {
-        let busy = self.hold(id);
-        self.lock().entry(id).or_default().calls += 1;
-        Call { _busy: busy, activity: self.clone(), id }
+    /// Marks a request working in the sandbox until the guard is dropped; waits while ocaas
+    /// freezes the sandbox.
+    pub async fn call(self: &Arc<Self>, id: Uuid) -> Call {
+        loop {
+            {
+                let mut entries = self.lock();
+                let entry = entries.entry(id).or_default();
+                if !entry.freezing {
+                    entry.calls += 1;
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Call { _busy: self.hold(id), activity: self.clone(), id }
     }
 
-    /// Whether requests are working in the sandbox right now.
-    pub fn in_call(&self, id: Uuid) -> bool {
-        self.lock().get(&id).is_some_and(|e| e.calls > 0)
+    /// Claims the right to freeze the sandbox: only when no call works in it (new calls then
+    /// wait for `thaw`). Gives up after `patience`.
+    pub async fn freeze(&self, id: Uuid, patience: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            {
+                let mut entries = self.lock();
+                let entry = entries.entry(id).or_default();
+                if entry.calls == 0 && !entry.freezing {
+                    entry.freezing = true;
+                    return true;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn thaw(&self, id: Uuid) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.freezing = false;
+        }
     }
 
     pub fn is_busy(&self, id: Uuid) -> bool {
@@ -105,7 +139,7 @@ impl Activity {
     pub fn take_dirty(&self) -> Vec<Uuid> {
         let mut entries = self.lock();
         // Idle entries are dropped once written: the map stays as large as what is in use.
-        entries.retain(|_, e| e.busy > 0 || e.dirty);
+        entries.retain(|_, e| e.busy > 0 || e.dirty || e.calls > 0 || e.freezing);
         entries
             .iter_mut()
             .filter(|(_, e)| e.dirty || e.busy > 0)
@@ -138,6 +172,24 @@ mod tests {
         drop(second);
         assert!(!activity.is_busy(id));
         assert!(activity.last(id).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_is_never_frozen_under_a_call_and_calls_wait_for_the_thaw() {
+        let activity = Arc::new(Activity::default());
+        let id = Uuid::new_v4();
+        let call = activity.call(id).await;
+        assert!(!activity.freeze(id, std::time::Duration::from_millis(30)).await, "a call is working in it");
+        drop(call);
+        assert!(activity.freeze(id, std::time::Duration::ZERO).await);
+        let waiting = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.call(id).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no call starts while frozen");
+        activity.thaw(id);
+        let _call = tokio::time::timeout(std::time::Duration::from_secs(1), waiting).await.unwrap().unwrap();
     }
 
     #[test]
