@@ -142,7 +142,7 @@ pub struct Extra<'a> {
 }
 
 /// `apply` with what the op carries. An op that ends an operation clears the pending snapshot
-/// (and an upgrade's bookkeeping); `Restore` and `Upgrade` set them.
+/// (and an upgrade's bookkeeping); `Restore` sets it (`begin_upgrade` does for `Upgrade`).
 pub async fn apply_with(db: &PgPool, id: Uuid, op: Op, extra: Extra<'_>) -> sqlx::Result<Option<InstanceRow>> {
     let (from, to) = op.rule();
     let (stop_reason, keep_reason) = op.stop_reason();
@@ -150,10 +150,7 @@ pub async fn apply_with(db: &PgPool, id: Uuid, op: Op, extra: Extra<'_>) -> sqlx
     let mut change = Change { last_error, stop_reason, keep_reason, ..Change::default() };
     match op {
         Op::Restore => change.pending_snapshot = Some(extra.pending_snapshot),
-        Op::Upgrade => {
-            change.pending_snapshot = Some(extra.pending_snapshot);
-            change.image = extra.image;
-        }
+        // `Op::Upgrade` is made by `begin_upgrade`, which also records the old image.
         Op::RollBack => change.image = extra.image,
         Op::Provisioned | Op::Restored => change.pending_snapshot = Some(None),
         Op::Upgraded | Op::RolledBack => {
@@ -173,6 +170,14 @@ pub async fn begin_upgrade(db: &PgPool, instance: &InstanceRow, to_image: &str, 
     let change =
         Change { pending_snapshot: Some(Some(snapshot)), image: Some(to_image), upgrade_from: Some(Some(&instance.image)), ..Change::default() };
     repo::transition(db, instance.id, from, to, &change).await
+}
+
+/// The instance as stored now, if `op` may start from its status (else 404 or 409). For ops
+/// whose engine work begins before the status changes (a snapshot first): call it holding the
+/// instance's lock, so the status cannot move in between.
+pub async fn allowing(db: &PgPool, id: Uuid, op: Op) -> crate::error::AppResult<InstanceRow> {
+    let current = repo::get(db, id).await?.ok_or_else(crate::extract::instance_not_found)?;
+    if op.rule().0.contains(&current.status) { Ok(current) } else { Err(refusal(&current, op)) }
 }
 
 /// The 409 for an op the instance's status does not allow.

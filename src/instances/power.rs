@@ -84,8 +84,8 @@ pub async fn awake(state: &AppState, instance: InstanceRow, wake: Wake) -> AppRe
         InstanceStatus::Ready => Ok(instance),
         InstanceStatus::Paused if on => match resume(state, &instance, Op::WakePaused).await {
             // Resumed by a concurrent call in the meantime: fine.
-            Err(_) if current(state, &instance).await?.status == InstanceStatus::Ready => current(state, &instance).await,
-            other => other,
+            Err(error) => Some(current(state, &instance).await?).filter(|now| now.status == InstanceStatus::Ready).ok_or(error),
+            resumed => resumed,
         },
         InstanceStatus::Stopped | InstanceStatus::Provisioning if on && wake == Wake::Start => start_and_wait(state, &instance).await,
         InstanceStatus::Stopped => Err(stopped(&instance, on)),

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::{self, DriveError, disk_spec};
 use super::machine::{self, Extra, Op};
-use super::repo::{self, InstanceRow};
+use super::repo::InstanceRow;
 use crate::error::AppResult;
 use crate::snapshots::models::SnapshotKind;
 use crate::snapshots::repo::{self as snapshot_repo, SnapshotRow};
@@ -17,10 +17,7 @@ use crate::state::AppState;
 /// with `snapshot` pending and starts the driver.
 pub async fn begin(state: &AppState, instance: &InstanceRow, snapshot: &SnapshotRow) -> AppResult<InstanceRow> {
     let held = state.drivers.hold(instance.id).await;
-    let current = repo::get(&state.db, instance.id).await?.ok_or_else(crate::extract::instance_not_found)?;
-    if !Op::Restore.rule().0.contains(&current.status) {
-        return Err(machine::refusal(&current, Op::Restore));
-    }
+    let current = machine::allowing(&state.db, instance.id, Op::Restore).await?;
     let name = format!("before restoring {}", snapshot.id);
     service::take_locked(state, &current, SnapshotKind::Safety, Some(&name)).await?;
     let extra = Extra { pending_snapshot: Some(snapshot.id), ..Extra::default() };

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::lifecycle::{self, DriveError};
 use super::machine::{self, Extra, Op};
-use super::repo::{self, InstanceRow};
+use super::repo::InstanceRow;
 use super::restore::{self, failed};
 use crate::chat::gateway::{GatewayEvent, Turn, stream_turn};
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -37,12 +37,9 @@ pub async fn begin(state: &AppState, instance_id: Uuid, to_image: &str) -> AppRe
 /// or the server's reconciler) does the rest.
 pub async fn prepare(state: &AppState, instance_id: Uuid, to_image: &str) -> AppResult<InstanceRow> {
     let held = state.drivers.hold(instance_id).await;
-    let current = repo::get(&state.db, instance_id).await?.ok_or_else(crate::extract::instance_not_found)?;
+    let current = machine::allowing(&state.db, instance_id, Op::Upgrade).await?;
     if current.image == to_image {
         return Err(AppError::new(ErrorCode::InvalidState, format!("The instance already runs {to_image}.")));
-    }
-    if !Op::Upgrade.rule().0.contains(&current.status) {
-        return Err(machine::refusal(&current, Op::Upgrade));
     }
     let name = format!("before upgrading to {to_image}");
     let snapshot = service::take_locked(state, &current, SnapshotKind::Upgrade, Some(&name)).await?;
