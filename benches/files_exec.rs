@@ -16,6 +16,21 @@ fn row(label: &str, samples: &[Duration]) {
     println!("{label:<34} {:>8.1} {:>8.1}", ms(percentile(samples, 0.5)), ms(percentile(samples, 0.95)));
 }
 
+async fn engine_exec(engine: &Docker, sandbox: &str, runs: usize, cmd: Vec<&str>, user: Option<&str>) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let options = CreateExecOptions { cmd: Some(cmd.clone()), user, attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+        let exec = engine.create_exec(sandbox, options).await?;
+        if let StartExecResults::Attached { mut output, .. } = engine.start_exec(&exec.id, None).await? {
+            while output.next().await.is_some() {}
+        }
+        engine.inspect_exec(&exec.id).await?;
+        samples.push(t0.elapsed());
+    }
+    Ok(samples)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::var("OCAAS_BENCH_EXEC_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
@@ -33,17 +48,11 @@ async fn main() -> anyhow::Result<()> {
         api.push(t0.elapsed());
     }
     let engine = Docker::connect_with_defaults()?;
-    let mut raw = Vec::new();
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        let options = CreateExecOptions { cmd: Some(vec!["true"]), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
-        let exec = engine.create_exec(&sandbox, options).await?;
-        if let StartExecResults::Attached { mut output, .. } = engine.start_exec(&exec.id, None).await? {
-            while output.next().await.is_some() {}
-        }
-        engine.inspect_exec(&exec.id).await?;
-        raw.push(t0.elapsed());
-    }
+    let raw = engine_exec(&engine, &sandbox, runs, vec!["true"], None).await?;
+    // The same engine calls with the command line and user ocaas runs: what the sandbox's
+    // process chain costs, apart from ocaas itself.
+    let wrapper = ocaas::terminal::exec::command_line("true", "/workspace", 30_000);
+    let wrapped = engine_exec(&engine, &sandbox, runs, wrapper.iter().map(String::as_str).collect(), Some("1000:1000")).await?;
     let mut cli = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
@@ -54,11 +63,14 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<34} {:>8} {:>8}", "", "p50 ms", "p95 ms");
     row("ocaas POST terminal/exec", &api);
     row("Engine API create+start+inspect", &raw);
+    row("Engine API, ocaas's command line", &wrapped);
     row("docker exec CLI", &cli);
+    let p50 = |samples: &[Duration]| ms(percentile(samples, 0.5));
+    println!("ratio ocaas / raw Engine API: p50 {:.2}x; ocaas / docker exec: p50 {:.2}x", p50(&api) / p50(&raw), p50(&api) / p50(&cli));
     println!(
-        "ratio ocaas / raw Engine API: p50 {:.2}x; ocaas / docker exec: p50 {:.2}x",
-        ms(percentile(&api, 0.5)) / ms(percentile(&raw, 0.5)),
-        ms(percentile(&api, 0.5)) / ms(percentile(&cli, 0.5))
+        "where the difference goes (p50): sandbox process chain (setsid, timeout, login shell) {:+.1} ms; ocaas itself (HTTP, auth, checks, JSON) {:+.1} ms",
+        p50(&wrapped) - p50(&raw),
+        p50(&api) - p50(&wrapped)
     );
 
     let size = mib << 20;

@@ -6,26 +6,10 @@
 
 mod common;
 
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::Bench;
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 =
-        status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0.0);
-    kib / 1024.0
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::server::ServeProcess;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -33,31 +17,15 @@ async fn main() -> anyhow::Result<()> {
     let subscribers: usize = std::env::var("OCAAS_BENCH_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let bench = Bench::start((instances + 1) as u32).await?;
     // The database and the user come from `Bench`; the measured server is its own process.
-    bench.state.shutdown.cancel();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let data_dir = std::env::temp_dir().join(format!("ocaas-bench-memory-{}", std::process::id()));
-    std::fs::create_dir_all(&data_dir)?;
-    let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_ocaas"))
-            .env("DATABASE_URL", &bench.database_url)
-            .env("OCAAS_DATA_DIR", &data_dir)
-            .env("OCAAS_SANDBOX_IMAGE", &bench.image)
-            .env("OCAAS_MAX_INSTANCES", (instances + 1).to_string())
-            .env("OCAAS_USER_MAX_STREAMS", (subscribers + 10).to_string())
-            .env("OCAAS_INSTANCE_DISK", "1g")
-            .env("OCAAS_BROKER_PORT", "18790-18799")
-            .env("OCAAS_LOG", "warn")
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .spawn()?,
-    );
-    let pid = server.0.id();
-    let base = format!("http://127.0.0.1:{port}");
+    let server = ServeProcess::start(
+        &bench,
+        &[("OCAAS_MAX_INSTANCES", (instances + 1).to_string()), ("OCAAS_USER_MAX_STREAMS", (subscribers + 10).to_string())],
+    )
+    .await?;
+    let base = server.base.clone();
     let http = reqwest::Client::new();
-    while !matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success()) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = rss_mib(pid);
+    let idle = server.rss_mib();
 
     let mut ids = Vec::new();
     for _ in 0..instances {
@@ -68,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         common::wait_ready(&http, &base, &bench.key, id).await?;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let managed = rss_mib(pid);
+    let managed = server.rss_mib();
 
     let mut streams = Vec::new();
     let mut sessions = Vec::new();
@@ -90,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         streams.push(response);
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let subscribed = rss_mib(pid);
+    let subscribed = server.rss_mib();
 
     println!("server RSS (MiB): idle {idle:.1}, with {instances} instances {managed:.1}, plus {subscribers} idle SSE subscribers {subscribed:.1}");
     println!(
@@ -104,6 +72,5 @@ async fn main() -> anyhow::Result<()> {
         http.delete(format!("{base}/api/instances/{id}")).bearer_auth(&bench.key).send().await?;
     }
     drop(server);
-    let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }

@@ -4,8 +4,7 @@
 //! 100 wrong sign-ins a second, 500 connections that never finish their headers (reopened when
 //! closed), and another tenant whose gateway floods 100 MB answers. Prints p50/p95/p99 of each
 //! request kind side by side (hostile / quiet), 5xx and transport errors of the well-behaved
-//! user, and the peak RSS of the process (server and load generator together: an upper bound
-//! for the server). All traffic goes to loopback; every loop ends at its deadline.
+//! user, and the peak RSS and CPU time of the server, a separate `ocaas serve` process. All traffic goes to loopback; every loop ends at its deadline.
 //! `cargo bench --bench soak`; `OCAAS_BENCH_EXEC_PER_SEC` and `OCAAS_BENCH_UPLOADS_PER_SEC` change the rates.
 
 mod common;
@@ -14,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::server::{ServeProcess, cpu_secs};
 use common::{Bench, ms, percentile};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -55,8 +55,8 @@ impl Tally {
     }
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
@@ -201,13 +201,22 @@ fn hostile(bench: &Bench, flooder: (String, String), stop: Arc<AtomicBool>) -> V
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::var("OCAAS_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let streams: usize = std::env::var("OCAAS_BENCH_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    // The well-behaved user runs more at once than the per-user defaults allow: raise them.
-    let bench = Bench::start_with(10, |s| {
-        s.user_limits.stream = streams + 16;
-        s.user_limits.exec = 64;
-        s.instances.exec_max_output = 64 << 10;
-    })
+    let mut bench = Bench::start(10).await?;
+    // The measured server is its own process (its RSS and CPU apart from the load generator's),
+    // with the per-user limits raised: the well-behaved user runs more at once than the defaults allow.
+    let server = ServeProcess::start(
+        &bench,
+        &[
+            ("OCAAS_MAX_INSTANCES", "10".into()),
+            ("OCAAS_USER_MAX_STREAMS", (streams + 16).to_string()),
+            ("OCAAS_USER_MAX_EXEC", "64".into()),
+            ("OCAAS_EXEC_MAX_OUTPUT", (64 << 10).to_string()),
+            ("OCAAS_INSTANCE_MEMORY", "1g".into()),
+            ("OCAAS_RECONCILE_SECS", "30".into()),
+        ],
+    )
     .await?;
+    bench.base = server.base.clone();
     let mut instances = Vec::new();
     for _ in 0..5 {
         instances.push(bench.ready_instance().await?.0);
@@ -222,12 +231,12 @@ async fn main() -> anyhow::Result<()> {
     // The other tenant, whose agent floods its answers.
     let (other_key, flood_instance) = bench.other_tenant("flood@example.com").await?;
 
-    let peak = Arc::new(AtomicU64::new(0));
+    let (peak, pid) = (Arc::new(AtomicU64::new(0)), server.pid());
     let sampler_peak = peak.clone();
     tokio::spawn(async move {
         loop {
-            sampler_peak.fetch_max(rss_kib(), Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            sampler_peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
 
@@ -237,13 +246,17 @@ async fn main() -> anyhow::Result<()> {
         per_sec("OCAAS_BENCH_EXEC_PER_SEC", "50"),
         per_sec("OCAAS_BENCH_UPLOADS_PER_SEC", "20")
     );
+    let (cpu_before, own_before) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let quiet = workload(&bench, &instances, &sessions, Instant::now() + Duration::from_secs(secs)).await;
     let quiet_peak = peak.swap(0, Ordering::Relaxed);
+    let (cpu_quiet, own_quiet) = (cpu_secs(pid) - cpu_before, cpu_secs(std::process::id()) - own_before);
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = hostile(&bench, (flood_instance.clone(), other_key.clone()), stop.clone());
+    let (cpu_before, own_before) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let loud = workload(&bench, &instances, &sessions, Instant::now() + Duration::from_secs(secs)).await;
     stop.store(true, Ordering::Relaxed);
     let loud_peak = peak.load(Ordering::Relaxed);
+    let (cpu_loud, own_loud) = (cpu_secs(pid) - cpu_before, cpu_secs(std::process::id()) - own_before);
     for task in attackers {
         task.abort();
     }
@@ -275,13 +288,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "peak RSS of the process (server + load generator): quiet {:.1} MiB, hostile {:.1} MiB",
+        "peak RSS of the server process: quiet {:.1} MiB, hostile {:.1} MiB (goal < 256 MB)",
         quiet_peak as f64 / 1024.0,
         loud_peak as f64 / 1024.0
+    );
+    println!(
+        "CPU seconds used (of {} available per phase on this machine): server quiet {cpu_quiet:.1}, hostile {cpu_loud:.1}; load generator quiet {own_quiet:.1}, hostile {own_loud:.1}",
+        secs * std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
     );
     for instance in &instances {
         bench.delete(instance).await?;
     }
     bench.delete_as(&flood_instance, &other_key).await?;
+    drop(server);
     bench.finish().await
 }

@@ -68,6 +68,9 @@ async fn drain(output: &mut (impl Stream<Item = Vec<u8>> + Unpin)) {
 /// A byte pipe to an RFB server: TCP directly, or the bytes inside websocket frames.
 trait Pipe {
     async fn read_exact(&mut self, n: usize) -> anyhow::Result<Vec<u8>>;
+    /// Reads and drops `n` bytes (pixel data), as cheaply as the transport allows, so the
+    /// client's own copying weighs the same on both paths.
+    async fn skip(&mut self, n: usize) -> anyhow::Result<()>;
     async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()>;
 }
 
@@ -79,6 +82,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pipe for Tcp<T> {
         self.0.read_exact(&mut buf).await?;
         Ok(buf)
     }
+    async fn skip(&mut self, mut n: usize) -> anyhow::Result<()> {
+        let mut scratch = vec![0u8; 256 << 10];
+        while n > 0 {
+            let got = self.0.read(&mut scratch[..n.min(256 << 10)]).await?;
+            anyhow::ensure!(got > 0, "connection closed");
+            n -= got;
+        }
+        Ok(())
+    }
     async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         Ok(self.0.write_all(bytes).await?)
     }
@@ -86,7 +98,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Pipe for Tcp<T> {
 
 struct WsPipe<W> {
     ws: W,
-    buffer: Vec<u8>,
+    buffer: bytes::BytesMut,
+}
+
+impl<W> WsPipe<W>
+where
+    W: Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    async fn frame(&mut self) -> anyhow::Result<bytes::Bytes> {
+        loop {
+            match self.ws.next().await.ok_or_else(|| anyhow::anyhow!("websocket closed"))?? {
+                Message::Binary(bytes) => return Ok(bytes),
+                Message::Close(_) => anyhow::bail!("websocket closed"),
+                _ => {}
+            }
+        }
+    }
 }
 
 impl<W> Pipe for WsPipe<W>
@@ -97,13 +124,25 @@ where
 {
     async fn read_exact(&mut self, n: usize) -> anyhow::Result<Vec<u8>> {
         while self.buffer.len() < n {
-            match self.ws.next().await.ok_or_else(|| anyhow::anyhow!("websocket closed"))?? {
-                Message::Binary(bytes) => self.buffer.extend_from_slice(&bytes),
-                Message::Close(_) => anyhow::bail!("websocket closed"),
-                _ => {}
+            let frame = self.frame().await?;
+            self.buffer.extend_from_slice(&frame);
+        }
+        Ok(self.buffer.split_to(n).to_vec())
+    }
+    async fn skip(&mut self, n: usize) -> anyhow::Result<()> {
+        let buffered = n.min(self.buffer.len());
+        let _ = self.buffer.split_to(buffered);
+        let mut left = n - buffered;
+        while left > 0 {
+            let frame = self.frame().await?;
+            if frame.len() > left {
+                self.buffer.extend_from_slice(&frame[left..]);
+                left = 0;
+            } else {
+                left -= frame.len();
             }
         }
-        Ok(self.buffer.drain(..n).collect())
+        Ok(())
     }
     async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         Ok(self.ws.send(Message::Binary(bytes.to_vec().into())).await?)
@@ -145,7 +184,7 @@ async fn rfb_throughput(pipe: &mut impl Pipe, frames: usize) -> anyhow::Result<f
                 3 => {
                     let header = pipe.read_exact(7).await?;
                     let len = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
-                    pipe.read_exact(len).await?;
+                    pipe.skip(len).await?;
                 }
                 other => anyhow::bail!("unexpected RFB message {other}"),
             }
@@ -157,7 +196,7 @@ async fn rfb_throughput(pipe: &mut impl Pipe, frames: usize) -> anyhow::Result<f
             let h = u16::from_be_bytes([rect[6], rect[7]]) as usize;
             let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
             anyhow::ensure!(encoding == 0, "expected raw rectangles, got encoding {encoding}");
-            pipe.read_exact(w * h * bpp).await?;
+            pipe.skip(w * h * bpp).await?;
             bytes += 12 + w * h * bpp;
         }
     }
@@ -227,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut via_ws, mut direct) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let (vnc, _) = connect(format!("/api/instances/{id}/vnc/ws")).await?;
-        via_ws.push(rfb_throughput(&mut WsPipe { ws: vnc, buffer: Vec::new() }, frames).await?);
+        via_ws.push(rfb_throughput(&mut WsPipe { ws: vnc, buffer: bytes::BytesMut::new() }, frames).await?);
         let tcp = tokio::net::TcpStream::connect((ip.as_str(), 5900)).await?;
         tcp.set_nodelay(true)?;
         direct.push(rfb_throughput(&mut Tcp(tcp), frames).await?);

@@ -11,7 +11,7 @@ use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::request::Parts;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -22,6 +22,8 @@ use crate::runtime::ByteStream;
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// … and a client silent (not even a pong) for this long is gone.
 const CLIENT_GONE_AFTER: Duration = Duration::from_secs(65);
+/// Bytes of upstream output sent in one write at most when more is ready at once.
+const COALESCE_BYTES: usize = 1 << 20;
 /// Largest message accepted from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -86,8 +88,30 @@ pub async fn bridge(
             tokio::select! {
                 chunk = from_upstream.next() => match chunk {
                     Some(Ok(bytes)) => {
-                        if sink.send(Message::Binary(bytes)).await.is_err() {
+                        // What the upstream has already produced goes out in the same write;
+                        // the flush comes as soon as nothing more is ready, so an echo is
+                        // never held back.
+                        let mut ended = None;
+                        let mut next = Some(bytes);
+                        let mut queued = 0;
+                        while let Some(bytes) = next.take() {
+                            queued += bytes.len();
+                            if sink.feed(Message::Binary(bytes)).await.is_err() {
+                                return Ended::Client;
+                            }
+                            if queued < COALESCE_BYTES {
+                                match from_upstream.next().now_or_never() {
+                                    Some(Some(Ok(more))) => next = Some(more),
+                                    Some(_) => ended = Some(Ended::Upstream),
+                                    None => {}
+                                }
+                            }
+                        }
+                        if sink.flush().await.is_err() {
                             return Ended::Client;
+                        }
+                        if let Some(ended) = ended {
+                            return ended;
                         }
                     }
                     _ => return Ended::Upstream,

@@ -2,6 +2,8 @@
 //! Shared set-up of the benchmarks: the real app on loopback against a fresh database in a
 //! private PostgreSQL cluster, with a user who may create instances.
 
+pub mod server;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
 use super::models::*;
@@ -93,7 +92,8 @@ pub async fn write(
 async fn store(state: &AppState, sandbox: &str, path: &SandboxPath, content: Bytes) -> AppResult<Json<Written>> {
     let size = content.len() as u64;
     check_upload_size(state, size)?;
-    ops::write(state.runtime.as_ref(), sandbox, path, size, ops::bytes_stream(content)).await?;
+    let disk = crate::instances::lifecycle::disk_spec(state, sandbox);
+    ops::write(state.runtime.as_ref(), &disk, sandbox, path, content).await?;
     Ok(Json(Written { path: path.as_str().to_owned(), size }))
 }
 
@@ -314,24 +314,4 @@ fn content_disposition(name: &str) -> String {
     let encoded: String =
         name.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
-}
-
-/// A multipart stream that broke off or ran past the route's body limit.
-pub fn multipart_error(error: axum::extract::multipart::MultipartError) -> AppError {
-    let code = if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidRequest };
-    AppError::new(code, format!("Bad multipart body: {}", error.body_text()))
-}
-
-/// Copies a multipart part to a temporary file, refusing more than `max` bytes.
-pub async fn spool(field: &mut axum::extract::multipart::Field<'_>, file: &mut tokio::fs::File, max: u64) -> AppResult<u64> {
-    let mut size = 0u64;
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        size += chunk.len() as u64;
-        if size > max {
-            return Err(AppError::new(ErrorCode::FileTooLarge, format!("Files may be at most {max} bytes.")));
-        }
-        file.write_all(&chunk).await?;
-    }
-    file.flush().await?;
-    Ok(size)
 }

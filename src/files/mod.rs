@@ -1,6 +1,8 @@
 //! Files inside an instance's sandbox: list, read, write, upload (JSON or multipart), mkdir,
-//! rename, delete, download — always as the sandbox user, contents streamed through tar.
+//! rename, delete, download — always as the sandbox user; contents stream through tar, or
+//! straight into the instance's storage for writes (`direct`).
 
+pub mod direct;
 pub mod handlers;
 pub mod models;
 pub mod multipart;

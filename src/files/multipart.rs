@@ -1,11 +1,18 @@
-//! `files/upload` as `multipart/form-data`: the file part is spooled to a temporary file (so
-//! its size is known for the tar header without holding it in memory), then streamed in.
+//! `files/upload` as `multipart/form-data`. When `targetDir` comes before the file part (as
+//! the docs, the helper client and browsers send it), the part streams straight into the
+//! instance's storage (`direct`) as it arrives: no copy in memory or on the server's disk.
+//! Otherwise — the file part first, or a directory reached through a link — the part is
+//! spooled under `OCAAS_DATA_DIR/spool` (so its size is known for the tar header) and goes in
+//! through the engine's archive API; the spool file is removed however the upload ends.
 
 use axum::Json;
 use axum::extract::Multipart;
+use axum::extract::multipart::{Field, MultipartError};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use super::handlers::spool;
+use super::direct;
 use super::models::Written;
 use super::ops;
 use super::paths::SandboxPath;
@@ -21,31 +28,103 @@ impl Drop for SpoolFile {
     }
 }
 
-pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -> AppResult<Json<Written>> {
-    let bad = |message: String| AppError::new(ErrorCode::InvalidRequest, message);
+/// Where the file part went.
+enum Received {
+    /// Written into the storage under a temporary name, as `name` in `dir`'s checks.
+    Direct {
+        target: direct::Target,
+        dir: SandboxPath,
+        checked_name: String,
+    },
+    Spooled(SpoolFile),
+}
+
+/// A multipart stream that broke off or ran past the route's body limit.
+pub fn multipart_error(error: MultipartError) -> AppError {
+    let code = if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidRequest };
+    AppError::new(code, format!("Bad multipart body: {}", error.body_text()))
+}
+
+fn too_large(max: u64) -> AppError {
+    AppError::new(ErrorCode::FileTooLarge, format!("Files may be at most {max} bytes."))
+}
+
+/// Copies a multipart part to a temporary file, refusing more than `max` bytes.
+async fn spool(field: &mut Field<'_>, file: &mut tokio::fs::File, max: u64) -> AppResult<u64> {
+    let mut size = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        size += chunk.len() as u64;
+        if size > max {
+            return Err(too_large(max));
+        }
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(size)
+}
+
+/// Takes the file part: straight into the storage when the target directory is known and
+/// reachable, else into a spool file.
+async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name: Option<&str>, mut field: Field<'_>) -> AppResult<(u64, Received)> {
+    let max = state.settings.instances.max_upload_bytes;
+    if let (Some(target_dir), Some(name)) = (target_dir, name) {
+        let path = SandboxPath::parse(target_dir)?.join(name)?;
+        let (dir, _) = ops::prepare_write(state.runtime.as_ref(), sandbox, &path).await?;
+        let disk = crate::instances::lifecycle::disk_spec(state, sandbox);
+        if let Some(mut target) = direct::open(&disk, &dir).await {
+            let chunks = futures_util::stream::unfold(field, |mut field| async move {
+                field.chunk().await.map_err(multipart_error).transpose().map(|chunk| (chunk, field))
+            });
+            let size = target.fill(chunks.boxed(), max).await?;
+            return Ok((size, Received::Direct { target, dir, checked_name: name.to_owned() }));
+        }
+    }
     let spool_dir = &state.settings.instances.spool_dir;
     tokio::fs::create_dir_all(spool_dir).await?;
-    let spool_path = SpoolFile(spool_dir.join(format!("ocaas-upload-{}", Uuid::new_v4().simple())));
-    let (mut target_dir, mut file_name, mut spooled) = (None, None, None);
-    while let Some(mut field) = multipart.next_field().await.map_err(|e| bad(format!("Bad multipart body: {}", e.body_text())))? {
+    let spooled = SpoolFile(spool_dir.join(format!("ocaas-upload-{}", Uuid::new_v4().simple())));
+    let mut file = tokio::fs::File::create(&spooled.0).await?;
+    let size = spool(&mut field, &mut file, max).await?;
+    Ok((size, Received::Spooled(spooled)))
+}
+
+pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -> AppResult<Json<Written>> {
+    let bad = |message: String| AppError::new(ErrorCode::InvalidRequest, message);
+    let (mut target_dir, mut file_name, mut received) = (None::<String>, None::<String>, None);
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or("") {
             "targetDir" => target_dir = Some(field.text().await.map_err(|e| bad(e.body_text()))?),
             "fileName" => file_name = Some(field.text().await.map_err(|e| bad(e.body_text()))?),
-            "file" => {
+            "file" if received.is_none() => {
                 let part_name = field.file_name().map(str::to_owned);
-                let mut file = tokio::fs::File::create(&spool_path.0).await?;
-                let size = spool(&mut field, &mut file, state.settings.instances.max_upload_bytes).await?;
-                spooled = Some((size, part_name));
+                let name = file_name.clone().or(part_name.clone());
+                let (size, where_to) = receive(state, sandbox, target_dir.as_deref(), name.as_deref(), field).await?;
+                received = Some((size, part_name, where_to));
             }
+            "file" => return Err(bad("The form has more than one `file` part; upload one file per request.".into())),
             other => return Err(bad(format!("Unknown form field `{other}`; send targetDir, fileName and file."))),
         }
     }
     let target_dir = target_dir.ok_or_else(|| bad("The form needs a `targetDir` field.".into()))?;
-    let (size, part_name) = spooled.ok_or_else(|| bad("The form needs a `file` part.".into()))?;
+    let (size, part_name, where_to) = received.ok_or_else(|| bad("The form needs a `file` part.".into()))?;
     let name = file_name.or(part_name).ok_or_else(|| bad("Name the file with a `fileName` field.".into()))?;
     let path = SandboxPath::parse(&target_dir)?.join(&name)?;
-    let file = tokio::fs::File::open(&spool_path.0).await?;
-    let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10));
-    ops::write(state.runtime.as_ref(), sandbox, &path, size, body).await?;
+    match where_to {
+        Received::Direct { target, dir, checked_name } => {
+            // A `fileName` after the file part, or a `targetDir` sent twice: check again.
+            if checked_name != name || !path.is_within(dir.as_str()) {
+                let (final_dir, _) = ops::prepare_write(state.runtime.as_ref(), sandbox, &path).await?;
+                if final_dir.as_str() != dir.as_str() {
+                    return Err(bad("`targetDir` changed after the file part; send it once, before the file.".into()));
+                }
+            }
+            target.commit(&name).await?;
+        }
+        Received::Spooled(spooled) => {
+            let (dir, name) = ops::prepare_write(state.runtime.as_ref(), sandbox, &path).await?;
+            let file = tokio::fs::File::open(&spooled.0).await?;
+            let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10));
+            ops::write_archive(state.runtime.as_ref(), sandbox, &dir, name, size, body).await?;
+        }
+    }
     Ok(Json(Written { path: path.as_str().to_owned(), size }))
 }

@@ -9,8 +9,9 @@ use futures_util::StreamExt;
 
 use super::models::{DirEntry, EntryKind};
 use super::paths::SandboxPath;
-use super::tarstream;
+use super::{direct, tarstream};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::runtime::disk::DiskSpec;
 use crate::runtime::sandbox::{STATE_DIR, USER as SANDBOX_USER, WORKSPACE_DIR};
 use crate::runtime::{ByteStream, ExecOutput, ExecRequest, Runtime};
 
@@ -148,8 +149,9 @@ pub async fn read_text(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath,
     Ok((text, file.size))
 }
 
-/// Writes `size` bytes from `body` to `path` (replacing it), owned by the sandbox user.
-pub async fn write(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, size: u64, body: ByteStream) -> AppResult<()> {
+/// Checks that `path` is on the instance's storage, creates its directory as the sandbox user
+/// and checks the sandbox user may write the file there; the directory and the file's name.
+pub async fn prepare_write<'a>(runtime: &dyn Runtime, sandbox: &str, path: &'a SandboxPath) -> AppResult<(SandboxPath, &'a str)> {
     let (dir, name) = path.split().ok_or_else(|| AppError::new(ErrorCode::InvalidPath, "Cannot write to /."))?;
     // The root filesystem is read-only and /tmp and the home are memory the engine cannot
     // write into: files go onto the instance's storage.
@@ -161,8 +163,26 @@ pub async fn write(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath, siz
     }
     let output = script(runtime, sandbox, PREPARE_WRITE, &[dir.as_str(), path.as_str()], 64 << 10).await?;
     check(&output, path.as_str())?;
+    Ok((dir, name))
+}
+
+/// Writes `size` bytes from `body` as `name` in the prepared `dir` through the engine's
+/// archive API (which resolves links as the sandbox sees them).
+pub async fn write_archive(runtime: &dyn Runtime, sandbox: &str, dir: &SandboxPath, name: &str, size: u64, body: ByteStream) -> AppResult<()> {
     let archive = tarstream::single_file_archive(name, size, 0o644, body)?;
     runtime.upload_archive(sandbox, dir.as_str(), archive).await.map_err(AppError::from)
+}
+
+/// Writes `content` to `path` (replacing it), owned by the sandbox user: straight into the
+/// storage when the directory is reachable without links (`direct`), else through the engine.
+pub async fn write(runtime: &dyn Runtime, disk: &DiskSpec, sandbox: &str, path: &SandboxPath, content: Bytes) -> AppResult<()> {
+    let (dir, name) = prepare_write(runtime, sandbox, path).await?;
+    let size = content.len() as u64;
+    if let Some(mut target) = direct::open(disk, &dir).await {
+        target.fill(futures_util::stream::once(async move { Ok(content) }), size).await?;
+        return target.commit(name).await;
+    }
+    write_archive(runtime, sandbox, &dir, name, size, bytes_stream(content)).await
 }
 
 pub fn bytes_stream(content: Bytes) -> ByteStream {

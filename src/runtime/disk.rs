@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::{RuntimeError, RuntimeResult};
 
 /// The sandbox user's uid/gid, owner of both directories (`sandbox::USER`).
-const OWNER: u32 = 1000;
+pub const SANDBOX_OWNER: u32 = 1000;
 pub const WORKSPACE: &str = "workspace";
 pub const STATE: &str = "state";
 
@@ -76,14 +76,14 @@ pub async fn prepare(disk: &DiskSpec) -> RuntimeResult<()> {
             // Sparse: the image takes host space only as the tenant writes.
             let file = tokio::fs::File::create(&image).await.map_err(|e| failed("create image", e))?;
             file.set_len(disk.quota_bytes).await.map_err(|e| failed("size image", e))?;
-            let owner = format!("root_owner={OWNER}:{OWNER}");
+            let owner = format!("root_owner={SANDBOX_OWNER}:{SANDBOX_OWNER}");
             run("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), "-m".as_ref(), "0".as_ref(), "-E".as_ref(), owner.as_ref(), image.as_os_str()]).await?;
         }
         run("mount", &["-o".as_ref(), "loop,nosuid,nodev".as_ref(), image.as_os_str(), disk.dir.as_os_str()]).await?;
     }
     for dir in [disk.workspace(), disk.state()] {
         tokio::fs::create_dir_all(&dir).await.map_err(|e| failed("create directory", e))?;
-        std::os::unix::fs::chown(&dir, Some(OWNER), Some(OWNER)).map_err(|e| failed("chown", e))?;
+        std::os::unix::fs::chown(&dir, Some(SANDBOX_OWNER), Some(SANDBOX_OWNER)).map_err(|e| failed("chown", e))?;
     }
     Ok(())
 }

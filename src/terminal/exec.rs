@@ -97,6 +97,13 @@ fn validate(request: &ExecCommand) -> AppResult<(Duration, SandboxPath, Vec<Stri
     Ok((Duration::from_millis(timeout_ms), cwd, pairs))
 }
 
+/// The command line that runs `command` in `cwd` with a deadline inside the sandbox.
+pub fn command_line(command: &str, cwd: &str, timeout_ms: u64) -> Vec<String> {
+    // `timeout` needs whole seconds; ocaas stops waiting at the exact deadline and kills then.
+    let deadline_secs = timeout_ms.div_ceil(1000).to_string();
+    ["setsid", "-w", "timeout", "-s", "KILL", &deadline_secs, "/bin/sh", "-c", WRAPPER, "sh", command, cwd].map(str::to_owned).to_vec()
+}
+
 /// Kills the command's processes if the request ends before the command does (the client
 /// went away and its future was dropped).
 struct KillOnDrop {
@@ -131,11 +138,7 @@ pub async fn run(runtime: Arc<dyn Runtime>, max_output: usize, sandbox: &str, re
     let (timeout, cwd, mut env) = validate(&request)?;
     let marker = Uuid::new_v4().simple().to_string();
     env.push(format!("OCAAS_EXEC_ID={marker}"));
-    // `timeout` needs whole seconds; ocaas stops waiting at the exact deadline and kills then.
-    let deadline_secs = timeout.as_millis().div_ceil(1000).to_string();
-    let cmd = ["setsid", "-w", "timeout", "-s", "KILL", &deadline_secs, "/bin/sh", "-c", WRAPPER, "sh", &request.command, cwd.as_str()]
-        .map(str::to_owned)
-        .to_vec();
+    let cmd = command_line(&request.command, cwd.as_str(), timeout.as_millis() as u64);
     let exec = ExecRequest { cmd, env, user: Some(SANDBOX_USER.into()), max_output, timeout: Some(timeout), ..Default::default() };
     let started = Instant::now();
     let mut guard = KillOnDrop { runtime: runtime.clone(), sandbox: sandbox.to_owned(), marker: marker.clone(), armed: true };

@@ -124,7 +124,7 @@ pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(u
         if tokio::io::AsyncWriteExt::write_all(&mut to_vnc, &early).await.is_err() {
             return;
         }
-        let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 64 << 10));
+        let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 256 << 10));
         wsbridge::bridge(socket, from_vnc, Box::pin(to_vnc), &mut RfbPipe, &state.shutdown).await;
     }))
 }

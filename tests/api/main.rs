@@ -34,5 +34,6 @@ mod storage;
 mod storm;
 mod terminal;
 mod upgrade;
+mod uploads;
 mod webdriver;
 mod ws;
