@@ -19,6 +19,23 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 
+/// Times from `t0` until each needle first shows up in the (SSE) body, in order.
+async fn until_each<const N: usize>(response: reqwest::Response, needles: [&str; N], t0: Instant) -> anyhow::Result<[Duration; N]> {
+    let mut body = response.bytes_stream();
+    let (mut seen, mut times, mut found) = (String::new(), [Duration::ZERO; N], 0);
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk?));
+        while found < N && seen.contains(needles[found]) {
+            times[found] = t0.elapsed();
+            found += 1;
+        }
+        if found == N {
+            return Ok(times);
+        }
+    }
+    anyhow::bail!("stream ended before {:?}: {seen:.400}", needles.get(found))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let turns: usize = std::env::var("OCAAS_BENCH_TURNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
@@ -28,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let ip = docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", &sandbox]);
     let token: String = sqlx::query_scalar("SELECT gateway_token FROM instances WHERE id = $1::uuid").bind(&id).fetch_one(&bench.state.db).await?;
 
-    let mut through_ocaas = Vec::new();
+    let (mut through_ocaas, mut before_gateway) = (Vec::new(), Vec::new());
     for n in 0..turns {
         let t0 = Instant::now();
         let response = bench
@@ -38,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
             .json(&json!({"message": format!("benchmark turn {n}")}))
             .send()
             .await?;
-        through_ocaas.push(until(response, "\"delta\"", t0).await?);
+        let [queued, delta] = until_each(response, ["\"queued\"", "\"delta\""], t0).await?;
+        before_gateway.push(queued);
+        through_ocaas.push(delta);
         // Let the turn finish before the next one (one turn per session at a time).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -60,6 +79,15 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<32} {:>8.1} {:>8.1}", "ocaas POST chat/stream", ms(percentile(&through_ocaas, 0.5)), ms(percentile(&through_ocaas, 0.95)));
     println!("{:<32} {:>8.1} {:>8.1}", "stand-in gateway directly", ms(percentile(&direct, 0.5)), ms(percentile(&direct, 0.95)));
     println!("ratio ocaas / direct: p50 {:.2}x", ms(percentile(&through_ocaas, 0.5)) / ms(percentile(&direct, 0.5)));
+    // Where the difference goes: the `queued` event is sent once the turn's rows are committed
+    // (auth, instance, session, claim, the two messages), before ocaas calls the gateway.
+    let p50 = |samples: &[Duration]| ms(percentile(samples, 0.5));
+    println!(
+        "where it goes (p50): until `queued` (auth, instance, session claim and rows committed) {:.1} ms; from `queued` to the first delta {:.1} ms (gateway directly {:.1} ms)",
+        p50(&before_gateway),
+        p50(&through_ocaas) - p50(&before_gateway),
+        p50(&direct)
+    );
 
     // (b) A separate server process on the same database, so its memory is its own.
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

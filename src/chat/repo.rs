@@ -80,18 +80,6 @@ pub async fn latest_session(db: impl PgExecutor<'_>, instance_id: Uuid) -> sqlx:
     .await
 }
 
-/// Claims the session for a turn; `false` when another turn holds it.
-pub async fn claim_turn(db: impl PgExecutor<'_>, session_id: Uuid, assistant_id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        "UPDATE chat_sessions SET active_turn = $2, last_activity_at = now() WHERE id = $1 AND active_turn IS NULL",
-        session_id,
-        assistant_id
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub async fn release_turn(db: &PgPool, session_id: Uuid, assistant_id: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE chat_sessions SET active_turn = NULL, last_activity_at = now() WHERE id = $1 AND active_turn = $2",
@@ -101,6 +89,39 @@ pub async fn release_turn(db: &PgPool, session_id: Uuid, assistant_id: Uuid) -> 
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Starts a turn in one statement (one round trip before the gateway is called): claims the
+/// session, then appends the user's message and the empty assistant message (`assistant_id`)
+/// at the next two sequence numbers, the user's first (rows and event ids in that order).
+/// Empty when the session is not this instance's or a turn is already running in it.
+pub async fn start_turn(
+    db: &PgPool,
+    instance_id: Uuid,
+    session_id: Uuid,
+    user_id: Uuid,
+    assistant_id: Uuid,
+    text: &str,
+) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"WITH claimed AS (
+               UPDATE chat_sessions SET active_turn = $3, last_activity_at = now(), next_seq = next_seq + 2
+               WHERE id = $2 AND instance_id = $1 AND active_turn IS NULL
+               RETURNING id, next_seq - 2 AS seq)
+           INSERT INTO chat_messages (id, session_id, seq, role, content, status)
+           SELECT m.id, claimed.id, claimed.seq + m.n, m.role, m.content, m.status
+           FROM claimed, (VALUES (0, $4::uuid, 'user', $5::text, 'complete'), (1, $3::uuid, 'assistant', '', 'streaming')) AS m (n, id, role, content, status)
+           ORDER BY m.n
+           RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at"#,
+        instance_id,
+        session_id,
+        assistant_id,
+        user_id,
+        text
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// Appends a message at the session's next sequence number.

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::gateway::{self, GatewayError, GatewayEvent};
-use super::models::{ChatMessage, MessageStatus, Role};
+use super::models::{ChatMessage, MessageStatus};
 use super::repo::{self, MessageRow, SessionRow};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::repo::InstanceRow;
@@ -65,15 +65,19 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
     if text.chars().count() > MAX_MESSAGE_CHARS || text.contains('\0') {
         return Err(AppError::new(ErrorCode::InvalidRequest, format!("`message` must be at most {MAX_MESSAGE_CHARS} characters, without NUL.")));
     }
-    let mut tx = state.db.begin().await?;
-    let session = resolve_session(&mut tx, instance.id, session_id).await?;
-    let assistant_id = Uuid::now_v7();
-    if !repo::claim_turn(&mut *tx, session.id, assistant_id).await? {
-        return Err(AppError::new(ErrorCode::SessionBusy, "A turn is already running in this chat session; wait for it to finish."));
-    }
-    let user = repo::insert_message(&mut *tx, Uuid::now_v7(), session.id, Role::User, text, MessageStatus::Complete).await?;
-    let assistant = repo::insert_message(&mut *tx, assistant_id, session.id, Role::Assistant, "", MessageStatus::Streaming).await?;
-    tx.commit().await?;
+    let session_id = match session_id {
+        Some(id) => id,
+        None => resolve_session(&mut *state.db.acquire().await?, instance.id, None).await?.id,
+    };
+    let mut rows = repo::start_turn(&state.db, instance.id, session_id, Uuid::now_v7(), Uuid::now_v7(), text).await?;
+    rows.sort_by_key(|row| row.seq);
+    let (Some(assistant), Some(user), None) = (rows.pop(), rows.pop(), rows.pop()) else {
+        // Nothing was claimed: another instance's (or no) session, or a turn is running in it.
+        return Err(match repo::session(&state.db, instance.id, session_id).await? {
+            Some(_) => AppError::new(ErrorCode::SessionBusy, "A turn is already running in this chat session; wait for it to finish."),
+            None => session_not_found(),
+        });
+    };
 
     let (sender, events) = mpsc::channel(LISTENER_QUEUE);
     let job = Job {
@@ -85,7 +89,7 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
         metrics: state.metrics.clone(),
         max_answer_bytes: state.settings.max_answer_bytes,
         instance: instance.clone(),
-        session_id: session.id,
+        session_id,
         assistant: assistant.clone(),
         text: text.to_owned(),
         sender,
@@ -96,7 +100,7 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
         job.run().await;
         drop(busy);
     });
-    Ok(StartedTurn { session_id: session.id, user_message: user.into(), assistant: assistant.into(), events })
+    Ok(StartedTurn { session_id, user_message: user.into(), assistant: assistant.into(), events })
 }
 
 /// What a running turn needs, and nothing more: it outlives the request that started it.
