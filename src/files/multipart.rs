@@ -69,9 +69,17 @@ async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name
     let max = state.settings.instances.max_upload_bytes;
     if let (Some(target_dir), Some(name)) = (target_dir, name) {
         let path = SandboxPath::parse(target_dir)?.join(name)?;
-        let (dir, _) = ops::prepare_write(state.runtime.as_ref(), sandbox, &path).await?;
+        let dir = SandboxPath::parse(target_dir)?;
         let disk = crate::instances::lifecycle::disk_spec(state, sandbox);
-        if let Some(mut target) = direct::open(&disk, &dir).await {
+        ops::on_storage_checked(&path)?;
+        let direct = match direct::prepare(&disk, &path).await {
+            Some(target) => Some(target),
+            None => {
+                ops::prepare_write(state.runtime.as_ref(), sandbox, &path).await?;
+                direct::open(&disk, &dir).await
+            }
+        };
+        if let Some(mut target) = direct {
             let chunks = futures_util::stream::unfold(field, |mut field| async move {
                 field.chunk().await.map_err(multipart_error).transpose().map(|chunk| (chunk, field))
             });

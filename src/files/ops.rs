@@ -149,18 +149,26 @@ pub async fn read_text(runtime: &dyn Runtime, sandbox: &str, path: &SandboxPath,
     Ok((text, file.size))
 }
 
-/// Checks that `path` is on the instance's storage, creates its directory as the sandbox user
-/// and checks the sandbox user may write the file there; the directory and the file's name.
-pub async fn prepare_write<'a>(runtime: &dyn Runtime, sandbox: &str, path: &'a SandboxPath) -> AppResult<(SandboxPath, &'a str)> {
-    let (dir, name) = path.split().ok_or_else(|| AppError::new(ErrorCode::InvalidPath, "Cannot write to /."))?;
-    // The root filesystem is read-only and /tmp and the home are memory the engine cannot
-    // write into: files go onto the instance's storage.
+/// Refuses a file path that is not on the instance's storage: the root filesystem is read-only
+/// and /tmp and the home are memory the engine cannot write into.
+pub fn on_storage_checked(path: &SandboxPath) -> AppResult<()> {
+    if path.split().is_none() {
+        return Err(AppError::new(ErrorCode::InvalidPath, "Cannot write to /."));
+    }
     if !PERSISTENT_DIRS.iter().any(|persistent| path.is_within(persistent)) {
         return Err(AppError::new(
             ErrorCode::PermissionDenied,
             format!("Files can be written only under {} (the instance's storage); {} is elsewhere.", PERSISTENT_DIRS.join(" and "), path.as_str()),
         ));
     }
+    Ok(())
+}
+
+/// Checks that `path` is on the instance's storage, creates its directory as the sandbox user
+/// and checks the sandbox user may write the file there; the directory and the file's name.
+pub async fn prepare_write<'a>(runtime: &dyn Runtime, sandbox: &str, path: &'a SandboxPath) -> AppResult<(SandboxPath, &'a str)> {
+    on_storage_checked(path)?;
+    let (dir, name) = path.split().ok_or_else(|| AppError::new(ErrorCode::InvalidPath, "Cannot write to /."))?;
     let output = script(runtime, sandbox, PREPARE_WRITE, &[dir.as_str(), path.as_str()], 64 << 10).await?;
     check(&output, path.as_str())?;
     Ok((dir, name))
@@ -176,13 +184,23 @@ pub async fn write_archive(runtime: &dyn Runtime, sandbox: &str, dir: &SandboxPa
 /// Writes `content` to `path` (replacing it), owned by the sandbox user: straight into the
 /// storage when the directory is reachable without links (`direct`), else through the engine.
 pub async fn write(runtime: &dyn Runtime, disk: &DiskSpec, sandbox: &str, path: &SandboxPath, content: Bytes) -> AppResult<()> {
-    let (dir, name) = prepare_write(runtime, sandbox, path).await?;
     let size = content.len() as u64;
-    if let Some(mut target) = direct::open(disk, &dir).await {
-        target.fill(futures_util::stream::once(async move { Ok(content) }), size).await?;
-        return target.commit(name).await;
+    on_storage_checked(path)?;
+    let (dir, name) = match direct::prepare(disk, path).await {
+        Some(target) => return fill_and_commit(target, path, content).await,
+        None => prepare_write(runtime, sandbox, path).await?,
+    };
+    match direct::open(disk, &dir).await {
+        Some(target) => fill_and_commit(target, path, content).await,
+        None => write_archive(runtime, sandbox, &dir, name, size, bytes_stream(content)).await,
     }
-    write_archive(runtime, sandbox, &dir, name, size, bytes_stream(content)).await
+}
+
+async fn fill_and_commit(mut target: direct::Target, path: &SandboxPath, content: Bytes) -> AppResult<()> {
+    let size = content.len() as u64;
+    target.fill(futures_util::stream::once(async move { Ok(content) }), size).await?;
+    let (_, name) = path.split().ok_or_else(|| AppError::new(ErrorCode::InvalidPath, "Cannot write to /."))?;
+    target.commit(name).await
 }
 
 pub fn bytes_stream(content: Bytes) -> ByteStream {

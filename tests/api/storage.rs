@@ -41,6 +41,15 @@ async fn writing_past_the_quota_fails_inside_and_spares_the_host() {
     let (used, limit) = (status["disk"]["used_bytes"].as_u64().unwrap(), status["disk"]["limit_bytes"].as_u64().unwrap());
     assert_eq!(limit, QUOTA, "{status}");
     assert!(used > QUOTA * 8 / 10 && used <= QUOTA, "{status}");
+    // An upload past the quota is a clear error, and leaves no partial file behind.
+    let form = reqwest::multipart::Form::new()
+        .text("targetDir", "/workspace")
+        .part("file", reqwest::multipart::Part::bytes(vec![1u8; (QUOTA / 2) as usize]).file_name("too-big.bin"));
+    let response = app.api(Method::POST, &format!("/api/instances/{id}/files/upload")).multipart(form).send().await.unwrap();
+    let error = crate::helpers::assert_error(response, StatusCode::BAD_REQUEST, "operation_failed").await;
+    assert!(error["message"].as_str().unwrap().contains("storage is full"), "{error}");
+    let left = tenant_sh(&app, &id, "ls -A /workspace | grep -c -e too-big -e .ocaas-upload || true").await;
+    assert_eq!(left["stdout"], "0\n", "{left}");
     // Freeing space works as on any disk.
     let freed = tenant_sh(&app, &id, "rm /workspace/fill && echo ok > /workspace/small && cat /workspace/small").await;
     assert_eq!(freed["stdout"], "ok\n", "{freed}");
