@@ -26,7 +26,7 @@ const CWD_MISSING_MARKER: &str = "ocaas: cwd is not an accessible directory";
 /// its whole process group at the deadline inside the sandbox, whatever happens to the
 /// request or to ocaas.
 const WRAPPER: &str = r#"cd -- "$2" 2>/dev/null || { echo "ocaas: cwd is not an accessible directory" >&2; exit 199; }
-/bin/sh -lc "$1""#;
+exec /bin/sh -lc "$1""#;
 /// Kills every process whose environment carries `OCAAS_EXEC_ID=$0` (what the command started
 /// inherits it). Nothing is written in the sandbox to find them: no file the tenant could
 /// change; a process that scrubbed its environment on purpose has left on purpose.
