@@ -61,6 +61,15 @@ async fn main() -> anyhow::Result<()> {
         // Let the turn finish before the next one (one turn per session at a time).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Reference inside ocaas: the same authentication and instance lookup, answered at once.
+    let mut instance_read = Vec::new();
+    for _ in 0..turns {
+        let t0 = Instant::now();
+        let response = bench.http.get(format!("{}/api/instances/{id}", bench.base)).bearer_auth(&bench.key).send().await?;
+        anyhow::ensure!(response.status().is_success(), "GET instance: {}", response.status());
+        response.bytes().await?;
+        instance_read.push(t0.elapsed());
+    }
     let mut direct = Vec::new();
     for n in 0..turns {
         let t0 = Instant::now();
@@ -87,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
         p50(&before_gateway),
         p50(&through_ocaas) - p50(&before_gateway),
         p50(&direct)
+    );
+    println!(
+        "for reference, an authenticated GET of the instance (same auth and lookup) takes {:.1} ms p50: the turn's own statement and the event stream's start are the rest",
+        p50(&instance_read)
     );
 
     // (b) A separate server process on the same database, so its memory is its own.

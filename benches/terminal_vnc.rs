@@ -158,6 +158,11 @@ async fn rfb_handshake(pipe: &mut impl Pipe) -> anyhow::Result<(u16, u16, usize)
     anyhow::ensure!(types.contains(&1), "no-auth not offered: {types:?}");
     pipe.write(&[1]).await?;
     anyhow::ensure!(pipe.read_exact(4).await? == [0, 0, 0, 0], "security failed");
+    rfb_init(pipe).await
+}
+
+/// From `ClientInit` on (shared session), asking for raw encoding; (width, height, bytes per pixel).
+async fn rfb_init(pipe: &mut impl Pipe) -> anyhow::Result<(u16, u16, usize)> {
     pipe.write(&[1]).await?;
     let init = pipe.read_exact(24).await?;
     let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
@@ -168,8 +173,7 @@ async fn rfb_handshake(pipe: &mut impl Pipe) -> anyhow::Result<(u16, u16, usize)
 }
 
 /// Requests `frames` full framebuffer updates one after another; returns bytes moved per second.
-async fn rfb_throughput(pipe: &mut impl Pipe, frames: usize) -> anyhow::Result<f64> {
-    let (width, height, bpp) = rfb_handshake(pipe).await?;
+async fn rfb_throughput(pipe: &mut impl Pipe, (width, height, bpp): (u16, u16, usize), frames: usize) -> anyhow::Result<f64> {
     let [wh, wl] = width.to_be_bytes();
     let [hh, hl] = height.to_be_bytes();
     let mut bytes = 0usize;
@@ -263,13 +267,28 @@ async fn main() -> anyhow::Result<()> {
 
     // Alternating rounds, so neither path profits from going second; the median of each is shown.
     let ip = common::docker(&["inspect", "-f", "{{(index .NetworkSettings.Networks \"ocaas-sandboxes\").IPAddress}}", &sandbox]);
+    let token: String = sqlx::query_scalar("SELECT gateway_token FROM instances WHERE id = $1::uuid").bind(&id).fetch_one(&bench.state.db).await?;
+    let password = ocaas::runtime::sandbox::vnc_password(&token);
     let (mut via_ws, mut direct) = (Vec::new(), Vec::new());
+    // CPU seconds of this process (the server and the benchmark's client) per path: the
+    // difference is what the relay costs.
+    let (mut ws_cpu, mut tcp_cpu) = (0.0, 0.0);
     for _ in 0..3 {
         let (vnc, _) = connect(format!("/api/instances/{id}/vnc/ws")).await?;
-        via_ws.push(rfb_throughput(&mut WsPipe { ws: vnc, buffer: bytes::BytesMut::new() }, frames).await?);
-        let tcp = tokio::net::TcpStream::connect((ip.as_str(), 5900)).await?;
+        let mut pipe = WsPipe { ws: vnc, buffer: bytes::BytesMut::new() };
+        let screen = rfb_handshake(&mut pipe).await?;
+        let cpu = common::server::cpu_secs(std::process::id());
+        via_ws.push(rfb_throughput(&mut pipe, screen, frames).await?);
+        ws_cpu += common::server::cpu_secs(std::process::id()) - cpu;
+        // Directly, the sandbox's VNC server asks for the instance's own password.
+        let mut tcp = tokio::net::TcpStream::connect((ip.as_str(), 5900)).await?;
         tcp.set_nodelay(true)?;
-        direct.push(rfb_throughput(&mut Tcp(tcp), frames).await?);
+        ocaas::vnc::rfb::authenticate_upstream(&mut tcp, &password).await.map_err(|e| anyhow::anyhow!(e))?;
+        let mut pipe = Tcp(tcp);
+        let screen = rfb_init(&mut pipe).await?;
+        let cpu = common::server::cpu_secs(std::process::id());
+        direct.push(rfb_throughput(&mut pipe, screen, frames).await?);
+        tcp_cpu += common::server::cpu_secs(std::process::id()) - cpu;
     }
     let median = |mut rates: Vec<f64>| {
         rates.sort_by(f64::total_cmp);
@@ -282,6 +301,11 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<34} {:>10.1}", "ocaas vnc/ws", mib(via_ws));
     println!("{:<34} {:>10.1}", "TCP to container :5900", mib(direct));
     println!("ratio ocaas / direct: {:.2}x", via_ws / direct);
+    println!(
+        "CPU of this process (server + client) over the 3 rounds: through ocaas {ws_cpu:.2} s, direct {tcp_cpu:.2} s; the relay's share: {:.2} s of {} CPUs",
+        ws_cpu - tcp_cpu,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     bench.delete(&id).await?;
     bench.finish().await

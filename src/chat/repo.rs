@@ -94,11 +94,12 @@ pub async fn release_turn(db: &PgPool, session_id: Uuid, assistant_id: Uuid) -> 
 /// Starts a turn in one statement (one round trip before the gateway is called): claims the
 /// session, then appends the user's message and the empty assistant message (`assistant_id`)
 /// at the next two sequence numbers, the user's first (rows and event ids in that order).
-/// Empty when the session is not this instance's or a turn is already running in it.
+/// Without `session_id`, the instance's most recently active session. Empty when there is no
+/// such session or a turn is already running in it.
 pub async fn start_turn(
     db: &PgPool,
     instance_id: Uuid,
-    session_id: Uuid,
+    session_id: Option<Uuid>,
     user_id: Uuid,
     assistant_id: Uuid,
     text: &str,
@@ -107,7 +108,9 @@ pub async fn start_turn(
         MessageRow,
         r#"WITH claimed AS (
                UPDATE chat_sessions SET active_turn = $3, last_activity_at = now(), next_seq = next_seq + 2
-               WHERE id = $2 AND instance_id = $1 AND active_turn IS NULL
+               WHERE instance_id = $1 AND active_turn IS NULL AND id = COALESCE($2, (
+                   SELECT latest.id FROM chat_sessions latest WHERE latest.instance_id = $1
+                   ORDER BY latest.last_activity_at DESC, latest.id DESC LIMIT 1))
                RETURNING id, next_seq - 2 AS seq)
            INSERT INTO chat_messages (id, session_id, seq, role, content, status)
            SELECT m.id, claimed.id, claimed.seq + m.n, m.role, m.content, m.status

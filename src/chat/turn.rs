@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::gateway::{self, GatewayError, GatewayEvent};
 use super::models::{ChatMessage, MessageStatus};
-use super::repo::{self, MessageRow, SessionRow};
+use super::repo::{self, MessageRow};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::repo::InstanceRow;
 use crate::runtime::Runtime;
@@ -42,18 +42,6 @@ pub struct StartedTurn {
     pub events: mpsc::Receiver<TurnEvent>,
 }
 
-/// Picks the session: the given one (404 if it is not this instance's), else the most
-/// recently active, else a new one.
-pub async fn resolve_session(conn: &mut sqlx::PgConnection, instance_id: Uuid, requested: Option<Uuid>) -> AppResult<SessionRow> {
-    match requested {
-        Some(id) => repo::session(&mut *conn, instance_id, id).await?.ok_or_else(session_not_found),
-        None => match repo::latest_session(&mut *conn, instance_id).await? {
-            Some(session) => Ok(session),
-            None => Ok(repo::insert_session(&mut *conn, instance_id, None).await?),
-        },
-    }
-}
-
 pub fn session_not_found() -> AppError {
     AppError::new(ErrorCode::SessionNotFound, "This instance has no chat session with that id.")
 }
@@ -65,20 +53,27 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
     if text.chars().count() > MAX_MESSAGE_CHARS || text.contains('\0') {
         return Err(AppError::new(ErrorCode::InvalidRequest, format!("`message` must be at most {MAX_MESSAGE_CHARS} characters, without NUL.")));
     }
-    let session_id = match session_id {
-        Some(id) => id,
-        None => resolve_session(&mut *state.db.acquire().await?, instance.id, None).await?.id,
-    };
-    let mut rows = repo::start_turn(&state.db, instance.id, session_id, Uuid::now_v7(), Uuid::now_v7(), text).await?;
+    let db = &state.db;
+    let mut rows = repo::start_turn(db, instance.id, session_id, Uuid::now_v7(), Uuid::now_v7(), text).await?;
+    if rows.is_empty() && session_id.is_none() && repo::latest_session(db, instance.id).await?.is_none() {
+        // The instance's first turn: its first session.
+        let session = repo::insert_session(db, instance.id, None).await?;
+        rows = repo::start_turn(db, instance.id, Some(session.id), Uuid::now_v7(), Uuid::now_v7(), text).await?;
+    }
     rows.sort_by_key(|row| row.seq);
     let (Some(assistant), Some(user), None) = (rows.pop(), rows.pop(), rows.pop()) else {
         // Nothing was claimed: another instance's (or no) session, or a turn is running in it.
-        return Err(match repo::session(&state.db, instance.id, session_id).await? {
-            Some(_) => AppError::new(ErrorCode::SessionBusy, "A turn is already running in this chat session; wait for it to finish."),
-            None => session_not_found(),
+        let known = match session_id {
+            Some(id) => repo::session(db, instance.id, id).await?.is_some(),
+            None => true,
+        };
+        return Err(if known {
+            AppError::new(ErrorCode::SessionBusy, "A turn is already running in this chat session; wait for it to finish.")
+        } else {
+            session_not_found()
         });
     };
-
+    let session_id = user.session_id;
     let (sender, events) = mpsc::channel(LISTENER_QUEUE);
     let job = Job {
         db: state.db.clone(),

@@ -60,7 +60,24 @@ impl Database {
 }
 
 pub async fn pool(options: PgConnectOptions) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect_with(options).await.context("connecting to PostgreSQL")
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings every connection before handing it out: a round trip in front of every
+        // query. A connection used in the last second is alive; only one idle for longer (it
+        // may predate a database restart) is checked and replaced if dead.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for < Duration::from_secs(1) {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(connection).await.is_ok())
+            })
+        })
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")
 }
 
 /// The id that names this database's containers on a shared engine.

@@ -2,7 +2,7 @@
 //! websocket; `vnc/ws` bridges a websocket to the sandbox's VNC server (RFB on port 5900),
 //! answering its password itself (`rfb`).
 
-mod rfb;
+pub mod rfb; // public for the benchmark's direct connection
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -124,7 +124,7 @@ pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(u
         if tokio::io::AsyncWriteExt::write_all(&mut to_vnc, &early).await.is_err() {
             return;
         }
-        let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, 256 << 10));
+        let from_vnc = Box::pin(tokio_util::io::ReaderStream::with_capacity(from_vnc, READ_BUFFER));
         wsbridge::bridge(socket, from_vnc, Box::pin(to_vnc), &mut RfbPipe, &state.shutdown).await;
     }))
 }
@@ -146,6 +146,10 @@ async fn connect(state: &AppState, sandbox: &str) -> AppResult<TcpStream> {
         }
     }
 }
+
+/// Bytes read from the VNC server at once: below the allocator's mmap threshold (128 KiB, set
+/// in `serve.rs`), so a buffer is not a fresh mapping, page-faulted in, for every read.
+const READ_BUFFER: usize = 64 << 10;
 
 /// RFB is binary only; text frames are ignored.
 struct RfbPipe;
