@@ -36,11 +36,14 @@ use crate::runtime::disk::{DiskSpec, SANDBOX_OWNER};
 use crate::runtime::sandbox::{STATE_DIR, WORKSPACE_DIR};
 use sys::checked;
 
+/// Bytes gathered before a write to the file.
+const WRITE_BUFFER: usize = 112 << 10;
+
 /// A temporary file in the target directory, removed unless committed.
 pub struct Target {
     dir: Arc<OwnedFd>,
     tmp: CString,
-    file: Option<tokio::fs::File>,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     committed: bool,
 }
 
@@ -123,7 +126,10 @@ fn create_tmp(dir: OwnedFd) -> std::io::Result<Target> {
     // From here on, dropping the target removes the temporary file.
     let mut target = Target { dir: Arc::new(dir), tmp, file: None, committed: false };
     sys::hand_over(&file, SANDBOX_OWNER, 0o644)?;
-    target.file = Some(tokio::fs::File::from_std(std::fs::File::from(file)));
+    // Every write of a tokio file is a trip to the blocking pool; multipart chunks are small,
+    // so they are gathered first (below the allocator's mmap threshold, see `serve.rs`).
+    let file = tokio::fs::File::from_std(std::fs::File::from(file));
+    target.file = Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file));
     Ok(target)
 }
 
