@@ -32,7 +32,7 @@ impl Drop for SpoolFile {
 enum Received {
     /// Written into the storage under a temporary name, as `name` in `dir`'s checks.
     Direct {
-        target: direct::Target,
+        target: Box<direct::Target>,
         dir: SandboxPath,
         checked_name: String,
     },
@@ -84,7 +84,7 @@ async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name
                 field.chunk().await.map_err(multipart_error).transpose().map(|chunk| (chunk, field))
             });
             let size = target.fill(chunks.boxed(), max).await?;
-            return Ok((size, Received::Direct { target, dir, checked_name: name.to_owned() }));
+            return Ok((size, Received::Direct { target: Box::new(target), dir, checked_name: name.to_owned() }));
         }
     }
     let spool_dir = &state.settings.instances.spool_dir;
