@@ -122,7 +122,8 @@ pub struct UploadForm {
 ///
 /// JSON `{targetDir, fileName, content, encoding}` (`encoding`: `utf-8` or `base64`), or
 /// `multipart/form-data` with `targetDir`, optional `fileName` and a `file` part (streamed; for
-/// large or binary files). Replaces an existing file; creates missing directories.
+/// large or binary files; send `targetDir` before `file` and the file goes straight into the
+/// instance's storage as it arrives). Replaces an existing file; creates missing directories.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/files/upload", tag = "files",
     params(RunningInstance),
     request_body(content(

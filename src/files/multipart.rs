@@ -118,12 +118,13 @@ pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -
     let path = SandboxPath::parse(&target_dir)?.join(&name)?;
     match where_to {
         Received::Direct { target, dir, checked_name } => {
-            // A `fileName` after the file part, or a `targetDir` sent twice: check again.
-            if checked_name != name || !path.is_within(dir.as_str()) {
-                let (final_dir, _) = ops::prepare_write(state.runtime.as_ref(), sandbox, &path).await?;
-                if final_dir.as_str() != dir.as_str() {
-                    return Err(bad("`targetDir` changed after the file part; send it once, before the file.".into()));
-                }
+            // The file went into `dir` as it arrived: a `targetDir` sent again after it is refused;
+            // a `fileName` after it is checked as the sandbox user before the rename.
+            if !path.split().is_some_and(|(parent, _)| parent.as_str() == dir.as_str()) {
+                return Err(bad("`targetDir` changed after the file part; send it once, before the file.".into()));
+            }
+            if checked_name != name {
+                ops::prepare_write(state.runtime.as_ref(), sandbox, &path).await?;
             }
             target.commit(&name).await?;
         }

@@ -46,6 +46,21 @@ async fn uploads_follow_links_inside_the_sandbox_and_never_write_on_the_host() {
     json(response, StatusCode::OK).await;
     assert_eq!(sandbox_sh(&sandbox, "cat /agent-state/real/d.txt"), "written");
 
+    // A `fileName` after the file part names the file; a `targetDir` sent again after it is refused.
+    let form = reqwest::multipart::Form::new()
+        .text("targetDir", "/workspace/plain")
+        .part("file", reqwest::multipart::Part::bytes(&b"renamed\n"[..]).file_name("part-name.txt"))
+        .text("fileName", "late-name.txt");
+    let response = app.api(Method::POST, &format!("/api/instances/{id}/files/upload")).multipart(form).send().await.unwrap();
+    assert_eq!(json(response, StatusCode::OK).await["path"], "/workspace/plain/late-name.txt");
+    let form = reqwest::multipart::Form::new()
+        .text("targetDir", "/workspace/plain")
+        .part("file", reqwest::multipart::Part::bytes(&b"moved\n"[..]).file_name("moved.txt"))
+        .text("targetDir", "/workspace/plain/deeper");
+    let response = app.api(Method::POST, &format!("/api/instances/{id}/files/upload")).multipart(form).send().await.unwrap();
+    crate::helpers::assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert_eq!(sandbox_sh(&sandbox, "ls /workspace/plain; ls /workspace/plain/deeper 2>/dev/null | wc -l"), "a.txt\nb.txt\nlate-name.txt\n0");
+
     // Links out of the storage point into the sandbox's own /tmp, never the host's.
     for dir in ["/workspace/abs", "/workspace/rel"] {
         let response = upload(&app, &id, dir, "escape.txt", b"should not reach the host", false).await;
