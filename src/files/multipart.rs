@@ -120,7 +120,7 @@ pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -
         Received::Direct { target, dir, checked_name } => {
             // The file went into `dir` as it arrived: a `targetDir` sent again after it is refused;
             // a `fileName` after it is checked as the sandbox user before the rename.
-            if !path.split().is_some_and(|(parent, _)| parent.as_str() == dir.as_str()) {
+            if path.split().is_none_or(|(parent, _)| parent.as_str() != dir.as_str()) {
                 return Err(bad("`targetDir` changed after the file part; send it once, before the file.".into()));
             }
             if checked_name != name {
