@@ -8,11 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Bench, docker, ms, percentile, until};
+use common::{Bench, docker, ms, percentile};
 use futures_util::StreamExt;
 use serde_json::json;
 
-/// Reads a response until `needle` shows up in the body; returns how long that took from `t0`.
+/// Resident memory of a process, KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
@@ -30,6 +30,11 @@ async fn until_each<const N: usize>(response: reqwest::Response, needles: [&str;
             found += 1;
         }
         if found == N {
+            // Read to the end, so the connection goes back to the client's pool for the next
+            // turn (as it does for any client that reads its answers whole).
+            while let Some(chunk) = body.next().await {
+                chunk?;
+            }
             return Ok(times);
         }
     }
@@ -81,7 +86,8 @@ async fn main() -> anyhow::Result<()> {
             .json(&json!({"model": "openclaw/default", "stream": true, "messages": [{"role": "user", "content": format!("benchmark turn {n}")}]}))
             .send()
             .await?;
-        direct.push(until(response, "\"content\"", t0).await?);
+        let [first] = until_each(response, ["\"content\""], t0).await?;
+        direct.push(first);
     }
     println!("time to first answer delta over {turns} turns");
     println!("{:<32} {:>8} {:>8}", "", "p50 ms", "p95 ms");

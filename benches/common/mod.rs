@@ -133,19 +133,6 @@ impl Bench {
     }
 }
 
-/// Time from `t0` until `needle` shows up in the response body (an SSE stream).
-pub async fn until(response: reqwest::Response, needle: &str, t0: Instant) -> anyhow::Result<Duration> {
-    let mut body = futures_util::StreamExt::boxed(response.bytes_stream());
-    let mut seen = String::new();
-    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-        seen.push_str(&String::from_utf8_lossy(&chunk?));
-        if seen.contains(needle) {
-            return Ok(t0.elapsed());
-        }
-    }
-    anyhow::bail!("stream ended without {needle:?}: {seen:.400}")
-}
-
 /// Polls the instance on the server at `base` until it is `ready` (an `error` fails).
 pub async fn wait_ready(http: &reqwest::Client, base: &str, key: &str, id: &str) -> anyhow::Result<()> {
     loop {
