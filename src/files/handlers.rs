@@ -100,7 +100,7 @@ async fn store(state: &AppState, sandbox: &str, path: &SandboxPath, content: Byt
 fn check_upload_size(state: &AppState, size: u64) -> AppResult<()> {
     let max = state.settings.instances.max_upload_bytes;
     if size > max {
-        return Err(AppError::new(ErrorCode::FileTooLarge, format!("Files may be at most {max} bytes.")));
+        return Err(super::capped::too_large(max));
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! rename, delete, download — always as the sandbox user; contents stream through tar, or
 //! straight into the instance's storage for writes (`direct`).
 
+pub mod capped;
 pub mod direct;
 pub mod handlers;
 pub mod models;

@@ -8,14 +8,12 @@
 use axum::Json;
 use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use super::direct;
 use super::models::Written;
 use super::ops;
 use super::paths::SandboxPath;
+use super::{capped, direct};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::state::AppState;
 
@@ -45,31 +43,21 @@ pub fn multipart_error(error: MultipartError) -> AppError {
     AppError::new(code, format!("Bad multipart body: {}", error.body_text()))
 }
 
-fn too_large(max: u64) -> AppError {
-    AppError::new(ErrorCode::FileTooLarge, format!("Files may be at most {max} bytes."))
-}
-
-/// Copies a multipart part to a temporary file, refusing more than `max` bytes.
-async fn spool(field: &mut Field<'_>, file: &mut tokio::fs::File, max: u64) -> AppResult<u64> {
-    let mut size = 0u64;
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        size += chunk.len() as u64;
-        if size > max {
-            return Err(too_large(max));
-        }
-        file.write_all(&chunk).await?;
-    }
-    file.flush().await?;
-    Ok(size)
+/// The part's bytes as a stream, its errors as API errors.
+fn chunks(field: Field<'_>) -> impl futures_util::Stream<Item = AppResult<bytes::Bytes>> + '_ {
+    futures_util::stream::unfold(
+        field,
+        |mut field| async move { field.chunk().await.map_err(multipart_error).transpose().map(|chunk| (chunk, field)) },
+    )
 }
 
 /// Takes the file part: straight into the storage when the target directory is known and
 /// reachable, else into a spool file.
-async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name: Option<&str>, mut field: Field<'_>) -> AppResult<(u64, Received)> {
+async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name: Option<&str>, field: Field<'_>) -> AppResult<(u64, Received)> {
     let max = state.settings.instances.max_upload_bytes;
     if let (Some(target_dir), Some(name)) = (target_dir, name) {
-        let path = SandboxPath::parse(target_dir)?.join(name)?;
         let dir = SandboxPath::parse(target_dir)?;
+        let path = dir.join(name)?;
         let disk = crate::instances::lifecycle::disk_spec(state, sandbox);
         ops::on_storage_checked(&path)?;
         let direct = match direct::prepare(&disk, &path).await {
@@ -80,10 +68,7 @@ async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name
             }
         };
         if let Some(mut target) = direct {
-            let chunks = futures_util::stream::unfold(field, |mut field| async move {
-                field.chunk().await.map_err(multipart_error).transpose().map(|chunk| (chunk, field))
-            });
-            let size = target.fill(chunks.boxed(), max).await?;
+            let size = target.fill(chunks(field), max).await?;
             return Ok((size, Received::Direct { target: Box::new(target), dir, checked_name: name.to_owned() }));
         }
     }
@@ -91,7 +76,7 @@ async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name
     tokio::fs::create_dir_all(spool_dir).await?;
     let spooled = SpoolFile(spool_dir.join(format!("ocaas-upload-{}", Uuid::new_v4().simple())));
     let mut file = tokio::fs::File::create(&spooled.0).await?;
-    let size = spool(&mut field, &mut file, max).await?;
+    let size = capped::copy(chunks(field), &mut file, max, AppError::from).await?;
     Ok((size, Received::Spooled(spooled)))
 }
 

@@ -46,15 +46,14 @@ impl Drop for Busy {
 /// A request working in the sandbox (a command, a file operation): the instance is busy, and
 /// a pause waits for it rather than freezing the sandbox under it.
 pub struct Call {
-    _busy: Busy,
-    activity: Arc<Activity>,
-    id: Uuid,
+    /// Also names the instance; dropped (no longer busy) right after the call count goes down.
+    busy: Busy,
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        let mut entries = self.activity.lock();
-        let entry = entries.entry(self.id).or_default();
+        let mut entries = self.busy.activity.lock();
+        let entry = entries.entry(self.busy.id).or_default();
         entry.calls = entry.calls.saturating_sub(1);
     }
 }
@@ -96,7 +95,7 @@ impl Activity {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        Call { _busy: self.hold(id), activity: self.clone(), id }
+        Call { busy: self.hold(id) }
     }
 
     /// Claims the right to freeze the sandbox: only when no call works in it (new calls then

@@ -27,8 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWriteExt;
+use futures_util::Stream;
 
 use super::paths::SandboxPath;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -174,18 +173,7 @@ impl Target {
     /// Copies `chunks` into the temporary file, refusing more than `max` bytes; the size written.
     pub async fn fill(&mut self, chunks: impl Stream<Item = AppResult<Bytes>>, max: u64) -> AppResult<u64> {
         let file = self.file.as_mut().ok_or_else(|| AppError::Internal(anyhow::anyhow!("upload target filled twice")))?;
-        let mut size = 0u64;
-        let mut chunks = std::pin::pin!(chunks);
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            size += chunk.len() as u64;
-            if size > max {
-                return Err(AppError::new(ErrorCode::FileTooLarge, format!("Files may be at most {max} bytes.")));
-            }
-            file.write_all(&chunk).await.map_err(storage_error)?;
-        }
-        file.flush().await.map_err(storage_error)?;
-        Ok(size)
+        super::capped::copy(chunks, file, max, storage_error).await
     }
 
     /// Renames the file to `name` in the directory, replacing what was there.
