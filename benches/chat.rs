@@ -8,16 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::server::rss_kib;
 use common::{Bench, docker, ms, percentile};
 use futures_util::StreamExt;
 use serde_json::json;
-
-/// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
-}
 
 /// Times from `t0` until each needle first shows up in the (SSE) body, in order.
 async fn until_each<const N: usize>(response: reqwest::Response, needles: [&str; N], t0: Instant) -> anyhow::Result<[Duration; N]> {

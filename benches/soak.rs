@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::server::{ServeProcess, cpu_secs};
+use common::server::{ServeProcess, cpu_secs, rss_kib};
 use common::{Bench, ms, percentile};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -53,11 +53,6 @@ impl Tally {
     async fn count(&self, kind: &str) -> usize {
         self.samples.lock().await.iter().filter(|(k, _)| *k == kind).count()
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// One chat turn over SSE, read to `complete`.
@@ -235,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
     let sampler_peak = peak.clone();
     tokio::spawn(async move {
         loop {
-            sampler_peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+            sampler_peak.fetch_max(rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

@@ -47,13 +47,17 @@ impl ServeProcess {
         self.child.id()
     }
 
-    /// Resident memory, MiB.
+    /// Resident memory, MiB (0 when the process is gone).
     pub fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let kib: f64 =
-            status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0.0);
-        kib / 1024.0
+        rss_kib(self.pid()).unwrap_or(0) as f64 / 1024.0
     }
+}
+
+/// Resident memory of a process, KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 
 /// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
