@@ -40,6 +40,7 @@ pub fn start_background_tasks(state: &AppState) {
     crate::snapshots::schedule::spawn(state.clone());
     crate::chat::events::spawn_listener(state);
     crate::auth::cache::spawn(state);
+    crate::instances::lists::spawn(state);
     spawn_broker(state);
 }
 

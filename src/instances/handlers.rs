@@ -5,7 +5,6 @@ use super::extract::OwnedInstance;
 use super::lifecycle::{self, gateway_ready};
 use super::machine::{self, Op};
 use super::models::*;
-use super::repo;
 use crate::audit::AuditAction;
 use crate::auth::AuthUser;
 use crate::error::{AppResult, ErrorBody};
@@ -25,9 +24,9 @@ use chrono::Utc;
     responses(
         (status = 200, description = "Instances", body = [Instance]),
     ))]
-pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<Vec<Instance>>> {
-    let rows = repo::list_for_user(&state.db, user.user_id).await?;
-    Ok(Json(rows.into_iter().map(Instance::from).collect()))
+pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
+    let body = super::lists::listed(&state.db, &state.instance_lists, user.user_id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Create an instance

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod handlers;
 pub mod idle;
 pub mod lifecycle;
+pub mod lists;
 pub mod logs;
 pub mod machine;
 pub mod models;

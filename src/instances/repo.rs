@@ -5,6 +5,7 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::models::{InstanceStatus, StopReason};
+use crate::state::instances_written;
 
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
@@ -130,7 +131,7 @@ pub async fn transition(
     to: InstanceStatus,
     change: &Change<'_>,
 ) -> sqlx::Result<Option<InstanceRow>> {
-    sqlx::query_as!(
+    let row = sqlx::query_as!(
         InstanceRow,
         r#"UPDATE instances SET status = $3, last_error = $4, updated_at = now(),
                 stop_reason = CASE WHEN $6 THEN stop_reason ELSE $5 END,
@@ -154,18 +155,23 @@ pub async fn transition(
         change.upgrade_from.flatten()
     )
     .fetch_optional(db)
-    .await
+    .await;
+    // Even after an error: the statement may have committed.
+    instances_written();
+    row
 }
 
 /// Records the OpenClaw version the instance's gateway reports.
 pub async fn set_version(db: &PgPool, id: Uuid, version: &str) -> sqlx::Result<()> {
-    sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await?;
+    let done = sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await;
+    instances_written();
+    done?;
     Ok(())
 }
 
 /// Changes the instance's label and pin; `None` leaves a field as it is.
 pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awake: Option<bool>) -> sqlx::Result<Option<InstanceRow>> {
-    sqlx::query_as!(
+    let row = sqlx::query_as!(
         InstanceRow,
         r#"UPDATE instances SET name = CASE WHEN $2 THEN $3 ELSE name END, keep_awake = COALESCE($4, keep_awake), updated_at = now()
          WHERE id = $1
@@ -177,7 +183,10 @@ pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awak
         keep_awake
     )
     .fetch_optional(db)
-    .await
+    .await;
+    // Even after an error: the statement may have committed.
+    instances_written();
+    row
 }
 
 /// How many of the user's instances other than `except` are pinned awake.
@@ -189,12 +198,16 @@ pub async fn count_kept_awake(db: &PgPool, user_id: Uuid, except: Uuid) -> sqlx:
 
 /// Records activity seen in this process (written in batches, not per request).
 pub async fn touch_active(db: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
-    sqlx::query!("UPDATE instances SET last_active_at = now() WHERE id = ANY($1)", ids).execute(db).await?;
+    let done = sqlx::query!("UPDATE instances SET last_active_at = now() WHERE id = ANY($1)", ids).execute(db).await;
+    instances_written();
+    done?;
     Ok(())
 }
 
 pub async fn delete(db: &PgPool, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM instances WHERE id = $1", id).execute(db).await?;
+    let done = sqlx::query!("DELETE FROM instances WHERE id = $1", id).execute(db).await;
+    instances_written();
+    done?;
     Ok(())
 }
 

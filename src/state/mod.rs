@@ -6,6 +6,7 @@ mod activity;
 mod credentials;
 mod drivers;
 mod events;
+mod instance_lists;
 mod slots;
 mod ttl_cache;
 
@@ -20,6 +21,7 @@ pub use activity::{Activity, Busy, Call};
 pub use credentials::{Cached, Credentials};
 pub use drivers::Drivers;
 pub use events::EventHub;
+pub use instance_lists::{InstanceLists, instances_written};
 pub use slots::{Slot, SlotKind, UserSlots};
 pub use ttl_cache::{Addresses, TtlCache};
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub activity: Arc<Activity>,
     /// Who keys and sessions belong to, cached (see `credentials`).
     pub credentials: Arc<Credentials>,
+    /// Each user's instance list, cached (see `instance_lists`).
+    pub instance_lists: Arc<InstanceLists>,
     /// Woken when a create took a sandbox from the warm pool.
     pub pool_refill: Arc<tokio::sync::Notify>,
     /// Fan-out of chat event notifications within this process.
@@ -74,6 +78,7 @@ impl AppState {
             activity: Arc::default(),
             pool_refill: Arc::default(),
             credentials: Arc::default(),
+            instance_lists: Arc::default(),
             chat_events: Arc::default(),
             metrics: Arc::default(),
             auth_limits,

@@ -1,7 +1,9 @@
-//! Authenticated requests are served from an in-process credential cache; a revocation made
-//! through one server process (or the admin command) reaches every other at once through the
-//! database's notifications. Stated bound: a revoked key or ended session is refused by another
-//! server process within 1 s (in practice a few milliseconds).
+//! Authenticated requests are served from an in-process credential cache, and instance lists
+//! from a cache of each user's list; a revocation or an instance change made through one server
+//! process (or the admin command, or straight in the database) reaches every other at once
+//! through the database's notifications. Stated bound: a revoked key or ended session is refused,
+//! and a changed instance list is answered, by another server process within 1 s (in practice a
+//! few milliseconds); by the process that made the change, on the very next request.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,71 @@ async fn a_revoked_key_and_an_ended_session_are_refused_by_another_server_proces
     assert!(logout.status().is_success(), "{}", logout.status());
     let took = until_refused(|| client.get(other_url("/api/account")).header("cookie", &cookie)).await;
     assert!(took < BOUND, "the ended session was accepted for {took:?} by the other process");
+    drop(other);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Polls `url` until its JSON answer satisfies `done`; returns how long that took.
+async fn until_listed(client: &reqwest::Client, url: &str, key: &str, done: impl Fn(&serde_json::Value) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if done(&json(client.get(url).bearer_auth(key).send().await.unwrap(), StatusCode::OK).await) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the list did not change within 15 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn names(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap_or("")).collect()
+}
+
+#[tokio::test]
+async fn instance_lists_show_a_change_at_once_on_the_process_that_made_it_and_within_a_second_on_another() {
+    let app = spawn_app().await;
+    let data_dir = std::env::temp_dir().join(format!("ocaas-list-cache-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let other = serve_process(&app.database_url, &data_dir, "ocaas-sandbox:not-needed").ready().await;
+    let other_list = format!("http://127.0.0.1:{}/api/instances", other.port);
+    let (client, key) = (reqwest::Client::new(), app.user.key.clone());
+
+    // Both processes answer (and now cache) an empty list.
+    for _ in 0..3 {
+        assert_eq!(names(&json(client.get(&other_list).bearer_auth(&key).send().await.unwrap(), StatusCode::OK).await), Vec::<&str>::new());
+        assert_eq!(json(app.api(Method::GET, "/api/instances").send().await.unwrap(), StatusCode::OK).await, serde_json::json!([]));
+    }
+    // A row written behind both servers' backs (as an admin tool or another server would).
+    let id = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO instances (id, user_id, sandbox_id, status, name, image, gateway_token) VALUES ($1, $2, $3, 'stopped', 'first', 'none', 'token')")
+        .bind(id)
+        .bind(app.user.id)
+        .bind(format!("sandy-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let took = until_listed(&client, &other_list, &key, |list| names(list) == ["first"]).await;
+    assert!(took < BOUND, "the other process listed the old instances for {took:?}");
+    let took = until_listed(&client, &app.url("/api/instances"), &key, |list| names(list) == ["first"]).await;
+    assert!(took < BOUND, "this process listed the old instances for {took:?}");
+
+    // Renamed through this process: its next list shows the new name, every time, without waiting.
+    for n in 0..20 {
+        let name = format!("name-{n}");
+        let patch = app.api(Method::PATCH, &format!("/api/instances/{id}")).json(&serde_json::json!({"name": name})).send().await.unwrap();
+        assert_eq!(patch.status(), StatusCode::OK);
+        let listed = json(app.api(Method::GET, "/api/instances").send().await.unwrap(), StatusCode::OK).await;
+        assert_eq!(names(&listed), [name.as_str()], "the list right after a rename through the same process");
+    }
+    let took = until_listed(&client, &other_list, &key, |list| names(list) == ["name-19"]).await;
+    assert!(took < BOUND, "the other process listed the old name for {took:?}");
+
+    // Deleted behind their backs: gone from both lists.
+    sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&app.db).await.unwrap();
+    for url in [other_list.clone(), app.url("/api/instances")] {
+        let took = until_listed(&client, &url, &key, |list| list.as_array().unwrap().is_empty()).await;
+        assert!(took < BOUND, "{url} still listed the deleted instance after {took:?}");
+    }
     drop(other);
     let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -14,7 +14,7 @@ async fn exec(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
 #[tokio::test]
 async fn commands_report_output_streams_and_exit_codes() {
     let app = spawn_app_with_docker(|_| {}).await;
-    let (id, _) = ready_instance(&app).await;
+    let (id, sandbox) = ready_instance(&app).await;
     let pwd = json(exec(&app, &id, json!({"command": "pwd", "timeout_ms": 5000})).await, StatusCode::OK).await;
     assert_eq!(pwd["command"], "pwd");
     assert_eq!(pwd["stdout"], "/workspace\n");
@@ -33,6 +33,14 @@ async fn commands_report_output_streams_and_exit_codes() {
     assert_eq!(json(exec(&app, &id, env).await, StatusCode::OK).await["stdout"], "hi there from /tmp\n");
     let lossy = json(exec(&app, &id, json!({"command": "printf 'a\\377b'"})).await, StatusCode::OK).await;
     assert_eq!(lossy["stdout"], "a\u{FFFD}b");
+
+    // A login shell: the system profile gave the sandbox user's PATH and the user's own
+    // ~/.profile added to it; root, in the same image, still gets the sbin directories.
+    json(exec(&app, &id, json!({"command": "echo 'PATH=\"$HOME/bin:$PATH\"' > ~/.profile"})).await, StatusCode::OK).await;
+    let path = json(exec(&app, &id, json!({"command": "echo $PATH"})).await, StatusCode::OK).await;
+    assert_eq!(path["stdout"], "/home/sandbox/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games\n");
+    let root = std::process::Command::new("docker").args(["exec", "-u", "0", &sandbox, "sh", "-lc", "echo $PATH"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&root.stdout).contains("/usr/sbin"), "{root:?}");
 }
 
 #[tokio::test]
