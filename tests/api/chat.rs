@@ -282,3 +282,24 @@ async fn a_turn_abandoned_by_a_dead_server_is_marked_interrupted() {
     }
     json(send(&app, &id, json!({"session_id": session, "message": "/echo free again"})).await, StatusCode::OK).await;
 }
+
+/// A turn's start commits without waiting for the disk, for that one transaction only: the
+/// claim is visible to every other connection at once, and the connection that made it is back
+/// to durable commits for whatever it runs next.
+#[tokio::test]
+async fn a_turns_start_is_visible_at_once_and_leaves_its_connection_committing_durably() {
+    let app = crate::helpers::spawn_app().await;
+    let instance = app.ready_instance_row().await;
+    let session = ocaas::chat::repo::insert_session(&app.db, instance, None).await.unwrap();
+    let one = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&app.database_url).await.unwrap();
+    let (user_message_id, assistant_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let rows = ocaas::chat::repo::start_turn(&one, instance, Some(session.id), user_message_id, assistant_id, "hello").await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&one).await.unwrap();
+    assert_eq!(setting, "on", "the relaxed commit leaked into the pooled connection");
+    let claimed: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT active_turn FROM chat_sessions WHERE id = $1").bind(session.id).fetch_one(&app.db).await.unwrap();
+    assert_eq!(claimed, Some(assistant_id), "another connection sees the claim");
+    let busy = ocaas::chat::repo::start_turn(&app.db, instance, Some(session.id), uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), "again").await.unwrap();
+    assert!(busy.is_empty(), "a second turn in the same session is refused");
+}
