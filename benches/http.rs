@@ -4,7 +4,8 @@
 //! unauthenticated `GET /api`, at 32 and at 4 connections (goal: authenticated ≥ 0.5× the
 //! reference). Beside them, `pgbench` runs the very query `GET /api/instances` makes, prepared,
 //! on the same PostgreSQL at the same concurrency: the most any server that reads the list
-//! per request gets on this machine. `OCAAS_BENCH_SECS` per run (default 10).
+//! per request gets on this machine (ocaas answers it from its list cache, so it can go past
+//! that). `OCAAS_BENCH_SECS` per run (default 10).
 
 mod common;
 

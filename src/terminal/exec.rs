@@ -22,12 +22,15 @@ const MAX_ENV_VARS: usize = 200;
 const CWD_MISSING_EXIT: i64 = 199;
 const CWD_MISSING_MARKER: &str = "ocaas: cwd is not an accessible directory";
 
-/// `$1` command, `$2` cwd. Runs under `timeout`, which puts itself and the command in a
-/// process group of their own and kills that whole group at the deadline inside the sandbox,
-/// whatever happens to the request or to ocaas. (A `setsid -w` around it cost a fork, 2.4 ms
-/// of every exec, for nothing `timeout` does not already do.)
+/// `$1` command, `$2` cwd, run by the login shell itself (`/bin/sh -lc WRAPPER sh command cwd`):
+/// it reads the profiles, enters `cwd` and evaluates the command with no positional parameters
+/// and no variable of its own left. (A second shell `exec`ed for the command cost ~1 ms of
+/// every exec; a `setsid -w` around it a fork, 2.4 ms, for nothing `timeout` does not do.)
+/// Runs under `timeout`, which puts itself and the command in a process group of their own and
+/// kills that whole group at the deadline inside the sandbox, whatever happens to the request
+/// or to ocaas.
 const WRAPPER: &str = r#"cd -- "$2" 2>/dev/null || { echo "ocaas: cwd is not an accessible directory" >&2; exit 199; }
-exec /bin/sh -lc "$1""#;
+__ocaas_command=$1; shift 2; eval "unset __ocaas_command; $__ocaas_command""#;
 /// Kills every process whose environment carries `OCAAS_EXEC_ID=$0` (what the command started
 /// inherits it). Nothing is written in the sandbox to find them: no file the tenant could
 /// change; a process that scrubbed its environment on purpose has left on purpose.
@@ -102,7 +105,7 @@ fn validate(request: &ExecCommand) -> AppResult<(Duration, SandboxPath, Vec<Stri
 pub fn command_line(command: &str, cwd: &str, timeout_ms: u64) -> Vec<String> {
     // `timeout` needs whole seconds; ocaas stops waiting at the exact deadline and kills then.
     let deadline_secs = timeout_ms.div_ceil(1000).to_string();
-    ["timeout", "-s", "KILL", &deadline_secs, "/bin/sh", "-c", WRAPPER, "sh", command, cwd].map(str::to_owned).to_vec()
+    ["timeout", "-s", "KILL", &deadline_secs, "/bin/sh", "-lc", WRAPPER, "sh", command, cwd].map(str::to_owned).to_vec()
 }
 
 /// Kills the command's processes if the request ends before the command does (the client

@@ -28,6 +28,9 @@ async fn commands_report_output_streams_and_exit_codes() {
     assert_eq!(split["stdout"], "out\n1000\n");
     assert_eq!(split["stderr"], "err\n");
     assert_eq!(json(exec(&app, &id, json!({"command": "exit 7"})).await, StatusCode::OK).await["exit_code"], 7);
+    // The command sees no positional parameters and nothing of the wrapper around it.
+    let clean = json!({"command": "echo \"[$#][${__ocaas_command-none}]\""});
+    assert_eq!(json(exec(&app, &id, clean).await, StatusCode::OK).await["stdout"], "[0][none]\n");
 
     let env = json!({"command": "echo \"$GREETING\" from $(pwd)", "cwd": "/tmp", "env": {"GREETING": "hi there"}});
     assert_eq!(json(exec(&app, &id, env).await, StatusCode::OK).await["stdout"], "hi there from /tmp\n");
