@@ -67,8 +67,25 @@ pub async fn user_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result
     sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users WHERE lower(email) = lower($1)", email).fetch_optional(db).await
 }
 
-pub async fn user_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as!(UserRow, "SELECT id, email, password_hash, created_at FROM users WHERE id = $1", id).fetch_optional(db).await
+/// A user and their subscription's terms (all `None` without one), in one round trip.
+pub struct AccountRow {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    pub max_instances: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub monthly_tokens: Option<i64>,
+}
+
+pub async fn account(db: &PgPool, id: Uuid) -> sqlx::Result<Option<AccountRow>> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"SELECT u.id, u.email, u.created_at, s.max_instances AS "max_instances?", s.expires_at AS "expires_at?", s.monthly_tokens AS "monthly_tokens?"
+           FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id WHERE u.id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn list_users(db: &PgPool) -> sqlx::Result<Vec<UserRow>> {

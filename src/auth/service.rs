@@ -130,10 +130,11 @@ pub async fn create_api_key(db: &PgPool, user_id: Uuid, name: Option<&str>, expi
 }
 
 pub async fn account_view(db: &PgPool, user_id: Uuid, csrf_token: Option<String>) -> AppResult<AccountView> {
-    let user =
-        repo::user_by_id(db, user_id).await?.ok_or_else(|| AppError::unauthorized("The account behind these credentials no longer exists."))?;
-    let subscription = repo::subscription(db, user_id).await?.map(Into::into);
-    Ok(AccountView { id: user.id, email: user.email, created_at: user.created_at, subscription, csrf_token })
+    let account =
+        repo::account(db, user_id).await?.ok_or_else(|| AppError::unauthorized("The account behind these credentials no longer exists."))?;
+    let (expires_at, monthly_tokens) = (account.expires_at, account.monthly_tokens);
+    let subscription = account.max_instances.map(|max_instances| repo::SubscriptionRow { max_instances, expires_at, monthly_tokens }.into());
+    Ok(AccountView { id: account.id, email: account.email, created_at: account.created_at, subscription, csrf_token })
 }
 
 pub async fn user_by_email_or_404(db: &PgPool, email: &str) -> AppResult<UserRow> {
