@@ -251,9 +251,12 @@ async fn sandboxes_are_unprivileged_limited_and_isolated_from_each_other() {
         docker(&["inspect", "-f", "{{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}} {{.HostConfig.Privileged}}", sandbox]),
         "256 1000000000 false"
     );
+    // The engine lists mounts in no fixed order.
     let mounts = docker(&["inspect", "-f", "{{range .Mounts}}{{.Type}}:{{.Source}}:{{.Destination}} {{end}}", sandbox]);
+    let mut mounts: Vec<&str> = mounts.split_whitespace().collect();
+    mounts.sort_unstable();
     let own = app.state.settings.instances.disk_root.join(sandbox);
-    let expected = format!("bind:{0}/workspace:/workspace bind:{0}/state:/agent-state", own.display());
+    let expected = [format!("bind:{}/state:/agent-state", own.display()), format!("bind:{}/workspace:/workspace", own.display())];
     assert_eq!(mounts, expected, "only the instance's own storage is mounted: no other host path, no socket");
 
     let other_ip =

@@ -78,16 +78,18 @@ impl Browser {
     }
 
     async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body).await.unwrap_or_else(|error| panic!("WebDriver {path} failed: {error}"))
+    }
+
+    /// The command's value, or WebDriver's error object.
+    async fn try_command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let url = format!("{}/session/{}{}", self.base, self.session, path);
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let reply: Value = request.send().await.unwrap().json().await.unwrap();
-        if reply["value"].get("error").is_some() {
-            panic!("WebDriver {path} failed: {}", reply["value"]);
-        }
-        reply["value"].clone()
+        if reply["value"].get("error").is_some() { Err(reply["value"].clone()) } else { Ok(reply["value"].clone()) }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -155,9 +157,19 @@ impl Browser {
         found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).unwrap().to_owned()
     }
 
+    /// Clicks the element matching `css`. The page re-renders as statuses change (it polls the
+    /// API), so the element found may be replaced before the click lands: then it is found anew,
+    /// as a person would click the button they see now.
     pub async fn click(&self, css: &str) {
-        let element = self.find(css).await;
-        self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+        for _ in 0..5 {
+            let element = self.find(css).await;
+            match self.try_command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await {
+                Err(error) if error["error"] == "stale element reference" => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(error) => panic!("WebDriver click on `{css}` failed: {error}"),
+                Ok(_) => return,
+            }
+        }
+        panic!("`{css}` was replaced by every re-render before it could be clicked");
     }
 
     /// Types `text` into the form field matching `css`.
