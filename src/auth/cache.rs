@@ -1,15 +1,19 @@
 //! Keeps the credential cache (`state::Credentials`) honest: listens for `ocaas_auth`
 //! notifications (every revocation, expiry change and deletion of a key or session, from any
-//! process) and writes the `last_used_at` of keys served from the cache once a minute
+//! process), keeps the account answers (`AppState::accounts`) honest on `ocaas_accounts`, and
+//! writes the `last_used_at` of keys served from the cache once a minute
 //! (`Settings::key_touch_interval`).
 
 use crate::state::AppState;
 
 pub const CHANNEL: &str = "ocaas_auth";
+/// Sent with the user's id whenever a user or subscription row changes (the account answer).
+pub const ACCOUNTS_CHANNEL: &str = "ocaas_accounts";
 
 pub fn spawn(state: &AppState) {
     let (live, changed) = (state.credentials.clone(), state.credentials.clone());
     crate::db::notify::spawn_listener(state.db.clone(), state.shutdown.clone(), CHANNEL, move |on| live.set_live(on), move |_| changed.invalidate());
+    crate::state::follow(&state.accounts, state.db.clone(), state.shutdown.clone(), ACCOUNTS_CHANNEL);
     let state = state.clone();
     tokio::spawn(async move {
         loop {

@@ -108,8 +108,13 @@ pub async fn logout(State(state): State<AppState>, user: AuthUser, client: Clien
         (status = 200, description = "The account", body = AccountView),
         (status = 401, description = "Missing, unknown, revoked or expired credentials", body = ErrorBody),
     ))]
-pub async fn me(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<AccountView>> {
-    Ok(Json(service::account_view(&state.db, user.user_id, user.csrf_token()).await?))
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
+    // A browser session's answer carries the session's own CSRF token: read, not cached.
+    if let Some(csrf) = user.csrf_token() {
+        return Ok(Json(service::account_view(&state.db, user.user_id, Some(csrf)).await?).into_response());
+    }
+    let body = service::account_json(&state.db, &state.accounts, user.user_id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// List API keys

@@ -233,6 +233,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             let user = service::grant_subscription(db, &email, max_instances, days).await?;
             let tokens = monthly_tokens.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
             repo::set_monthly_tokens(db, user.id, tokens).await?;
+            crate::state::user_data_written();
             let secs = |d: Option<std::time::Duration>| d.map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX));
             let keep = keep_awake_max.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
             crate::instances::idle::repo::set_policy(db, user.id, secs(pause_after), secs(stop_after), keep).await?;

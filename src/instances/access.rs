@@ -69,7 +69,7 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
         && let Some(claimed) = super::pool::repo::claim(&mut tx, user_id, name, &state.settings.instances.image).await?
     {
         tx.commit().await?;
-        crate::state::instances_written();
+        crate::state::user_data_written();
         state.pool_refill.notify_one();
         return Ok(claimed);
     }
@@ -90,7 +90,7 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
     };
     let row = repo::insert(&mut *tx, &new).await?;
     tx.commit().await?;
-    crate::state::instances_written();
+    crate::state::user_data_written();
     Ok(row)
 }
 

@@ -1,4 +1,4 @@
-//! `GET /api/instances` answered from `state::InstanceLists` when it may be trusted, else read
+//! `GET /api/instances` answered from `state::UserViews` when it may be trusted, else read
 //! from the database and remembered; and the listener that keeps that cache honest: the
 //! `ocaas_instances` notifications a trigger sends with the owner's id on every change of an
 //! instance row, from any process.
@@ -10,27 +10,16 @@ use uuid::Uuid;
 use super::models::Instance;
 use super::repo;
 use crate::error::AppResult;
-use crate::state::{AppState, InstanceLists};
+use crate::state::{AppState, UserViews};
 
 pub const CHANNEL: &str = "ocaas_instances";
 
 pub fn spawn(state: &AppState) {
-    let (live, changed) = (state.instance_lists.clone(), state.instance_lists.clone());
-    crate::db::notify::spawn_listener(
-        state.db.clone(),
-        state.shutdown.clone(),
-        CHANNEL,
-        move |on| live.set_live(on),
-        move |payload| match payload.parse::<Uuid>() {
-            Ok(user_id) => changed.forget(user_id),
-            // Not an owner's id (nothing else is sent on this channel): trust nothing cached.
-            Err(_) => changed.forget_all(),
-        },
-    );
+    crate::state::follow(&state.instance_lists, state.db.clone(), state.shutdown.clone(), CHANNEL);
 }
 
 /// The user's instances, newest first, as the JSON array the API answers.
-pub async fn listed(db: &PgPool, lists: &InstanceLists, user_id: Uuid) -> AppResult<Bytes> {
+pub async fn listed(db: &PgPool, lists: &UserViews, user_id: Uuid) -> AppResult<Bytes> {
     if let Some(body) = lists.get(user_id) {
         return Ok(body);
     }
@@ -38,6 +27,6 @@ pub async fn listed(db: &PgPool, lists: &InstanceLists, user_id: Uuid) -> AppRes
     let rows = repo::list_for_user(db, user_id).await?;
     let instances: Vec<Instance> = rows.into_iter().map(Instance::from).collect();
     let body = Bytes::from(serde_json::to_vec(&instances).map_err(anyhow::Error::from)?);
-    lists.put(user_id, ticket, body.clone());
+    lists.put(user_id, ticket, body.clone(), None);
     Ok(body)
 }

@@ -5,7 +5,7 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::models::{InstanceStatus, StopReason};
-use crate::state::instances_written;
+use crate::state::user_data_written;
 
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
@@ -157,14 +157,14 @@ pub async fn transition(
     .fetch_optional(db)
     .await;
     // Even after an error: the statement may have committed.
-    instances_written();
+    user_data_written();
     row
 }
 
 /// Records the OpenClaw version the instance's gateway reports.
 pub async fn set_version(db: &PgPool, id: Uuid, version: &str) -> sqlx::Result<()> {
     let done = sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await;
-    instances_written();
+    user_data_written();
     done?;
     Ok(())
 }
@@ -185,7 +185,7 @@ pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awak
     .fetch_optional(db)
     .await;
     // Even after an error: the statement may have committed.
-    instances_written();
+    user_data_written();
     row
 }
 
@@ -199,14 +199,14 @@ pub async fn count_kept_awake(db: &PgPool, user_id: Uuid, except: Uuid) -> sqlx:
 /// Records activity seen in this process (written in batches, not per request).
 pub async fn touch_active(db: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
     let done = sqlx::query!("UPDATE instances SET last_active_at = now() WHERE id = ANY($1)", ids).execute(db).await;
-    instances_written();
+    user_data_written();
     done?;
     Ok(())
 }
 
 pub async fn delete(db: &PgPool, id: Uuid) -> sqlx::Result<()> {
     let done = sqlx::query!("DELETE FROM instances WHERE id = $1", id).execute(db).await;
-    instances_written();
+    user_data_written();
     done?;
     Ok(())
 }

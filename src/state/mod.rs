@@ -6,9 +6,9 @@ mod activity;
 mod credentials;
 mod drivers;
 mod events;
-mod instance_lists;
 mod slots;
 mod ttl_cache;
+mod user_views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +21,9 @@ pub use activity::{Activity, Busy, Call};
 pub use credentials::{Cached, Credentials};
 pub use drivers::Drivers;
 pub use events::EventHub;
-pub use instance_lists::{InstanceLists, instances_written};
 pub use slots::{Slot, SlotKind, UserSlots};
 pub use ttl_cache::{Addresses, TtlCache};
+pub use user_views::{UserViews, follow, user_data_written};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -43,8 +43,10 @@ pub struct AppState {
     pub activity: Arc<Activity>,
     /// Who keys and sessions belong to, cached (see `credentials`).
     pub credentials: Arc<Credentials>,
-    /// Each user's instance list, cached (see `instance_lists`).
-    pub instance_lists: Arc<InstanceLists>,
+    /// Each user's instance list, cached (see `user_views`).
+    pub instance_lists: Arc<UserViews>,
+    /// Each user's account answer (API keys), cached (see `user_views`).
+    pub accounts: Arc<UserViews>,
     /// Woken when a create took a sandbox from the warm pool.
     pub pool_refill: Arc<tokio::sync::Notify>,
     /// Fan-out of chat event notifications within this process.
@@ -79,6 +81,7 @@ impl AppState {
             pool_refill: Arc::default(),
             credentials: Arc::default(),
             instance_lists: Arc::default(),
+            accounts: Arc::default(),
             chat_events: Arc::default(),
             metrics: Arc::default(),
             auth_limits,

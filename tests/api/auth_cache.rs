@@ -1,9 +1,10 @@
-//! Authenticated requests are served from an in-process credential cache, and instance lists
-//! from a cache of each user's list; a revocation or an instance change made through one server
-//! process (or the admin command, or straight in the database) reaches every other at once
-//! through the database's notifications. Stated bound: a revoked key or ended session is refused,
-//! and a changed instance list is answered, by another server process within 1 s (in practice a
-//! few milliseconds); by the process that made the change, on the very next request.
+//! Authenticated requests are served from an in-process credential cache, instance lists and
+//! account answers from per-user caches; a revocation, an instance change or a plan change made
+//! through one server process (or the admin command, or straight in the database) reaches every
+//! other at once through the database's notifications. Stated bound: a revoked key or ended
+//! session is refused, and a changed list or account is answered, by another server process
+//! within 1 s (in practice a few milliseconds); by the process that made the change, on the very
+//! next request; an expired plan is answered inactive within 1 s of its expiry.
 
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,48 @@ async fn instance_lists_show_a_change_at_once_on_the_process_that_made_it_and_wi
     for url in [other_list.clone(), app.url("/api/instances")] {
         let took = until_listed(&client, &url, &key, |list| list.as_array().unwrap().is_empty()).await;
         assert!(took < BOUND, "{url} still listed the deleted instance after {took:?}");
+    }
+    drop(other);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn an_account_answer_shows_a_plan_change_at_once_here_within_a_second_on_another_process_and_its_expiry_on_time() {
+    let app = spawn_app().await;
+    let data_dir = std::env::temp_dir().join(format!("ocaas-account-cache-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let other = serve_process(&app.database_url, &data_dir, "ocaas-sandbox:not-needed").ready().await;
+    let other_account = format!("http://127.0.0.1:{}/api/account", other.port);
+    let (client, key) = (reqwest::Client::new(), app.user.key.clone());
+
+    // No plan yet, answered (and now cached) by both processes.
+    for _ in 0..3 {
+        assert!(json(client.get(&other_account).bearer_auth(&key).send().await.unwrap(), StatusCode::OK).await["subscription"].is_null());
+        assert!(json(app.api(Method::GET, "/api/account").send().await.unwrap(), StatusCode::OK).await["subscription"].is_null());
+    }
+    // Granted in this process (as `ocaas admin grant` does): its very next answer shows it.
+    ocaas::auth::service::grant_subscription(&app.db, &app.user.email, 3, None).await.unwrap();
+    let here = json(app.api(Method::GET, "/api/account").send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(here["subscription"]["max_instances"], 3, "{here}");
+    let took = until_listed(&client, &other_account, &key, |account| account["subscription"]["max_instances"] == 3).await;
+    assert!(took < BOUND, "the other process answered the old plan for {took:?}");
+
+    // Changed by hand to expire in 2 s: both show it at once, and show it inactive once it has expired.
+    sqlx::query("UPDATE subscriptions SET expires_at = now() + interval '2 seconds' WHERE user_id = $1")
+        .bind(app.user.id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    for url in [other_account.clone(), app.url("/api/account")] {
+        let took = until_listed(&client, &url, &key, |account| account["subscription"]["expires_at"].is_string()).await;
+        assert!(took < BOUND, "{url} answered the old expiry for {took:?}");
+        assert_eq!(json(client.get(&url).bearer_auth(&key).send().await.unwrap(), StatusCode::OK).await["subscription"]["active"], true);
+    }
+    for url in [other_account.clone(), app.url("/api/account")] {
+        until_listed(&client, &url, &key, |account| account["subscription"]["active"] == false).await;
+        let late = changed.elapsed().saturating_sub(Duration::from_secs(2));
+        assert!(late < BOUND, "{url} called the expired plan active for {late:?} after it expired");
     }
     drop(other);
     let _ = std::fs::remove_dir_all(&data_dir);

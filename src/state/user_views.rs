@@ -1,0 +1,192 @@
+//! Per-user answers remembered as their JSON, so a hot read costs no database round trip: each
+//! user's instance list (`GET /api/instances`) and account (`GET /api/account` with a key).
+//! Each cache is trusted only while this process hears its notification channel (triggers send
+//! the user's id on every change of the rows behind the answer, whichever process or admin
+//! command made it): each notification forgets that user's answer, and while the listening
+//! connection is down nothing is cached. A change made by another process is therefore seen as
+//! soon as its notification arrives (milliseconds), and never later than `FRESH_FOR` even if
+//! one were lost.
+//!
+//! A change made by this process must be seen by the very next request, even before its own
+//! notification comes back: every write in this process to rows a cached answer shows calls
+//! [`user_data_written`] once it is committed, which makes every answer cached before it stale.
+//! An answer read from the database is only kept if nothing was written or notified while it
+//! was being read (the `Ticket` taken before the query says what "nothing" was).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Upper bound on how long a cached answer is trusted.
+pub const FRESH_FOR: Duration = Duration::from_secs(10);
+/// How many users' answers each cache keeps; past it the cache starts over (an answer is a few
+/// KiB at most: a list is bounded by the per-user instance limit).
+const MAX_ENTRIES: usize = 10_000;
+
+/// Writes to cached rows (instances, users, subscriptions) committed by this process (any
+/// `AppState` in it).
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// To be called after this process committed a change to rows a cached answer shows.
+pub fn user_data_written() {
+    WRITES.fetch_add(1, Ordering::SeqCst);
+}
+
+struct Entry {
+    body: Bytes,
+    writes: u64,
+    until: Instant,
+}
+
+/// What had happened when a list was read from the database.
+#[derive(Clone, Copy)]
+pub struct Ticket {
+    writes: u64,
+    notified: u64,
+}
+
+#[derive(Default)]
+pub struct UserViews {
+    entries: Mutex<HashMap<Uuid, Entry>>,
+    /// The notification listener is connected.
+    live: AtomicBool,
+    /// Bumped by every notification and listener change.
+    notified: AtomicU64,
+}
+
+impl UserViews {
+    /// The user's answer as JSON, if one cached may be trusted now.
+    pub fn get(&self, user_id: Uuid) -> Option<Bytes> {
+        if !self.live.load(Ordering::SeqCst) {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.get(&user_id)?;
+        let fresh = entry.writes == WRITES.load(Ordering::SeqCst) && Instant::now() < entry.until;
+        fresh.then(|| entry.body.clone())
+    }
+
+    /// Taken before reading an answer from the database.
+    pub fn ticket(&self) -> Ticket {
+        Ticket { writes: WRITES.load(Ordering::SeqCst), notified: self.notified.load(Ordering::SeqCst) }
+    }
+
+    /// Remembers an answer read after `ticket` was taken, unless something changed meanwhile;
+    /// for `FRESH_FOR`, or less if it stops being true sooner (`until`, e.g. a plan's expiry).
+    pub fn put(&self, user_id: Uuid, ticket: Ticket, body: Bytes, until: Option<Instant>) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let unchanged = ticket.notified == self.notified.load(Ordering::SeqCst) && ticket.writes == WRITES.load(Ordering::SeqCst);
+        if !self.live.load(Ordering::SeqCst) || !unchanged {
+            return;
+        }
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        let fresh_until = Instant::now() + FRESH_FOR;
+        entries.insert(user_id, Entry { body, writes: ticket.writes, until: until.map_or(fresh_until, |at| at.min(fresh_until)) });
+    }
+
+    /// A notification: the rows behind the user's answer changed somewhere.
+    pub fn forget(&self, user_id: Uuid) {
+        self.notified.fetch_add(1, Ordering::SeqCst);
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(&user_id);
+    }
+
+    /// The listener connected (`true`) or lost its connection (`false`): either way what was
+    /// cached may be stale now.
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::SeqCst);
+        self.forget_all();
+    }
+
+    pub fn forget_all(&self) {
+        self.notified.fetch_add(1, Ordering::SeqCst);
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+/// Keeps `views` honest for as long as the server runs: listens on `channel`, whose
+/// notifications carry the id of the user whose answer changed.
+pub fn follow(views: &Arc<UserViews>, db: PgPool, shutdown: CancellationToken, channel: &'static str) {
+    let (live, changed) = (views.clone(), views.clone());
+    crate::db::notify::spawn_listener(
+        db,
+        shutdown,
+        channel,
+        move |on| live.set_live(on),
+        move |payload| match payload.parse::<Uuid>() {
+            Ok(user_id) => changed.forget(user_id),
+            // Not a user's id (nothing else is sent on these channels): trust nothing cached.
+            Err(_) => changed.forget_all(),
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live() -> UserViews {
+        let lists = UserViews::default();
+        lists.set_live(true);
+        lists
+    }
+
+    #[test]
+    fn nothing_is_cached_without_the_listener() {
+        let lists = UserViews::default();
+        let user = Uuid::new_v4();
+        lists.put(user, lists.ticket(), Bytes::from_static(b"[]"), None);
+        assert_eq!(lists.get(user), None);
+        let lists = live();
+        lists.put(user, lists.ticket(), Bytes::from_static(b"[]"), None);
+        assert_eq!(lists.get(user).as_deref(), Some(&b"[]"[..]));
+        lists.set_live(false);
+        assert_eq!(lists.get(user), None, "a lost listener empties and disables the cache");
+    }
+
+    #[test]
+    fn a_notification_forgets_the_users_list_and_refuses_a_list_read_before_it() {
+        let lists = live();
+        let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
+        lists.put(user, lists.ticket(), Bytes::from_static(b"[1]"), None);
+        lists.put(other, lists.ticket(), Bytes::from_static(b"[2]"), None);
+        let ticket = lists.ticket();
+        lists.forget(user);
+        assert_eq!(lists.get(user), None);
+        assert!(lists.get(other).is_some(), "other users' lists stay");
+        lists.put(user, ticket, Bytes::from_static(b"[stale]"), None);
+        assert_eq!(lists.get(user), None, "read while the change was notified: not kept");
+    }
+
+    #[test]
+    fn a_write_by_this_process_makes_every_cached_answer_stale_at_once() {
+        let lists = live();
+        let user = Uuid::new_v4();
+        lists.put(user, lists.ticket(), Bytes::from_static(b"[1]"), None);
+        let ticket = lists.ticket();
+        user_data_written();
+        assert_eq!(lists.get(user), None);
+        lists.put(user, ticket, Bytes::from_static(b"[stale]"), None);
+        assert_eq!(lists.get(user), None, "read before the write committed: not kept");
+        lists.put(user, lists.ticket(), Bytes::from_static(b"[2]"), None);
+        assert_eq!(lists.get(user).as_deref(), Some(&b"[2]"[..]));
+    }
+
+    #[test]
+    fn an_answer_is_not_served_past_the_moment_it_stops_being_true() {
+        let views = UserViews::default();
+        views.set_live(true);
+        let user = Uuid::new_v4();
+        views.put(user, views.ticket(), Bytes::from_static(b"{}"), Some(Instant::now()));
+        assert_eq!(views.get(user), None, "already past its `until`");
+        views.put(user, views.ticket(), Bytes::from_static(b"{}"), Some(Instant::now() + Duration::from_secs(60)));
+        assert!(views.get(user).is_some());
+    }
+}
