@@ -10,9 +10,39 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{json, serve_process, spawn_app};
+use crate::helpers::{ServerProcess, TestApp, json, serve_process, spawn_app};
 
 const BOUND: Duration = Duration::from_secs(1);
+
+/// The app and a second `ocaas serve` process on the same database (its data folder removed
+/// when dropped).
+struct TwoProcesses {
+    app: TestApp,
+    other: Option<ServerProcess>,
+    data_dir: std::path::PathBuf,
+}
+
+impl TwoProcesses {
+    async fn start() -> TwoProcesses {
+        let app = spawn_app().await;
+        let data_dir = std::env::temp_dir().join(format!("ocaas-cache-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let other = serve_process(&app.database_url, &data_dir, "ocaas-sandbox:not-needed").ready().await;
+        TwoProcesses { app, other: Some(other), data_dir }
+    }
+
+    /// `path` on the other process.
+    fn other_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.other.as_ref().expect("running").port)
+    }
+}
+
+impl Drop for TwoProcesses {
+    fn drop(&mut self) {
+        drop(self.other.take()); // stopped before its folder goes
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
 
 /// Polls `url` with `auth` until it answers 401; returns how long that took.
 async fn until_refused(request: impl Fn() -> reqwest::RequestBuilder) -> Duration {
@@ -28,11 +58,8 @@ async fn until_refused(request: impl Fn() -> reqwest::RequestBuilder) -> Duratio
 
 #[tokio::test]
 async fn a_revoked_key_and_an_ended_session_are_refused_by_another_server_process_within_a_second() {
-    let app = spawn_app().await;
-    let data_dir = std::env::temp_dir().join(format!("ocaas-auth-cache-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let other = serve_process(&app.database_url, &data_dir, "ocaas-sandbox:not-needed").ready().await;
-    let other_url = |path: &str| format!("http://127.0.0.1:{}{path}", other.port);
+    let both = TwoProcesses::start().await;
+    let (app, other_url) = (&both.app, |path: &str| both.other_url(path));
     let client = reqwest::Client::new();
 
     let created =
@@ -54,8 +81,6 @@ async fn a_revoked_key_and_an_ended_session_are_refused_by_another_server_proces
     assert!(logout.status().is_success(), "{}", logout.status());
     let took = until_refused(|| client.get(other_url("/api/account")).header("cookie", &cookie)).await;
     assert!(took < BOUND, "the ended session was accepted for {took:?} by the other process");
-    drop(other);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 /// Polls `url` until its JSON answer satisfies `done`; returns how long that took.
@@ -76,11 +101,8 @@ fn names(list: &serde_json::Value) -> Vec<&str> {
 
 #[tokio::test]
 async fn instance_lists_show_a_change_at_once_on_the_process_that_made_it_and_within_a_second_on_another() {
-    let app = spawn_app().await;
-    let data_dir = std::env::temp_dir().join(format!("ocaas-list-cache-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let other = serve_process(&app.database_url, &data_dir, "ocaas-sandbox:not-needed").ready().await;
-    let other_list = format!("http://127.0.0.1:{}/api/instances", other.port);
+    let both = TwoProcesses::start().await;
+    let (app, other_list) = (&both.app, both.other_url("/api/instances"));
     let (client, key) = (reqwest::Client::new(), app.user.key.clone());
 
     // Both processes answer (and now cache) an empty list.
@@ -119,17 +141,12 @@ async fn instance_lists_show_a_change_at_once_on_the_process_that_made_it_and_wi
         let took = until_listed(&client, &url, &key, |list| list.as_array().unwrap().is_empty()).await;
         assert!(took < BOUND, "{url} still listed the deleted instance after {took:?}");
     }
-    drop(other);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 #[tokio::test]
 async fn an_account_answer_shows_a_plan_change_at_once_here_within_a_second_on_another_process_and_its_expiry_on_time() {
-    let app = spawn_app().await;
-    let data_dir = std::env::temp_dir().join(format!("ocaas-account-cache-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let other = serve_process(&app.database_url, &data_dir, "ocaas-sandbox:not-needed").ready().await;
-    let other_account = format!("http://127.0.0.1:{}/api/account", other.port);
+    let both = TwoProcesses::start().await;
+    let (app, other_account) = (&both.app, both.other_url("/api/account"));
     let (client, key) = (reqwest::Client::new(), app.user.key.clone());
 
     // No plan yet, answered (and now cached) by both processes.
@@ -161,6 +178,4 @@ async fn an_account_answer_shows_a_plan_change_at_once_here_within_a_second_on_a
         let late = changed.elapsed().saturating_sub(Duration::from_secs(2));
         assert!(late < BOUND, "{url} called the expired plan active for {late:?} after it expired");
     }
-    drop(other);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
