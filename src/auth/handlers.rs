@@ -113,8 +113,7 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> AppResult<Resp
     if let Some(csrf) = user.csrf_token() {
         return Ok(Json(service::account_view(&state.db, user.user_id, Some(csrf)).await?).into_response());
     }
-    let body = service::account_json(&state.db, &state.accounts, user.user_id).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(service::account_json(&state.db, &state.accounts, user.user_id).await?.into_response())
 }
 
 /// List API keys

@@ -1,7 +1,6 @@
 //! Account logic shared by the HTTP API and the admin CLI: creating users (with invite
 //! redemption), logging in, sessions, API keys, subscriptions and invites.
 
-use axum::body::Bytes;
 use chrono::{Duration, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -11,7 +10,7 @@ use super::repo::{self, UserRow};
 use super::{password, secrets};
 use crate::config::RegistrationMode;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::state::UserViews;
+use crate::state::{CachedJson, UserViews};
 
 const MAX_EMAIL_LEN: usize = 254;
 const MAX_KEY_NAME_CHARS: usize = 100;
@@ -142,17 +141,14 @@ pub async fn account_view(db: &PgPool, user_id: Uuid, csrf_token: Option<String>
 /// The account as the API answers a caller without a CSRF token (API keys), from `views` when
 /// it may be trusted; kept no longer than the plan stays as shown (`active` turns false when it
 /// expires).
-pub async fn account_json(db: &PgPool, views: &UserViews, user_id: Uuid) -> AppResult<Bytes> {
-    if let Some(body) = views.get(user_id) {
-        return Ok(body);
-    }
-    let ticket = views.ticket();
-    let view = account_view(db, user_id, None).await?;
-    let now = Utc::now();
-    let expires_in = view.subscription.as_ref().and_then(|s| s.expires_at).and_then(|at| (at - now).to_std().ok());
-    let body = Bytes::from(serde_json::to_vec(&view).map_err(anyhow::Error::from)?);
-    views.put(user_id, ticket, body.clone(), expires_in.map(|left| std::time::Instant::now() + left));
-    Ok(body)
+pub async fn account_json(db: &PgPool, views: &UserViews, user_id: Uuid) -> AppResult<CachedJson> {
+    views
+        .answer(user_id, async {
+            let view = account_view(db, user_id, None).await?;
+            let expires_in = view.subscription.as_ref().and_then(|s| s.expires_at).and_then(|at| (at - Utc::now()).to_std().ok());
+            Ok((view, expires_in.map(|left| std::time::Instant::now() + left)))
+        })
+        .await
 }
 
 pub async fn user_by_email_or_404(db: &PgPool, email: &str) -> AppResult<UserRow> {

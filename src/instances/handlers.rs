@@ -10,7 +10,7 @@ use crate::auth::AuthUser;
 use crate::error::{AppResult, ErrorBody};
 use crate::extract::{ApiJsonOrEmpty, ClientAddr, PublicOrigin};
 use crate::runtime::RuntimeError;
-use crate::state::AppState;
+use crate::state::{AppState, CachedJson};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -24,9 +24,8 @@ use chrono::Utc;
     responses(
         (status = 200, description = "Instances", body = [Instance]),
     ))]
-pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
-    let body = super::lists::listed(&state.db, &state.instance_lists, user.user_id).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<CachedJson> {
+    super::lists::listed(&state.db, &state.instance_lists, user.user_id).await
 }
 
 /// Create an instance

@@ -3,14 +3,13 @@
 //! `ocaas_instances` notifications a trigger sends with the owner's id on every change of an
 //! instance row, from any process.
 
-use axum::body::Bytes;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::models::Instance;
 use super::repo;
 use crate::error::AppResult;
-use crate::state::{AppState, UserViews};
+use crate::state::{AppState, CachedJson, UserViews};
 
 pub const CHANNEL: &str = "ocaas_instances";
 
@@ -19,14 +18,11 @@ pub fn spawn(state: &AppState) {
 }
 
 /// The user's instances, newest first, as the JSON array the API answers.
-pub async fn listed(db: &PgPool, lists: &UserViews, user_id: Uuid) -> AppResult<Bytes> {
-    if let Some(body) = lists.get(user_id) {
-        return Ok(body);
-    }
-    let ticket = lists.ticket();
-    let rows = repo::list_for_user(db, user_id).await?;
-    let instances: Vec<Instance> = rows.into_iter().map(Instance::from).collect();
-    let body = Bytes::from(serde_json::to_vec(&instances).map_err(anyhow::Error::from)?);
-    lists.put(user_id, ticket, body.clone(), None);
-    Ok(body)
+pub async fn listed(db: &PgPool, lists: &UserViews, user_id: Uuid) -> AppResult<CachedJson> {
+    lists
+        .answer(user_id, async {
+            let rows = repo::list_for_user(db, user_id).await?;
+            Ok((rows.into_iter().map(Instance::from).collect::<Vec<_>>(), None))
+        })
+        .await
 }

@@ -23,7 +23,7 @@ pub use drivers::Drivers;
 pub use events::EventHub;
 pub use slots::{Slot, SlotKind, UserSlots};
 pub use ttl_cache::{Addresses, TtlCache};
-pub use user_views::{UserViews, follow, user_data_written};
+pub use user_views::{CachedJson, UserViews, follow, user_data_written};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;

@@ -18,10 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::error::AppResult;
 
 /// Upper bound on how long a cached answer is trusted.
 pub const FRESH_FOR: Duration = Duration::from_secs(10);
@@ -44,7 +49,7 @@ struct Entry {
     until: Instant,
 }
 
-/// What had happened when a list was read from the database.
+/// What had happened when an answer was read from the database.
 #[derive(Clone, Copy)]
 pub struct Ticket {
     writes: u64,
@@ -60,7 +65,30 @@ pub struct UserViews {
     notified: AtomicU64,
 }
 
+/// A JSON answer as cached (or just read and remembered).
+pub struct CachedJson(pub Bytes);
+
+impl IntoResponse for CachedJson {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
 impl UserViews {
+    /// The user's answer: the cached one when it may be trusted, else what `read` (not started
+    /// yet: the ticket is taken first) returns, serialised and remembered — until the moment it
+    /// gives, if the answer stops being true sooner than `FRESH_FOR`.
+    pub async fn answer<T: Serialize>(&self, user_id: Uuid, read: impl Future<Output = AppResult<(T, Option<Instant>)>>) -> AppResult<CachedJson> {
+        if let Some(body) = self.get(user_id) {
+            return Ok(CachedJson(body));
+        }
+        let ticket = self.ticket();
+        let (value, until) = read.await?;
+        let body = Bytes::from(serde_json::to_vec(&value).map_err(anyhow::Error::from)?);
+        self.put(user_id, ticket, body.clone(), until);
+        Ok(CachedJson(body))
+    }
+
     /// The user's answer as JSON, if one cached may be trusted now.
     pub fn get(&self, user_id: Uuid) -> Option<Bytes> {
         if !self.live.load(Ordering::SeqCst) {
