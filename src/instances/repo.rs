@@ -7,6 +7,13 @@ use uuid::Uuid;
 use super::models::{InstanceStatus, StopReason};
 use crate::state::user_data_written;
 
+/// The result of a statement that changed instance rows, after telling this process's cached
+/// answers (even after an error: the statement may have committed).
+fn written<T>(result: T) -> T {
+    user_data_written();
+    result
+}
+
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
     pub id: Uuid,
@@ -131,9 +138,10 @@ pub async fn transition(
     to: InstanceStatus,
     change: &Change<'_>,
 ) -> sqlx::Result<Option<InstanceRow>> {
-    let row = sqlx::query_as!(
-        InstanceRow,
-        r#"UPDATE instances SET status = $3, last_error = $4, updated_at = now(),
+    written(
+        sqlx::query_as!(
+            InstanceRow,
+            r#"UPDATE instances SET status = $3, last_error = $4, updated_at = now(),
                 stop_reason = CASE WHEN $6 THEN stop_reason ELSE $5 END,
                 last_active_at = CASE WHEN $3 IN ('ready', 'provisioning') THEN now() ELSE last_active_at END,
                 pending_snapshot_id = CASE WHEN $7 THEN $8 ELSE pending_snapshot_id END,
@@ -142,51 +150,46 @@ pub async fn transition(
          WHERE id = $1 AND status = ANY($2)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
                 last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
-        id,
-        from as &[InstanceStatus],
-        to as InstanceStatus,
-        change.last_error,
-        change.stop_reason as Option<StopReason>,
-        change.keep_reason,
-        change.pending_snapshot.is_some(),
-        change.pending_snapshot.flatten(),
-        change.image,
-        change.upgrade_from.is_some(),
-        change.upgrade_from.flatten()
+            id,
+            from as &[InstanceStatus],
+            to as InstanceStatus,
+            change.last_error,
+            change.stop_reason as Option<StopReason>,
+            change.keep_reason,
+            change.pending_snapshot.is_some(),
+            change.pending_snapshot.flatten(),
+            change.image,
+            change.upgrade_from.is_some(),
+            change.upgrade_from.flatten()
+        )
+        .fetch_optional(db)
+        .await,
     )
-    .fetch_optional(db)
-    .await;
-    // Even after an error: the statement may have committed.
-    user_data_written();
-    row
 }
 
 /// Records the OpenClaw version the instance's gateway reports.
 pub async fn set_version(db: &PgPool, id: Uuid, version: &str) -> sqlx::Result<()> {
-    let done = sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await;
-    user_data_written();
-    done?;
+    written(sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await)?;
     Ok(())
 }
 
 /// Changes the instance's label and pin; `None` leaves a field as it is.
 pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awake: Option<bool>) -> sqlx::Result<Option<InstanceRow>> {
-    let row = sqlx::query_as!(
-        InstanceRow,
-        r#"UPDATE instances SET name = CASE WHEN $2 THEN $3 ELSE name END, keep_awake = COALESCE($4, keep_awake), updated_at = now()
+    written(
+        sqlx::query_as!(
+            InstanceRow,
+            r#"UPDATE instances SET name = CASE WHEN $2 THEN $3 ELSE name END, keep_awake = COALESCE($4, keep_awake), updated_at = now()
          WHERE id = $1
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
                 last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
-        id,
-        name.is_some(),
-        name.flatten(),
-        keep_awake
+            id,
+            name.is_some(),
+            name.flatten(),
+            keep_awake
+        )
+        .fetch_optional(db)
+        .await,
     )
-    .fetch_optional(db)
-    .await;
-    // Even after an error: the statement may have committed.
-    user_data_written();
-    row
 }
 
 /// How many of the user's instances other than `except` are pinned awake.
@@ -198,16 +201,12 @@ pub async fn count_kept_awake(db: &PgPool, user_id: Uuid, except: Uuid) -> sqlx:
 
 /// Records activity seen in this process (written in batches, not per request).
 pub async fn touch_active(db: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
-    let done = sqlx::query!("UPDATE instances SET last_active_at = now() WHERE id = ANY($1)", ids).execute(db).await;
-    user_data_written();
-    done?;
+    written(sqlx::query!("UPDATE instances SET last_active_at = now() WHERE id = ANY($1)", ids).execute(db).await)?;
     Ok(())
 }
 
 pub async fn delete(db: &PgPool, id: Uuid) -> sqlx::Result<()> {
-    let done = sqlx::query!("DELETE FROM instances WHERE id = $1", id).execute(db).await;
-    user_data_written();
-    done?;
+    written(sqlx::query!("DELETE FROM instances WHERE id = $1", id).execute(db).await)?;
     Ok(())
 }
 
