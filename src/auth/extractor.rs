@@ -89,9 +89,10 @@ async fn authenticate_key(state: &AppState, key: &str) -> AppResult<AuthUser> {
     if let Some(Cached { user_id, key_id: Some(key_id), .. }) = state.credentials.get(&hash) {
         return Ok(AuthUser { user_id, credential: Credential::ApiKey { key_id } });
     }
+    let ticket = state.credentials.ticket();
     let owner = repo::authenticate_api_key(&state.db, &hash).await?.ok_or_else(invalid)?;
     let cached = Cached { user_id: owner.user_id, key_id: Some(owner.id), csrf_token: None, expires_at: owner.expires_at };
-    state.credentials.put(hash, cached);
+    state.credentials.put(hash, ticket, cached);
     Ok(AuthUser { user_id: owner.user_id, credential: Credential::ApiKey { key_id: owner.id } })
 }
 
@@ -100,11 +101,12 @@ async fn authenticate_session(state: &AppState, token: &str) -> AppResult<AuthUs
     if let Some(Cached { user_id, key_id: None, csrf_token: Some(csrf_token), .. }) = state.credentials.get(&token_hash) {
         return Ok(AuthUser { user_id, credential: Credential::Session { token_hash, csrf_token } });
     }
+    let ticket = state.credentials.ticket();
     let session =
         repo::session(&state.db, &token_hash).await?.ok_or_else(|| AppError::unauthorized("The browser session has expired; log in again."))?;
     let cached =
         Cached { user_id: session.user_id, key_id: None, csrf_token: Some(session.csrf_token.clone()), expires_at: Some(session.expires_at) };
-    state.credentials.put(token_hash.clone(), cached);
+    state.credentials.put(token_hash.clone(), ticket, cached);
     Ok(AuthUser { user_id: session.user_id, credential: Credential::Session { token_hash, csrf_token: session.csrf_token } })
 }
 

@@ -207,6 +207,7 @@ pub async fn revoke_api_key(db: &PgPool, key_id: Uuid, user_id: Option<Uuid>) ->
     )
     .execute(db)
     .await?;
+    crate::state::credentials_revoked();
     Ok(done.rows_affected() == 1)
 }
 
@@ -267,6 +268,7 @@ pub async fn session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<Option<Sess
 
 pub async fn delete_session(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<()> {
     sqlx::query!("DELETE FROM browser_sessions WHERE token_hash = $1 OR expires_at < now()", token_hash).execute(db).await?;
+    crate::state::credentials_revoked();
     Ok(())
 }
 

@@ -5,10 +5,17 @@
 //! is down the cache is not used at all. A revoked key is therefore refused as soon as the
 //! notification arrives (milliseconds), and never later than `FRESH_FOR` even if a
 //! notification were lost. `last_used_at` of keys used from the cache is written in batches.
+//!
+//! A revocation made by this process (a key revoked, a session logged out) must be refused by
+//! the very next request, before its own notification comes back: the repo calls
+//! [`credentials_revoked`] once it is committed, which makes everything cached before it stale.
+//! A credential read from the database is only kept if nothing was revoked or notified while
+//! it was being read (the `Ticket` taken before the query), so a lookup that raced a revocation
+//! cannot put the revoked credential back.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +26,22 @@ use super::TtlCache;
 /// Upper bound on how long a cached credential is trusted.
 pub const FRESH_FOR: Duration = Duration::from_secs(30);
 const MAX_ENTRIES: usize = 100_000;
+
+/// Revocations committed by this process (any `AppState` in it).
+static REVOKED: AtomicU64 = AtomicU64::new(0);
+
+/// To be called after this process committed a revocation, expiry change or deletion of a key
+/// or session.
+pub fn credentials_revoked() {
+    REVOKED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// What had happened when a credential was read from the database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    revoked: u64,
+    notified: u64,
+}
 
 #[derive(Debug, Clone)]
 pub struct Cached {
@@ -32,26 +55,34 @@ pub struct Cached {
 
 pub struct Credentials {
     /// Keyed by the SHA-256 of the secret.
-    cache: TtlCache<Vec<u8>, Cached>,
+    /// Each entry with the revocation count it was read under.
+    cache: TtlCache<Vec<u8>, (Cached, u64)>,
     /// The notification listener is connected.
     live: AtomicBool,
+    /// Bumped by every notification and listener change.
+    notified: AtomicU64,
     used_keys: Mutex<HashSet<Uuid>>,
 }
 
 impl Default for Credentials {
     fn default() -> Self {
-        Credentials { cache: TtlCache::new(FRESH_FOR, MAX_ENTRIES), live: AtomicBool::new(false), used_keys: Mutex::default() }
+        Credentials {
+            cache: TtlCache::new(FRESH_FOR, MAX_ENTRIES),
+            live: AtomicBool::new(false),
+            notified: AtomicU64::new(0),
+            used_keys: Mutex::default(),
+        }
     }
 }
 
 impl Credentials {
     /// The cached credential, if the cache may be trusted now and it has not expired.
     pub fn get(&self, hash: &[u8]) -> Option<Cached> {
-        if !self.live.load(Ordering::Acquire) {
+        if !self.live.load(Ordering::SeqCst) {
             return None;
         }
-        let cached = self.cache.get(&hash.to_vec())?;
-        if cached.expires_at.is_some_and(|at| at <= Utc::now()) {
+        let (cached, revoked) = self.cache.get(&hash.to_vec())?;
+        if revoked != REVOKED.load(Ordering::SeqCst) || cached.expires_at.is_some_and(|at| at <= Utc::now()) {
             self.cache.forget(&hash.to_vec());
             return None;
         }
@@ -61,21 +92,29 @@ impl Credentials {
         Some(cached)
     }
 
-    pub fn put(&self, hash: Vec<u8>, cached: Cached) {
-        if self.live.load(Ordering::Acquire) {
-            self.cache.put(hash, cached);
+    /// Taken before reading a credential from the database.
+    pub fn ticket(&self) -> Ticket {
+        Ticket { revoked: REVOKED.load(Ordering::SeqCst), notified: self.notified.load(Ordering::SeqCst) }
+    }
+
+    /// Remembers a credential read after `ticket` was taken, unless something was revoked or
+    /// notified meanwhile.
+    pub fn put(&self, hash: Vec<u8>, ticket: Ticket, cached: Cached) {
+        if self.live.load(Ordering::SeqCst) && self.ticket() == ticket {
+            self.cache.put(hash, (cached, ticket.revoked));
         }
     }
 
     /// The listener connected (`true`) or lost its connection (`false`): either way what was
     /// cached may be stale now.
     pub fn set_live(&self, live: bool) {
-        self.live.store(live, Ordering::Release);
-        self.cache.clear();
+        self.live.store(live, Ordering::SeqCst);
+        self.invalidate();
     }
 
     /// A revocation somewhere: forget everything.
     pub fn invalidate(&self) {
+        self.notified.fetch_add(1, Ordering::SeqCst);
         self.cache.clear();
     }
 
@@ -93,18 +132,22 @@ mod tests {
         Cached { user_id: Uuid::new_v4(), key_id: Some(Uuid::new_v4()), csrf_token: None, expires_at }
     }
 
+    fn put(credentials: &Credentials, hash: &[u8], cached: Cached) {
+        credentials.put(hash.to_vec(), credentials.ticket(), cached);
+    }
+
     #[test]
     fn nothing_is_trusted_without_the_listener_and_an_invalidation_forgets_everything() {
         let credentials = Credentials::default();
-        credentials.put(b"a".to_vec(), entry(None));
+        put(&credentials, b"a", entry(None));
         assert!(credentials.get(b"a").is_none(), "not live: not cached");
         credentials.set_live(true);
-        credentials.put(b"a".to_vec(), entry(None));
+        put(&credentials, b"a", entry(None));
         let key_id = credentials.get(b"a").unwrap().key_id.unwrap();
         assert_eq!(credentials.take_used(), vec![key_id]);
         credentials.invalidate();
         assert!(credentials.get(b"a").is_none());
-        credentials.put(b"a".to_vec(), entry(None));
+        put(&credentials, b"a", entry(None));
         credentials.set_live(false);
         assert!(credentials.get(b"a").is_none(), "a lost listener empties and disables the cache");
     }
@@ -113,7 +156,31 @@ mod tests {
     fn an_expired_credential_is_not_served_from_the_cache() {
         let credentials = Credentials::default();
         credentials.set_live(true);
-        credentials.put(b"old".to_vec(), entry(Some(Utc::now() - chrono::Duration::seconds(1))));
+        put(&credentials, b"old", entry(Some(Utc::now() - chrono::Duration::seconds(1))));
         assert!(credentials.get(b"old").is_none());
+    }
+
+    #[test]
+    fn a_lookup_that_raced_a_revocation_is_not_kept() {
+        let credentials = Credentials::default();
+        credentials.set_live(true);
+        let ticket = credentials.ticket();
+        credentials.invalidate();
+        credentials.put(b"a".to_vec(), ticket, entry(None));
+        assert!(credentials.get(b"a").is_none(), "read while a revocation was notified");
+        let ticket = credentials.ticket();
+        credentials_revoked();
+        credentials.put(b"a".to_vec(), ticket, entry(None));
+        assert!(credentials.get(b"a").is_none(), "read while this process revoked something");
+    }
+
+    #[test]
+    fn a_revocation_by_this_process_is_refused_at_once() {
+        let credentials = Credentials::default();
+        credentials.set_live(true);
+        put(&credentials, b"a", entry(None));
+        assert!(credentials.get(b"a").is_some());
+        credentials_revoked();
+        assert!(credentials.get(b"a").is_none(), "stale before any notification arrives");
     }
 }

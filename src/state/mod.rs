@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use activity::{Activity, Busy, Call};
-pub use credentials::{Cached, Credentials};
+pub use credentials::{Cached, Credentials, credentials_revoked};
 pub use drivers::Drivers;
 pub use events::EventHub;
 pub use slots::{Slot, SlotKind, UserSlots};
