@@ -276,6 +276,9 @@ impl TestApp {
             .execute(&self.db)
             .await
             .expect("inserting an instance row");
+        // Like the server's own writes: its next list shows the row without waiting for the
+        // database's notification.
+        ocaas::state::user_data_written();
         id
     }
 
