@@ -13,11 +13,11 @@ use utoipa::openapi::path::{Parameter, ParameterIn};
 use uuid::Uuid;
 
 use super::power::{self, Wake};
-use super::repo::{self, InstanceRow};
+use super::repo::InstanceRow;
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{InstanceId, instance_not_found};
-use crate::state::{AppState, Call};
+use crate::state::{AppState, Call, UserViews};
 
 /// The caller's instance, whatever its status.
 pub struct OwnedInstance {
@@ -33,14 +33,15 @@ pub struct RunningInstance {
     pub call: Call,
 }
 
-/// The instance if it belongs to `user_id`, else 404.
-pub async fn owned(db: &PgPool, user_id: Uuid, id: Uuid) -> AppResult<InstanceRow> {
-    repo::get_for_user(db, id, user_id).await?.ok_or_else(instance_not_found)
+/// The instance if it belongs to `user_id`, else 404: found in the user's instance rows as
+/// remembered for `GET /api/instances` (kept honest as that list is), or read.
+pub async fn owned(db: &PgPool, lists: &UserViews, user_id: Uuid, id: Uuid) -> AppResult<InstanceRow> {
+    super::lists::find(db, lists, user_id, id).await?.ok_or_else(instance_not_found)
 }
 
 /// The instance if it belongs to `user_id`, woken up as `wake` allows; else 404 or 409.
 pub async fn running(state: &AppState, user_id: Uuid, id: Uuid, wake: Wake) -> AppResult<InstanceRow> {
-    let instance = owned(&state.db, user_id, id).await?;
+    let instance = owned(&state.db, &state.instance_lists, user_id, id).await?;
     power::awake(state, instance, wake).await
 }
 
@@ -59,7 +60,8 @@ where
 {
     let user = AuthUser::from_request_parts(parts, state).await?;
     let InstanceId(id) = InstanceId::from_request_parts(parts, state).await?;
-    let instance = owned(&AppState::from_ref(state).db, user.user_id, id).await?;
+    let app = AppState::from_ref(state);
+    let instance = owned(&app.db, &app.instance_lists, user.user_id, id).await?;
     Ok((user, instance))
 }
 
@@ -90,7 +92,7 @@ where
         // The call is registered before the status is read: a pause either sees it, or made
         // its change before this read, which then wakes the instance.
         let call = app.activity.call(id).await;
-        let instance = owned(&app.db, user.user_id, id).await?;
+        let instance = owned(&app.db, &app.instance_lists, user.user_id, id).await?;
         let instance = power::awake(&app, instance, Wake::Resume).await?;
         Ok(RunningInstance { user, instance, call })
     }

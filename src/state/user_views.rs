@@ -1,5 +1,8 @@
 //! Per-user answers remembered as their JSON, so a hot read costs no database round trip: each
-//! user's instance list (`GET /api/instances`) and account (`GET /api/account` with a key).
+//! user's instance list (`GET /api/instances`) and account (`GET /api/account` with a key). An
+//! answer may keep what it was made from (its `source`, e.g. the instance rows), so the domain
+//! that owns it can serve other reads from it (the instance behind `/api/instances/{id}/…`)
+//! under the same rules.
 //! Each cache is trusted only while this process hears its notification channel (triggers send
 //! the user's id on every change of the rows behind the answer, whichever process or admin
 //! command made it): each notification forgets that user's answer, and while the listening
@@ -13,6 +16,7 @@
 //! An answer read from the database is only kept if nothing was written or notified while it
 //! was being read (the `Ticket` taken before the query says what "nothing" was).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,8 +47,13 @@ pub fn user_data_written() {
     WRITES.fetch_add(1, Ordering::SeqCst);
 }
 
+/// What an answer was made from, for the domain that made it (the state layer cannot name
+/// domain types, so it keeps it type-erased).
+type Source = Arc<dyn Any + Send + Sync>;
+
 struct Entry {
     body: Bytes,
+    source: Source,
     writes: u64,
     until: Instant,
 }
@@ -79,25 +88,52 @@ impl UserViews {
     /// yet: the ticket is taken first) returns, serialised and remembered — until the moment it
     /// gives, if the answer stops being true sooner than `FRESH_FOR`.
     pub async fn answer<T: Serialize>(&self, user_id: Uuid, read: impl Future<Output = AppResult<(T, Option<Instant>)>>) -> AppResult<CachedJson> {
-        if let Some(body) = self.get(user_id) {
-            return Ok(CachedJson(body));
+        let (body, ()) = self
+            .view(user_id, async {
+                let (value, until) = read.await?;
+                Ok((value, until, ()))
+            })
+            .await?;
+        Ok(CachedJson(body))
+    }
+
+    /// Like `answer`, and also what the answer was made from (`S`, returned by `read` and kept
+    /// with it).
+    pub async fn view<T: Serialize, S: Clone + Send + Sync + 'static>(
+        &self,
+        user_id: Uuid,
+        read: impl Future<Output = AppResult<(T, Option<Instant>, S)>>,
+    ) -> AppResult<(Bytes, S)> {
+        if let Some((body, source)) = self.entry(user_id)
+            && let Some(source) = source.downcast_ref::<S>()
+        {
+            return Ok((body, source.clone()));
         }
         let ticket = self.ticket();
-        let (value, until) = read.await?;
+        let (value, until, source) = read.await?;
         let body = Bytes::from(serde_json::to_vec(&value).map_err(anyhow::Error::from)?);
-        self.put(user_id, ticket, body.clone(), until);
-        Ok(CachedJson(body))
+        self.put_view(user_id, ticket, body.clone(), Arc::new(source.clone()), until);
+        Ok((body, source))
     }
 
     /// The user's answer as JSON, if one cached may be trusted now.
     pub fn get(&self, user_id: Uuid) -> Option<Bytes> {
+        self.entry(user_id).map(|(body, _)| body)
+    }
+
+    /// What the user's answer was made from, if one cached may be trusted now.
+    pub fn source<S: Clone + 'static>(&self, user_id: Uuid) -> Option<S> {
+        self.entry(user_id)?.1.downcast_ref::<S>().cloned()
+    }
+
+    fn entry(&self, user_id: Uuid) -> Option<(Bytes, Source)> {
         if !self.live.load(Ordering::SeqCst) {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(&user_id)?;
         let fresh = entry.writes == WRITES.load(Ordering::SeqCst) && Instant::now() < entry.until;
-        fresh.then(|| entry.body.clone())
+        fresh.then(|| (entry.body.clone(), entry.source.clone()))
     }
 
     /// Taken before reading an answer from the database.
@@ -108,6 +144,10 @@ impl UserViews {
     /// Remembers an answer read after `ticket` was taken, unless something changed meanwhile;
     /// for `FRESH_FOR`, or less if it stops being true sooner (`until`, e.g. a plan's expiry).
     pub fn put(&self, user_id: Uuid, ticket: Ticket, body: Bytes, until: Option<Instant>) {
+        self.put_view(user_id, ticket, body, Arc::new(()), until);
+    }
+
+    fn put_view(&self, user_id: Uuid, ticket: Ticket, body: Bytes, source: Source, until: Option<Instant>) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let unchanged = ticket.notified == self.notified.load(Ordering::SeqCst) && ticket.writes == WRITES.load(Ordering::SeqCst);
         if !self.live.load(Ordering::SeqCst) || !unchanged {
@@ -117,7 +157,7 @@ impl UserViews {
             entries.clear();
         }
         let fresh_until = Instant::now() + FRESH_FOR;
-        entries.insert(user_id, Entry { body, writes: ticket.writes, until: until.map_or(fresh_until, |at| at.min(fresh_until)) });
+        entries.insert(user_id, Entry { body, source, writes: ticket.writes, until: until.map_or(fresh_until, |at| at.min(fresh_until)) });
     }
 
     /// A notification: the rows behind the user's answer changed somewhere.
