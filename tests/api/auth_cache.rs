@@ -1,5 +1,5 @@
-//! Authenticated requests are served from an in-process credential cache, instance lists and
-//! account answers from per-user caches; a revocation, an instance change or a plan change made
+//! Authenticated requests are served from an in-process credential cache, instance lists (and
+//! the instance behind `/api/instances/{id}/…`) and account answers from per-user caches; a revocation, an instance change or a plan change made
 //! through one server process (or the admin command, or straight in the database) reaches every
 //! other at once through the database's notifications. Stated bound: a revoked key or ended
 //! session is refused, and a changed list or account is answered, by another server process
@@ -85,12 +85,19 @@ async fn a_revoked_key_and_an_ended_session_are_refused_by_another_server_proces
 
 /// Polls `url` until its JSON answer satisfies `done`; returns how long that took.
 async fn until_listed(client: &reqwest::Client, url: &str, key: &str, done: impl Fn(&serde_json::Value) -> bool) -> Duration {
+    until_answered(client, url, key, |status, body| status == StatusCode::OK && done(body)).await
+}
+
+/// Polls `url` until its status and JSON answer satisfy `done`; returns how long that took.
+async fn until_answered(client: &reqwest::Client, url: &str, key: &str, done: impl Fn(StatusCode, &serde_json::Value) -> bool) -> Duration {
     let started = Instant::now();
     loop {
-        if done(&json(client.get(url).bearer_auth(key).send().await.unwrap(), StatusCode::OK).await) {
+        let response = client.get(url).bearer_auth(key).send().await.unwrap();
+        let status = response.status();
+        if done(status, &response.json().await.unwrap()) {
             return started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "the list did not change within 15 s");
+        assert!(started.elapsed() < Duration::from_secs(15), "{url} did not change within 15 s");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -104,14 +111,26 @@ async fn instance_lists_show_a_change_at_once_on_the_process_that_made_it_and_wi
     let both = TwoProcesses::start().await;
     let (app, other_list) = (&both.app, both.other_url("/api/instances"));
     let (client, key) = (reqwest::Client::new(), app.user.key.clone());
+    let id = uuid::Uuid::new_v4();
+    // The instance as `/api/instances/{id}` (and every route under it) finds it on each process.
+    let (here, there) = (app.url(&format!("/api/instances/{id}")), both.other_url(&format!("/api/instances/{id}")));
+    let shown = |url: &str| {
+        let request = client.get(url).bearer_auth(&key);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
 
     // Both processes answer (and now cache) an empty list.
     for _ in 0..3 {
         assert_eq!(names(&json(client.get(&other_list).bearer_auth(&key).send().await.unwrap(), StatusCode::OK).await), Vec::<&str>::new());
         assert_eq!(json(app.api(Method::GET, "/api/instances").send().await.unwrap(), StatusCode::OK).await, serde_json::json!([]));
     }
+    for url in [&here, &there] {
+        assert_eq!(shown(url).await.0, StatusCode::NOT_FOUND);
+    }
     // A row written behind both servers' backs (as an admin tool or another server would).
-    let id = uuid::Uuid::new_v4();
     sqlx::query("INSERT INTO instances (id, user_id, sandbox_id, status, name, image, gateway_token) VALUES ($1, $2, $3, 'stopped', 'first', 'none', 'token')")
         .bind(id)
         .bind(app.user.id)
@@ -119,6 +138,11 @@ async fn instance_lists_show_a_change_at_once_on_the_process_that_made_it_and_wi
         .execute(&app.db)
         .await
         .unwrap();
+    // Found at once by both, even while their remembered lists may not show it yet.
+    for url in [&here, &there] {
+        let (status, body) = shown(url).await;
+        assert_eq!((status, body["name"].as_str()), (StatusCode::OK, Some("first")), "{url}");
+    }
     let took = until_listed(&client, &other_list, &key, |list| names(list) == ["first"]).await;
     assert!(took < BOUND, "the other process listed the old instances for {took:?}");
     let took = until_listed(&client, &app.url("/api/instances"), &key, |list| names(list) == ["first"]).await;
@@ -131,15 +155,22 @@ async fn instance_lists_show_a_change_at_once_on_the_process_that_made_it_and_wi
         assert_eq!(patch.status(), StatusCode::OK);
         let listed = json(app.api(Method::GET, "/api/instances").send().await.unwrap(), StatusCode::OK).await;
         assert_eq!(names(&listed), [name.as_str()], "the list right after a rename through the same process");
+        assert_eq!(shown(&here).await.1["name"], name.as_str(), "the instance right after a rename through the same process");
     }
     let took = until_listed(&client, &other_list, &key, |list| names(list) == ["name-19"]).await;
     assert!(took < BOUND, "the other process listed the old name for {took:?}");
+    let took = until_answered(&client, &there, &key, |_, body| body["name"] == "name-19").await;
+    assert!(took < BOUND, "the other process showed the old name for {took:?}");
 
     // Deleted behind their backs: gone from both lists.
     sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&app.db).await.unwrap();
     for url in [other_list.clone(), app.url("/api/instances")] {
         let took = until_listed(&client, &url, &key, |list| list.as_array().unwrap().is_empty()).await;
         assert!(took < BOUND, "{url} still listed the deleted instance after {took:?}");
+    }
+    for url in [&here, &there] {
+        let took = until_answered(&client, url, &key, |status, _| status == StatusCode::NOT_FOUND).await;
+        assert!(took < BOUND, "{url} still found the deleted instance after {took:?}");
     }
 }
 
