@@ -38,9 +38,11 @@ pub fn start_background_tasks(state: &AppState) {
     crate::instances::idle::spawn(state.clone());
     crate::instances::pool::spawn(state.clone());
     crate::snapshots::schedule::spawn(state.clone());
-    crate::chat::events::spawn_listener(state);
-    crate::auth::cache::spawn(state);
-    crate::instances::lists::spawn(state);
+    let mut listeners = crate::db::notify::Listeners::default();
+    crate::chat::events::listen(state, &mut listeners);
+    crate::auth::cache::spawn(state, &mut listeners);
+    crate::instances::lists::listen(state, &mut listeners);
+    listeners.spawn(state.db.clone(), state.shutdown.clone());
     spawn_broker(state);
 }
 

@@ -4,16 +4,17 @@
 //! writes the `last_used_at` of keys served from the cache once a minute
 //! (`Settings::key_touch_interval`).
 
+use crate::db::notify::Listeners;
 use crate::state::AppState;
 
 pub const CHANNEL: &str = "ocaas_auth";
 /// Sent with the user's id whenever a user or subscription row changes (the account answer).
 pub const ACCOUNTS_CHANNEL: &str = "ocaas_accounts";
 
-pub fn spawn(state: &AppState) {
+pub fn spawn(state: &AppState, listeners: &mut Listeners) {
     let (live, changed) = (state.credentials.clone(), state.credentials.clone());
-    crate::db::notify::spawn_listener(state.db.clone(), state.shutdown.clone(), CHANNEL, move |on| live.set_live(on), move |_| changed.invalidate());
-    crate::state::follow(&state.accounts, state.db.clone(), state.shutdown.clone(), ACCOUNTS_CHANNEL);
+    listeners.on(CHANNEL, move |on| live.set_live(on), move |_| changed.invalidate());
+    crate::state::follow(&state.accounts, listeners, ACCOUNTS_CHANNEL);
     let state = state.clone();
     tokio::spawn(async move {
         loop {

@@ -1,4 +1,4 @@
-//! The persisted chat event feed. One `LISTEN ocaas_chat` connection per process fans
+//! The persisted chat event feed. The process's `LISTEN ocaas_chat` (see `db::notify`) fans
 //! notifications (sent by a trigger on every message insert/update, from any process) out to
 //! subscribers; each subscriber then reads what changed in its session since its cursor, so a
 //! missed or coalesced notification loses nothing.
@@ -12,18 +12,17 @@ use uuid::Uuid;
 
 use super::models::ChatMessage;
 use super::repo::{self, MessageRow};
+use crate::db::notify::Listeners;
 use crate::state::AppState;
 
 pub const CHANNEL: &str = "ocaas_chat";
 /// Subscribers also look for changes this often, in case a notification was lost.
 const RESCAN: Duration = Duration::from_secs(30);
 
-/// Keeps one LISTEN connection open (reconnecting as needed) until shutdown.
-pub fn spawn_listener(state: &AppState) {
+/// Follows `ocaas_chat` on the process's listening connection.
+pub fn listen(state: &AppState, listeners: &mut Listeners) {
     let hub = state.chat_events.clone();
-    crate::db::notify::spawn_listener(
-        state.db.clone(),
-        state.shutdown.clone(),
+    listeners.on(
         CHANNEL,
         |_| {},
         move |payload| {

@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use super::models::Instance;
 use super::repo::{self, InstanceRow};
+use crate::db::notify::Listeners;
 use crate::error::AppResult;
 use crate::state::{AppState, CachedJson, UserViews};
 
 pub const CHANNEL: &str = "ocaas_instances";
 
-pub fn spawn(state: &AppState) {
-    crate::state::follow(&state.instance_lists, state.db.clone(), state.shutdown.clone(), CHANNEL);
+pub fn listen(state: &AppState, listeners: &mut Listeners) {
+    crate::state::follow(&state.instance_lists, listeners, CHANNEL);
 }
 
 /// The user's instances, newest first, as the JSON array the API answers.

@@ -26,10 +26,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::db::notify::Listeners;
 use crate::error::AppResult;
 
 /// Upper bound on how long a cached answer is trusted.
@@ -181,11 +180,9 @@ impl UserViews {
 
 /// Keeps `views` honest for as long as the server runs: listens on `channel`, whose
 /// notifications carry the id of the user whose answer changed.
-pub fn follow(views: &Arc<UserViews>, db: PgPool, shutdown: CancellationToken, channel: &'static str) {
+pub fn follow(views: &Arc<UserViews>, listeners: &mut Listeners, channel: &'static str) {
     let (live, changed) = (views.clone(), views.clone());
-    crate::db::notify::spawn_listener(
-        db,
-        shutdown,
+    listeners.on(
         channel,
         move |on| live.set_live(on),
         move |payload| match payload.parse::<Uuid>() {
