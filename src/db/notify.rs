@@ -1,6 +1,6 @@
 //! The process's one `LISTEN` connection, for every channel the server follows, kept open
 //! (reconnecting every second after a loss) until shutdown. One connection, not one per
-//! channel: PostgreSQL (15 here) wakes every listening backend of the database on each commit
+//! channel: PostgreSQL before 19 (15 here) wakes every listening backend of the database on each commit
 //! that notifies, whatever channels it listens to, so each chat message would otherwise wake
 //! one backend per channel and process. Each channel's `on_live(true)` once listening,
 //! `on_live(false)` when the connection is lost (notifications may have been missed
