@@ -210,3 +210,30 @@ async fn an_account_answer_shows_a_plan_change_at_once_here_within_a_second_on_a
         assert!(late < BOUND, "{url} called the expired plan active for {late:?} after it expired");
     }
 }
+
+/// PostgreSQL wakes every listening backend on each notifying commit (every chat message), so
+/// each server process listens on all its channels through one connection.
+#[tokio::test]
+async fn each_server_process_listens_on_all_channels_through_one_connection() {
+    let both = TwoProcesses::start().await;
+    let listening = || async {
+        sqlx::query_as::<_, (String,)>(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE '%LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&both.app.db)
+        .await
+        .unwrap()
+    };
+    let started = Instant::now();
+    let mut queries = listening().await;
+    while queries.len() < 2 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        queries = listening().await;
+    }
+    assert_eq!(queries.len(), 2, "one listening connection per process: {queries:?}");
+    for (query,) in &queries {
+        for channel in ["ocaas_chat", "ocaas_auth", "ocaas_instances", "ocaas_accounts"] {
+            assert!(query.contains(channel), "{channel} missing from {query}");
+        }
+    }
+}
