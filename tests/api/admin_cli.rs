@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, json, spawn_app};
+use crate::helpers::{PASSWORD, TestApp, assert_error, json, spawn_app, until_refused};
 
 fn ocaas(app: &TestApp, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ocaas")).args(args).env("DATABASE_URL", &app.database_url).output().expect("running ocaas")
@@ -39,6 +39,9 @@ async fn user_and_key_commands_make_working_credentials() {
     let keys = json(app.with_key(Method::GET, "/api/account/keys", &key).send().await.unwrap(), StatusCode::OK).await;
     let id = keys[0]["id"].as_str().unwrap();
     stdout(&ocaas(&app, &["admin", "key", "revoke", "--id", id]));
+    // Revoked by another process: refused once its notification arrives, within 1 s.
+    let took = until_refused(|| app.with_key(Method::GET, "/api/account", &key)).await;
+    assert!(took < std::time::Duration::from_secs(1), "a key revoked by the admin command was accepted for {took:?}");
     let response = app.with_key(Method::GET, "/api/account", &key).send().await.unwrap();
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     fails_with(&ocaas(&app, &["admin", "key", "revoke", "--id", id]), "No active key");

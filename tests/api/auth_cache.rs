@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{ServerProcess, TestApp, json, serve_process, spawn_app};
+use crate::helpers::{ServerProcess, TestApp, json, serve_process, spawn_app, until_refused};
 
 const BOUND: Duration = Duration::from_secs(1);
 
@@ -41,18 +41,6 @@ impl Drop for TwoProcesses {
     fn drop(&mut self) {
         drop(self.other.take()); // stopped before its folder goes
         let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
-/// Polls `url` with `auth` until it answers 401; returns how long that took.
-async fn until_refused(request: impl Fn() -> reqwest::RequestBuilder) -> Duration {
-    let started = Instant::now();
-    loop {
-        if request().send().await.unwrap().status() == StatusCode::UNAUTHORIZED {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < Duration::from_secs(35), "still accepted 35 s after the revocation");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

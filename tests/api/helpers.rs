@@ -322,6 +322,20 @@ impl TestApp {
 }
 
 /// Asserts the response is the API's JSON error with `status` and `code`; returns the body.
+/// Sends `request()` until it is answered 401; returns how long that took. A revocation made
+/// behind the server's back (another process, SQL by hand) reaches its credential cache through
+/// the database's notification, within the bound it states (1 s), not by the very next request.
+pub async fn until_refused(request: impl Fn() -> RequestBuilder) -> Duration {
+    let started = Instant::now();
+    loop {
+        if request().send().await.unwrap().status() == StatusCode::UNAUTHORIZED {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(35), "still accepted 35 s after the revocation");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 pub async fn assert_error(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
     let got = response.status();
     let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
