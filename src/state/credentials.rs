@@ -15,32 +15,25 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::TtlCache;
+use super::watch::{Ticket, Watch, Writes};
 
 /// Upper bound on how long a cached credential is trusted.
 pub const FRESH_FOR: Duration = Duration::from_secs(30);
 const MAX_ENTRIES: usize = 100_000;
 
 /// Revocations committed by this process (any `AppState` in it).
-static REVOKED: AtomicU64 = AtomicU64::new(0);
+static REVOKED: Writes = Writes::new();
 
 /// To be called after this process committed a revocation, expiry change or deletion of a key
 /// or session.
 pub fn credentials_revoked() {
-    REVOKED.fetch_add(1, Ordering::SeqCst);
-}
-
-/// What had happened when a credential was read from the database.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
-    revoked: u64,
-    notified: u64,
+    REVOKED.bump();
 }
 
 #[derive(Debug, Clone)]
@@ -54,35 +47,26 @@ pub struct Cached {
 }
 
 pub struct Credentials {
-    /// Keyed by the SHA-256 of the secret.
-    /// Each entry with the revocation count it was read under.
-    cache: TtlCache<Vec<u8>, (Cached, u64)>,
-    /// The notification listener is connected.
-    live: AtomicBool,
-    /// Bumped by every notification and listener change.
-    notified: AtomicU64,
+    /// Keyed by the SHA-256 of the secret; each entry with the ticket it was read under.
+    cache: TtlCache<Vec<u8>, (Cached, Ticket)>,
+    watch: Watch,
     used_keys: Mutex<HashSet<Uuid>>,
 }
 
 impl Default for Credentials {
     fn default() -> Self {
-        Credentials {
-            cache: TtlCache::new(FRESH_FOR, MAX_ENTRIES),
-            live: AtomicBool::new(false),
-            notified: AtomicU64::new(0),
-            used_keys: Mutex::default(),
-        }
+        Credentials { cache: TtlCache::new(FRESH_FOR, MAX_ENTRIES), watch: Watch::new(&REVOKED), used_keys: Mutex::default() }
     }
 }
 
 impl Credentials {
     /// The cached credential, if the cache may be trusted now and it has not expired.
     pub fn get(&self, hash: &[u8]) -> Option<Cached> {
-        if !self.live.load(Ordering::SeqCst) {
+        if !self.watch.is_live() {
             return None;
         }
-        let (cached, revoked) = self.cache.get(&hash.to_vec())?;
-        if revoked != REVOKED.load(Ordering::SeqCst) || cached.expires_at.is_some_and(|at| at <= Utc::now()) {
+        let (cached, read) = self.cache.get(&hash.to_vec())?;
+        if !self.watch.unwritten_since(read) || cached.expires_at.is_some_and(|at| at <= Utc::now()) {
             self.cache.forget(&hash.to_vec());
             return None;
         }
@@ -94,27 +78,27 @@ impl Credentials {
 
     /// Taken before reading a credential from the database.
     pub fn ticket(&self) -> Ticket {
-        Ticket { revoked: REVOKED.load(Ordering::SeqCst), notified: self.notified.load(Ordering::SeqCst) }
+        self.watch.ticket()
     }
 
     /// Remembers a credential read after `ticket` was taken, unless something was revoked or
     /// notified meanwhile.
     pub fn put(&self, hash: Vec<u8>, ticket: Ticket, cached: Cached) {
-        if self.live.load(Ordering::SeqCst) && self.ticket() == ticket {
-            self.cache.put(hash, (cached, ticket.revoked));
+        if self.watch.may_keep(ticket) {
+            self.cache.put(hash, (cached, ticket));
         }
     }
 
     /// The listener connected (`true`) or lost its connection (`false`): either way what was
     /// cached may be stale now.
     pub fn set_live(&self, live: bool) {
-        self.live.store(live, Ordering::SeqCst);
-        self.invalidate();
+        self.watch.set_live(live);
+        self.cache.clear();
     }
 
     /// A revocation somewhere: forget everything.
     pub fn invalidate(&self) {
-        self.notified.fetch_add(1, Ordering::SeqCst);
+        self.watch.notified();
         self.cache.clear();
     }
 

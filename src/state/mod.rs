@@ -9,6 +9,7 @@ mod events;
 mod slots;
 mod ttl_cache;
 mod user_views;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

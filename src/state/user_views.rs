@@ -14,11 +14,10 @@
 //! notification comes back: every write in this process to rows a cached answer shows calls
 //! [`user_data_written`] once it is committed, which makes every answer cached before it stale.
 //! An answer read from the database is only kept if nothing was written or notified while it
-//! was being read (the `Ticket` taken before the query says what "nothing" was).
+//! was being read (the rule of `watch`, shared with the credential cache).
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::watch::{Ticket, Watch, Writes};
 use crate::db::notify::Listeners;
 use crate::error::AppResult;
 
@@ -39,11 +39,11 @@ const MAX_ENTRIES: usize = 10_000;
 
 /// Writes to cached rows (instances, users, subscriptions) committed by this process (any
 /// `AppState` in it).
-static WRITES: AtomicU64 = AtomicU64::new(0);
+static WRITES: Writes = Writes::new();
 
 /// To be called after this process committed a change to rows a cached answer shows.
 pub fn user_data_written() {
-    WRITES.fetch_add(1, Ordering::SeqCst);
+    WRITES.bump();
 }
 
 /// What an answer was made from, for the domain that made it (the state layer cannot name
@@ -53,24 +53,20 @@ type Source = Arc<dyn Any + Send + Sync>;
 struct Entry {
     body: Bytes,
     source: Source,
-    writes: u64,
+    /// What had happened when it was read.
+    read: Ticket,
     until: Instant,
 }
 
-/// What had happened when an answer was read from the database.
-#[derive(Clone, Copy)]
-pub struct Ticket {
-    writes: u64,
-    notified: u64,
-}
-
-#[derive(Default)]
 pub struct UserViews {
     entries: Mutex<HashMap<Uuid, Entry>>,
-    /// The notification listener is connected.
-    live: AtomicBool,
-    /// Bumped by every notification and listener change.
-    notified: AtomicU64,
+    watch: Watch,
+}
+
+impl Default for UserViews {
+    fn default() -> Self {
+        UserViews { entries: Mutex::default(), watch: Watch::new(&WRITES) }
+    }
 }
 
 /// A JSON answer as cached (or just read and remembered).
@@ -120,24 +116,19 @@ impl UserViews {
         self.entry(user_id).map(|(body, _)| body)
     }
 
-    /// What the user's answer was made from, if one cached may be trusted now.
-    pub fn source<S: Clone + 'static>(&self, user_id: Uuid) -> Option<S> {
-        self.entry(user_id)?.1.downcast_ref::<S>().cloned()
-    }
-
     fn entry(&self, user_id: Uuid) -> Option<(Bytes, Source)> {
-        if !self.live.load(Ordering::SeqCst) {
+        if !self.watch.is_live() {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.get(&user_id)?;
-        let fresh = entry.writes == WRITES.load(Ordering::SeqCst) && Instant::now() < entry.until;
+        let fresh = self.watch.unwritten_since(entry.read) && Instant::now() < entry.until;
         fresh.then(|| (entry.body.clone(), entry.source.clone()))
     }
 
     /// Taken before reading an answer from the database.
     pub fn ticket(&self) -> Ticket {
-        Ticket { writes: WRITES.load(Ordering::SeqCst), notified: self.notified.load(Ordering::SeqCst) }
+        self.watch.ticket()
     }
 
     /// Remembers an answer read after `ticket` was taken, unless something changed meanwhile;
@@ -148,32 +139,31 @@ impl UserViews {
 
     fn put_view(&self, user_id: Uuid, ticket: Ticket, body: Bytes, source: Source, until: Option<Instant>) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let unchanged = ticket.notified == self.notified.load(Ordering::SeqCst) && ticket.writes == WRITES.load(Ordering::SeqCst);
-        if !self.live.load(Ordering::SeqCst) || !unchanged {
+        if !self.watch.may_keep(ticket) {
             return;
         }
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
         let fresh_until = Instant::now() + FRESH_FOR;
-        entries.insert(user_id, Entry { body, source, writes: ticket.writes, until: until.map_or(fresh_until, |at| at.min(fresh_until)) });
+        entries.insert(user_id, Entry { body, source, read: ticket, until: until.map_or(fresh_until, |at| at.min(fresh_until)) });
     }
 
     /// A notification: the rows behind the user's answer changed somewhere.
     pub fn forget(&self, user_id: Uuid) {
-        self.notified.fetch_add(1, Ordering::SeqCst);
+        self.watch.notified();
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(&user_id);
     }
 
     /// The listener connected (`true`) or lost its connection (`false`): either way what was
     /// cached may be stale now.
     pub fn set_live(&self, live: bool) {
-        self.live.store(live, Ordering::SeqCst);
+        self.watch.set_live(live);
         self.forget_all();
     }
 
     pub fn forget_all(&self) {
-        self.notified.fetch_add(1, Ordering::SeqCst);
+        self.watch.notified();
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
