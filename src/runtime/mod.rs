@@ -7,11 +7,13 @@ mod docker_config;
 mod docker_exec;
 mod docker_logs;
 pub mod egress;
+pub mod fsys;
 mod host;
 pub mod image;
 #[cfg(test)]
 pub mod memory;
 pub mod sandbox;
+pub mod tree;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

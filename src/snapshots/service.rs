@@ -3,7 +3,8 @@
 //! and a turn in progress just waits; a paused or stopped one is copied as it is. Packing and
 //! unpacking run on the blocking pool, a few at a time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -22,24 +23,55 @@ use crate::state::AppState;
 /// running sandbox without freezing it.
 const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Archives packed or unpacked at once on the blocking pool.
+/// Archives packed or unpacked at once on the blocking pool, for all users together.
 static ARCHIVE_WORK: Semaphore = Semaphore::const_new(2);
+
+/// The longest a pack may take (and so the longest an instance stays frozen for one).
+pub const PACK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One pack at a time per user: a user's second snapshot waits for the first instead of
+/// taking the other global permit.
+static USER_PACKS: std::sync::LazyLock<std::sync::Mutex<HashMap<Uuid, Weak<tokio::sync::Mutex<()>>>>> = std::sync::LazyLock::new(Default::default);
+
+async fn user_pack_turn(user_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+    let lock = {
+        let mut locks = USER_PACKS.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, lock| lock.strong_count() > 0);
+        match locks.get(&user_id).and_then(Weak::upgrade) {
+            Some(lock) => lock,
+            None => {
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                locks.insert(user_id, Arc::downgrade(&lock));
+                lock
+            }
+        }
+    };
+    lock.lock_owned().await
+}
 
 pub fn store(state: &AppState) -> Arc<dyn SnapshotStore> {
     Arc::new(LocalStore::new(&state.settings.snapshots.root))
 }
 
-/// Refuses a user snapshot past the user's snapshot storage quota.
-async fn check_quota(state: &AppState, user_id: Uuid) -> AppResult<()> {
+/// The user's snapshot storage: bytes used and the plan's quota.
+async fn usage(state: &AppState, user_id: Uuid) -> AppResult<(u64, u64)> {
     let (used, plan) = repo::usage_and_quota(&state.db, user_id).await?;
-    let quota = plan.map_or(state.settings.snapshots.quota_bytes, |q| q.max(0) as u64);
-    if used.max(0) as u64 >= quota {
-        return Err(AppError::new(
+    Ok((used.max(0) as u64, plan.map_or(state.settings.snapshots.quota_bytes, |q| q.max(0) as u64)))
+}
+
+/// How many bytes this snapshot may take. User snapshots: what is left of the quota (none
+/// left: refused). Safety and upgrade snapshots protect the user's data, so they are taken
+/// even past the quota, but no one of them may be larger than the whole quota.
+async fn room_for(state: &AppState, user_id: Uuid, kind: SnapshotKind) -> AppResult<u64> {
+    let (used, quota) = usage(state, user_id).await?;
+    match kind {
+        SnapshotKind::Manual | SnapshotKind::Scheduled if used >= quota => Err(AppError::new(
             ErrorCode::SnapshotQuotaExceeded,
             format!("Your snapshots use {used} of the {quota} bytes your plan allows; delete some first."),
-        ));
+        )),
+        SnapshotKind::Manual | SnapshotKind::Scheduled => Ok(quota - used),
+        _ => Ok(quota),
     }
-    Ok(())
 }
 
 /// Takes a snapshot, holding the instance's lock (see `take_locked`).
@@ -50,46 +82,64 @@ pub async fn take(state: &AppState, instance: &InstanceRow, kind: SnapshotKind, 
     take_locked(state, &instance, kind, name).await
 }
 
-/// Takes a snapshot; the caller holds the instance's lock. User snapshots count against the
-/// quota; safety and upgrade snapshots are always taken (they protect the user's data).
+/// Takes a snapshot; the caller holds the instance's lock. The user's turn and a global
+/// permit are taken before the sandbox is frozen, so waiting for them never keeps it paused;
+/// the archive stops past the room the quota leaves (`room_for`) or after `PACK_TIME_LIMIT`,
+/// and then leaves nothing behind.
 pub async fn take_locked(state: &AppState, instance: &InstanceRow, kind: SnapshotKind, name: Option<&str>) -> AppResult<SnapshotRow> {
     let user_id = instance.user_id.ok_or_else(crate::extract::instance_not_found)?;
-    if matches!(kind, SnapshotKind::Manual | SnapshotKind::Scheduled) {
-        check_quota(state, user_id).await?;
-    }
+    let _turn = user_pack_turn(user_id).await;
+    let max_bytes = room_for(state, user_id, kind).await?;
     let new = NewSnapshot { instance_id: instance.id, user_id, name, kind, image: &instance.image };
     let row = repo::insert(&state.db, &new).await?;
     let disk = disk_spec(state, &instance.sandbox_id);
     state.runtime.prepare_storage(&disk).await?;
+    let permit = ARCHIVE_WORK.acquire().await.expect("never closed");
     // Frozen only once no command or file operation works in it (those wait meanwhile); a
-    // sandbox that stays busy is copied as it runs.
+    // sandbox that stays busy is copied as it runs, which the no-follow walk makes safe.
     let freeze = instance.status == InstanceStatus::Ready && state.activity.freeze(instance.id, FREEZE_PATIENCE).await;
     if freeze && let Err(error) = state.runtime.pause(&instance.sandbox_id).await {
         state.activity.thaw(instance.id);
         return Err(error.into());
     }
     let (store, key, root) = (store(state), store::key(user_id, row.id), disk.dir.clone());
-    let permit = ARCHIVE_WORK.acquire().await.expect("never closed");
-    let packed = tokio::task::spawn_blocking(move || -> std::io::Result<archive::Packed> {
+    let bounds = archive::Bounds { max_bytes, deadline: std::time::Instant::now() + PACK_TIME_LIMIT };
+    let packed = tokio::task::spawn_blocking(move || -> Result<archive::Packed, archive::PackError> {
+        // An error drops the writer, which removes the partial file.
         let mut writer = store.create(&key)?;
-        let packed = archive::pack(&root, &mut writer)?;
+        let packed = archive::pack(&root, &mut writer, bounds)?;
         writer.commit()?;
         Ok(packed)
     })
     .await;
-    drop(permit);
     if freeze {
         let thawed = state.runtime.unpause(&instance.sandbox_id).await;
         state.activity.thaw(instance.id);
         thawed?;
     }
+    drop(permit);
+    finish(state, user_id, row.id, packed).await
+}
+
+type PackOutcome = Result<Result<archive::Packed, archive::PackError>, tokio::task::JoinError>;
+
+/// Records how a pack ended. One past its room leaves no row either: it was never kept.
+async fn finish(state: &AppState, user_id: Uuid, id: Uuid, packed: PackOutcome) -> AppResult<SnapshotRow> {
     let outcome = match packed {
-        Ok(Ok(packed)) => repo::finish(&state.db, row.id, Ok((packed.size, &packed.sha256))).await?,
-        Ok(Err(error)) => {
-            tracing::warn!(id = %instance.id, %error, "snapshot failed");
-            repo::finish(&state.db, row.id, Err(&error.to_string())).await?
+        Ok(Ok(packed)) => repo::finish(&state.db, id, Ok((packed.size, &packed.sha256))).await?,
+        Ok(Err(archive::PackError::TooLarge(limit))) => {
+            repo::delete(&state.db, id).await?;
+            let (used, quota) = usage(state, user_id).await?;
+            return Err(AppError::new(
+                ErrorCode::SnapshotQuotaExceeded,
+                format!("The snapshot grew past the {limit} bytes your snapshot storage has room for ({used} of {quota} used); it was not kept."),
+            ));
         }
-        Err(join) => repo::finish(&state.db, row.id, Err(&join.to_string())).await?,
+        Ok(Err(error)) => {
+            tracing::warn!(%id, %error, "snapshot failed");
+            repo::finish(&state.db, id, Err(&error.to_string())).await?
+        }
+        Err(join) => repo::finish(&state.db, id, Err(&join.to_string())).await?,
     };
     let done = outcome.ok_or_else(|| AppError::new(ErrorCode::SnapshotNotFound, "The snapshot was deleted while it was taken."))?;
     if done.status == SnapshotStatus::Failed {

@@ -17,7 +17,6 @@
 //! which resolves links as the sandbox sees them. The file is written under a temporary name,
 //! owned by the sandbox user, and renamed into place; it is removed however the write ends.
 
-mod sys;
 #[cfg(test)]
 mod tests;
 
@@ -32,8 +31,8 @@ use futures_util::Stream;
 use super::paths::SandboxPath;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::runtime::disk::{DiskSpec, SANDBOX_OWNER};
+use crate::runtime::fsys::{self as sys, checked};
 use crate::runtime::sandbox::{STATE_DIR, WORKSPACE_DIR};
-use sys::checked;
 
 /// Bytes gathered before a write to the file.
 const WRITE_BUFFER: usize = 112 << 10;
@@ -58,12 +57,6 @@ fn c_string(text: &str) -> std::io::Result<CString> {
     CString::new(text).map_err(std::io::Error::other)
 }
 
-fn open_base(base: &PathBuf) -> std::io::Result<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC).open(base)?;
-    Ok(OwnedFd::from(file))
-}
-
 /// The sandbox user may enter the directory (it owns it and has `x`).
 fn enterable(stat: &libc::stat) -> bool {
     stat.st_uid == SANDBOX_OWNER && stat.st_mode & 0o100 != 0
@@ -76,8 +69,8 @@ fn writable(stat: &libc::stat) -> bool {
 
 /// Walks to the directory, creating missing ones as the sandbox user would (`mkdir -p`,
 /// mode 0755), when its rights are plain; `None` when the sandbox must decide.
-fn walk_checked(base: &PathBuf, parts: &[String], name: &str) -> std::io::Result<Option<OwnedFd>> {
-    let mut dir = open_base(base)?;
+fn walk_checked(base: &std::path::Path, parts: &[String], name: &str) -> std::io::Result<Option<OwnedFd>> {
+    let mut dir = sys::open_dir_nofollow(base)?;
     if !enterable(&sys::fstat(&dir)?) {
         return Ok(None);
     }
@@ -108,8 +101,8 @@ fn walk_checked(base: &PathBuf, parts: &[String], name: &str) -> std::io::Result
 }
 
 /// Walks to a directory the sandbox user has already prepared, without checking its rights.
-fn walk_prepared(base: &PathBuf, parts: &[String]) -> std::io::Result<Option<OwnedFd>> {
-    let base = open_base(base)?;
+fn walk_prepared(base: &std::path::Path, parts: &[String]) -> std::io::Result<Option<OwnedFd>> {
+    let base = sys::open_dir_nofollow(base)?;
     let below = if parts.is_empty() { ".".to_owned() } else { parts.join("/") };
     Ok(Some(sys::open_dir_beneath(base.as_raw_fd(), &c_string(&below)?)?))
 }
