@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use uuid::Uuid;
 
 use crate::auth::secrets;
+use crate::runtime::outbound;
 use crate::state::{AppState, TtlCache};
 
 /// The user-facing routes of the public API: usage and the instance's model.
@@ -37,7 +38,10 @@ const CALLER_CACHE_MAX: usize = 10_000;
 #[derive(Clone)]
 pub struct BrokerState {
     pub app: AppState,
+    /// For the operator's provider and, when the operator allows private addresses, users' own.
     pub http: reqwest::Client,
+    /// For users' own providers: public addresses only, resolved once per connection.
+    pub public_http: reqwest::Client,
     /// Token hash → (owner, its sandbox's address), for `CALLER_TTL`: a model call then costs
     /// no database or engine round trip to authenticate. Safe to keep that long because a
     /// token only changes with a new container (the old one, and its address, are gone with it).
@@ -47,7 +51,10 @@ pub struct BrokerState {
 /// The routes of the broker's own listener; everything else is an OpenAI-style 404.
 pub fn router(app: AppState) -> anyhow::Result<Router> {
     // No overall timeout (answers stream for minutes); a provider silent for 2 minutes is gone.
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(120)).build()?;
+    // Neither follows redirects (`runtime::outbound`).
+    let (connect, read) = (Duration::from_secs(10), Some(Duration::from_secs(120)));
+    let http = outbound::client(connect, read, None)?;
+    let public_http = outbound::client(connect, read, Some(outbound::PublicOnly::default()))?;
     Ok(Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/models", get(proxy::models))
@@ -55,7 +62,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             let body = serde_json::json!({"error": {"message": "Not found: the broker serves /v1/chat/completions and /v1/models.", "type": "invalid_request_error"}});
             (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
         })
-        .with_state(BrokerState { app, http, callers: std::sync::Arc::new(TtlCache::new(CALLER_TTL, CALLER_CACHE_MAX)) }))
+        .with_state(BrokerState { app, http, public_http, callers: std::sync::Arc::new(TtlCache::new(CALLER_TTL, CALLER_CACHE_MAX)) }))
 }
 
 /// Binds the broker on the sandbox network's gateway address, on the first free port of

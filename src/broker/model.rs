@@ -6,8 +6,6 @@
 //! addresses unless the operator allows private ones (`OCAAS_MODEL_ALLOW_PRIVATE`): the broker
 //! runs on the host and must not be aimed at its internal services.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -67,15 +65,10 @@ pub(super) async fn check_base_url(raw: &str, allow_private: bool) -> AppResult<
         return Err(invalid(format!("`base_url` must be an http(s) URL of at most {MAX_URL} characters.")));
     }
     if !allow_private {
-        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let lookup = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host.as_str(), port)));
-        let addresses: Vec<_> = match lookup.await {
-            Ok(Ok(addresses)) => addresses.collect(),
-            _ => return Err(invalid(format!("`{host}` could not be resolved."))),
-        };
-        if addresses.is_empty() || addresses.iter().any(|a| !crate::runtime::egress::is_public(a.ip())) {
-            return Err(invalid(format!("`{host}` is not a public address; this server only calls providers on the public internet.")));
+        let host = url.host_str().unwrap_or_default();
+        let refused = crate::runtime::outbound::PublicOnly::default().check(host).await.err();
+        if let Some(why) = refused {
+            return Err(invalid(format!("{why}; this server only calls providers on the public internet.")));
         }
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())

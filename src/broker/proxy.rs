@@ -96,6 +96,8 @@ async fn read_bounded(response: reqwest::Response, limit: usize) -> Option<Vec<u
 
 /// Where one call goes: the instance's own provider, else the operator's.
 struct Upstream {
+    /// The client for this provider: public addresses only for a user's own, unless allowed.
+    client: reqwest::Client,
     base_url: String,
     api_key: String,
     model: String,
@@ -113,18 +115,28 @@ async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Up
                     "The instance's own provider key cannot be read with this server's secret key; set it again.",
                 )
             })?;
-            // Checked again at each call: what the name resolves to may have changed.
-            let base_url = super::model::check_base_url(&custom.base_url, settings.instances.model_allow_private)
-                .await
-                .map_err(|_| openai_error(StatusCode::BAD_GATEWAY, "upstream_error", "The instance's own provider is not on a public address."))?;
-            Ok(Upstream { base_url, api_key: key, model: custom.model })
+            // A name is resolved and checked by `public_http` as it connects, to the very
+            // addresses checked; a literal address is never resolved, so it is checked here.
+            let host = url::Url::parse(&custom.base_url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+            let private = !settings.instances.model_allow_private;
+            let literal_refused = private && host.trim_matches(['[', ']']).parse().is_ok_and(|ip| !crate::runtime::egress::is_public(ip));
+            if literal_refused {
+                return Err(openai_error(StatusCode::BAD_GATEWAY, "upstream_error", "The instance's own provider is not on a public address."));
+            }
+            let client = if private { state.public_http.clone() } else { state.http.clone() };
+            Ok(Upstream { client, base_url: custom.base_url, api_key: key, model: custom.model })
         }
         None if settings.instances.llm.base_url.is_empty() => {
             Err(openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "No model provider is configured on this server (OCAAS_LLM_BASE_URL)."))
         }
         None => {
             let llm = &settings.instances.llm;
-            Ok(Upstream { base_url: llm.base_url.clone(), api_key: llm.api_key.expose_secret().to_owned(), model: llm.model.clone() })
+            Ok(Upstream {
+                client: state.http.clone(),
+                base_url: llm.base_url.clone(),
+                api_key: llm.api_key.expose_secret().to_owned(),
+                model: llm.model.clone(),
+            })
         }
     }
 }
@@ -165,7 +177,7 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
         started,
     };
     let url = format!("{}/chat/completions", llm.base_url.trim_end_matches('/'));
-    let sent = state.http.post(url).bearer_auth(&llm.api_key).json(&request).send();
+    let sent = llm.client.post(url).bearer_auth(&llm.api_key).json(&request).send();
     let response = match tokio::time::timeout(HEAD_TIMEOUT, sent).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
@@ -178,6 +190,14 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
             return openai_error(StatusCode::GATEWAY_TIMEOUT, "upstream_error", "The model provider did not answer in time.");
         }
     };
+    if response.status().is_redirection() {
+        recorder.record(&Tally::default(), false);
+        return openai_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "The model provider answered with a redirect, which the broker does not follow.",
+        );
+    }
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
     if !status.is_success() {

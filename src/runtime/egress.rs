@@ -43,8 +43,10 @@ pub const BLOCKED: &[&str] = &[
     "224.0.0.0/3",
 ];
 
-/// Whether `ip` is on the public internet: outside `BLOCKED` (IPv4) and not loopback,
-/// unspecified, unique-local or link-local (IPv6; mapped IPv4 addresses as IPv4).
+/// Whether `ip` is on the public internet: IPv4 outside `BLOCKED`; IPv6 in global unicast
+/// (`2000::/3`) but not documentation, Teredo or the IETF's protocol assignments; and an IPv6
+/// address that carries an IPv4 one (mapped `::ffff:0:0/96`, compatible `::/96`, NAT64
+/// `64:ff9b::/96`, 6to4 `2002::/16`) judged by the IPv4 address it reaches.
 pub fn is_public(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => !BLOCKED.iter().any(|cidr| {
@@ -53,10 +55,31 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
             let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
             u32::from(v4) & mask == net & mask
         }),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        std::net::IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => is_public(v4.into()),
-            None => !(v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80),
+            None => {
+                let s = v6.segments();
+                let global_unicast = s[0] & 0xe000 == 0x2000;
+                let documentation = s[0] == 0x2001 && s[1] == 0x0db8;
+                // 2001::/23: Teredo (2001::/32), ORCHID, benchmarking and other assignments.
+                let ietf = s[0] == 0x2001 && s[1] < 0x0200;
+                global_unicast && !documentation && !ietf
+            }
         },
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, when it is one of the forms that reach one.
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, ..] => Some(low),
+        // IPv4-compatible (deprecated), but not `::` and `::1`, which are IPv6's own.
+        [0, 0, 0, 0, 0, 0, ..] if u32::from(low) > 1 => Some(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(low),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
+        _ => None,
     }
 }
 

@@ -12,6 +12,7 @@ mod host;
 pub mod image;
 #[cfg(test)]
 pub mod memory;
+pub mod outbound;
 pub mod sandbox;
 pub mod tree;
 

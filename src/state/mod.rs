@@ -87,7 +87,8 @@ impl AppState {
             metrics: Arc::default(),
             auth_limits,
             user_slots: Arc::new(UserSlots::new(user_slots_limits)),
-            http: reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).build()?,
+            // Gateways are tenant-controlled: no redirect is followed (`runtime::outbound`).
+            http: crate::runtime::outbound::client(Duration::from_secs(3), None, None)?,
             broker_address: Arc::new(tokio::sync::watch::Sender::new(None)),
             addresses: Arc::new(ttl_cache::addresses()),
             shutdown: CancellationToken::new(),
