@@ -51,6 +51,8 @@ async fn parse_json_body<S: Send + Sync, T: DeserializeOwned>(req: Request, stat
     let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::new(ErrorCode::PayloadTooLarge, "The request body is larger than this endpoint accepts.")
+        } else if crate::inflight::deadline::is_too_slow(&rejection) {
+            body_too_slow()
         } else {
             AppError::new(ErrorCode::InvalidRequest, format!("The request body could not be read: {}", rejection.body_text()))
         }
@@ -71,6 +73,11 @@ fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
     };
     let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// 408 for a body that stalled (`inflight::deadline`).
+pub fn body_too_slow() -> AppError {
+    AppError::new(ErrorCode::BodyTooSlow, "The request body arrived too slowly; send it at once.")
 }
 
 fn unsupported_media_type() -> AppError {
@@ -197,8 +204,28 @@ fn is_safe_host(value: &str) -> bool {
     value.len() <= 255 && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
 }
 
-/// The client's address, for the audit log: the first `X-Forwarded-For` hop when
-/// `OCAAS_TRUST_PROXY` is on, else the peer of the TCP connection.
+/// The client's address: with `OCAAS_TRUST_PROXY` and a peer among `OCAAS_TRUSTED_PROXIES`,
+/// the right-most `X-Forwarded-For` hop that is not a trusted proxy (hops left of it are
+/// whatever the client wrote, so they are never believed); else the TCP peer.
+pub fn client_ip(settings: &crate::config::Settings, headers: &axum::http::HeaderMap, peer: Option<std::net::IpAddr>) -> Option<std::net::IpAddr> {
+    let trusted = |ip: &std::net::IpAddr| settings.trusted_proxies.iter().any(|net| net.contains(*ip));
+    if !settings.trust_proxy || !peer.as_ref().is_some_and(trusted) {
+        return peer;
+    }
+    let hops = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim);
+    let hops: Vec<&str> = hops.collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted(&ip) => continue,
+            Ok(ip) => return Some(ip),
+            // A hop that is not an address: nothing left of it can be believed.
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
+/// The client's address, for the audit log and rate limits (`client_ip`).
 pub struct ClientAddr(pub Option<String>);
 
 impl ClientAddr {
@@ -216,16 +243,35 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let forwarded = state
-            .settings
-            .trust_proxy
-            .then(|| parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
-            .flatten()
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
-            .map(str::to_owned);
-        let peer = || parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
-        Ok(ClientAddr(forwarded.or_else(peer)))
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientAddr(client_ip(&state.settings, &parts.headers, peer).map(|ip| ip.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+
+    fn ip(text: &str) -> Option<std::net::IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_hop_that_is_not_a_trusted_proxy() {
+        let mut settings = crate::config::Settings::defaults("");
+        let forwarded = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            headers
+        };
+        // Not trusting proxies: the peer, whatever the header says.
+        assert_eq!(super::client_ip(&settings, &forwarded("203.0.113.9"), ip("127.0.0.1")), ip("127.0.0.1"));
+        settings.trust_proxy = true;
+        // A forged left-most hop is never believed; the hop the proxy added is.
+        assert_eq!(super::client_ip(&settings, &forwarded("6.6.6.6, 203.0.113.9"), ip("127.0.0.1")), ip("203.0.113.9"));
+        assert_eq!(super::client_ip(&settings, &forwarded("6.6.6.6, 203.0.113.9, 127.0.0.2"), ip("127.0.0.1")), ip("203.0.113.9"));
+        assert_eq!(super::client_ip(&settings, &forwarded("garbage, 127.0.0.2"), ip("127.0.0.1")), ip("127.0.0.1"));
+        // A peer that is not a trusted proxy is the client itself.
+        assert_eq!(super::client_ip(&settings, &forwarded("203.0.113.9"), ip("198.51.100.4")), ip("198.51.100.4"));
     }
 }

@@ -13,6 +13,7 @@ pub mod timefmt;
 
 // The state every handler reads, and the shared HTTP pieces built on it.
 pub mod extract;
+pub mod inflight;
 pub mod state;
 pub mod wsbridge;
 

@@ -6,9 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -16,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 /// How long connections get to finish after a shutdown signal.
@@ -60,25 +57,14 @@ fn tune_process(state: &AppState) {
     }
 }
 
-/// Refuses requests beyond `OCAAS_MAX_INFLIGHT` at once with 503 `server_busy` instead of
-/// queueing them (a streaming response counts only until its head is sent).
-async fn limit_inflight(axum::extract::State(inflight): axum::extract::State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = inflight.try_acquire() else {
-        return AppError::new(ErrorCode::ServerBusy, "The server is handling as many requests as it takes; retry shortly.")
-            .with_retry_after(1)
-            .into_response();
-    };
-    next.run(request).await
-}
-
 /// Serves until `shutdown` resolves, then cancels background work and drains connections.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     tune_process(&state);
     let settings = state.settings.clone();
     let token = state.shutdown.clone();
-    let inflight = Arc::new(Semaphore::new(settings.limits.max_inflight));
+    let inflight = crate::inflight::InFlight::new(settings.clone());
     // One router for every connection: cloning it per connection is cheap (shared routes).
-    let app = crate::router::router(state).layer(axum::middleware::from_fn_with_state(inflight, limit_inflight));
+    let app = crate::router::router(state).layer(axum::middleware::from_fn_with_state(inflight, crate::inflight::limit));
     let stop = token.clone();
     tokio::spawn(async move {
         shutdown.await;

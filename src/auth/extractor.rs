@@ -54,7 +54,12 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        authenticate(&state, &parts.method, &parts.headers).await
+        let user = authenticate(&state, &parts.method, &parts.headers).await?;
+        // Counted against the user while the request is handled (`inflight`).
+        if let Some(held) = parts.extensions.get::<crate::inflight::HeldSlot>() {
+            held.hold_with(|| state.user_slots.acquire(user.user_id, crate::state::SlotKind::Request))?;
+        }
+        Ok(user)
     }
 }
 

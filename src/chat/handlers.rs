@@ -87,12 +87,15 @@ pub async fn create_session(
         (status = 404, description = "`instance_not_found` or `session_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `session_busy`", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's event streams are all open (a synchronous turn takes one too)", body = ErrorBody),
     ))]
 pub async fn send(
     State(state): State<AppState>,
-    OwnedInstance { instance, .. }: OwnedInstance,
+    OwnedInstance { instance, user }: OwnedInstance,
     ApiJson(body): ApiJson<SendMessage>,
 ) -> AppResult<Json<ChatExchange>> {
+    // A synchronous turn holds its request as long as a stream would: it takes a stream's slot.
+    let _slot = state.user_slots.acquire(user.user_id, SlotKind::Stream)?;
     let instance = power::awake(&state, instance, Wake::Start).await?;
     let mut started = turn::start(&state, &instance, body.session_id, &body.message).await?;
     let mut assistant = started.assistant;

@@ -9,12 +9,14 @@ use secrecy::SecretString;
 
 mod idle;
 mod instances;
+mod net;
 mod snapshots;
 
 pub use idle::{IdleArgs, IdleSettings, parse_duration};
 pub(crate) use instances::at_least_one;
 use instances::secret;
 pub use instances::{InstanceArgs, InstanceSettings, LlmSettings, parse_size};
+pub use net::{IpNet, parse_net};
 pub use snapshots::{SnapshotArgs, SnapshotSettings};
 
 /// Where the database is and how logs look; shared by every subcommand.
@@ -105,6 +107,22 @@ pub struct ServeArgs {
     /// Per user: SSE streams (chat stream, chat events, logs) open at once.
     #[arg(long, env = "OCAAS_USER_MAX_STREAMS", default_value_t = 16, value_parser = at_least_one::<usize>)]
     pub user_max_streams: usize,
+    /// Per user: requests being handled at once (until their response head); more get 429
+    /// `too_many_in_flight`.
+    #[arg(long, env = "OCAAS_USER_MAX_INFLIGHT", default_value_t = 64, value_parser = at_least_one::<usize>)]
+    pub user_max_inflight: usize,
+    /// Per client address: requests without credentials (and sign-ins, registrations) being
+    /// handled at once; more get 429 `too_many_in_flight`.
+    #[arg(long, env = "OCAAS_ADDR_MAX_INFLIGHT", default_value_t = 32, value_parser = at_least_one::<usize>)]
+    pub addr_max_inflight: usize,
+    /// Seconds a request body may take before it must arrive at 4 KiB/s or more (uploads get
+    /// three times as long); slower bodies are cut with 408 `body_too_slow`.
+    #[arg(long, env = "OCAAS_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = at_least_one::<u64>)]
+    pub body_timeout_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed when `OCAAS_TRUST_PROXY` is on
+    /// (comma-separated addresses or CIDRs): the client is the right-most hop not among them.
+    #[arg(long, env = "OCAAS_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.0/8,::1/128", value_parser = parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Connections open at once; more are closed as they arrive.
     #[arg(long, env = "OCAAS_MAX_CONNECTIONS", default_value_t = 4096, value_parser = at_least_one::<usize>)]
     pub max_connections: usize,
@@ -141,6 +159,8 @@ pub struct Settings {
     /// Normalised origin without trailing slash, if configured.
     pub public_url: Option<String>,
     pub trust_proxy: bool,
+    /// The proxies `X-Forwarded-For` hops are believed from (with `trust_proxy`).
+    pub trusted_proxies: Vec<IpNet>,
     pub registration: RegistrationMode,
     pub max_body_bytes: usize,
     pub session_hours: u32,
@@ -171,6 +191,7 @@ pub struct SlotLimits {
     pub terminal: usize,
     pub desktop: usize,
     pub stream: usize,
+    pub request: usize,
 }
 
 /// Limits of the HTTP server itself.
@@ -178,6 +199,8 @@ pub struct SlotLimits {
 pub struct ServerLimits {
     pub max_connections: usize,
     pub max_inflight: usize,
+    pub addr_max_inflight: usize,
+    pub body_timeout: std::time::Duration,
     pub header_timeout: std::time::Duration,
 }
 
@@ -189,6 +212,7 @@ impl Settings {
             bind: args.bind,
             public_url,
             trust_proxy: args.trust_proxy,
+            trusted_proxies: args.trusted_proxies.clone(),
             registration: args.registration,
             max_body_bytes: args.max_body_bytes,
             session_hours: args.session_hours,
@@ -213,6 +237,8 @@ impl Settings {
             limits: ServerLimits {
                 max_connections: args.max_connections,
                 max_inflight: args.max_inflight,
+                addr_max_inflight: args.addr_max_inflight,
+                body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
                 header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
             },
             user_limits: SlotLimits {
@@ -220,6 +246,7 @@ impl Settings {
                 terminal: args.user_max_terminals,
                 desktop: args.user_max_desktops,
                 stream: args.user_max_streams,
+                request: args.user_max_inflight,
             },
             instances: InstanceSettings::from_args(&args.instances, image),
             idle: IdleSettings::from(&args.idle),

@@ -39,6 +39,9 @@ enum Received {
 
 /// A multipart stream that broke off or ran past the route's body limit.
 pub fn multipart_error(error: MultipartError) -> AppError {
+    if crate::inflight::deadline::is_too_slow(&error) {
+        return crate::extract::body_too_slow();
+    }
     let code = if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidRequest };
     AppError::new(code, format!("Bad multipart body: {}", error.body_text()))
 }

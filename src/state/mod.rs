@@ -22,7 +22,7 @@ pub use activity::{Activity, Busy, Call};
 pub use credentials::{Cached, Credentials, credentials_revoked};
 pub use drivers::Drivers;
 pub use events::EventHub;
-pub use slots::{Slot, SlotKind, UserSlots};
+pub use slots::{Counts, Held, Slot, SlotKind, UserSlots};
 pub use ttl_cache::{Addresses, TtlCache};
 pub use user_views::{CachedJson, UserViews, follow, user_data_written};
 

@@ -76,6 +76,7 @@ async fn a_sign_in_flood_does_not_grow_the_server() {
         .env("OCAAS_SANDBOX_IMAGE", "ocaas-sandbox:not-used-here")
         .env("OCAAS_AUTH_PER_MINUTE_PER_ADDR", "1000000")
         .env("OCAAS_LOGIN_PER_MINUTE_PER_ACCOUNT", "1000000")
+        .env("OCAAS_ADDR_MAX_INFLIGHT", "1000")
         .env("OCAAS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

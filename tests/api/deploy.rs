@@ -117,6 +117,16 @@ async fn ocaas_works_behind_nginx_with_the_committed_config() {
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let created = browser.post(format!("{origin}/api/account/keys")).header("X-CSRF-Token", csrf).json(&json!({"name": "x"})).send().await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
+
+    // A forged X-Forwarded-For per attempt makes no new address: guessing through nginx is
+    // still throttled per address (20 a minute; each attempt on another account).
+    let mut statuses = Vec::new();
+    for n in 0..40 {
+        let wrong = json!({"email": format!("guess{n}@example.com"), "password": "a wrong password"});
+        let sent = http.post(format!("{origin}/api/account/login")).header("X-Forwarded-For", format!("198.51.100.{n}")).json(&wrong);
+        statuses.push(sent.send().await.unwrap().status());
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "40 forged addresses were each believed: {statuses:?}");
     app.settle().await;
 }
 

@@ -26,6 +26,7 @@ mod openapi;
 mod pool;
 mod quickstart;
 mod request_errors;
+mod seams;
 mod serve;
 mod snapshots;
 mod sse;
