@@ -70,17 +70,27 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         shutdown.await;
         stop.cancel();
     });
-    accept_loop(listener, app, &settings.limits, token).await;
+    accept_loop(listener, app, &settings.limits, None, token).await;
     // Give background tasks a moment to observe the cancellation.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
 }
 
+/// Connections one sandbox may hold open to the broker (the rest are for the others).
+const BROKER_CONNECTIONS_PER_SANDBOX: usize = 64;
+
 /// Serves `app` on `listener` until `token` is cancelled, then drains: at most
-/// `max_connections` at once, slow headers and idle keep-alive connections closed after the
+/// `max_connections` at once (and `per_peer` from one address), slow headers and idle keep-alive connections closed after the
 /// header timeout, each request carrying its peer's address.
-async fn accept_loop(listener: TcpListener, app: axum::Router, limits: &crate::config::ServerLimits, token: tokio_util::sync::CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: &crate::config::ServerLimits,
+    per_peer: Option<usize>,
+    token: tokio_util::sync::CancellationToken,
+) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = crate::state::Counts::default();
     let mut builder = Builder::new(TokioExecutor::new());
     // The header-read timer runs whenever a connection waits for a request head: it closes
     // slow-header clients and idle keep-alive connections alike.
@@ -105,6 +115,13 @@ async fn accept_loop(listener: TcpListener, app: axum::Router, limits: &crate::c
             drop(stream);
             continue;
         };
+        let peer_held = match per_peer {
+            Some(max) => match peers.try_take(peer.ip(), max) {
+                Some(held) => Some(held),
+                None => continue, // this address has its share open already: closed at once
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         // The router as a hyper service, with the peer's address for the audit log.
@@ -116,7 +133,7 @@ async fn accept_loop(listener: TcpListener, app: axum::Router, limits: &crate::c
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = watched.await;
-            drop(permit);
+            drop((permit, peer_held));
         });
     }
     tokio::select! {
@@ -135,7 +152,9 @@ fn spawn_broker(state: &AppState) {
         };
         loop {
             match crate::broker::bind(&state).await {
-                Ok(listener) => return accept_loop(listener, router, &state.settings.limits, state.shutdown.clone()).await,
+                Ok(listener) => {
+                    return accept_loop(listener, router, &state.settings.limits, Some(BROKER_CONNECTIONS_PER_SANDBOX), state.shutdown.clone()).await;
+                }
                 Err(error) => tracing::warn!(error = format!("{error:#}"), "model broker: not listening yet"),
             }
             tokio::select! {

@@ -4,6 +4,7 @@
 //! the operator's provider and meters every call (`proxy`, `meter`). Users see their usage at
 //! `GET /api/instances/{id}/usage` and `GET /api/account/usage` (`usage`).
 
+pub mod bounds;
 pub mod limits;
 pub mod meter;
 pub mod model;
@@ -45,6 +46,8 @@ pub struct BrokerState {
     /// Token hash → (owner, its sandbox's address), for `CALLER_TTL`: a model call then costs
     /// no database or engine round trip to authenticate. Safe to keep that long because a
     /// token only changes with a new container (the old one, and its address, are gone with it).
+    /// What sandboxes may make the broker hold at once (`bounds`).
+    pub bounds: std::sync::Arc<bounds::Bounds>,
     pub callers: std::sync::Arc<TtlCache<Vec<u8>, (repo::TokenOwner, std::net::IpAddr)>>,
 }
 
@@ -62,7 +65,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             let body = serde_json::json!({"error": {"message": "Not found: the broker serves /v1/chat/completions and /v1/models.", "type": "invalid_request_error"}});
             (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
         })
-        .with_state(BrokerState { app, http, public_http, callers: std::sync::Arc::new(TtlCache::new(CALLER_TTL, CALLER_CACHE_MAX)) }))
+        .with_state(BrokerState { app, http, public_http, bounds: Default::default(), callers: std::sync::Arc::new(TtlCache::new(CALLER_TTL, CALLER_CACHE_MAX)) }))
 }
 
 /// Binds the broker on the sandbox network's gateway address, on the first free port of

@@ -15,12 +15,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::BrokerState;
+use super::bounds::{self, BODY_GRACE, PER_INSTANCE, Refusal};
 use super::meter::{Metered, Recorder, Tally, usage_of};
 use super::repo::{self, TokenOwner};
 use crate::auth::extractor::bearer_token;
+use crate::inflight::deadline::DeadlineBody;
 
 /// Largest request body from a gateway (the real one sends about 60 KB).
 const MAX_REQUEST: usize = 8 << 20;
@@ -101,6 +104,20 @@ struct Upstream {
     base_url: String,
     api_key: String,
     model: String,
+    /// On the operator's key without one model: the models it may be asked for.
+    allowed: Option<Vec<String>>,
+}
+
+impl Upstream {
+    /// A refusal when the call asks for a model the operator does not offer.
+    fn refuses(&self, asked: Option<&str>) -> Option<Response> {
+        let allowed = self.allowed.as_ref()?;
+        if asked.is_some_and(|m| allowed.iter().any(|a| a == m)) {
+            return None;
+        }
+        let offered = if allowed.is_empty() { "none (OCAAS_LLM_MODEL is unset)".to_owned() } else { allowed.join(", ") };
+        Some(openai_error(StatusCode::FORBIDDEN, "invalid_request_error", format!("This server's provider offers these models: {offered}.")))
+    }
 }
 
 async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Upstream, Response> {
@@ -124,7 +141,7 @@ async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Up
                 return Err(openai_error(StatusCode::BAD_GATEWAY, "upstream_error", "The instance's own provider is not on a public address."));
             }
             let client = if private { state.public_http.clone() } else { state.http.clone() };
-            Ok(Upstream { client, base_url: custom.base_url, api_key: key, model: custom.model })
+            Ok(Upstream { client, base_url: custom.base_url, api_key: key, model: custom.model, allowed: None })
         }
         None if settings.instances.llm.base_url.is_empty() => {
             Err(openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "No model provider is configured on this server (OCAAS_LLM_BASE_URL)."))
@@ -136,13 +153,38 @@ async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Up
                 base_url: llm.base_url.clone(),
                 api_key: llm.api_key.expose_secret().to_owned(),
                 model: llm.model.clone(),
+                allowed: llm.model.is_empty().then(|| llm.allowed_models.clone()),
             })
         }
     }
 }
 
-pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(owner): BrokerCaller, body: Body) -> Response {
+/// The body's declared size, if it is within `MAX_REQUEST` (unknown: `MAX_REQUEST`).
+fn declared_size(headers: &axum::http::HeaderMap) -> Option<usize> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(size) if size > MAX_REQUEST => None,
+        Some(size) => Some(size),
+        None => Some(MAX_REQUEST),
+    }
+}
+
+fn too_large() -> Response {
+    openai_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("Request bodies are limited to {MAX_REQUEST} bytes."))
+}
+
+pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(owner): BrokerCaller, request: axum::extract::Request) -> Response {
     let started = Instant::now();
+    let Some(size) = declared_size(request.headers()) else { return too_large() };
+    // Admitted before anything is read: one sandbox cannot take the broker's memory.
+    let _admitted = match state.bounds.admit(owner.instance_id, size) {
+        Ok(admitted) => admitted,
+        Err(Refusal::InstanceBusy) => {
+            let message = format!("This instance has {PER_INSTANCE} model calls in flight already; retry when one ends.");
+            return openai_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
+        }
+        Err(Refusal::BrokerBusy) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker is busy; retry shortly."),
+    };
     match repo::budget(&state.app.db, owner.user_id, owner.instance_id).await {
         Ok(budget) => {
             if let Some(message) = super::limits::exhausted(&budget) {
@@ -155,29 +197,40 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
         Ok(upstream) => upstream,
         Err(refusal) => return refusal,
     };
-    let Ok(raw) = axum::body::to_bytes(body, MAX_REQUEST).await else {
-        return openai_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("Request bodies are limited to {MAX_REQUEST} bytes."));
+    let body = Body::new(DeadlineBody::new(request.into_body(), BODY_GRACE));
+    let raw = match axum::body::to_bytes(body, MAX_REQUEST).await {
+        Ok(raw) => raw,
+        Err(error) if crate::inflight::deadline::is_too_slow(&error) => {
+            return openai_error(StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "The request body arrived too slowly.");
+        }
+        Err(_) => return too_large(),
     };
-    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(&raw) else {
+    let Some(fields) = bounds::fields(&raw) else {
         return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", "The body must be a JSON object.");
     };
-    if !llm.model.is_empty() {
-        request.insert("model".into(), Value::String(llm.model.clone()));
+    let asked = bounds::model(&fields);
+    let model = if llm.model.is_empty() { asked.clone() } else { Some(llm.model.clone()) };
+    if let Some(refusal) = llm.refuses(asked.as_deref()) {
+        return refusal;
     }
-    let streaming = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let streaming = bounds::streaming(&fields);
+    let forced_model = model.as_ref().filter(|_| !llm.model.is_empty()).and_then(|m| serde_json::value::to_raw_value(m).ok());
+    // Metering needs the usage chunk, whatever the gateway asked for.
+    let usage_option = RawValue::from_string(r#"{"include_usage":true}"#.to_owned()).expect("valid JSON");
+    let mut replace: Vec<(&str, &RawValue)> = Vec::new();
+    if let Some(forced) = &forced_model {
+        replace.push(("model", forced));
+    }
     if streaming {
-        // Metering needs the usage chunk, whatever the gateway asked for.
-        request.insert("stream_options".into(), json!({"include_usage": true}));
+        replace.push(("stream_options", &usage_option));
     }
-    let recorder = Recorder {
-        db: state.app.db.clone(),
-        owner: owner.clone(),
-        model: request.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned(),
-        request_bytes: raw.len(),
-        started,
-    };
+    let request_bytes = raw.len();
+    let outgoing = bounds::rewrite(fields, &replace);
+    drop(raw);
+    let recorder =
+        Recorder { db: state.app.db.clone(), owner: owner.clone(), model: model.unwrap_or_else(|| "unknown".into()), request_bytes, started };
     let url = format!("{}/chat/completions", llm.base_url.trim_end_matches('/'));
-    let sent = llm.client.post(url).bearer_auth(&llm.api_key).json(&request).send();
+    let sent = llm.client.post(url).bearer_auth(&llm.api_key).header(header::CONTENT_TYPE, "application/json").body(outgoing).send();
     let response = match tokio::time::timeout(HEAD_TIMEOUT, sent).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {

@@ -43,6 +43,10 @@ pub struct InstanceArgs {
     pub llm_api_key: SecretString,
     #[arg(long, env = "OCAAS_LLM_MODEL", default_value = "")]
     pub llm_model: String,
+    /// Without `OCAAS_LLM_MODEL`: the models sandboxes may ask for on the operator's key
+    /// (comma-separated); none listed, calls on the operator's key are refused.
+    #[arg(long, env = "OCAAS_LLM_ALLOWED_MODELS", value_delimiter = ',', default_value = "")]
+    pub llm_allowed_models: Vec<String>,
     /// Largest file `files/read` returns as text (bigger ones: use `files/download`).
     #[arg(long, env = "OCAAS_MAX_READ_BYTES", default_value_t = 1 << 20, value_parser = at_least_one::<u64>)]
     pub max_read_bytes: u64,
@@ -137,7 +141,9 @@ pub fn parse_size(raw: &str) -> Result<i64, String> {
 pub struct LlmSettings {
     pub base_url: String,
     pub api_key: SecretString,
+    /// The one model of the operator's provider; empty: one of `allowed_models`.
     pub model: String,
+    pub allowed_models: Vec<String>,
 }
 
 /// Sandbox settings the server reads at run time.
@@ -189,7 +195,12 @@ impl InstanceSettings {
             },
             ready_timeout: std::time::Duration::from_secs(args.ready_timeout_secs),
             reconcile_interval: std::time::Duration::from_secs(args.reconcile_secs),
-            llm: LlmSettings { base_url: args.llm_base_url.clone(), api_key: args.llm_api_key.clone(), model: args.llm_model.clone() },
+            llm: LlmSettings {
+                base_url: args.llm_base_url.clone(),
+                api_key: args.llm_api_key.clone(),
+                model: args.llm_model.clone(),
+                allowed_models: args.llm_allowed_models.iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect(),
+            },
             max_read_bytes: args.max_read_bytes,
             max_upload_bytes: args.max_upload_bytes,
             max_json_upload_bytes: args.max_json_upload_bytes,

@@ -379,3 +379,76 @@ async fn provider_failures_end_the_turn_with_a_clear_error_and_silence_on_usage_
     let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM model_usage ORDER BY id").fetch_all(&app.db).await.unwrap();
     assert_eq!(statuses, ["upstream_error", "failed", "ok"].map(String::from), "an error answer, a stream cut short, a complete one");
 }
+
+/// Resident memory of this process (the in-process server), in MiB: (now, peak).
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// From inside one sandbox: 100 concurrent 8 MiB bodies to the broker (never valid JSON, so
+/// none goes on to the provider); the statuses, or the exception each call ended with.
+const FLOOD: &str = r#"python3 - <<'EOF'
+import json, os, threading, http.client, urllib.parse
+base = json.load(open(os.path.expanduser('~/.openclaw/openclaw.json')))['models']['providers']['operator']['baseUrl']
+u = urllib.parse.urlparse(base)
+body = b'{"messages": "' + b'a' * ((8 << 20) - 32)
+statuses = []
+def one():
+    try:
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        c.request('POST', u.path + '/chat/completions', body=body, headers={'Authorization': 'Bearer ' + os.environ['OCAAS_LLM_API_KEY'], 'Content-Type': 'application/json'})
+        statuses.append(c.getresponse().status)
+    except Exception as e:
+        statuses.append(type(e).__name__)
+threads = [threading.Thread(target=one) for _ in range(100)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps(statuses))
+EOF"#;
+
+#[tokio::test]
+async fn a_sandbox_flooding_the_broker_with_large_bodies_stays_bounded_and_another_sandbox_is_served() {
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, _) = ready_instance(&app).await;
+    let (other, other_sandbox) = ready_instance(&app).await;
+    let other_token = tokio::task::spawn_blocking(move || sandbox_env(&other_sandbox, "OCAAS_LLM_API_KEY")).await.unwrap();
+    let (before, _) = rss_mib();
+    let peak = Arc::new(Mutex::new(0f64));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            for _ in 0..6000 {
+                let (now, _) = rss_mib();
+                {
+                    let mut top = peak.lock().unwrap();
+                    *top = top.max(now);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let flood = {
+        let (client, url, key) = (app.client.clone(), app.url(&format!("/api/instances/{id}/terminal/exec")), app.user.key.clone());
+        let body = json!({"command": FLOOD, "timeout_ms": 60000});
+        tokio::spawn(async move { client.post(url).bearer_auth(key).json(&body).send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (status, body) = call_broker(&app, &other, Some(&other_token)).await;
+    assert_eq!(status, 200, "another sandbox during the flood: {body}");
+    let out = flood.await.unwrap();
+    sampler.abort();
+    let statuses: Vec<Value> = serde_json::from_str(out["stdout"].as_str().unwrap().trim()).unwrap_or_else(|_| panic!("{out}"));
+    let peak = *peak.lock().unwrap();
+    println!("100 × 8 MiB broker bodies from one sandbox: RSS {before:.0} MiB before, {peak:.0} MiB at most; {statuses:?}");
+    assert_eq!(statuses.len(), 100);
+    assert!(statuses.iter().any(|s| s == 400), "some bodies were read whole (and refused as not JSON): {statuses:?}");
+    assert!(statuses.iter().all(|s| s != 500 && s != 502), "{statuses:?}");
+    assert!(peak < 256.0, "the server's RSS reached {peak:.0} MiB (from {before:.0} MiB)");
+    assert!(provider.requests.lock().unwrap().is_empty());
+}
