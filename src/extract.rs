@@ -159,6 +159,14 @@ where
 pub struct PublicOrigin(pub String);
 
 impl PublicOrigin {
+    /// Cookies get `Secure` when the origin clients use is https (`OCAAS_PUBLIC_URL`, or a
+    /// trusted proxy's `X-Forwarded-Proto`).
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+}
+
+impl PublicOrigin {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.0, path)
     }

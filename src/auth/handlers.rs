@@ -11,8 +11,8 @@ use super::models::{AccountView, ApiKeyView, CreateKeyRequest, CreatedApiKey, Lo
 use super::{repo, service};
 use crate::audit::AuditAction;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
-use crate::extract::ClientAddr;
 use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ClientAddr, PublicOrigin};
 use crate::state::AppState;
 
 /// Register an account
@@ -30,11 +30,16 @@ use crate::state::AppState;
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many attempts from this address; see `Retry-After`", body = ErrorBody),
     ))]
-pub async fn register(State(state): State<AppState>, client: ClientAddr, ApiJson(body): ApiJson<RegisterRequest>) -> AppResult<Response> {
+pub async fn register(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    origin: PublicOrigin,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> AppResult<Response> {
     state.auth_limits.check(client.as_deref(), None)?;
     let user = service::register(&state.db, state.settings.registration, &body.email, &body.password, body.invite_code.as_deref()).await?;
     crate::audit::record_action(&state.db, AuditAction::UserRegistered, user.id, client.as_deref(), None).await?;
-    logged_in(&state, user.id, StatusCode::CREATED).await
+    logged_in(&state, user.id, StatusCode::CREATED, &origin).await
 }
 
 /// Log in
@@ -51,7 +56,12 @@ pub async fn register(State(state): State<AppState>, client: ClientAddr, ApiJson
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
-pub async fn login(State(state): State<AppState>, client: ClientAddr, ApiJson(body): ApiJson<LoginRequest>) -> AppResult<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    origin: PublicOrigin,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> AppResult<Response> {
     state.auth_limits.check(client.as_deref(), Some(&body.email))?;
     let outcome = service::login(&state.db, &body.email, &body.password).await;
     let (action, actor) = match &outcome {
@@ -60,14 +70,14 @@ pub async fn login(State(state): State<AppState>, client: ClientAddr, ApiJson(bo
     };
     let event = crate::audit::Event { action, actor, email: Some(body.email.trim()), client: client.as_deref(), target: None };
     crate::audit::record(&state.db, event).await?;
-    logged_in(&state, outcome?.id, StatusCode::OK).await
+    logged_in(&state, outcome?.id, StatusCode::OK, &origin).await
 }
 
-async fn logged_in(state: &AppState, user_id: Uuid, status: StatusCode) -> AppResult<Response> {
+async fn logged_in(state: &AppState, user_id: Uuid, status: StatusCode, origin: &PublicOrigin) -> AppResult<Response> {
     let session = service::start_session(&state.db, user_id, state.settings.session_hours).await?;
     let account = service::account_view(&state.db, user_id, Some(session.csrf_token)).await?;
     let max_age = u64::from(state.settings.session_hours) * 3600;
-    let cookie = session_cookie(&session.token, max_age, state.settings.secure_cookies());
+    let cookie = session_cookie(&session.token, max_age, origin.is_https());
     let mut response = (status, Json(account)).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
@@ -90,12 +100,12 @@ fn session_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
             example = json!({"error": "unauthorized", "message": "The browser session has expired; log in again."})),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
     ))]
-pub async fn logout(State(state): State<AppState>, user: AuthUser, client: ClientAddr) -> AppResult<Response> {
+pub async fn logout(State(state): State<AppState>, user: AuthUser, client: ClientAddr, origin: PublicOrigin) -> AppResult<Response> {
     let mut headers = HeaderMap::new();
     if let Credential::Session { token_hash, .. } = &user.credential {
         repo::delete_session(&state.db, token_hash).await?;
         crate::audit::record_action(&state.db, AuditAction::Logout, user.user_id, client.as_deref(), None).await?;
-        headers.insert(header::SET_COOKIE, session_cookie("", 0, state.settings.secure_cookies()));
+        headers.insert(header::SET_COOKIE, session_cookie("", 0, origin.is_https()));
     }
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }

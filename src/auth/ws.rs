@@ -1,7 +1,8 @@
 //! Who opens a websocket to an instance. In order: a `ticket` query parameter (browsers, from
-//! `vnc-url`), `Authorization: Bearer` (curl, websocat, agents), or the `/account` session
-//! cookie — the last only when the handshake's `Origin` is this server's public origin, since a
-//! browser sends cookies on cross-site websocket handshakes and CORS does not apply to them.
+//! `vnc-url`; good for the desktop only, `DesktopCaller`), `Authorization: Bearer` (curl,
+//! websocat, agents), or the `/account` session cookie — the last only when the handshake's
+//! `Origin` is this server's public origin, since a browser sends cookies on cross-site
+//! websocket handshakes and CORS does not apply to them.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -20,6 +21,29 @@ pub struct WsCaller {
     pub instance_id: Uuid,
 }
 
+/// The caller of the desktop's websocket (`vnc/ws`), which a `vnc-url` ticket may open.
+pub struct DesktopCaller(pub WsCaller);
+
+async fn caller(parts: &mut Parts, state: &AppState, tickets_open_it: bool) -> AppResult<WsCaller> {
+    let InstanceId(instance_id) = InstanceId::from_request_parts(parts, state).await?;
+    let ticket = parts.uri.query().and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()));
+    let user = match ticket {
+        // A ticket is for the one purpose it was issued for; it is not spent elsewhere.
+        Some(_) if !tickets_open_it => return Err(AppError::unauthorized("A vnc-url ticket opens the desktop (vnc/ws) only; use an API key.")),
+        Some(ticket) => {
+            let user_id = tickets::redeem(&state.db, &ticket, instance_id).await?;
+            AuthUser { user_id, credential: Credential::Ticket }
+        }
+        None => {
+            if has_session_cookie_only(&parts.headers) {
+                check_origin(&parts.headers, &origin_for(&state.settings, &parts.headers))?;
+            }
+            authenticate(state, &Method::GET, &parts.headers).await?
+        }
+    };
+    Ok(WsCaller { user, instance_id })
+}
+
 impl<S> FromRequestParts<S> for WsCaller
 where
     AppState: FromRef<S>,
@@ -28,23 +52,19 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let InstanceId(instance_id) = InstanceId::from_request_parts(parts, state).await?;
-        let state = AppState::from_ref(state);
-        let ticket =
-            parts.uri.query().and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "ticket").map(|(_, v)| v.into_owned()));
-        let user = match ticket {
-            Some(ticket) => {
-                let user_id = tickets::redeem(&state.db, &ticket, instance_id).await?;
-                AuthUser { user_id, credential: Credential::Ticket }
-            }
-            None => {
-                if has_session_cookie_only(&parts.headers) {
-                    check_origin(&parts.headers, &origin_for(&state.settings, &parts.headers))?;
-                }
-                authenticate(&state, &Method::GET, &parts.headers).await?
-            }
-        };
-        Ok(WsCaller { user, instance_id })
+        caller(parts, &AppState::from_ref(state), false).await
+    }
+}
+
+impl<S> FromRequestParts<S> for DesktopCaller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        caller(parts, &AppState::from_ref(state), true).await.map(DesktopCaller)
     }
 }
 

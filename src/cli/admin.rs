@@ -133,6 +133,20 @@ pub enum SubscriptionCommand {
     },
 }
 
+/// `text` with every control character but newline and tab written as a `\u{…}` escape, so
+/// a stored escape sequence cannot move the cursor, retitle or recolour a terminal.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub async fn run(global: &GlobalArgs, command: AdminCommand) -> ExitCode {
     if let AdminCommand::Egress(command) = command {
         return match super::egress::run(command).await {
@@ -161,13 +175,15 @@ pub async fn run(global: &GlobalArgs, command: AdminCommand) -> ExitCode {
         Err(error) => Err(AppError::Internal(error)),
     };
     database.close().await;
+    // What was stored came from users (emails, targets, addresses): shown, never obeyed by the
+    // operator's terminal.
     match result {
         Ok(output) => {
-            println!("{output}");
+            println!("{}", terminal_safe(&output));
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            eprintln!("error: {}", terminal_safe(&describe(&error)));
             ExitCode::FAILURE
         }
     }
@@ -290,4 +306,12 @@ async fn usage(db: &sqlx::PgPool, email: Option<&str>, since: Option<chrono::Nai
         ));
     }
     Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(super::terminal_safe("a\u{1b}]0;pwned\u{7}b\nc\td\u{9b}"), "a\\u{1b}]0;pwned\\u{7}b\nc\td\\u{9b}");
+    }
 }

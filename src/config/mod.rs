@@ -268,11 +268,6 @@ impl Settings {
         let args = Defaults::from_arg_matches(&matches).expect("the defaults parse").serve;
         Settings::from_args(&args, image.to_owned()).expect("the defaults are valid")
     }
-
-    /// Cookies get `Secure` when the public origin is https.
-    pub fn secure_cookies(&self) -> bool {
-        self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
-    }
 }
 
 fn normalize_origin(raw: &str) -> anyhow::Result<String> {

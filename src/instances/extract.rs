@@ -89,8 +89,11 @@ where
         let app = AppState::from_ref(state);
         let user = AuthUser::from_request_parts(parts, state).await?;
         let InstanceId(id) = InstanceId::from_request_parts(parts, state).await?;
-        // The call is registered before the status is read: a pause either sees it, or made
-        // its change before this read, which then wakes the instance.
+        // Ownership first: a stranger's request registers no call (which would keep the
+        // instance awake or wait on its freeze). Then the call is registered before the status
+        // is read: a pause either sees it, or made its change before this read, which then
+        // wakes the instance.
+        owned(&app.db, &app.instance_lists, user.user_id, id).await?;
         let call = app.activity.call(id).await;
         let instance = owned(&app.db, &app.instance_lists, user.user_id, id).await?;
         let instance = power::awake(&app, instance, Wake::Resume).await?;

@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::tickets;
-use crate::auth::ws::WsCaller;
+use crate::auth::ws::DesktopCaller;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{PublicOrigin, ws_origin};
 use crate::instances::extract::{RunningInstance, running};
@@ -42,7 +42,7 @@ pub struct VncUrl {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Documents the `ticket` parameter, which `WsCaller` reads.
+/// Documents the `ticket` parameter, which `DesktopCaller` reads.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TicketQuery {
@@ -106,7 +106,7 @@ pub async fn vnc_url(
         (status = 429, description = "`too_many_concurrent`: the user's desktop connections are all open", body = ErrorBody),
         (status = 502, description = "`desktop_unavailable`: the sandbox's VNC server does not answer", body = ErrorBody),
     ))]
-pub async fn vnc_ws(State(state): State<AppState>, caller: WsCaller, WsUpgrade(upgrade): WsUpgrade) -> AppResult<Response> {
+pub async fn vnc_ws(State(state): State<AppState>, DesktopCaller(caller): DesktopCaller, WsUpgrade(upgrade): WsUpgrade) -> AppResult<Response> {
     let instance = running(&state, caller.user.user_id, caller.instance_id, Wake::Start).await?;
     let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Desktop)?;
     let busy = state.activity.hold(instance.id);

@@ -164,6 +164,21 @@ async fn cookies_are_secure_behind_an_https_public_url() {
 }
 
 #[tokio::test]
+async fn cookies_are_secure_when_a_trusted_proxy_says_https_and_only_then() {
+    let app = spawn_app_with(|s| s.trust_proxy = true).await;
+    let login = |proto: &'static str| {
+        app.anon(Method::POST, "/api/account/login")
+            .header("X-Forwarded-Proto", proto)
+            .header("X-Forwarded-Host", "ocaas.example.com")
+            .json(&json!({"email": "seed@example.com", "password": PASSWORD}))
+    };
+    let https = login("https").send().await.unwrap();
+    assert!(https.headers()["set-cookie"].to_str().unwrap().contains("; Secure"), "behind an https proxy");
+    let http = login("http").send().await.unwrap();
+    assert!(!http.headers()["set-cookie"].to_str().unwrap().contains("Secure"), "behind an http proxy");
+}
+
+#[tokio::test]
 async fn keys_are_listed_revoked_and_scoped_to_their_owner() {
     let app = spawn_app().await;
     let created = json(

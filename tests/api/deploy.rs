@@ -73,7 +73,11 @@ async fn assert_chat_streams_incrementally(http: &reqwest::Client, origin: &str,
 
 #[tokio::test]
 async fn ocaas_works_behind_nginx_with_the_committed_config() {
-    let app = spawn_app_with_docker(|s| s.trust_proxy = true).await;
+    let app = spawn_app_with_docker(|s| {
+        s.trust_proxy = true;
+        s.auth_per_minute_per_addr = std::num::NonZeroU32::new(20).unwrap();
+    })
+    .await;
     let (id, _) = ready_instance(&app).await;
     let (_nginx, proxy) = start_nginx(&app);
     let origin = format!("http://{proxy}");

@@ -74,6 +74,27 @@ async fn an_idle_instance_is_paused_then_stopped_by_the_policy_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_stranger_calling_someone_elses_instance_does_not_keep_it_awake() {
+    let app = spawn_app_with_docker(quick_idle(3, 600)).await;
+    let (id, _) = ready_instance(&app).await;
+    let stranger = ocaas::auth::service::create_user(&app.db, "stranger@example.com", crate::helpers::PASSWORD, None).await.unwrap();
+    let key = ocaas::auth::service::create_api_key(&app.db, stranger.id, None, None).await.unwrap().key;
+    let poller = {
+        let (client, url) = (app.client.clone(), app.url(&format!("/api/instances/{id}/files?path=/workspace")));
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let answer = client.get(&url).bearer_auth(&key).send().await.unwrap();
+                assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let paused = wait_status(&app, &id, "paused", Duration::from_secs(15)).await;
+    assert_eq!(paused["stop_reason"], "idle", "{paused}");
+    poller.abort();
+}
+
+#[tokio::test]
 async fn a_turn_streaming_longer_than_the_idle_interval_and_an_open_terminal_keep_it_awake() {
     let app = spawn_app_with_docker(quick_idle(2, 0)).await;
     let (id, sandbox) = ready_instance(&app).await;

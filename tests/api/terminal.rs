@@ -111,22 +111,26 @@ async fn terminal_handshakes_are_refused_before_upgrading() {
     let plain = app.api(Method::GET, &format!("/api/instances/{id}/terminal/ws")).send().await.unwrap();
     crate::helpers::assert_error(plain, StatusCode::UPGRADE_REQUIRED, "websocket_required").await;
 
-    // A ticket from vnc-url opens one terminal, once, while it is fresh.
+    // A ticket from vnc-url is for the desktop: it opens no terminal, and is not spent trying.
     let ticket = |body: serde_json::Value| body["ws_url"].as_str().unwrap().split("ticket=").nth(1).unwrap().to_owned();
-    let fresh = ticket(json(app.api(Method::GET, &format!("/api/instances/{id}/vnc-url")).send().await.unwrap(), StatusCode::OK).await);
-    let with_ticket = format!("{url}?ticket={fresh}");
-    let mut term = ws::open(&with_ticket, &[]).await.expect("a fresh ticket opens the terminal");
-    send_bytes(&mut term, b"echo ticket-$((5*5))\n").await;
-    read_until(&mut term, "ticket-25").await;
-    assert_refused(ws::open(&with_ticket, &[]).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    let vnc_url = json(app.api(Method::GET, &format!("/api/instances/{id}/vnc-url")).send().await.unwrap(), StatusCode::OK).await;
+    let (fresh, vnc_ws) = (ticket(vnc_url.clone()), vnc_url["ws_url"].as_str().unwrap().to_owned());
+    let refused = ws::open(&format!("{url}?ticket={fresh}"), &[]).await;
+    let Err((status, body)) = refused else { panic!("a vnc-url ticket opened a terminal") };
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["message"].as_str().unwrap().contains("desktop"), "{body}");
+    let desktop = ws::open(&vnc_ws, &[]).await;
+    assert!(desktop.is_ok(), "the ticket still opens the desktop it is for: {:?}", desktop.err());
+    assert_refused(ws::open(&vnc_ws, &[]).await, StatusCode::UNAUTHORIZED, "unauthorized");
 
+    let vnc = url.replace("/terminal/ws", "/vnc/ws");
     let stale = ticket(json(app.api(Method::GET, &format!("/api/instances/{id}/vnc-url")).send().await.unwrap(), StatusCode::OK).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let expired = ws::open(&format!("{url}?ticket={stale}"), &[]).await;
+    let expired = ws::open(&format!("{vnc}?ticket={stale}"), &[]).await;
     let Err((status, body)) = expired else { panic!("an expired ticket is refused") };
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
-    assert_refused(ws::open(&format!("{url}?ticket=made-up"), &[]).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_refused(ws::open(&format!("{vnc}?ticket=made-up"), &[]).await, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
 #[tokio::test]
