@@ -277,3 +277,26 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
     answer.headers_mut().insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
     answer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Upstream;
+
+    fn operator(allowed: Option<Vec<&str>>) -> Upstream {
+        let client = reqwest::Client::new();
+        let allowed = allowed.map(|a| a.into_iter().map(str::to_owned).collect());
+        Upstream { client, base_url: "http://provider.invalid/v1".into(), api_key: String::new(), model: String::new(), allowed }
+    }
+
+    #[test]
+    fn without_one_operator_model_only_allowed_models_may_be_asked_for() {
+        let listed = operator(Some(vec!["small", "large"]));
+        assert!(listed.refuses(Some("large")).is_none());
+        for asked in [Some("gpt-expensive"), None] {
+            let refused = listed.refuses(asked).expect("a model not offered is refused");
+            assert_eq!(refused.status(), axum::http::StatusCode::FORBIDDEN);
+        }
+        assert!(operator(Some(vec![])).refuses(Some("anything")).is_some(), "none listed: every call refused");
+        assert!(operator(None).refuses(Some("anything")).is_none(), "the user's own provider, or one operator model");
+    }
+}

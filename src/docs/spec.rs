@@ -52,9 +52,47 @@ impl Modify for BearerAuth {
     }
 }
 
-/// What can only be added once the domain routers' paths are in: the 401 answers.
+/// What can only be added once the domain routers' paths are in: the 401 answers, and the
+/// answers of the layer in front of every route (`inflight`).
 pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
     Unauthenticated.modify(spec);
+    InFlight.modify(spec);
+}
+
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+        .into()
+}
+
+/// Every operation but the probes can be refused for load (429 `too_many_in_flight`, 503
+/// `server_busy`), and one with a body can be cut for a slow body (408 `body_too_slow`);
+/// operations that document one of these codes keep their own description.
+struct InFlight;
+
+impl Modify for InFlight {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if matches!(path.as_str(), "/healthz" | "/readyz") {
+                continue;
+            }
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses
+                    .entry("429".to_owned())
+                    .or_insert_with(|| error_response("`too_many_in_flight`: this user or address has its requests in flight"));
+                responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| error_response("`server_busy`: the server is at `OCAAS_MAX_INFLIGHT`; see `Retry-After`"));
+                if operation.request_body.is_some() {
+                    responses.entry("408".to_owned()).or_insert_with(|| error_response("`body_too_slow`: the body arrived too slowly"));
+                }
+            }
+        }
+    }
 }
 
 /// Every operation that needs credentials (it does not opt out with `security(())`) can answer

@@ -69,10 +69,19 @@ async fn the_account_feed_records_logins_keys_and_instances_with_the_client_addr
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_recorded() {
-    let app = spawn_app_with(|s| s.trust_proxy = true).await;
-    assert_eq!(login(&app, "not the password", Some("203.0.113.9, 10.0.0.1")).await, StatusCode::UNAUTHORIZED);
+    // The chain: client 203.0.113.9 → a proxy at 10.0.0.1 → one on loopback → ocaas.
+    let app = spawn_app_with(|s| {
+        s.trust_proxy = true;
+        s.trusted_proxies.push(ocaas::config::parse_net("10.0.0.0/8").unwrap());
+    })
+    .await;
+    assert_eq!(login(&app, "not the password", Some("6.6.6.6, 203.0.113.9, 10.0.0.1")).await, StatusCode::UNAUTHORIZED);
     let feed = page(&app, "").await;
-    assert_eq!(feed["events"][0]["client_addr"], "203.0.113.9", "{feed}");
+    assert_eq!(feed["events"][0]["client_addr"], "203.0.113.9", "the right-most untrusted hop, not the forged left-most: {feed}");
+    // A hop that is not a trusted proxy is the client, whatever it claims came before it.
+    let untrusting = spawn_app_with(|s| s.trust_proxy = true).await;
+    assert_eq!(login(&untrusting, "not the password", Some("203.0.113.9, 10.0.0.1")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(page(&untrusting, "").await["events"][0]["client_addr"], "10.0.0.1");
 }
 
 #[tokio::test]

@@ -183,14 +183,39 @@ async fn scheduled_backups_run_and_keep_only_the_newest() {
 }
 
 #[tokio::test]
-async fn snapshots_past_the_users_storage_quota_are_refused_and_deleting_frees_room() {
-    let app = spawn_app_with_docker(|settings| settings.snapshots.quota_bytes = 1).await;
-    let (id, _) = ready_instance(&app).await;
+async fn snapshots_past_the_users_storage_quota_are_refused_stopped_mid_pack_and_leave_nothing() {
+    let app = spawn_app_with_docker(|settings| settings.snapshots.quota_bytes = 2 << 20).await;
+    let (id, sandbox) = ready_instance(&app).await;
     let first = snapshot(&app, &id, "fits").await;
+    let list = |app: &TestApp| app.api(Method::GET, &format!("/api/instances/{id}/snapshots")).send();
+    let files = |app: &TestApp| {
+        let dir = app.state.settings.snapshots.root.join(app.user.id.to_string());
+        let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    // 4 MiB of noise does not fit in what the 2 MiB quota leaves: the pack stops past it.
+    assert_eq!(sandbox_sh(&sandbox, "head -c 4194304 /dev/urandom > /workspace/noise.bin && echo done"), "done");
+    let refused = app.api(Method::POST, &format!("/api/instances/{id}/snapshots")).json(&json!({})).send().await.unwrap();
+    let body = assert_error(refused, StatusCode::FORBIDDEN, "snapshot_quota_exceeded").await;
+    assert!(body["message"].as_str().unwrap().contains("not kept"), "{body}");
+    let kept = json(list(&app).await.unwrap(), StatusCode::OK).await;
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "only the first snapshot is listed: {kept}");
+    assert_eq!(files(&app), vec![format!("{}.tar.gz", first["id"].as_str().unwrap())], "no partial archive is left on the host");
+
+    // With the quota used up, a new snapshot is refused before anything is packed.
+    sqlx::query("UPDATE subscriptions SET snapshot_quota_bytes = 1 WHERE user_id = $1").bind(app.user.id).execute(&app.db).await.unwrap();
     let refused = app.api(Method::POST, &format!("/api/instances/{id}/snapshots")).json(&json!({})).send().await.unwrap();
     let body = assert_error(refused, StatusCode::FORBIDDEN, "snapshot_quota_exceeded").await;
     assert!(body["message"].as_str().unwrap().contains("delete some"), "{body}");
     let sid = first["id"].as_str().unwrap();
     assert_eq!(app.api(Method::DELETE, &format!("/api/instances/{id}/snapshots/{sid}")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    sqlx::query("UPDATE subscriptions SET snapshot_quota_bytes = $2 WHERE user_id = $1")
+        .bind(app.user.id)
+        .bind(2i64 << 20)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(sandbox_sh(&sandbox, "rm /workspace/noise.bin && echo done"), "done");
     snapshot(&app, &id, "fits again").await;
 }
