@@ -96,6 +96,7 @@ error_codes! {
     DesktopUnavailable = (BAD_GATEWAY, "desktop_unavailable", "The sandbox's VNC server does not answer."),
     CapacityExhausted = (SERVICE_UNAVAILABLE, "capacity_exhausted", "The server runs `OCAAS_MAX_INSTANCES` instances; `Retry-After` says when to retry."),
     NotReady = (SERVICE_UNAVAILABLE, "not_ready", "`/readyz`: the database or the engine is unreachable."),
+    SessionLimitReached = (CONFLICT, "session_limit_reached", "The instance has the most chat sessions allowed (1,000)."),
     TooManyInFlight = (TOO_MANY_REQUESTS, "too_many_in_flight", "The user (`OCAAS_USER_MAX_INFLIGHT`) or, without credentials, the client address (`OCAAS_ADDR_MAX_INFLIGHT`) already has that many requests being handled."),
     BodyTooSlow = (REQUEST_TIMEOUT, "body_too_slow", "The request body did not arrive within `OCAAS_BODY_TIMEOUT_SECS` at 4 KiB/s or more."),
     ServerBusy = (SERVICE_UNAVAILABLE, "server_busy", "`OCAAS_MAX_INFLIGHT` requests are being handled; retry after `Retry-After`."),

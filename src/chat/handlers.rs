@@ -20,6 +20,9 @@ use crate::instances::extract::{OwnedInstance, RunningInstance};
 use crate::instances::power::{self, Wake};
 use crate::state::{AppState, SlotKind};
 
+/// Chat sessions one instance may have (each is a row, and listed whole).
+pub const MAX_SESSIONS: i64 = 1000;
+
 type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
@@ -58,6 +61,7 @@ pub async fn list_sessions(State(state): State<AppState>, OwnedInstance { instan
         (status = 400, description = "Bad JSON or title", body = ErrorBody),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
+        (status = 409, description = "`session_limit_reached`: the instance has 1,000 sessions", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
 pub async fn create_session(
@@ -69,7 +73,13 @@ pub async fn create_session(
     if title.is_some_and(|t| t.chars().count() > 200) {
         return Err(AppError::new(ErrorCode::InvalidRequest, "`title` must be at most 200 characters."));
     }
-    Ok((StatusCode::CREATED, Json(repo::insert_session(&state.db, instance.id, title).await?.into())))
+    let created = repo::insert_session_capped(&state.db, instance.id, title, MAX_SESSIONS).await?.ok_or_else(|| {
+        AppError::new(
+            ErrorCode::SessionLimitReached,
+            format!("The instance has {MAX_SESSIONS} chat sessions, the most it may; continue one of them."),
+        )
+    })?;
+    Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 /// Send a message (synchronous)

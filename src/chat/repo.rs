@@ -43,6 +43,22 @@ pub async fn insert_session(db: impl PgExecutor<'_>, instance_id: Uuid, title: O
     .await
 }
 
+/// Like `insert_session`, unless the instance has `max` sessions already (then `None`).
+pub async fn insert_session_capped(db: impl PgExecutor<'_>, instance_id: Uuid, title: Option<&str>, max: i64) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"INSERT INTO chat_sessions (id, instance_id, title)
+           SELECT $1, $2, $3 WHERE (SELECT count(*) FROM chat_sessions WHERE instance_id = $2) < $4
+           RETURNING id, instance_id, title, created_at, last_activity_at, 0::bigint AS "message_count!""#,
+        Uuid::now_v7(),
+        instance_id,
+        title,
+        max
+    )
+    .fetch_optional(db)
+    .await
+}
+
 pub async fn list_sessions(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
     sqlx::query_as!(
         SessionRow,

@@ -1,6 +1,6 @@
 //! The server's own seams against one hostile client: request bodies that never finish,
-//! many requests in flight from one address or one user. Loopback only, bounded in count
-//! and time.
+//! many requests in flight from one address or one user, sessions without end. Loopback only,
+//! bounded in count and time.
 
 use std::time::{Duration, Instant};
 
@@ -83,4 +83,22 @@ async fn one_user_cannot_hold_more_requests_than_its_cap_and_others_are_not_affe
         assert_eq!(answer(stream, until).await.map(|a| a.0), Some(408));
     }
     assert_eq!(app.api(Method::GET, "/api/account").send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_instance_has_at_most_a_thousand_chat_sessions() {
+    let app = crate::helpers::spawn_app().await;
+    let instance = app.ready_instance_row().await;
+    sqlx::query("INSERT INTO chat_sessions (id, instance_id) SELECT gen_random_uuid(), $1 FROM generate_series(1, 999)")
+        .bind(instance)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let path = format!("/api/instances/{instance}/chat/sessions");
+    let last = app.api(Method::POST, &path).json(&serde_json::json!({"title": "the thousandth"})).send().await.unwrap();
+    assert_eq!(last.status(), StatusCode::CREATED);
+    let over = app.api(Method::POST, &path).json(&serde_json::json!({})).send().await.unwrap();
+    crate::helpers::assert_error(over, StatusCode::CONFLICT, "session_limit_reached").await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_sessions WHERE instance_id = $1").bind(instance).fetch_one(&app.db).await.unwrap();
+    assert_eq!(count, 1000);
 }
