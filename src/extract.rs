@@ -164,9 +164,7 @@ impl PublicOrigin {
     pub fn is_https(&self) -> bool {
         self.0.starts_with("https://")
     }
-}
 
-impl PublicOrigin {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.0, path)
     }
@@ -221,8 +219,7 @@ pub fn client_ip(settings: &crate::config::Settings, headers: &axum::http::Heade
         return peer;
     }
     let hops = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim);
-    let hops: Vec<&str> = hops.collect();
-    for hop in hops.iter().rev() {
+    for hop in hops.rev() {
         match hop.parse::<std::net::IpAddr>() {
             Ok(ip) if trusted(&ip) => continue,
             Ok(ip) => return Some(ip),

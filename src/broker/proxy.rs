@@ -136,7 +136,7 @@ async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Up
             // addresses checked; a literal address is never resolved, so it is checked here.
             let host = url::Url::parse(&custom.base_url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
             let private = !settings.instances.model_allow_private;
-            let literal_refused = private && host.trim_matches(['[', ']']).parse().is_ok_and(|ip| !crate::runtime::egress::is_public(ip));
+            let literal_refused = private && crate::runtime::outbound::literal(&host).is_some_and(|ip| !crate::runtime::egress::is_public(ip));
             if literal_refused {
                 return Err(openai_error(StatusCode::BAD_GATEWAY, "upstream_error", "The instance's own provider is not on a public address."));
             }
@@ -214,7 +214,7 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
         return refusal;
     }
     let streaming = bounds::streaming(&fields);
-    let forced_model = model.as_ref().filter(|_| !llm.model.is_empty()).and_then(|m| serde_json::value::to_raw_value(m).ok());
+    let forced_model = (!llm.model.is_empty()).then(|| serde_json::value::to_raw_value(&llm.model).ok()).flatten();
     // Metering needs the usage chunk, whatever the gateway asked for.
     let usage_option = RawValue::from_string(r#"{"include_usage":true}"#.to_owned()).expect("valid JSON");
     let mut replace: Vec<(&str, &RawValue)> = Vec::new();

@@ -3,8 +3,7 @@
 //! and a turn in progress just waits; a paused or stopped one is copied as it is. Packing and
 //! unpacking run on the blocking pool, a few at a time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -17,7 +16,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::lifecycle::disk_spec;
 use crate::instances::models::InstanceStatus;
 use crate::instances::repo::InstanceRow;
-use crate::state::AppState;
+use crate::state::{AppState, KeyedLocks};
 
 /// How long a snapshot waits for commands and file operations to finish before it copies a
 /// running sandbox without freezing it.
@@ -31,23 +30,7 @@ pub const PACK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 
 /// One pack at a time per user: a user's second snapshot waits for the first instead of
 /// taking the other global permit.
-static USER_PACKS: std::sync::LazyLock<std::sync::Mutex<HashMap<Uuid, Weak<tokio::sync::Mutex<()>>>>> = std::sync::LazyLock::new(Default::default);
-
-async fn user_pack_turn(user_id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
-    let lock = {
-        let mut locks = USER_PACKS.lock().unwrap_or_else(|e| e.into_inner());
-        locks.retain(|_, lock| lock.strong_count() > 0);
-        match locks.get(&user_id).and_then(Weak::upgrade) {
-            Some(lock) => lock,
-            None => {
-                let lock = Arc::new(tokio::sync::Mutex::new(()));
-                locks.insert(user_id, Arc::downgrade(&lock));
-                lock
-            }
-        }
-    };
-    lock.lock_owned().await
-}
+static USER_PACKS: std::sync::LazyLock<KeyedLocks<Uuid>> = std::sync::LazyLock::new(KeyedLocks::default);
 
 pub fn store(state: &AppState) -> Arc<dyn SnapshotStore> {
     Arc::new(LocalStore::new(&state.settings.snapshots.root))
@@ -88,7 +71,7 @@ pub async fn take(state: &AppState, instance: &InstanceRow, kind: SnapshotKind, 
 /// and then leaves nothing behind.
 pub async fn take_locked(state: &AppState, instance: &InstanceRow, kind: SnapshotKind, name: Option<&str>) -> AppResult<SnapshotRow> {
     let user_id = instance.user_id.ok_or_else(crate::extract::instance_not_found)?;
-    let _turn = user_pack_turn(user_id).await;
+    let _turn = USER_PACKS.lock(user_id).await;
     let max_bytes = room_for(state, user_id, kind).await?;
     let new = NewSnapshot { instance_id: instance.id, user_id, name, kind, image: &instance.image };
     let row = repo::insert(&state.db, &new).await?;

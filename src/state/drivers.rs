@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::OwnedMutexGuard;
 
@@ -17,7 +17,7 @@ use uuid::Uuid;
 pub struct Drivers {
     running: Mutex<HashMap<Uuid, (u64, CancellationToken)>>,
     next_generation: AtomicU64,
-    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    locks: super::KeyedLocks<Uuid>,
 }
 
 impl Drivers {
@@ -54,24 +54,19 @@ impl Drivers {
         self.lock().contains_key(&id)
     }
 
-    fn instance_lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(id).or_default().clone()
-    }
-
     /// Waits for, then holds, the right to do engine work on the instance.
     pub async fn hold(&self, id: Uuid) -> OwnedMutexGuard<()> {
-        self.instance_lock(id).lock_owned().await
+        self.locks.lock(id).await
     }
 
     /// The instance's lock if nobody holds it now.
     pub fn try_hold(&self, id: Uuid) -> Option<OwnedMutexGuard<()>> {
-        self.instance_lock(id).try_lock_owned().ok()
+        self.locks.try_lock(id)
     }
 
     /// Drops the lock of a deleted instance (whoever still holds it keeps a valid one).
     pub fn forget(&self, id: Uuid) {
-        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.locks.forget(&id);
     }
 }
 

@@ -31,7 +31,16 @@ async fn logs_show_the_gateway_and_the_sandbox_output_bounded() {
     assert_eq!(chat.status(), StatusCode::OK);
     // Anything in the sandbox may print to the container's output; a 100 kB line is cut.
     exec(&app, &id, "echo to-stderr >&2 >/proc/1/fd/2; head -c 100000 /dev/zero | tr '\\0' x >/proc/1/fd/1; echo >/proc/1/fd/1; echo after-the-long-one >/proc/1/fd/1").await;
-    let later = json(app.api(Method::GET, &format!("{logs}?tail=50")).send().await.unwrap(), StatusCode::OK).await;
+    // The engine copies the container's output to its log asynchronously: wait (bounded) for the
+    // last line to arrive before judging what came before it.
+    let mut later = Value::Null;
+    for _ in 0..50 {
+        later = json(app.api(Method::GET, &format!("{logs}?tail=50")).send().await.unwrap(), StatusCode::OK).await;
+        if texts(&later).iter().any(|t| t == "after-the-long-one") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let lines = later["lines"].as_array().unwrap();
     assert!(lines.iter().any(|l| l["text"].as_str().unwrap().starts_with("[gateway] chat completion")), "{later}");
     assert!(lines.iter().any(|l| l["stream"] == "stderr" && l["text"] == "to-stderr"), "{later}");

@@ -46,7 +46,7 @@ impl PublicOnly {
 
     /// The host's addresses, if there are some and all are public; else why not.
     pub async fn check(&self, host: &str) -> Result<Vec<IpAddr>, String> {
-        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        if let Some(ip) = literal(host) {
             return if is_public(ip) { Ok(vec![ip]) } else { Err(format!("`{host}` is not a public address")) };
         }
         let found = (self.lookup)(host.to_owned()).await.map_err(|_| format!("`{host}` could not be resolved"))?;
@@ -55,6 +55,11 @@ impl PublicOnly {
         }
         Ok(found)
     }
+}
+
+/// The address a URL's host names literally (`203.0.113.7`, `[::1]`), which no resolver sees.
+pub fn literal(host: &str) -> Option<IpAddr> {
+    host.trim_matches(['[', ']']).parse().ok()
 }
 
 impl reqwest::dns::Resolve for PublicOnly {
