@@ -27,7 +27,7 @@ pub struct ErrorBody {
 macro_rules! error_codes {
     ($($variant:ident = ($status:ident, $code:literal, $meaning:literal),)*) => {
         /// Every error code the API answers with. Adding a condition means adding a row here
-        /// (and to the README's table, which a test compares with this one).
+        /// (and to the table in docs/api.md, which a test compares with this one).
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum ErrorCode { $($variant,)* }
 
@@ -42,7 +42,7 @@ macro_rules! error_codes {
                 match self { $(ErrorCode::$variant => StatusCode::$status,)* }
             }
 
-            /// When the code is answered, for the README.
+            /// When the code is answered, for the docs.
             pub fn meaning(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $meaning,)* }
             }
@@ -215,15 +215,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_unique_snake_case_and_listed_in_the_readme() {
-        let readme = include_str!("../README.md");
+    fn codes_are_unique_snake_case_and_listed_in_the_api_notes() {
+        let notes = include_str!("../docs/api.md");
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             let text = code.as_str();
             assert!(seen.insert(text), "{text} is listed twice");
             assert!(text.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{text} is not snake_case");
             let row = format!("| `{text}` | {} |", code.status().as_u16());
-            assert!(readme.contains(&row), "README's error table lacks the row starting `{row}`");
+            assert!(notes.contains(&row), "the error table of docs/api.md lacks the row starting `{row}`");
         }
     }
 

@@ -1,7 +1,8 @@
-//! ocaas: self-hosted OpenClaw as a Service. The layers, bottom to top (see README,
-//! "Architecture"): shared foundations, the state, the domains, and the router and serve.
+//! ocaas: self-hosted OpenClaw as a Service. The layers, bottom to top (see docs/architecture.md):
+//! shared foundations, the state, the domains, and the router and serve.
 
 // Foundations: no ocaas imports above this line's neighbours.
+pub mod binary;
 pub mod config;
 pub mod db;
 pub mod error;

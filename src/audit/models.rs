@@ -7,7 +7,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::repo::AuditRow;
 
 crate::text_enum! {
-    #[derive(utoipa::ToSchema)]
     pub enum AuditAction {
         LoginSucceeded => "login_succeeded",
         LoginFailed => "login_failed",

@@ -36,11 +36,9 @@ pub struct ChatMessage {
     pub id: Uuid,
     pub session_id: Uuid,
     /// `user`, `assistant` or `system`.
-    #[schema(value_type = String)]
     pub role: Role,
     pub content: String,
     /// `complete`, `streaming` or `error`.
-    #[schema(value_type = String)]
     pub status: MessageStatus,
     /// Why the message is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]

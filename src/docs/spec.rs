@@ -68,7 +68,7 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
 }
 
 /// Every operation but the probes can be refused for load (429 `too_many_in_flight`, 503
-/// `server_busy`), and one with a body can be cut for a slow body (408 `body_too_slow`);
+/// `server_busy`), and one with a body can refuse it (408 `body_too_slow`, 413, 415);
 /// operations that document one of these codes keep their own description.
 struct InFlight;
 
@@ -87,8 +87,16 @@ impl Modify for InFlight {
                 responses
                     .entry("503".to_owned())
                     .or_insert_with(|| error_response("`server_busy`: the server is at `OCAAS_MAX_INFLIGHT`; see `Retry-After`"));
+                // A body is read by the same bounded extractors everywhere: too slow, too large,
+                // or not the declared media type.
                 if operation.request_body.is_some() {
                     responses.entry("408".to_owned()).or_insert_with(|| error_response("`body_too_slow`: the body arrived too slowly"));
+                    responses
+                        .entry("413".to_owned())
+                        .or_insert_with(|| error_response("`payload_too_large`: the body is larger than this endpoint accepts"));
+                    responses
+                        .entry("415".to_owned())
+                        .or_insert_with(|| error_response("`unsupported_media_type`: the body is not of the declared type"));
                 }
             }
         }

@@ -265,7 +265,7 @@ pub async fn delete(
 #[utoipa::path(get, path = "/api/instances/{instanceId}/files/download", tag = "files",
     params(RunningInstance, PathQuery),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = crate::binary::Binary,
             example = json!("Hello from the API\n")),
         (status = 400, description = "`invalid_path`, `is_a_directory` or `not_a_regular_file`", body = ErrorBody),
         (status = 403, description = "`permission_denied`", body = ErrorBody),

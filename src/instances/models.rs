@@ -10,7 +10,6 @@ use super::repo::InstanceRow;
 // Where an instance is in its lifecycle (the `instances.status` column). A plain comment: a
 // doc comment would become the schema's description and change the published document.
 crate::text_enum! {
-    #[derive(ToSchema)]
     pub enum InstanceStatus {
         Provisioning => "provisioning",
         Ready => "ready",
@@ -29,7 +28,6 @@ crate::text_enum! {
 
 // Why a paused or stopped instance is so, when not its user's doing.
 crate::text_enum! {
-    #[derive(ToSchema)]
     pub enum StopReason {
         Idle => "idle",
     }

@@ -104,7 +104,7 @@ pub async fn delete(State(state): State<AppState>, owned: OwnedInstance, ApiPath
 #[utoipa::path(get, path = "/api/instances/{instanceId}/snapshots/{snapshotId}/download", tag = "snapshots", operation_id = "download_snapshot",
     params(SnapshotPath),
     responses(
-        (status = 200, description = "The archive", content_type = "application/gzip", body = Vec<u8>),
+        (status = 200, description = "The archive", content_type = "application/gzip", body = crate::binary::Binary),
         (status = 404, description = "`instance_not_found` or `snapshot_not_found`", body = ErrorBody),
         (status = 409, description = "`invalid_state`: the snapshot is not ready", body = ErrorBody),
     ))]

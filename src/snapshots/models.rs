@@ -9,7 +9,6 @@ use super::repo::SnapshotRow;
 
 // Who took a snapshot. A plain comment: a doc comment would become the schema's description.
 crate::text_enum! {
-    #[derive(ToSchema)]
     pub enum SnapshotKind {
         Manual => "manual",
         Scheduled => "scheduled",
@@ -19,7 +18,6 @@ crate::text_enum! {
 }
 
 crate::text_enum! {
-    #[derive(ToSchema)]
     pub enum SnapshotStatus {
         Creating => "creating",
         Ready => "ready",

@@ -69,7 +69,7 @@ async fn a_sign_in_flood_does_not_grow_the_server() {
     std::fs::create_dir_all(&dir).unwrap();
     // A real server process (its memory is what is measured), with the limits out of the way so
     // that every attempt is hashed.
-    let child = Command::new(env!("CARGO_BIN_EXE_ocaas"))
+    let child = crate::helpers::same_host_policy(&mut Command::new(env!("CARGO_BIN_EXE_ocaas")))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", &database_url)
         .env("OCAAS_DATA_DIR", &dir)

@@ -78,7 +78,8 @@ pub fn test_settings() -> Settings {
     instances.max_upload_bytes = 64 << 20;
     // Small storage images (sparse; created per instance and removed with it).
     instances.disk_quota_bytes = 1 << 30;
-    instances.disk_root = test_disk_root();
+    // A root per test server: its drop can unmount and remove everything under it.
+    instances.disk_root = test_disk_root().join(Uuid::new_v4().simple().to_string());
     // The isolation tests' allowlisted listener; every test server puts the same policy in place.
     instances.egress.allow = vec![ALLOWLISTED_NET.parse().unwrap()];
     // Every test server has a broker; each binds the first free port of one shared range.
@@ -87,10 +88,20 @@ pub fn test_settings() -> Settings {
     settings
 }
 
+/// The brokers' port range of every test server (each binds its first free port).
+pub const BROKER_PORTS: &str = "18800-18999";
+
+/// The egress policy is one per host, put in place by every server that starts: an `ocaas
+/// serve` a test runs must ask for the same one as the others (their brokers' ports, the
+/// isolation tests' network), or the other tests' sandboxes lose their brokers while it runs.
+pub fn same_host_policy(command: &mut std::process::Command) -> &mut std::process::Command {
+    command.env("OCAAS_BROKER_PORT", BROKER_PORTS).env("OCAAS_EGRESS_ALLOW", ALLOWLISTED_NET)
+}
+
 /// A network the isolation tests put a listener in and every test server allowlists.
 pub const ALLOWLISTED_NET: &str = "10.213.77.0/24";
 
-/// Where test instances' storage lives (shared by all test processes; names are unique).
+/// Where test instances' storage lives (each test server has a directory of its own in it).
 pub fn test_disk_root() -> std::path::PathBuf {
     std::env::temp_dir().join("ocaas-test-instances")
 }
@@ -136,6 +147,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub user: SeededUser,
     pub state: AppState,
+    /// The first server of a test owns its storage root and clears it when dropped; a
+    /// respawned one (same database, same root) leaves that to it.
+    owns_storage: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -156,7 +170,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let user = service::create_user(&pool, "seed@example.com", PASSWORD, None).await.expect("seeding a user");
     let key = service::create_api_key(&pool, user.id, Some("seed"), None).await.expect("seeding a key").key;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { address, db: pool, database_url, client, user: SeededUser { id: user.id, email: user.email, key }, state }
+    TestApp { address, db: pool, database_url, client, user: SeededUser { id: user.id, email: user.email, key }, state, owns_storage: true }
 }
 
 /// A second server process on the same database as `app` (as after a restart).
@@ -176,7 +190,7 @@ pub async fn respawn_with(app: &TestApp, configure: impl FnOnce(&mut Settings)) 
     start_background_tasks(&state);
     tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
     let user = SeededUser { id: app.user.id, email: app.user.email.clone(), key: app.user.key.clone() };
-    TestApp { address, db: app.db.clone(), database_url: app.database_url.clone(), client: app.client.clone(), user, state }
+    TestApp { address, db: app.db.clone(), database_url: app.database_url.clone(), client: app.client.clone(), user, state, owns_storage: false }
 }
 
 /// Grants the seeded user a plan, creates an instance over the API and waits until it is ready.
@@ -256,10 +270,43 @@ impl Drop for TestApp {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_file(dir.with_extension("img"));
         }
+        // And whatever else is mounted under the root (an instance whose container was gone).
+        if self.owns_storage {
+            unmount_under(root);
+            let _ = std::fs::remove_dir_all(root);
+        }
         let volumes = list(&["volume", "ls", "-q", "--filter", &label]);
         if !volumes.is_empty() {
             let _ = std::process::Command::new("docker").args(["volume", "rm", "-f"]).args(&volumes).output();
         }
+    }
+}
+
+/// Removes the ocaas containers whose mounts come from under `root` (those of a server
+/// process a test started with its data there), then unmounts what is left under it.
+pub fn clear_server_dir(root: &std::path::Path) {
+    let output = |args: &[&str]| -> String {
+        std::process::Command::new("docker").args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    let managed = output(&["ps", "-aq", "--filter", "label=ocaas.deployment"]);
+    for id in managed.split_whitespace() {
+        let sources = output(&["inspect", "--format", "{{range .Mounts}}{{.Source}}\n{{end}}", id]);
+        if sources.lines().any(|source| std::path::Path::new(source).starts_with(root)) {
+            let _ = std::process::Command::new("docker").args(["rm", "-f", "-v", id]).output();
+        }
+    }
+    unmount_under(root);
+}
+
+/// Lazily unmounts every mount point at or below `root` (deepest first).
+pub fn unmount_under(root: &std::path::Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Field 5 is the mount point, with spaces and the like written as octal escapes.
+    let mut points: Vec<String> = mountinfo.lines().filter_map(|line| line.split(' ').nth(4)).map(|p| p.replace("\\040", " ")).collect();
+    points.retain(|point| std::path::Path::new(point).starts_with(root));
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&point).output();
     }
 }
 
@@ -378,14 +425,12 @@ pub struct ServerProcess {
 pub fn serve_process(database_url: &str, data_dir: &std::path::Path, image: &str) -> ServerProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // The same egress policy as every other test server on this host.
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ocaas"))
+    let child = same_host_policy(&mut std::process::Command::new(env!("CARGO_BIN_EXE_ocaas")))
         .env("DATABASE_URL", database_url)
         .env("OCAAS_DATA_DIR", data_dir)
         .env("OCAAS_SANDBOX_IMAGE", image)
         .env("OCAAS_READY_TIMEOUT_SECS", "12")
         .env("OCAAS_RECONCILE_SECS", "1")
-        .env("OCAAS_BROKER_PORT", "18800-18999")
-        .env("OCAAS_EGRESS_ALLOW", ALLOWLISTED_NET)
         .env("OCAAS_INSTANCE_DISK", "1g")
         .env("OCAAS_AUTO_INSTALL", "false")
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])

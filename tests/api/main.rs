@@ -10,6 +10,7 @@ mod auth_cache;
 mod broker;
 mod browser;
 mod chat;
+mod conformance;
 mod dashboard;
 mod deploy;
 mod desktop;

@@ -13,6 +13,8 @@ impl Drop for Server {
         // SAFETY: signalling our own child; SIGTERM lets it stop its PostgreSQL.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
+        // The server leaves its sandboxes running when it stops (as it should); the test does not.
+        crate::helpers::clear_server_dir(&self.1);
         let _ = std::fs::remove_dir_all(&self.1);
     }
 }
@@ -30,7 +32,7 @@ async fn the_readme_first_instance_block_works_as_written() {
     let data_dir = std::env::temp_dir().join(format!("ocaas-quickstart-{}", uuid::Uuid::new_v4().simple()));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let binary = env!("CARGO_BIN_EXE_ocaas");
-    let child = Command::new(binary)
+    let child = crate::helpers::same_host_policy(&mut Command::new(binary))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .env_remove("DATABASE_URL")
         .env("OCAAS_DATA_DIR", &data_dir)
@@ -65,4 +67,25 @@ async fn the_readme_first_instance_block_works_as_written() {
     assert_eq!(exchange["user_message"]["content"], "Hello");
     assert_eq!(exchange["assistant_message"]["status"], "complete", "{exchange}");
     assert!(!exchange["assistant_message"]["content"].as_str().unwrap_or_default().is_empty(), "{exchange}");
+}
+
+#[test]
+fn the_readme_is_short_and_reaches_every_page_of_the_docs() {
+    let readme = include_str!("../../README.md");
+    assert!(readme.len() < 8 << 10, "the README is {} bytes: a newcomer's page stays under 8 KiB", readme.len());
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    for entry in std::fs::read_dir(&docs).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(readme.contains(&format!("](docs/{name})")), "the README does not link docs/{name}");
+    }
+    // Links between the pages lead to pages that exist.
+    for entry in std::fs::read_dir(&docs).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for link in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            let file = link.split('#').next().unwrap();
+            if file.ends_with(".md") && !file.contains("://") {
+                assert!(docs.join(file).exists(), "a link to {file}, which is not in docs/");
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ impl Drop for TempDir {
 
 fn ocaas(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ocaas"));
-    command.env_remove("DATABASE_URL").env("OCAAS_DATA_DIR", data_dir);
+    crate::helpers::same_host_policy(&mut command).env_remove("DATABASE_URL").env("OCAAS_DATA_DIR", data_dir);
     command
 }
 

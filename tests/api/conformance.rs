@@ -1,0 +1,128 @@
+//! The served OpenAPI document is the wire, checked by two independent programs against the
+//! live server: schemathesis fuzzes every non-streaming operation and checks each answer
+//! against the document (and that none is a server error); openapi-python-client generates a
+//! client from the document, and that client drives a user's first steps.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{TestApp, json, ready_instance, spawn_app_with_docker};
+
+/// A Python tool the test command installs (`.ci/run`); missing, the test fails and says so.
+fn python_tool(module: &str) {
+    let found = std::process::Command::new("python3").args(["-c", &format!("import {module}")]).output();
+    assert!(found.is_ok_and(|o| o.status.success()), "this test needs the Python package `{module}` (the test command `./.ci/run` installs it)");
+}
+
+/// A ready instance with something in each list: a chat exchange, a file, a snapshot.
+async fn lived_in(app: &TestApp) -> (String, String) {
+    let (id, _) = ready_instance(app).await;
+    // Creates beyond the one instance are refused (403), so the fuzzer starts no sandboxes.
+    ocaas::auth::service::grant_subscription(&app.db, &app.user.email, 1, None).await.unwrap();
+    let chat = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": "/echo hi"})).send().await.unwrap();
+    assert_eq!(chat.status(), StatusCode::OK);
+    let write = app.api(Method::POST, &format!("/api/instances/{id}/files/write"));
+    assert_eq!(write.json(&json!({"path": "/workspace/notes.txt", "content": "hello"})).send().await.unwrap().status(), StatusCode::OK);
+    let snapshot = app.api(Method::POST, &format!("/api/instances/{id}/snapshots")).json(&json!({"name": "before"})).send().await.unwrap();
+    let snapshot = json(snapshot, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    (id, snapshot)
+}
+
+/// A scratch folder, removed however the test ends.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("ocaas-conformance-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn run(program: &str, args: &[&str], dir: &std::path::Path, limit: Duration) -> std::process::Output {
+    let child = tokio::process::Command::new(program).args(args).current_dir(dir).kill_on_drop(true).output();
+    tokio::time::timeout(limit, child).await.unwrap_or_else(|_| panic!("{program} did not finish within {limit:?}")).unwrap()
+}
+
+#[tokio::test]
+async fn schemathesis_finds_no_answer_outside_the_document_and_no_server_error() {
+    python_tool("schemathesis");
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, snapshot) = lived_in(&app).await;
+    let dir = Scratch::new();
+    // Half the operations take the live instance and snapshot, so answers carry real states;
+    // `follow` stays off so the logs answer ends.
+    let config = format!("[parameters]\n\"path.instanceId\" = \"{id}\"\n\"path.snapshotId\" = \"{snapshot}\"\n\"query.follow\" = false\n");
+    std::fs::write(dir.0.join("schemathesis.toml"), config).unwrap();
+    let spec = app.url("/api/openapi.json");
+    let auth = format!("Authorization: Bearer {}", app.user.key);
+    let args = [
+        "run",
+        &spec,
+        "--checks",
+        "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        "--max-examples",
+        "12",
+        "--seed",
+        "20261203",
+        "--request-timeout",
+        "30",
+        "--header",
+        &auth,
+        // Streams and websockets never end by themselves; deleting the instance ends the run's subject.
+        "--exclude-path-regex",
+        "/(chat/stream|chat/events|terminal/ws|vnc/ws)$",
+        "--exclude-name",
+        "DELETE /api/instances/{instanceId}",
+        "--exclude-name",
+        "POST /api/account/logout",
+    ];
+    let output = run("st", &args, &dir.0, Duration::from_secs(600)).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found answers the document does not describe:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("passed"), "{stdout}");
+    app.settle().await;
+}
+
+#[tokio::test]
+async fn a_client_generated_from_the_served_spec_walks_a_users_first_steps() {
+    python_tool("openapi_python_client");
+    let app = spawn_app_with_docker(|_| {}).await;
+    ocaas::auth::service::grant_subscription(&app.db, &app.user.email, 1, None).await.unwrap();
+    let dir = Scratch::new();
+    let spec = app.anon(Method::GET, "/api/openapi.json").send().await.unwrap().bytes().await.unwrap();
+    std::fs::write(dir.0.join("openapi.json"), &spec).unwrap();
+    // The generator reads binary bodies as files only under the generic media type.
+    std::fs::write(dir.0.join("generator.yaml"), "content_type_overrides:\n  application/gzip: application/octet-stream\n").unwrap();
+    let args = ["generate", "--path", "openapi.json", "--meta", "none", "--output-path", "ocaas_client", "--config", "generator.yaml"];
+    let generated = run("openapi-python-client", &args, &dir.0, Duration::from_secs(180)).await;
+    let said = format!("{}{}", String::from_utf8_lossy(&generated.stdout), String::from_utf8_lossy(&generated.stderr));
+    assert!(generated.status.success(), "generating the client failed: {said}");
+    assert!(!said.contains("WARNING"), "the generator could not read part of the spec: {said}");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/generated_client_walk.py");
+    let walk = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("PYTHONPATH", &dir.0)
+        .env("OCAAS_URL", &app.address)
+        .env("OCAAS_KEY", &app.user.key)
+        .kill_on_drop(true)
+        .output();
+    let walk = tokio::time::timeout(Duration::from_secs(300), walk).await.expect("the walk finished within 5 minutes").unwrap();
+    let stdout = String::from_utf8_lossy(&walk.stdout);
+    assert!(walk.status.success(), "the generated client failed:\n{stdout}\n{}", String::from_utf8_lossy(&walk.stderr));
+    assert!(stdout.contains("walked: create, ready, chat"), "{stdout}");
+    app.settle().await;
+}
