@@ -75,15 +75,8 @@ fn init_tracing(format: LogFormat, verbose: bool) {
 async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let (global_args, serve_args) = (global.clone(), args.clone());
     let image = tokio::task::spawn_blocking(move || prepare(&global_args, &serve_args)).await??;
-    let mut settings = Settings::from_args(&args, image)?;
+    let settings = settings(global, &args, image)?;
     // Multipart uploads are spooled under the data dir; what a crash left there goes now.
-    settings.instances.spool_dir = global.data_dir.join("spool");
-    std::fs::create_dir_all(&global.data_dir)?;
-    if args.secret_key.is_none() {
-        settings.secret_key = server_secret_key(&global.data_dir)?;
-    }
-    settings.instances.disk_root = std::fs::canonicalize(&global.data_dir)?.join("instances");
-    settings.snapshots.root = std::fs::canonicalize(&global.data_dir)?.join("snapshots");
     let _ = std::fs::remove_dir_all(&settings.instances.spool_dir);
     std::fs::create_dir_all(&settings.instances.spool_dir)?;
     let runtime = Arc::new(DockerRuntime::connect()?);
@@ -140,6 +133,22 @@ fn write_openapi(out: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// The key in `OCAAS_DATA_DIR/secret.key`, created on first start.
+/// The one way every command builds its settings: `serve`'s flags (or, for the other
+/// commands, the environment alone: `Settings::args_from_env`), with the data dir's places and
+/// its secret key. No command runs on defaults the operator did not choose.
+pub fn settings(global: &GlobalArgs, args: &ServeArgs, image: String) -> anyhow::Result<Settings> {
+    let mut settings = Settings::from_args(args, image)?;
+    std::fs::create_dir_all(&global.data_dir)?;
+    let data_dir = std::fs::canonicalize(&global.data_dir)?;
+    if args.secret_key.is_none() {
+        settings.secret_key = server_secret_key(&data_dir)?;
+    }
+    settings.instances.spool_dir = data_dir.join("spool");
+    settings.instances.disk_root = data_dir.join("instances");
+    settings.snapshots.root = data_dir.join("snapshots");
+    Ok(settings)
+}
+
 fn server_secret_key(data_dir: &std::path::Path) -> anyhow::Result<crate::secrets::SecretKey> {
     crate::secrets::SecretKey::load_or_create(&data_dir.join("secret.key"))
 }

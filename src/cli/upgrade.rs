@@ -47,12 +47,13 @@ pub struct UpgradeArgs {
 
 pub async fn run(global: &GlobalArgs, db: &PgPool, command: InstancesCommand) -> AppResult<String> {
     let InstancesCommand::Upgrade(args) = command;
-    let mut settings = Settings::defaults(&args.image);
-    let data_dir = std::fs::canonicalize(&global.data_dir).map_err(|e| AppError::Internal(e.into()))?;
-    settings.instances.disk_root = data_dir.join("instances");
-    settings.snapshots.root = data_dir.join("snapshots");
+    // The server's own settings (its storage, limits and egress policy), never the defaults.
+    let serve_args = Settings::args_from_env().map_err(AppError::Internal)?;
+    let image = serve_args.instances.sandbox_image.clone().unwrap_or_else(|| args.image.clone());
+    let settings = super::settings(global, &serve_args, image).map_err(AppError::Internal)?;
     let runtime = Arc::new(crate::runtime::DockerRuntime::connect().map_err(AppError::Internal)?);
     let state = AppState::new(db.clone(), settings, runtime).await.map_err(AppError::Internal)?;
+    crate::instances::facts::backfill(db, &state.settings.instances).await?;
     let user = match &args.email {
         Some(email) => Some(crate::auth::service::user_by_email_or_404(db, email).await?.id),
         None => None,

@@ -36,6 +36,10 @@ pub struct InstanceArgs {
     /// Seconds between reconciler passes.
     #[arg(long, env = "OCAAS_RECONCILE_SECS", default_value_t = 10, value_parser = at_least_one::<u64>)]
     pub reconcile_secs: u64,
+    /// Lifetime of a driver lease (renewed every third of it while the work goes on): how long
+    /// an instance whose driving process died waits before another process takes over.
+    #[arg(long, env = "OCAAS_DRIVER_LEASE_SECS", default_value_t = 15, value_parser = at_least_one::<u64>)]
+    pub driver_lease_secs: u64,
     /// OpenAI-compatible base URL of the LLM the agents use (passed to each sandbox).
     #[arg(long, env = "OCAAS_LLM_BASE_URL", default_value = "")]
     pub llm_base_url: String,
@@ -154,6 +158,8 @@ pub struct InstanceSettings {
     pub limits: crate::runtime::Limits,
     pub ready_timeout: std::time::Duration,
     pub reconcile_interval: std::time::Duration,
+    /// See `OCAAS_DRIVER_LEASE_SECS`.
+    pub driver_lease: std::time::Duration,
     /// The LLM the agents use.
     pub llm: LlmSettings,
     pub max_read_bytes: u64,
@@ -195,6 +201,7 @@ impl InstanceSettings {
             },
             ready_timeout: std::time::Duration::from_secs(args.ready_timeout_secs),
             reconcile_interval: std::time::Duration::from_secs(args.reconcile_secs),
+            driver_lease: std::time::Duration::from_secs(args.driver_lease_secs),
             llm: LlmSettings {
                 base_url: args.llm_base_url.clone(),
                 api_key: args.llm_api_key.clone(),

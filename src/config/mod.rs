@@ -254,6 +254,28 @@ impl Settings {
         })
     }
 
+    /// `serve`'s settings as the environment gives them (no flags): what every other command
+    /// (`migrate`, `admin …`) runs with, so it sees the instances as the server does.
+    pub fn args_from_env() -> anyhow::Result<ServeArgs> {
+        #[derive(Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // Clap names the flag; the operator set the variable, so both are named.
+        let parsed = FromEnv::try_parse_from(["ocaas"]).map_err(|e| {
+            let flag = e.get(clap::error::ContextKind::InvalidArg).map(|arg| arg.to_string()).unwrap_or_default();
+            let long = flag.split_whitespace().next().unwrap_or_default().trim_start_matches("--").to_owned();
+            let command = FromEnv::command();
+            let variable = command.get_arguments().find(|a| a.get_long() == Some(long.as_str())).and_then(|a| a.get_env());
+            match variable {
+                Some(variable) => anyhow::anyhow!("the environment's {}: {e}", variable.to_string_lossy()),
+                None => anyhow::anyhow!("the environment's settings: {e}"),
+            }
+        })?;
+        Ok(parsed.serve)
+    }
+
     /// The settings `ocaas serve` runs with when given no flags and no environment (tests and
     /// benchmarks start here and override what they need), with `image` as the sandbox image.
     pub fn defaults(image: &str) -> Self {

@@ -1,6 +1,7 @@
 //! Database layer: connecting (to `DATABASE_URL` or the private cluster), migrations.
 
 pub mod embedded;
+pub mod leases;
 pub mod notify;
 mod text_enum;
 

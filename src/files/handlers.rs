@@ -15,6 +15,7 @@ use super::paths::SandboxPath;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::instances::extract::RunningInstance;
+use crate::instances::repo::InstanceRow;
 use crate::state::AppState;
 
 /// List a directory
@@ -86,14 +87,14 @@ pub async fn write(
     ApiJson(body): ApiJson<WriteRequest>,
 ) -> AppResult<Json<Written>> {
     let path = SandboxPath::parse(&body.path)?;
-    store(&state, &instance.sandbox_id, &path, Bytes::from(body.content)).await
+    store(&state, &instance, &path, Bytes::from(body.content)).await
 }
 
-async fn store(state: &AppState, sandbox: &str, path: &SandboxPath, content: Bytes) -> AppResult<Json<Written>> {
+async fn store(state: &AppState, instance: &InstanceRow, path: &SandboxPath, content: Bytes) -> AppResult<Json<Written>> {
     let size = content.len() as u64;
     check_upload_size(state, size)?;
-    let disk = crate::instances::lifecycle::disk_spec(state, sandbox);
-    ops::write(state.runtime.as_ref(), &disk, sandbox, path, content).await?;
+    let disk = crate::instances::lifecycle::disk_spec(state, instance);
+    ops::write(state.runtime.as_ref(), &disk, &instance.sandbox_id, path, content).await?;
     Ok(Json(Written { path: path.as_str().to_owned(), size }))
 }
 
@@ -149,7 +150,7 @@ pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .
         let multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|e| AppError::new(ErrorCode::InvalidRequest, format!("Bad multipart body: {}", e.body_text())))?;
-        return super::multipart::upload(&state, &instance.sandbox_id, multipart).await;
+        return super::multipart::upload(&state, &instance, multipart).await;
     }
     let body = json_upload::<UploadRequest>(&state, request).await?;
     let path = SandboxPath::parse(&body.target_dir)?.join(&body.file_name)?;
@@ -161,7 +162,7 @@ pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .
                 .map_err(|e| AppError::new(ErrorCode::InvalidRequest, format!("`content` is not valid base64: {e}")))?,
         ),
     };
-    store(&state, &instance.sandbox_id, &path, content).await
+    store(&state, &instance, &path, content).await
 }
 
 /// A JSON upload body, held to `OCAAS_MAX_JSON_UPLOAD_BYTES` (it is read whole); bigger files
@@ -265,8 +266,15 @@ pub async fn delete(
 #[utoipa::path(get, path = "/api/instances/{instanceId}/files/download", tag = "files",
     params(RunningInstance, PathQuery),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = crate::binary::Binary,
-            example = json!("Hello from the API\n")),
+        (status = 200, description = "The file's bytes, typed by the file name's extension (see `content_type`)",
+            content(
+                (crate::binary::Binary = "application/octet-stream", example = json!("Hello from the API\n")),
+                (crate::binary::Binary = "text/plain; charset=utf-8"), (crate::binary::Binary = "text/markdown; charset=utf-8"),
+                (crate::binary::Binary = "text/html; charset=utf-8"), (crate::binary::Binary = "application/json"),
+                (crate::binary::Binary = "image/png"), (crate::binary::Binary = "image/jpeg"), (crate::binary::Binary = "image/gif"),
+                (crate::binary::Binary = "image/svg+xml"), (crate::binary::Binary = "application/pdf"),
+                (crate::binary::Binary = "application/zip"), (crate::binary::Binary = "application/gzip"),
+            )),
         (status = 400, description = "`invalid_path`, `is_a_directory` or `not_a_regular_file`", body = ErrorBody),
         (status = 403, description = "`permission_denied`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `not_found`", body = ErrorBody),
@@ -291,7 +299,9 @@ pub async fn download(
     Ok((headers, Body::from_stream(body)).into_response())
 }
 
-fn content_type(name: &str) -> &'static str {
+/// The download's type by extension; each one it answers is listed in the operation's
+/// documented content (a test compares them).
+pub fn content_type(name: &str) -> &'static str {
     let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
     match extension.as_str() {
         "txt" | "log" | "csv" => "text/plain; charset=utf-8",

@@ -15,6 +15,7 @@ use super::ops;
 use super::paths::SandboxPath;
 use super::{capped, direct};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::instances::repo::InstanceRow;
 use crate::state::AppState;
 
 /// Deletes the spool file however the upload ends.
@@ -56,12 +57,19 @@ fn chunks(field: Field<'_>) -> impl futures_util::Stream<Item = AppResult<bytes:
 
 /// Takes the file part: straight into the storage when the target directory is known and
 /// reachable, else into a spool file.
-async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name: Option<&str>, field: Field<'_>) -> AppResult<(u64, Received)> {
+async fn receive(
+    state: &AppState,
+    instance: &InstanceRow,
+    target_dir: Option<&str>,
+    name: Option<&str>,
+    field: Field<'_>,
+) -> AppResult<(u64, Received)> {
     let max = state.settings.instances.max_upload_bytes;
     if let (Some(target_dir), Some(name)) = (target_dir, name) {
         let dir = SandboxPath::parse(target_dir)?;
         let path = dir.join(name)?;
-        let disk = crate::instances::lifecycle::disk_spec(state, sandbox);
+        let disk = crate::instances::lifecycle::disk_spec(state, instance);
+        let sandbox = instance.sandbox_id.as_str();
         ops::on_storage_checked(&path)?;
         let direct = match direct::prepare(&disk, &path).await {
             Some(target) => Some(target),
@@ -83,7 +91,8 @@ async fn receive(state: &AppState, sandbox: &str, target_dir: Option<&str>, name
     Ok((size, Received::Spooled(spooled)))
 }
 
-pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -> AppResult<Json<Written>> {
+pub async fn upload(state: &AppState, instance: &InstanceRow, mut multipart: Multipart) -> AppResult<Json<Written>> {
+    let sandbox = instance.sandbox_id.as_str();
     let bad = |message: String| AppError::new(ErrorCode::InvalidRequest, message);
     let (mut target_dir, mut file_name, mut received) = (None::<String>, None::<String>, None);
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -93,7 +102,7 @@ pub async fn upload(state: &AppState, sandbox: &str, mut multipart: Multipart) -
             "file" if received.is_none() => {
                 let part_name = field.file_name().map(str::to_owned);
                 let name = file_name.clone().or(part_name.clone());
-                let (size, where_to) = receive(state, sandbox, target_dir.as_deref(), name.as_deref(), field).await?;
+                let (size, where_to) = receive(state, instance, target_dir.as_deref(), name.as_deref(), field).await?;
                 received = Some((size, part_name, where_to));
             }
             "file" => return Err(bad("The form has more than one `file` part; upload one file per request.".into())),

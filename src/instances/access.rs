@@ -80,6 +80,7 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
     }
     let sandbox_id = new_sandbox_id();
     let token = secrets::new_session_token();
+    let facts = super::facts::Facts::for_new(&state.settings.instances, &sandbox_id);
     let new = NewInstance {
         user_id: Some(user_id),
         sandbox_id: &sandbox_id,
@@ -87,6 +88,7 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
         image: &state.settings.instances.image,
         gateway_token: &token,
         seed_snapshot: request.seed,
+        facts: &facts,
     };
     let row = repo::insert(&mut *tx, &new).await?;
     tx.commit().await?;

@@ -154,7 +154,7 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
     } else {
         None
     };
-    let disk = crate::runtime::disk::usage(&super::lifecycle::disk_spec(&state, &instance.sandbox_id))
+    let disk = crate::runtime::disk::usage(&super::lifecycle::disk_spec(&state, &instance))
         .and_then(|usage| Some(DiskUsageView { used_bytes: usage.used_bytes, limit_bytes: usage.limit_bytes? }));
     Ok(Json(InstanceStatusView {
         id: instance.id,

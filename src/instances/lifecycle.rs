@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::facts::Facts;
 use super::machine::{self, Op};
 use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
@@ -95,6 +96,7 @@ pub struct BrokerAccess {
 
 pub fn sandbox_spec(state: &AppState, instance: &InstanceRow, broker: &BrokerAccess) -> SandboxSpec {
     let settings = &state.settings.instances;
+    let facts = Facts::of(instance, settings);
     let mut labels = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_DEPLOYMENT.to_owned(), state.deployment_id.to_string()),
@@ -115,19 +117,17 @@ pub fn sandbox_spec(state: &AppState, instance: &InstanceRow, broker: &BrokerAcc
         format!("OCAAS_LLM_API_KEY={}", broker.token),
         format!("OCAAS_LLM_MODEL={}", settings.llm.model),
     ];
-    SandboxSpec {
-        name: instance.sandbox_id.clone(),
-        image: instance.image.clone(),
-        disk: disk_spec(state, &instance.sandbox_id),
-        labels,
-        env,
-        limits: settings.limits,
-    }
+    SandboxSpec { name: instance.sandbox_id.clone(), image: instance.image.clone(), disk: facts.disk(), labels, env, limits: facts.limits(settings) }
 }
 
-/// Where the instance's storage lives on the host, with the server's quota.
-pub fn disk_spec(state: &AppState, sandbox_id: &str) -> DiskSpec {
-    DiskSpec::new(&state.settings.instances.disk_root, sandbox_id, state.settings.instances.disk_quota_bytes)
+/// Where the instance's storage lives on the host and its quota, as recorded at create.
+pub fn disk_spec(state: &AppState, instance: &InstanceRow) -> DiskSpec {
+    Facts::of(instance, &state.settings.instances).disk()
+}
+
+/// The storage of a container no row knows (an orphan): where the current settings put it.
+pub fn orphan_disk_spec(state: &AppState, sandbox_id: &str) -> DiskSpec {
+    Facts::for_new(&state.settings.instances, sandbox_id).disk()
 }
 
 /// Starts the instance's container, creating it first (with a fresh broker token) if it does
@@ -136,7 +136,7 @@ pub fn disk_spec(state: &AppState, sandbox_id: &str) -> DiskSpec {
 async fn create_and_start(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
     let runtime = state.runtime.as_ref();
     match runtime.inspect(&instance.sandbox_id).await {
-        Ok(_) => runtime.prepare_storage(&disk_spec(state, &instance.sandbox_id)).await?,
+        Ok(_) => runtime.prepare_storage(&disk_spec(state, instance)).await?,
         Err(RuntimeError::NotFound(_)) => {
             runtime.ensure_network(&state.settings.instances.egress).await?;
             let url = crate::broker::url(state).await.unwrap_or_else(|| {
@@ -200,7 +200,7 @@ async fn provision(state: &AppState, instance: &InstanceRow, token: &Cancellatio
 }
 
 async fn reboot(state: &AppState, instance: &InstanceRow, token: &CancellationToken) -> Result<(), DriveError> {
-    if !restart_existing(state.runtime.as_ref(), &instance.sandbox_id, &disk_spec(state, &instance.sandbox_id)).await? {
+    if !restart_existing(state.runtime.as_ref(), &instance.sandbox_id, &disk_spec(state, instance)).await? {
         // It vanished behind ocaas's back: created again on the same storage.
         create_and_start(state, instance).await?;
     }
@@ -229,7 +229,7 @@ async fn stop(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError
 
 /// Removes the container and its storage, then the row.
 pub async fn remove(state: &AppState, instance: &InstanceRow) -> Result<(), DriveError> {
-    state.runtime.remove_sandbox(&instance.sandbox_id, &disk_spec(state, &instance.sandbox_id)).await?;
+    state.runtime.remove_sandbox(&instance.sandbox_id, &disk_spec(state, instance)).await?;
     crate::snapshots::service::delete_all_of(state, instance.id).await.map_err(|e| DriveError::Failed(format!("{e:#}")))?;
     repo::delete(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))?;
     state.activity.forget(instance.id);

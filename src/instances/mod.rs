@@ -5,6 +5,7 @@
 pub mod access;
 pub mod actions;
 pub mod extract;
+pub mod facts;
 pub mod handlers;
 pub mod idle;
 pub mod lifecycle;

@@ -33,6 +33,15 @@ crate::text_enum! {
     }
 }
 
+// How an instance's storage is kept on the host (the `instances.storage_kind` column): a
+// quota'd ext4 image loop-mounted on its directory, or a plain directory.
+crate::text_enum! {
+    pub enum StorageKind {
+        Image => "image",
+        Directory => "directory",
+    }
+}
+
 impl InstanceStatus {
     /// States in which background work is under way.
     pub fn is_transitional(self) -> bool {

@@ -41,6 +41,8 @@ pub fn spawn(state: AppState, interval: Duration) {
 }
 
 pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
+    // Instances made before their facts were recorded get them first (once; cheap after).
+    super::facts::backfill(&state.db, &state.settings.instances).await?;
     // Containers first: a container created after this listing has its row committed already,
     // so it can never be mistaken for an orphan below.
     let containers = state.runtime.list_managed(&state.deployment_id.to_string()).await?;
@@ -52,7 +54,7 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
 
     for listed in &instances {
         // Work under way on the instance decides; the next pass looks again.
-        let Some(held) = state.drivers.try_hold(listed.id) else { continue };
+        let Some(held) = state.drivers.try_hold(listed.id).await else { continue };
         // Read again under the lock: the listing may be out of date.
         let Some(instance) = repo::get(&state.db, listed.id).await? else { continue };
         if instance.status.is_transitional() {
@@ -78,7 +80,7 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     crate::auth::repo::delete_stale_tickets(&state.db).await?;
 
     let known: HashSet<String> = instances.iter().map(|i| i.id.to_string()).collect();
-    let disk_of = |name: &str| lifecycle::disk_spec(state, name);
+    let disk_of = |name: &str| lifecycle::orphan_disk_spec(state, name);
     let removed = remove_orphans(state.runtime.as_ref(), &containers, &known, &disk_of).await?;
     state.metrics.reconcile_fixes.with_label_values(&["orphan_removed"]).inc_by(removed as u64);
     Ok(())

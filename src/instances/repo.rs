@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::models::{InstanceStatus, StopReason};
+use super::facts::Facts;
+use super::models::{InstanceStatus, StopReason, StorageKind};
 use crate::state::user_data_written;
 
 /// The result of a statement that changed instance rows, after telling this process's cached
@@ -35,6 +36,14 @@ pub struct InstanceRow {
     pub pending_snapshot_id: Option<Uuid>,
     /// The image an upgrade started from.
     pub upgrade_from_image: Option<String>,
+    /// What the instance was made with (see `facts`); `None` only for a row older than the
+    /// record, until the server's start records it as found on disk.
+    pub storage_kind: Option<StorageKind>,
+    pub storage_dir: Option<String>,
+    pub disk_quota_bytes: Option<i64>,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
 }
 
 pub struct NewInstance<'a> {
@@ -46,22 +55,31 @@ pub struct NewInstance<'a> {
     pub gateway_token: &'a str,
     /// A clone's source: unpacked into the storage before the first start.
     pub seed_snapshot: Option<Uuid>,
+    /// What it is made with, recorded with it.
+    pub facts: &'a Facts,
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Result<InstanceRow> {
     sqlx::query_as!(
         InstanceRow,
-        r#"INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token, pending_snapshot_id)
-         VALUES ($1, $2, $3, $4, 'provisioning', $5, $6, $7)
+        r#"INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token, pending_snapshot_id,
+                storage_kind, storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids)
+         VALUES ($1, $2, $3, $4, 'provisioning', $5, $6, $7, $8, $9, $10, $11, $12, $13)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids"#,
         Uuid::now_v7(),
         new.user_id,
         new.sandbox_id,
         new.name,
         new.image,
         new.gateway_token,
-        new.seed_snapshot
+        new.seed_snapshot,
+        new.facts.storage_kind as StorageKind,
+        new.facts.storage_dir,
+        new.facts.disk_quota_bytes,
+        new.facts.memory_bytes,
+        new.facts.nano_cpus,
+        new.facts.pids
     )
     .fetch_one(db)
     .await
@@ -71,7 +89,7 @@ pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Insta
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
          FROM instances WHERE user_id = $1 ORDER BY created_at DESC, id DESC"#,
         user_id
     )
@@ -83,7 +101,7 @@ pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
          FROM instances ORDER BY created_at"#
     )
     .fetch_all(db)
@@ -95,7 +113,7 @@ pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
          FROM instances WHERE id = $1 AND user_id = $2"#,
         id,
         user_id
@@ -108,7 +126,7 @@ pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
          FROM instances WHERE id = $1"#,
         id
     )
@@ -149,7 +167,7 @@ pub async fn transition(
                 upgrade_from_image = CASE WHEN $10 THEN $11 ELSE upgrade_from_image END
          WHERE id = $1 AND status = ANY($2)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids"#,
             id,
             from as &[InstanceStatus],
             to as InstanceStatus,
@@ -167,6 +185,30 @@ pub async fn transition(
     )
 }
 
+/// Instances made before facts were recorded and not recorded yet: (id, sandbox name).
+pub async fn unrecorded(db: &PgPool) -> sqlx::Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!("SELECT id, sandbox_id FROM instances WHERE storage_kind IS NULL").fetch_all(db).await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.sandbox_id)).collect())
+}
+
+/// Records the facts of an instance made before they were recorded; `false` when it had some.
+pub async fn record_facts(db: &PgPool, id: Uuid, facts: &Facts) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE instances SET storage_kind = $2, storage_dir = $3, disk_quota_bytes = $4, memory_bytes = $5, nano_cpus = $6, pids = $7
+         WHERE id = $1 AND storage_kind IS NULL",
+        id,
+        facts.storage_kind as StorageKind,
+        facts.storage_dir,
+        facts.disk_quota_bytes,
+        facts.memory_bytes,
+        facts.nano_cpus,
+        facts.pids
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Records the OpenClaw version the instance's gateway reports.
 pub async fn set_version(db: &PgPool, id: Uuid, version: &str) -> sqlx::Result<()> {
     written(sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await)?;
@@ -181,7 +223,7 @@ pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awak
             r#"UPDATE instances SET name = CASE WHEN $2 THEN $3 ELSE name END, keep_awake = COALESCE($4, keep_awake), updated_at = now()
          WHERE id = $1
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids"#,
             id,
             name.is_some(),
             name.flatten(),

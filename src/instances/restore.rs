@@ -52,7 +52,7 @@ async fn pending(state: &AppState, instance: &InstanceRow) -> Result<Option<Snap
 
 /// Replaces the storage's contents with the snapshot's.
 pub async fn unpack(state: &AppState, instance: &InstanceRow, snapshot: &SnapshotRow) -> Result<(), DriveError> {
-    let disk = disk_spec(state, &instance.sandbox_id);
+    let disk = disk_spec(state, instance);
     state.runtime.prepare_storage(&disk).await?;
     service::unpack_into(state, snapshot, disk.dir.clone())
         .await

@@ -75,7 +75,7 @@ pub async fn take_locked(state: &AppState, instance: &InstanceRow, kind: Snapsho
     let max_bytes = room_for(state, user_id, kind).await?;
     let new = NewSnapshot { instance_id: instance.id, user_id, name, kind, image: &instance.image };
     let row = repo::insert(&state.db, &new).await?;
-    let disk = disk_spec(state, &instance.sandbox_id);
+    let disk = disk_spec(state, instance);
     state.runtime.prepare_storage(&disk).await?;
     let permit = ARCHIVE_WORK.acquire().await.expect("never closed");
     // Frozen only once no command or file operation works in it (those wait meanwhile); a

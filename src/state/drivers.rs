@@ -1,23 +1,63 @@
-//! Which instances have lifecycle work running in this process. One driver per instance at a
-//! time: beginning a new one cancels the previous one; a finished driver only unregisters
-//! itself if no newer one replaced it (generations tell them apart). Engine work on an
-//! instance (a driver, a pause, a resume, a reconciler fix) holds the instance's lock, so a
-//! newer driver waits until the cancelled one has let go and two never act on one sandbox.
+//! Which instances have lifecycle work running in this process, and the right to do engine
+//! work on one. One driver per instance at a time: beginning a new one cancels the previous
+//! one; a finished driver only unregisters itself if no newer one replaced it (generations
+//! tell them apart). Engine work on an instance (a driver, a pause, a resume, a snapshot's
+//! freeze, a reconciler fix) holds the instance: first its lock in this process, then its
+//! lease in PostgreSQL (`db::leases`), so two never act on one sandbox — not in one process,
+//! not across server replicas and admin commands. The lease is renewed every third of its
+//! lifetime while held; a holder that dies loses it when it expires, and then others may act.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
+use sqlx::PgPool;
 use tokio::sync::OwnedMutexGuard;
-
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::db::leases::{self, Attempt};
+
+/// How long to wait between attempts at a lease someone else holds (doubling up to this).
+const RETRY_MAX: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct Drivers {
     running: Mutex<HashMap<Uuid, (u64, CancellationToken)>>,
     next_generation: AtomicU64,
     locks: super::KeyedLocks<Uuid>,
+    /// Where the leases live; `None` only in unit tests of the in-process part.
+    leases: Option<(PgPool, Duration)>,
+}
+
+/// The right to do engine work on an instance: the process's lock and the database's lease,
+/// both let go when dropped (the lease's release runs in the background; were it lost, the
+/// lease simply expires).
+pub struct DriverHold {
+    _local: OwnedMutexGuard<()>,
+    _lease: Option<Lease>,
+}
+
+struct Lease {
+    db: PgPool,
+    instance_id: Uuid,
+    token: Uuid,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (db, id, token) = (self.db.clone(), self.instance_id, self.token);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = leases::release(&db, id, token).await {
+                    tracing::warn!(%id, %error, "releasing a driver lease failed; it expires by itself");
+                }
+            });
+        }
+    }
 }
 
 impl Drivers {
@@ -54,20 +94,74 @@ impl Drivers {
         self.lock().contains_key(&id)
     }
 
-    /// Waits for, then holds, the right to do engine work on the instance.
-    pub async fn hold(&self, id: Uuid) -> OwnedMutexGuard<()> {
-        self.locks.lock(id).await
+    pub fn new(db: PgPool, lease: Duration) -> Self {
+        Drivers { leases: Some((db, lease)), ..Default::default() }
     }
 
-    /// The instance's lock if nobody holds it now.
-    pub fn try_hold(&self, id: Uuid) -> Option<OwnedMutexGuard<()>> {
-        self.locks.try_lock(id)
+    /// Waits for, then holds, the right to do engine work on the instance (however long
+    /// another process's driver takes, or until its lease expires).
+    pub async fn hold(&self, id: Uuid) -> DriverHold {
+        let local = self.locks.lock(id).await;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            match self.take_lease(id).await {
+                Ok(Some(lease)) => return DriverHold { _local: local, _lease: lease },
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%id, %error, "taking a driver lease failed; trying again"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// The right to work on the instance if nobody, in this process or another, holds it now.
+    pub async fn try_hold(&self, id: Uuid) -> Option<DriverHold> {
+        let local = self.locks.try_lock(id)?;
+        match self.take_lease(id).await {
+            Ok(Some(lease)) => Some(DriverHold { _local: local, _lease: lease }),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%id, %error, "taking a driver lease failed");
+                None
+            }
+        }
+    }
+
+    /// `Some(lease)` once taken (`Some(None)`: nothing to take, as without a database or for
+    /// a deleted instance); `None` while another holder has it.
+    async fn take_lease(&self, id: Uuid) -> sqlx::Result<Option<Option<Lease>>> {
+        let Some((db, ttl)) = &self.leases else { return Ok(Some(None)) };
+        let token = Uuid::new_v4();
+        Ok(match leases::try_take(db, id, token, *ttl).await? {
+            Attempt::Taken => Some(Some(Lease { db: db.clone(), instance_id: id, token, renewer: renew(db.clone(), id, token, *ttl) })),
+            Attempt::NoInstance => Some(None),
+            Attempt::Held => None,
+        })
     }
 
     /// Drops the lock of a deleted instance (whoever still holds it keeps a valid one).
     pub fn forget(&self, id: Uuid) {
         self.locks.forget(&id);
     }
+}
+
+/// Keeps the lease alive while it is held: renewed every third of its lifetime.
+fn renew(db: PgPool, id: Uuid, token: Uuid, ttl: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match leases::renew(&db, id, token, ttl).await {
+                Ok(true) => {}
+                // Gone with its instance, or expired and taken over (this process stalled
+                // longer than the lease): nothing more to keep.
+                Ok(false) => {
+                    tracing::warn!(%id, "a driver lease was lost before its work ended");
+                    return;
+                }
+                Err(error) => tracing::warn!(%id, %error, "renewing a driver lease failed; trying again"),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -94,9 +188,9 @@ mod tests {
         let drivers = Drivers::default();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let held = drivers.hold(a).await;
-        assert!(drivers.try_hold(a).is_none());
-        assert!(drivers.try_hold(b).is_some(), "another instance is not blocked");
+        assert!(drivers.try_hold(a).await.is_none());
+        assert!(drivers.try_hold(b).await.is_some(), "another instance is not blocked");
         drop(held);
-        assert!(drivers.try_hold(a).is_some());
+        assert!(drivers.try_hold(a).await.is_some());
     }
 }

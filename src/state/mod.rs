@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use activity::{Activity, Busy, Call};
 pub use credentials::{Cached, Credentials, credentials_revoked};
-pub use drivers::Drivers;
+pub use drivers::{DriverHold, Drivers};
 pub use events::EventHub;
 pub use keyed_locks::KeyedLocks;
 pub use slots::{Counts, Held, Slot, SlotKind, UserSlots};
@@ -73,13 +73,14 @@ impl AppState {
     pub async fn new(db: PgPool, settings: Settings, runtime: Arc<dyn Runtime>) -> anyhow::Result<Self> {
         let deployment_id = crate::db::deployment_id(&db).await?;
         let user_slots_limits = settings.user_limits;
+        let drivers = Arc::new(Drivers::new(db.clone(), settings.instances.driver_lease));
         let auth_limits = Arc::new(AuthLimits::new(settings.auth_per_minute_per_addr, settings.login_per_minute_per_account));
         Ok(AppState {
             db,
             settings: Arc::new(settings),
             runtime,
             deployment_id,
-            drivers: Arc::default(),
+            drivers,
             activity: Arc::default(),
             pool_refill: Arc::default(),
             credentials: Arc::default(),

@@ -423,6 +423,11 @@ pub struct ServerProcess {
 }
 
 pub fn serve_process(database_url: &str, data_dir: &std::path::Path, image: &str) -> ServerProcess {
+    serve_process_with(database_url, data_dir, image, &[])
+}
+
+/// `serve_process` with more environment.
+pub fn serve_process_with(database_url: &str, data_dir: &std::path::Path, image: &str, env: &[(&str, &str)]) -> ServerProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // The same egress policy as every other test server on this host.
     let child = same_host_policy(&mut std::process::Command::new(env!("CARGO_BIN_EXE_ocaas")))
@@ -433,6 +438,7 @@ pub fn serve_process(database_url: &str, data_dir: &std::path::Path, image: &str
         .env("OCAAS_RECONCILE_SECS", "1")
         .env("OCAAS_INSTANCE_DISK", "1g")
         .env("OCAAS_AUTO_INSTALL", "false")
+        .envs(env.iter().copied())
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .spawn()
         .unwrap();

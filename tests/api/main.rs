@@ -14,6 +14,7 @@ mod conformance;
 mod dashboard;
 mod deploy;
 mod desktop;
+mod durable;
 mod exec;
 mod files;
 mod helpers;

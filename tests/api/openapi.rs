@@ -126,3 +126,15 @@ async fn api_root_answers_with_and_without_a_trailing_slash() {
     let slash = json(app.anon(Method::GET, "/api/").send().await.unwrap(), StatusCode::OK).await;
     assert_eq!(plain, slash);
 }
+
+#[test]
+fn every_type_a_download_is_sent_with_is_documented() {
+    let spec = serde_json::to_value(ocaas::router::openapi()).unwrap();
+    let content = &spec["paths"]["/api/instances/{instanceId}/files/download"]["get"]["responses"]["200"]["content"];
+    for name in
+        ["a.txt", "a.log", "a.csv", "a.md", "a.html", "a.json", "a.png", "a.jpg", "a.gif", "a.svg", "a.pdf", "a.zip", "a.tgz", "a.bin", "noext"]
+    {
+        let sent = ocaas::files::handlers::content_type(name);
+        assert!(content.get(sent).is_some(), "{name} is sent as {sent}, which the document does not list: {content}");
+    }
+}

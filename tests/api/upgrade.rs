@@ -23,7 +23,7 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// The same image under another name: a different image to the server, one that works.
-fn renamed(base: &str) -> String {
+pub fn renamed(base: &str) -> String {
     let tag = format!("ocaas-sandbox:upgrade-test-{}", base.rsplit('-').next().unwrap_or("x"));
     assert!(Command::new("docker").args(["tag", base, &tag]).status().unwrap().success());
     tag

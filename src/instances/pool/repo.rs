@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::instances::models::{InstanceStatus, StopReason};
+use crate::instances::models::{InstanceStatus, StopReason, StorageKind};
 use crate::instances::repo::InstanceRow;
 
 /// Makes the oldest ready pool sandbox of `image` the user's instance: `pooled → ready`, in
@@ -15,7 +15,7 @@ pub async fn claim(tx: &mut PgConnection, user_id: Uuid, name: Option<&str>, ima
          WHERE id = (SELECT id FROM instances WHERE status = 'pooled' AND user_id IS NULL AND image = $3
                      ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids"#,
         user_id,
         name,
         image

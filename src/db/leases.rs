@@ -1,0 +1,58 @@
+//! SQL of the driver leases (`instance_leases`): who drives an instance, until when. Each
+//! acquisition has a token of its own, so a late release of an earlier holder can never end a
+//! newer one's lease.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What an attempt to take an instance's lease found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Taken,
+    /// Someone else holds it and it has not expired.
+    Held,
+    /// No such instance (deleted): there is nothing to drive.
+    NoInstance,
+}
+
+/// Takes the lease for `ttl` if it is free or expired.
+pub async fn try_take(db: &PgPool, instance_id: Uuid, token: Uuid, ttl: Duration) -> sqlx::Result<Attempt> {
+    let taken = sqlx::query_scalar!(
+        r#"INSERT INTO instance_leases (instance_id, holder, expires_at)
+           SELECT $1, $2, now() + make_interval(secs => $3) WHERE EXISTS (SELECT 1 FROM instances WHERE id = $1)
+           ON CONFLICT (instance_id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+               WHERE instance_leases.expires_at < now()
+           RETURNING holder"#,
+        instance_id,
+        token,
+        ttl.as_secs_f64()
+    )
+    .fetch_optional(db)
+    .await?;
+    if taken.is_some() {
+        return Ok(Attempt::Taken);
+    }
+    let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1) AS "exists!""#, instance_id).fetch_one(db).await?;
+    Ok(if exists { Attempt::Held } else { Attempt::NoInstance })
+}
+
+/// Extends a held lease; `false` when it is no longer this token's (expired and taken over,
+/// or the instance is gone).
+pub async fn renew(db: &PgPool, instance_id: Uuid, token: Uuid, ttl: Duration) -> sqlx::Result<bool> {
+    let renewed = sqlx::query!(
+        "UPDATE instance_leases SET expires_at = now() + make_interval(secs => $3) WHERE instance_id = $1 AND holder = $2",
+        instance_id,
+        token,
+        ttl.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
+pub async fn release(db: &PgPool, instance_id: Uuid, token: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM instance_leases WHERE instance_id = $1 AND holder = $2", instance_id, token).execute(db).await?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! An instance's facts and its driver live in the database: an admin command run with the
+//! server's environment keeps a plain-directory instance as it is; a server restarted with
+//! another `OCAAS_INSTANCE_DISK` leaves existing instances' storage where it was; two server
+//! processes on one database, hit with the same lifecycle calls at once, never drive one
+//! instance together; a driving process killed mid-create is taken over once its lease expires.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ocaas::auth::service;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    PASSWORD, TestApp, fresh_database, json, ready_instance, respawn_with, same_host_policy, sandbox_image, serve_process_with, spawn_app_with_docker,
+};
+use crate::idle::wait_status;
+
+fn mounted(dir: &Path) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo.lines().filter_map(|line| line.split(' ').nth(4)).any(|point| Path::new(point) == dir)
+}
+
+async fn write(app: &TestApp, id: &str, path: &str, content: &str) {
+    let response =
+        app.api(Method::POST, &format!("/api/instances/{id}/files/write")).json(&json!({"path": path, "content": content})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn read(app: &TestApp, id: &str, path: &str) -> Value {
+    let response = app.api(Method::GET, &format!("/api/instances/{id}/files/read?path={path}")).send().await.unwrap();
+    json(response, StatusCode::OK).await
+}
+
+fn docker(args: &[&str]) -> String {
+    String::from_utf8_lossy(&Command::new("docker").args(args).output().unwrap().stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_admin_upgrade_runs_on_the_servers_settings_and_keeps_a_plain_directory_instance() {
+    let app = spawn_app_with_docker(|s| s.instances.disk_quota_bytes = 0).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    write(&app, &id, "/workspace/precious.txt", "keep me").await;
+    let storage = app.state.settings.instances.disk_root.join(&sandbox);
+    assert!(!mounted(&storage), "a plain directory instance");
+    let new_image = crate::upgrade::renamed(&app.state.settings.instances.image);
+    let data_dir = std::env::temp_dir().join(format!("ocaas-admin-{}", uuid::Uuid::new_v4().simple()));
+    let admin = |disk: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ocaas"));
+        same_host_policy(&mut command)
+            .env("DATABASE_URL", &app.database_url)
+            .env("OCAAS_DATA_DIR", &data_dir)
+            .env("OCAAS_INSTANCE_DISK", disk)
+            .env("OCAAS_INSTANCE_MEMORY", "512m")
+            .args(["admin", "instances", "upgrade", "--image", &new_image, "--email", &app.user.email]);
+        command
+    };
+    // The command reads the server's environment: a bad value there stops it before anything.
+    let refused = tokio::task::spawn_blocking({
+        let mut command = admin("lots");
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("OCAAS_INSTANCE_DISK") && said.contains("lots"), "{said}");
+    assert_eq!(wait_status(&app, &id, "ready", Duration::from_secs(5)).await["image"], app.state.settings.instances.image.as_str());
+
+    let mut command = admin("0");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.contains("upgraded to"), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(read(&app, &id, "/workspace/precious.txt").await["content"], "keep me");
+    assert!(!mounted(&storage) && !storage.with_extension("img").exists(), "nothing was mounted over the user's files");
+    assert_eq!(docker(&["inspect", "-f", "{{.HostConfig.Memory}}", &sandbox]), (512i64 << 20).to_string(), "the server's memory limit");
+    // The egress policy is still the server's: its brokers' ports open to sandboxes.
+    let host_rules = String::from_utf8_lossy(&Command::new("iptables").args(["-S", "OCAAS-HOST"]).output().unwrap().stdout).into_owned();
+    assert!(host_rules.contains("18800:18999"), "{host_rules}");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    app.settle().await;
+}
+
+#[tokio::test]
+async fn a_restart_with_another_disk_setting_leaves_existing_instances_where_they_were() {
+    let app = spawn_app_with_docker(|s| s.instances.disk_quota_bytes = 0).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    write(&app, &id, "/workspace/plain.txt", "in a plain directory").await;
+    app.state.shutdown.cancel();
+    let later = respawn_with(&app, |s| s.instances.disk_quota_bytes = 1 << 30).await;
+    let rebooted = later.api(Method::POST, &format!("/api/instances/{id}/reboot")).send().await.unwrap();
+    assert_eq!(rebooted.status(), StatusCode::ACCEPTED);
+    wait_status(&later, &id, "ready", Duration::from_secs(90)).await;
+    assert_eq!(read(&later, &id, "/workspace/plain.txt").await["content"], "in a plain directory");
+    let storage = later.state.settings.instances.disk_root.join(&sandbox);
+    assert!(!mounted(&storage), "the old instance keeps its plain directory");
+    // A new instance gets what the settings say now: a quota'd image.
+    let created = json(later.api(Method::POST, "/api/instances").send().await.unwrap(), StatusCode::CREATED).await;
+    let fresh = created["id"].as_str().unwrap();
+    wait_status(&later, fresh, "ready", Duration::from_secs(90)).await;
+    assert!(mounted(&later.state.settings.instances.disk_root.join(created["sandbox_id"].as_str().unwrap())));
+    later.settle().await;
+}
+
+/// Whether the sandbox's broker token is accepted by the broker it was given.
+fn broker_accepts(sandbox: &str) -> String {
+    let script = "import os,urllib.request\nr=urllib.request.Request(os.environ['OCAAS_LLM_BASE_URL']+'/models',headers={'Authorization':'Bearer '+os.environ['OCAAS_LLM_API_KEY']})\ntry:\n  print(urllib.request.urlopen(r,timeout=10).status)\nexcept Exception as e:\n  print(e)";
+    docker(&["exec", sandbox, "python3", "-c", script])
+}
+
+struct Cluster {
+    db: sqlx::PgPool,
+    key: String,
+    bases: [String; 2],
+    servers: Vec<crate::helpers::ServerProcess>,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.servers.clear();
+        crate::helpers::clear_server_dir(&self.data_dir);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Two `ocaas serve` processes on one database (and one data dir, as replicas share a key).
+async fn two_servers(lease_secs: &str) -> Cluster {
+    let image = tokio::task::spawn_blocking(sandbox_image).await.unwrap();
+    let (db, url) = fresh_database().await;
+    let data_dir = std::env::temp_dir().join(format!("ocaas-replicas-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let user = service::create_user(&db, "replicas@example.com", PASSWORD, None).await.unwrap();
+    let key = service::create_api_key(&db, user.id, None, None).await.unwrap().key;
+    service::grant_subscription(&db, "replicas@example.com", 5, None).await.unwrap();
+    let env = [("OCAAS_DRIVER_LEASE_SECS", lease_secs), ("OCAAS_READY_TIMEOUT_SECS", "60")];
+    let first = serve_process_with(&url, &data_dir, &image, &env).ready().await;
+    let second = serve_process_with(&url, &data_dir, &image, &env).ready().await;
+    let bases = [format!("http://127.0.0.1:{}", first.port), format!("http://127.0.0.1:{}", second.port)];
+    Cluster { db, key, bases, servers: vec![first, second], data_dir }
+}
+
+impl Cluster {
+    async fn call(&self, server: usize, method: Method, path: impl AsRef<str>) -> reqwest::Response {
+        reqwest::Client::new().request(method, format!("{}{}", self.bases[server], path.as_ref())).bearer_auth(&self.key).send().await.unwrap()
+    }
+
+    async fn status(&self, id: &str) -> String {
+        sqlx::query_scalar("SELECT status FROM instances WHERE id = $1::uuid").bind(id).fetch_one(&self.db).await.unwrap()
+    }
+
+    /// Waits until every instance is `ready`; fails at once on `error`.
+    async fn all_ready(&self, ids: &[String], limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for id in ids {
+            loop {
+                let status = self.status(id).await;
+                let error: Option<String> =
+                    sqlx::query_scalar("SELECT last_error FROM instances WHERE id = $1::uuid").bind(id).fetch_one(&self.db).await.unwrap();
+                assert_ne!(status, "error", "{id} broke: {error:?}");
+                if status == "ready" {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{id} is still {status}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_servers_hit_with_the_same_calls_at_once_leave_every_instance_ready_and_reachable() {
+    let cluster = two_servers("15").await;
+    let mut ids = Vec::new();
+    for server in [0, 1, 0] {
+        let created = json(cluster.call(server, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    cluster.all_ready(&ids, Duration::from_secs(120)).await;
+    for round in 0..3 {
+        // The same call through both servers at the same moment, for every instance; then a
+        // pause through one racing a snapshot through the other.
+        let mut calls = Vec::new();
+        for id in &ids {
+            let (first, second) = if round == 2 { ("pause", "snapshots") } else { ("reboot", "reboot") };
+            calls.push(cluster.call(0, Method::POST, format!("/api/instances/{id}/{first}")));
+            calls.push(cluster.call(1, Method::POST, format!("/api/instances/{id}/{second}")));
+        }
+        for response in futures_util::future::join_all(calls).await {
+            assert!(response.status().is_success() || response.status() == StatusCode::CONFLICT, "{}", response.text().await.unwrap());
+        }
+        if round == 2 {
+            for id in &ids {
+                let resumed = cluster.call(1, Method::POST, &format!("/api/instances/{id}/resume")).await;
+                assert!(resumed.status().is_success() || resumed.status() == StatusCode::CONFLICT);
+            }
+        }
+        cluster.all_ready(&ids, Duration::from_secs(120)).await;
+    }
+    for id in &ids {
+        let sandbox: String =
+            sqlx::query_scalar("SELECT sandbox_id FROM instances WHERE id = $1::uuid").bind(id).fetch_one(&cluster.db).await.unwrap();
+        assert_eq!(docker(&["inspect", "-f", "{{.State.Running}} {{.State.Paused}}", &sandbox]), "true false");
+        assert_eq!(broker_accepts(&sandbox), "200", "the sandbox's broker token works");
+        let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM instance_leases WHERE instance_id = $1::uuid AND expires_at > now()")
+            .bind(id)
+            .fetch_one(&cluster.db)
+            .await
+            .unwrap();
+        assert!(leases <= 1);
+    }
+}
+
+#[tokio::test]
+async fn a_server_killed_while_creating_is_taken_over_once_its_lease_expires() {
+    let mut cluster = two_servers("3").await;
+    let created = json(cluster.call(0, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The first server drives the create; it dies holding the lease, before the sandbox is ready.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: Option<uuid::Uuid> = sqlx::query_scalar("SELECT holder FROM instance_leases WHERE instance_id = $1::uuid")
+            .bind(&id)
+            .fetch_optional(&cluster.db)
+            .await
+            .unwrap();
+        if held.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the create is never driven under a lease");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed = Instant::now();
+    cluster.servers.remove(0); // SIGKILL
+    assert_eq!(cluster.status(&id).await, "provisioning", "killed mid-create");
+    cluster.all_ready(std::slice::from_ref(&id), Duration::from_secs(90)).await;
+    let sandbox = created["sandbox_id"].as_str().unwrap();
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", sandbox]), "true");
+    println!("taken over and ready {:.1} s after the kill", killed.elapsed().as_secs_f64());
+}
