@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod runtime;
 pub mod secrets;
+pub mod sse;
 pub mod timefmt;
 
 // The state every handler reads, and the shared HTTP pieces built on it.

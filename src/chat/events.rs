@@ -36,8 +36,9 @@ pub fn listen(state: &AppState, listeners: &mut Listeners) {
 
 pub fn message_event(row: MessageRow) -> Event {
     let id = row.event_id;
-    let data = serde_json::json!({ "message": ChatMessage::from(row) });
-    Event::default().event("message").id(id.to_string()).data(data.to_string())
+    let event = super::wire::ChatFeedEvent::Message(super::wire::MessageData { message: ChatMessage::from(row), delta: None });
+    let Ok(frame) = crate::sse::to_sse(&event);
+    frame.id(id.to_string())
 }
 
 /// Rows read from the database at a time while replaying or catching up: a client far behind

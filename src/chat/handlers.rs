@@ -7,17 +7,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::events;
 use super::models::*;
 use super::repo;
 use super::turn::{self, StartedTurn, TurnEvent};
+use super::wire::{ChatFeedEvent, ChatStreamEvent, MessageData, NotificationData, ReadyData, TurnState};
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiJsonOrEmpty, ApiQuery};
 use crate::instances::extract::{OwnedInstance, RunningInstance};
 use crate::instances::power::{self, Wake};
+use crate::sse::to_sse;
 use crate::state::{AppState, SlotKind};
 
 /// Chat sessions one instance may have (each is a row, and listed whole).
@@ -31,10 +32,6 @@ type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 pub(super) fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>, open: impl Send + 'static) -> EventStream {
     let stream = futures_util::stream::unfold((receiver, open), |(mut rx, open)| async move { rx.recv().await.map(|event| (event, (rx, open))) });
     Sse::new(Box::pin(stream) as BoxedEvents).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
-}
-
-pub(super) fn event(name: &str, data: serde_json::Value) -> Result<Event, Infallible> {
-    Ok(Event::default().event(name).data(data.to_string()))
 }
 
 /// List chat sessions
@@ -161,36 +158,36 @@ pub async fn stream(
 }
 
 pub(super) async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event, Infallible>>) {
-    let user_message = serde_json::to_value(&started.user_message).unwrap_or_default();
+    let user_message = started.user_message.clone();
     let mut streaming = false;
-    let _ = sink.send(event("status", json!({"state": "queued"}))).await;
-    let _ = sink.send(event("message", json!({"message": user_message}))).await;
+    let _ = sink.send(to_sse(&ChatStreamEvent::status(TurnState::Queued, None))).await;
+    let _ = sink.send(to_sse(&ChatStreamEvent::Message(MessageData { message: user_message.clone(), delta: None }))).await;
     while let Some(turn_event) = started.events.recv().await {
         let out = match turn_event {
-            TurnEvent::Running => vec![event("status", json!({"state": "running"}))],
+            TurnEvent::Running => vec![ChatStreamEvent::status(TurnState::Running, None)],
             TurnEvent::Delta { message, delta } => {
                 let mut out = Vec::new();
                 if !streaming {
                     streaming = true;
-                    out.push(event("status", json!({"state": "streaming"})));
+                    out.push(ChatStreamEvent::status(TurnState::Streaming, None));
                 }
-                out.push(event("message", json!({"message": message, "delta": delta})));
+                out.push(ChatStreamEvent::Message(MessageData { message, delta: Some(delta) }));
                 out
             }
-            TurnEvent::Notice { level, message } => vec![event("system_notification", json!({"level": level, "message": message}))],
+            TurnEvent::Notice { level, message } => vec![ChatStreamEvent::SystemNotification(NotificationData { level: level.to_owned(), message })],
             TurnEvent::Finished { assistant } => {
                 let state = if assistant.status == MessageStatus::Complete {
-                    json!({"state": "done"})
+                    ChatStreamEvent::status(TurnState::Done, None)
                 } else {
-                    json!({"state": "error", "detail": assistant.error})
+                    ChatStreamEvent::status(TurnState::Error, assistant.error.clone())
                 };
-                let complete = json!({"session_id": started.session_id, "user_message": user_message, "assistant_message": assistant});
-                vec![event("status", state), event("complete", complete)]
+                let complete = ChatExchange { session_id: started.session_id, user_message: user_message.clone(), assistant_message: assistant };
+                vec![state, ChatStreamEvent::Complete(complete)]
             }
         };
         for item in out {
             // A gone client stops the forwarding, not the turn.
-            if sink.send(item).await.is_err() {
+            if sink.send(to_sse(&item)).await.is_err() {
                 return;
             }
         }
@@ -287,7 +284,7 @@ pub async fn follow(
     };
     let (sink, receiver) = mpsc::channel(64);
     // The answer starts at once; the backlog is read page by page while the client reads.
-    let ready = event("ready", json!({"session_id": session.id, "after": q.after}));
+    let ready = to_sse(&ChatFeedEvent::Ready(ReadyData { session_id: session.id, after: q.after }));
     sink.try_send(ready).expect("a new channel has room");
     tokio::spawn(events::replay_and_follow(state.db.clone(), state.shutdown.clone(), session.id, replay, notifications, sink));
     Ok(sse(receiver, (slot, state.metrics.stream_open("sse"), state.activity.hold(instance.id))))

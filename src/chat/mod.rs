@@ -9,6 +9,7 @@ pub mod notice;
 pub mod repo;
 pub mod turn;
 mod wake;
+pub mod wire;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

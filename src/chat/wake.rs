@@ -6,18 +6,19 @@
 use std::convert::Infallible;
 
 use axum::response::sse::Event;
-use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::handlers::{event, forward_turn};
+use super::handlers::forward_turn;
 use super::models::SendMessage;
 use super::turn;
+use super::wire::{ChatStreamEvent, NotificationData, TurnState};
 use crate::instances::power::{self, Wake};
 use crate::instances::repo::InstanceRow;
+use crate::sse::to_sse;
 use crate::state::AppState;
 
 pub async fn start_then_forward(state: AppState, instance: InstanceRow, body: SendMessage, sink: mpsc::Sender<Result<Event, Infallible>>) {
-    let _ = sink.send(event("status", json!({"state": "starting"}))).await;
+    let _ = sink.send(to_sse(&ChatStreamEvent::status(TurnState::Starting, None))).await;
     let started = match power::awake(&state, instance, Wake::Start).await {
         Ok(instance) => turn::start(&state, &instance, body.session_id, &body.message).await,
         Err(error) => Err(error),
@@ -26,8 +27,9 @@ pub async fn start_then_forward(state: AppState, instance: InstanceRow, body: Se
         Ok(started) => forward_turn(started, sink).await,
         Err(error) => {
             let message = error.into_message();
-            let _ = sink.send(event("system_notification", json!({"level": "error", "message": message}))).await;
-            let _ = sink.send(event("status", json!({"state": "error", "detail": message}))).await;
+            let notice = NotificationData { level: "error".to_owned(), message: message.clone() };
+            let _ = sink.send(to_sse(&ChatStreamEvent::SystemNotification(notice))).await;
+            let _ = sink.send(to_sse(&ChatStreamEvent::status(TurnState::Error, Some(message)))).await;
         }
     }
 }

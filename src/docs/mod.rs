@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod root;
 pub mod spec;
+mod sse;
 
 use axum::Router;
 use axum::http::header;

@@ -57,6 +57,7 @@ impl Modify for BearerAuth {
 pub fn complete(spec: &mut utoipa::openapi::OpenApi) {
     Unauthenticated.modify(spec);
     InFlight.modify(spec);
+    super::sse::add_events(spec);
 }
 
 fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {

@@ -53,6 +53,18 @@ pub struct Logs {
     pub truncated: bool,
 }
 
+/// The end of a followed log: the container stopped printing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogEnd {}
+
+/// One event of `GET …/logs?follow=true`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+pub enum LogEvent {
+    Log(LogLine),
+    End(LogEnd),
+}
+
 /// Turns engine chunks into lines, per stream, never holding more than one line's cap.
 #[derive(Default)]
 pub struct LineSplitter {
@@ -126,7 +138,7 @@ pub async fn logs(
         return Ok(Json(collect(chunks).await?).into_response());
     }
     let open = (state.user_slots.acquire(user.user_id, crate::state::SlotKind::Stream)?, state.metrics.stream_open("sse"));
-    let lines = follow_lines(chunks).chain(futures_util::stream::once(async { Ok(Event::default().event("end").data("{}")) }));
+    let lines = follow_lines(chunks).chain(futures_util::stream::once(async { crate::sse::to_sse(&LogEvent::End(LogEnd {})) }));
     let stream = lines.map(move |event| {
         let _open = &open;
         event
@@ -159,7 +171,7 @@ fn follow_lines(chunks: crate::runtime::LogStream) -> impl Stream<Item = Result<
         };
         std::future::ready(Some(futures_util::stream::iter(lines)))
     });
-    lines.flatten().map(|line| Ok(Event::default().event("log").data(serde_json::to_string(&line).unwrap_or_default())))
+    lines.flatten().map(|line| crate::sse::to_sse(&LogEvent::Log(line)))
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
         tracing::warn!(interrupted, "reconcile: finalised abandoned chat turns as interrupted");
     }
     crate::auth::repo::delete_stale_tickets(&state.db).await?;
+    let abandoned = crate::snapshots::service::fail_abandoned(state).await?;
+    state.metrics.reconcile_fixes.with_label_values(&["snapshot_abandoned"]).inc_by(abandoned as u64);
 
     let known: HashSet<String> = instances.iter().map(|i| i.id.to_string()).collect();
     let disk_of = |name: &str| lifecycle::orphan_disk_spec(state, name);

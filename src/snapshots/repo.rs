@@ -67,6 +67,21 @@ pub async fn finish(db: &PgPool, id: Uuid, outcome: Result<(u64, &str), &str>) -
     .await
 }
 
+/// Snapshots a process that died mid-pack left `creating`. A pack holds its instance's driver
+/// lease from before its row is written until it is finished, so a `creating` snapshot whose
+/// instance has no live lease is nobody's: it is marked failed. Returns (id, user id) of each.
+pub async fn fail_abandoned(db: &PgPool) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    let rows = sqlx::query!(
+        "UPDATE snapshots SET status = 'failed', error = 'The server taking this snapshot stopped before it was done.'
+         WHERE status = 'creating'
+           AND NOT EXISTS (SELECT 1 FROM instance_leases l WHERE l.instance_id = snapshots.instance_id AND l.expires_at > now())
+         RETURNING id, user_id"
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.user_id)).collect())
+}
+
 pub async fn list_for_instance(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Vec<SnapshotRow>> {
     sqlx::query_as!(
         SnapshotRow,

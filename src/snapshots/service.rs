@@ -149,6 +149,18 @@ pub async fn open(state: &AppState, snapshot: &SnapshotRow) -> AppResult<tokio_u
     Ok(tokio_util::io::ReaderStream::with_capacity(reader, 64 << 10))
 }
 
+/// Fails the snapshots whose packing process died (see `repo::fail_abandoned`) and removes
+/// what that process had written of them; returns how many.
+pub async fn fail_abandoned(state: &AppState) -> anyhow::Result<usize> {
+    let abandoned = repo::fail_abandoned(&state.db).await?;
+    for (id, user_id) in &abandoned {
+        tracing::warn!(snapshot = %id, "a snapshot's packing process died; marked failed");
+        let (store, key) = (store(state), store::key(*user_id, *id));
+        tokio::task::spawn_blocking(move || store.delete(&key)).await??;
+    }
+    Ok(abandoned.len())
+}
+
 /// Deletes the snapshot's archive, then its row.
 pub async fn delete(state: &AppState, snapshot: &SnapshotRow) -> anyhow::Result<()> {
     let (store, key) = (store(state), store::key(snapshot.user_id, snapshot.id));

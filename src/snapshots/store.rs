@@ -92,11 +92,16 @@ impl SnapshotStore for LocalStore {
         Ok(Box::new(tokio::fs::File::from_std(File::open(self.path(key)?)?)))
     }
 
+    /// The object, and a part file a process that died mid-write left beside it.
     fn delete(&self, key: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(key)?) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
+        let target = self.path(key)?;
+        for path in [target.with_extension("part"), target] {
+            match std::fs::remove_file(path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
         }
+        Ok(())
     }
 }
 

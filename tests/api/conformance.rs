@@ -126,3 +126,64 @@ async fn a_client_generated_from_the_served_spec_walks_a_users_first_steps() {
     assert!(stdout.contains("walked: create, ready, chat"), "{stdout}");
     app.settle().await;
 }
+
+/// Validates each frame's `{event, data}` against the schema the document names for the
+/// stream (`x-sse-events`), with Python's `jsonschema` (an independent validator).
+fn frames_match(spec: &serde_json::Value, path: &str, method: &str, frames: &[crate::sse::SseEvent]) {
+    let content = &spec["paths"][path][method]["responses"]["200"]["content"]["text/event-stream"];
+    let events = content["x-sse-events"]["$ref"].as_str().unwrap_or_else(|| panic!("{method} {path} names no events: {content}"));
+    let items: Vec<_> = frames.iter().map(|f| json!({"event": f.event, "data": f.data})).collect();
+    let dir = Scratch::new();
+    let schema = json!({"$ref": events, "components": spec["components"]});
+    std::fs::write(dir.0.join("check.json"), json!({"schema": schema, "items": items}).to_string()).unwrap();
+    let script = "import json,sys,jsonschema\nc=json.load(open(sys.argv[1]))\nv=jsonschema.Draft202012Validator(c['schema'])\nbad=[(i['event'],e.message) for i in c['items'] for e in v.iter_errors(i)]\nprint(bad)\nsys.exit(1 if bad else 0)";
+    let output = std::process::Command::new("python3").args(["-c", script, dir.0.join("check.json").to_str().unwrap()]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{method} {path}: frames outside the documented events: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn every_streamed_event_is_one_the_document_describes() {
+    python_tool("jsonschema");
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, _) = ready_instance(&app).await;
+    let spec: serde_json::Value = app.anon(Method::GET, "/api/openapi.json").send().await.unwrap().json().await.unwrap();
+    let stream =
+        app.api(Method::POST, &format!("/api/instances/{id}/chat/stream")).json(&json!({"message": "/echo documented"})).send().await.unwrap();
+    let frames = crate::sse::SseReader::new(stream).all(Duration::from_secs(30)).await;
+    assert!(frames.iter().any(|f| f.event == "complete"), "{frames:?}");
+    frames_match(&spec, "/api/instances/{instanceId}/chat/stream", "post", &frames);
+
+    let session = frames.iter().find(|f| f.event == "complete").unwrap().data["session_id"].as_str().unwrap().to_owned();
+    let feed =
+        app.api(Method::GET, &format!("/api/instances/{id}/chat/events?session_id={session}")).header("Last-Event-ID", "0").send().await.unwrap();
+    let mut reader = crate::sse::SseReader::new(feed);
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next(Duration::from_secs(2)).await {
+        frames.push(frame);
+    }
+    assert!(frames.len() >= 3 && frames[0].event == "ready", "{frames:?}");
+    frames_match(&spec, "/api/instances/{instanceId}/chat/events", "get", &frames);
+
+    let logs = app.api(Method::GET, &format!("/api/instances/{id}/logs?tail=5&follow=true")).send().await.unwrap();
+    let mut reader = crate::sse::SseReader::new(logs);
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next(Duration::from_secs(2)).await {
+        frames.push(frame);
+    }
+    assert_eq!(app.api(Method::POST, &format!("/api/instances/{id}/shutdown")).send().await.unwrap().status(), StatusCode::ACCEPTED);
+    while let Some(frame) = reader.next(Duration::from_secs(30)).await {
+        let end = frame.event == "end";
+        frames.push(frame);
+        if end {
+            break;
+        }
+    }
+    assert_eq!(frames.last().map(|f| f.event.as_str()), Some("end"), "{frames:?}");
+    frames_match(&spec, "/api/instances/{instanceId}/logs", "get", &frames);
+    app.settle().await;
+}

@@ -146,6 +146,12 @@ impl Cluster {
         reqwest::Client::new().request(method, format!("{}{}", self.bases[server], path.as_ref())).bearer_auth(&self.key).send().await.unwrap()
     }
 
+    /// POSTs `body` to `path` (with `{id}` as `id`) and returns the JSON answer (200).
+    async fn call_json(&self, server: usize, path: &str, body: Value, id: &str) -> Value {
+        let url = format!("{}{}", self.bases[server], path.replace("{id}", id));
+        json(reqwest::Client::new().post(url).bearer_auth(&self.key).json(&body).send().await.unwrap(), StatusCode::OK).await
+    }
+
     async fn status(&self, id: &str) -> String {
         sqlx::query_scalar("SELECT status FROM instances WHERE id = $1::uuid").bind(id).fetch_one(&self.db).await.unwrap()
     }
@@ -238,4 +244,51 @@ async fn a_server_killed_while_creating_is_taken_over_once_its_lease_expires() {
     let sandbox = created["sandbox_id"].as_str().unwrap();
     assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", sandbox]), "true");
     println!("taken over and ready {:.1} s after the kill", killed.elapsed().as_secs_f64());
+}
+
+#[tokio::test]
+async fn a_server_killed_while_packing_a_snapshot_leaves_the_instance_thawed_and_the_snapshot_failed() {
+    let mut cluster = two_servers("3").await;
+    let created = json(cluster.call(0, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
+    let (id, sandbox) = (created["id"].as_str().unwrap().to_owned(), created["sandbox_id"].as_str().unwrap().to_owned());
+    cluster.all_ready(std::slice::from_ref(&id), Duration::from_secs(90)).await;
+    // Incompressible data, so the pack takes seconds.
+    docker(&["exec", &sandbox, "sh", "-c", "head -c 300000000 /dev/urandom > /workspace/big.bin"]);
+    let request = reqwest::Client::new()
+        .post(format!("{}/api/instances/{id}/snapshots", cluster.bases[0]))
+        .bearer_auth(&cluster.key)
+        .json(&json!({"name": "doomed"}));
+    let pending = tokio::spawn(request.send());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let creating: i64 = sqlx::query_scalar("SELECT count(*) FROM snapshots WHERE instance_id = $1::uuid AND status = 'creating'")
+            .bind(&id)
+            .fetch_one(&cluster.db)
+            .await
+            .unwrap();
+        if creating == 1 && docker(&["inspect", "-f", "{{.State.Paused}}", &sandbox]) == "true" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pack never started with the sandbox frozen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.servers.remove(0); // SIGKILL, mid-pack, the sandbox frozen
+    let _ = pending.await;
+    // The survivor takes the lease once it expires: it thaws the sandbox and fails the snapshot.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM snapshots WHERE instance_id = $1::uuid").bind(&id).fetch_one(&cluster.db).await.unwrap();
+        let paused = docker(&["inspect", "-f", "{{.State.Paused}}", &sandbox]);
+        if status == "failed" && paused == "false" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still: snapshot {status}, paused {paused}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leftovers = Command::new("find").arg(cluster.data_dir.join("snapshots")).args(["-name", "*.part"]).output().unwrap();
+    assert!(leftovers.stdout.is_empty(), "the dead pack's part file stays: {}", String::from_utf8_lossy(&leftovers.stdout));
+    assert_eq!(cluster.status(&id).await, "ready");
+    let exec = cluster.call_json(1, "/api/instances/{id}/terminal/exec", json!({"command": "stat -c %s /workspace/big.bin"}), &id).await;
+    assert_eq!(exec["stdout"].as_str().map(str::trim), Some("300000000"), "{exec}");
 }
