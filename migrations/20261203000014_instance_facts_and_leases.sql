@@ -26,3 +26,12 @@ CREATE TABLE instance_leases (
     holder uuid NOT NULL,
     expires_at timestamptz NOT NULL
 );
+
+-- `ocaas admin instances migrate-storage` is audited as what it is.
+ALTER TABLE audit_events DROP CONSTRAINT audit_events_action_check;
+ALTER TABLE audit_events ADD CONSTRAINT audit_events_action_check CHECK (action IN (
+    'login_succeeded', 'login_failed', 'logout', 'user_registered',
+    'key_created', 'key_revoked',
+    'instance_created', 'instance_deleted', 'instance_rebooted', 'instance_shut_down', 'instance_started',
+    'admin_user_created', 'admin_key_created', 'admin_key_revoked', 'admin_invite_created', 'admin_subscription_granted',
+    'admin_instances_upgraded', 'admin_storage_migrated'));

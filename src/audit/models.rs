@@ -25,6 +25,7 @@ crate::text_enum! {
         AdminInviteCreated => "admin_invite_created",
         AdminSubscriptionGranted => "admin_subscription_granted",
         AdminInstancesUpgraded => "admin_instances_upgraded",
+        AdminStorageMigrated => "admin_storage_migrated",
     }
 }
 

@@ -4,6 +4,7 @@ pub mod admin;
 mod audit;
 mod egress;
 pub mod setup;
+mod storage;
 mod upgrade;
 
 use std::path::PathBuf;

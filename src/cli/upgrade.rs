@@ -24,6 +24,9 @@ use crate::state::AppState;
 pub enum InstancesCommand {
     /// Upgrade instances to IMAGE, rolling each back by itself if it fails the health gate.
     Upgrade(UpgradeArgs),
+    /// Move instances' storage to what `OCAAS_INSTANCE_DISK` says now (a plain directory, or a
+    /// quota'd image of that size); their data goes along through a safety snapshot.
+    MigrateStorage(super::storage::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,19 +48,33 @@ pub struct UpgradeArgs {
     pub timeout_secs: u64,
 }
 
-pub async fn run(global: &GlobalArgs, db: &PgPool, command: InstancesCommand) -> AppResult<String> {
-    let InstancesCommand::Upgrade(args) = command;
-    // The server's own settings (its storage, limits and egress policy), never the defaults.
+/// An admin command's state: the server's own settings (its storage, limits and egress policy,
+/// from the environment), never the defaults; older instances' facts recorded first.
+pub(super) async fn admin_state(global: &GlobalArgs, db: &PgPool, image: &str) -> AppResult<AppState> {
     let serve_args = Settings::args_from_env().map_err(AppError::Internal)?;
-    let image = serve_args.instances.sandbox_image.clone().unwrap_or_else(|| args.image.clone());
+    let image = serve_args.instances.sandbox_image.clone().unwrap_or_else(|| image.to_owned());
     let settings = super::settings(global, &serve_args, image).map_err(AppError::Internal)?;
     let runtime = Arc::new(crate::runtime::DockerRuntime::connect().map_err(AppError::Internal)?);
     let state = AppState::new(db.clone(), settings, runtime).await.map_err(AppError::Internal)?;
     crate::instances::facts::backfill(db, &state.settings.instances).await?;
-    let user = match &args.email {
+    Ok(state)
+}
+
+/// The user `--email` names, or everyone's.
+pub(super) async fn only_user(db: &PgPool, email: &Option<String>) -> AppResult<Option<uuid::Uuid>> {
+    Ok(match email {
         Some(email) => Some(crate::auth::service::user_by_email_or_404(db, email).await?.id),
         None => None,
+    })
+}
+
+pub async fn run(global: &GlobalArgs, db: &PgPool, command: InstancesCommand) -> AppResult<String> {
+    let args = match command {
+        InstancesCommand::Upgrade(args) => args,
+        InstancesCommand::MigrateStorage(args) => return super::storage::run(global, db, args).await,
     };
+    let state = admin_state(global, db, &args.image).await?;
+    let user = only_user(db, &args.email).await?;
     let targets: Vec<_> = repo::list_all(db)
         .await?
         .into_iter()

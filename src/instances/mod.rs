@@ -18,6 +18,7 @@ pub mod power;
 pub mod reconciler;
 pub mod repo;
 pub mod restore;
+pub mod storage_move;
 pub mod upgrade;
 
 use utoipa_axum::router::OpenApiRouter;

@@ -209,6 +209,22 @@ pub async fn record_facts(db: &PgPool, id: Uuid, facts: &Facts) -> sqlx::Result<
     Ok(done.rows_affected() == 1)
 }
 
+/// Records a moved storage (`storage_move`); `false` when the instance is gone.
+pub async fn set_storage(db: &PgPool, id: Uuid, facts: &Facts) -> sqlx::Result<bool> {
+    let done = written(
+        sqlx::query!(
+            "UPDATE instances SET storage_kind = $2, storage_dir = $3, disk_quota_bytes = $4 WHERE id = $1",
+            id,
+            facts.storage_kind as StorageKind,
+            facts.storage_dir,
+            facts.disk_quota_bytes
+        )
+        .execute(db)
+        .await,
+    )?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Records the OpenClaw version the instance's gateway reports.
 pub async fn set_version(db: &PgPool, id: Uuid, version: &str) -> sqlx::Result<()> {
     written(sqlx::query!("UPDATE instances SET openclaw_version = $2 WHERE id = $1", id, version).execute(db).await)?;

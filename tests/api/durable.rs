@@ -2,7 +2,8 @@
 //! server's environment keeps a plain-directory instance as it is; a server restarted with
 //! another `OCAAS_INSTANCE_DISK` leaves existing instances' storage where it was; two server
 //! processes on one database, hit with the same lifecycle calls at once, never drive one
-//! instance together; a driving process killed mid-create is taken over once its lease expires.
+//! instance together; a driving process killed mid-create, mid-pack or mid-restore is taken
+//! over once its lease expires; `migrate-storage` moves a plain directory into an image.
 
 use std::path::Path;
 use std::process::Command;
@@ -33,32 +34,41 @@ async fn read(app: &TestApp, id: &str, path: &str) -> Value {
     json(response, StatusCode::OK).await
 }
 
+/// `ocaas admin …` with the test server's database, policy and the given disk setting.
+fn admin(app: &TestApp, data_dir: &Path, disk: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ocaas"));
+    same_host_policy(&mut command)
+        .env("DATABASE_URL", &app.database_url)
+        .env("OCAAS_DATA_DIR", data_dir)
+        .env("OCAAS_INSTANCE_DISK", disk)
+        .env("OCAAS_INSTANCE_MEMORY", "512m")
+        .args(["admin", "instances"])
+        .args(args);
+    command
+}
+
 fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&Command::new("docker").args(args).output().unwrap().stdout).trim().to_owned()
 }
 
 #[tokio::test]
 async fn the_admin_upgrade_runs_on_the_servers_settings_and_keeps_a_plain_directory_instance() {
-    let app = spawn_app_with_docker(|s| s.instances.disk_quota_bytes = 0).await;
+    let data_dir = std::env::temp_dir().join(format!("ocaas-admin-{}", uuid::Uuid::new_v4().simple()));
+    let snapshots = data_dir.join("snapshots");
+    let app = spawn_app_with_docker(|s| {
+        s.instances.disk_quota_bytes = 0;
+        s.snapshots.root = snapshots;
+    })
+    .await;
     let (id, sandbox) = ready_instance(&app).await;
     write(&app, &id, "/workspace/precious.txt", "keep me").await;
     let storage = app.state.settings.instances.disk_root.join(&sandbox);
     assert!(!mounted(&storage), "a plain directory instance");
     let new_image = crate::upgrade::renamed(&app.state.settings.instances.image);
-    let data_dir = std::env::temp_dir().join(format!("ocaas-admin-{}", uuid::Uuid::new_v4().simple()));
-    let admin = |disk: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ocaas"));
-        same_host_policy(&mut command)
-            .env("DATABASE_URL", &app.database_url)
-            .env("OCAAS_DATA_DIR", &data_dir)
-            .env("OCAAS_INSTANCE_DISK", disk)
-            .env("OCAAS_INSTANCE_MEMORY", "512m")
-            .args(["admin", "instances", "upgrade", "--image", &new_image, "--email", &app.user.email]);
-        command
-    };
+    let upgrade = ["upgrade", "--image", new_image.as_str(), "--email", app.user.email.as_str()];
     // The command reads the server's environment: a bad value there stops it before anything.
     let refused = tokio::task::spawn_blocking({
-        let mut command = admin("lots");
+        let mut command = admin(&app, &data_dir, "lots", &upgrade);
         move || command.output().unwrap()
     })
     .await
@@ -68,7 +78,7 @@ async fn the_admin_upgrade_runs_on_the_servers_settings_and_keeps_a_plain_direct
     assert!(said.contains("OCAAS_INSTANCE_DISK") && said.contains("lots"), "{said}");
     assert_eq!(wait_status(&app, &id, "ready", Duration::from_secs(5)).await["image"], app.state.settings.instances.image.as_str());
 
-    let mut command = admin("0");
+    let mut command = admin(&app, &data_dir, "0", &upgrade);
     let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && stdout.contains("upgraded to"), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
@@ -146,10 +156,10 @@ impl Cluster {
         reqwest::Client::new().request(method, format!("{}{}", self.bases[server], path.as_ref())).bearer_auth(&self.key).send().await.unwrap()
     }
 
-    /// POSTs `body` to `path` (with `{id}` as `id`) and returns the JSON answer (200).
-    async fn call_json(&self, server: usize, path: &str, body: Value, id: &str) -> Value {
+    /// POSTs `body` to `path` (with `{id}` as `id`) and returns the JSON answer (`expect`ed).
+    async fn call_json(&self, server: usize, path: &str, body: Value, id: &str, expect: StatusCode) -> Value {
         let url = format!("{}{}", self.bases[server], path.replace("{id}", id));
-        json(reqwest::Client::new().post(url).bearer_auth(&self.key).json(&body).send().await.unwrap(), StatusCode::OK).await
+        json(reqwest::Client::new().post(url).bearer_auth(&self.key).json(&body).send().await.unwrap(), expect).await
     }
 
     async fn status(&self, id: &str) -> String {
@@ -289,6 +299,78 @@ async fn a_server_killed_while_packing_a_snapshot_leaves_the_instance_thawed_and
     let leftovers = Command::new("find").arg(cluster.data_dir.join("snapshots")).args(["-name", "*.part"]).output().unwrap();
     assert!(leftovers.stdout.is_empty(), "the dead pack's part file stays: {}", String::from_utf8_lossy(&leftovers.stdout));
     assert_eq!(cluster.status(&id).await, "ready");
-    let exec = cluster.call_json(1, "/api/instances/{id}/terminal/exec", json!({"command": "stat -c %s /workspace/big.bin"}), &id).await;
+    let exec =
+        cluster.call_json(1, "/api/instances/{id}/terminal/exec", json!({"command": "stat -c %s /workspace/big.bin"}), &id, StatusCode::OK).await;
     assert_eq!(exec["stdout"].as_str().map(str::trim), Some("300000000"), "{exec}");
+}
+
+#[tokio::test]
+async fn migrate_storage_moves_a_plain_directory_instance_into_an_image_with_its_data() {
+    // The admin command shares the server's data dir (its snapshots), as in production.
+    let data_dir = std::env::temp_dir().join(format!("ocaas-admin-{}", uuid::Uuid::new_v4().simple()));
+    let snapshots = data_dir.join("snapshots");
+    let app = spawn_app_with_docker(|s| {
+        s.instances.disk_quota_bytes = 0;
+        s.snapshots.root = snapshots;
+    })
+    .await;
+    let (id, sandbox) = ready_instance(&app).await;
+    write(&app, &id, "/workspace/moving.txt", "comes along").await;
+    let old_dir = app.state.settings.instances.disk_root.join(&sandbox);
+    let mut command = admin(&app, &data_dir, "512m", &["migrate-storage", "--email", &app.user.email]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.contains("moved (down"), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(read(&app, &id, "/workspace/moving.txt").await["content"], "comes along");
+    let (kind, dir, quota): (String, String, i64) =
+        sqlx::query_as("SELECT storage_kind, storage_dir, disk_quota_bytes FROM instances WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((kind.as_str(), quota), ("image", 512 << 20));
+    assert!(mounted(Path::new(&dir)), "the new storage is a mounted image");
+    assert!(!old_dir.exists(), "the old directory is gone");
+    let df = docker(&["exec", &sandbox, "df", "-B1", "--output=size", "/workspace"]);
+    let size: u64 = df.lines().last().unwrap().trim().parse().unwrap();
+    assert!(size > 400 << 20 && size <= 512 << 20, "the sandbox sees the quota: {df}");
+    // A second run finds nothing to do.
+    let again = admin(&app, &data_dir, "512m", &["migrate-storage", "--all"]).output().unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already"), "{}", String::from_utf8_lossy(&again.stderr));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    app.settle().await;
+}
+
+#[tokio::test]
+async fn a_server_killed_while_restoring_is_taken_over_and_the_restore_finishes() {
+    let mut cluster = two_servers("3").await;
+    let created = json(cluster.call(0, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
+    let (id, sandbox) = (created["id"].as_str().unwrap().to_owned(), created["sandbox_id"].as_str().unwrap().to_owned());
+    cluster.all_ready(std::slice::from_ref(&id), Duration::from_secs(90)).await;
+    docker(&["exec", &sandbox, "sh", "-c", "head -c 200000000 /dev/urandom > /workspace/big.bin && echo before > /workspace/mark.txt"]);
+    let snapshot = cluster.call_json(0, "/api/instances/{id}/snapshots", json!({"name": "good"}), &id, StatusCode::CREATED).await;
+    assert_eq!(snapshot["status"], "ready", "{snapshot}");
+    docker(&["exec", &sandbox, "sh", "-c", "echo after > /workspace/mark.txt"]);
+    let url = format!("{}/api/instances/{id}/restore", cluster.bases[0]);
+    let restoring = reqwest::Client::new().post(url).bearer_auth(&cluster.key).json(&json!({"snapshot_id": snapshot["id"]})).send().await.unwrap();
+    assert_eq!(restoring.status(), StatusCode::ACCEPTED);
+    // Killed while it unpacks: the container stopped, the storage half written.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while docker(&["inspect", "-f", "{{.State.Running}}", &sandbox]) != "false" {
+        assert!(Instant::now() < deadline, "the restore never stopped the sandbox");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.servers.remove(0); // SIGKILL
+    assert_eq!(cluster.status(&id).await, "restoring");
+    cluster.all_ready(std::slice::from_ref(&id), Duration::from_secs(90)).await;
+    let exec = cluster
+        .call_json(
+            1,
+            "/api/instances/{id}/terminal/exec",
+            json!({"command": "cat /workspace/mark.txt; stat -c %s /workspace/big.bin"}),
+            &id,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(exec["stdout"], "before\n200000000\n", "{exec}");
 }
