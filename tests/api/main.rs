@@ -27,6 +27,7 @@ mod metrics;
 mod openapi;
 mod pool;
 mod quickstart;
+mod replicas;
 mod request_errors;
 mod seams;
 mod serve;
