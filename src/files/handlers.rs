@@ -20,7 +20,9 @@ use crate::state::AppState;
 
 /// List a directory
 ///
-/// Entries of a directory (not recursive), sorted by name, with type, size, mode and mtime.
+/// Entries of a directory (not recursive), sorted by name, with type, size, mode and mtime: at
+/// most 10,000 (`truncated` says when the directory holds more). A listing takes one of the
+/// user's command slots while it runs.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/files", tag = "files", operation_id = "list_files",
     params(RunningInstance, PathQuery),
     responses(
@@ -29,15 +31,19 @@ use crate::state::AppState;
         (status = 403, description = "`permission_denied`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's commands are all running", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
-    RunningInstance { instance, .. }: RunningInstance,
+    RunningInstance { instance, user, .. }: RunningInstance,
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> AppResult<Json<Listing>> {
     let path = SandboxPath::parse(&q.path)?;
-    let entries = ops::list(state.runtime.as_ref(), &instance.sandbox_id, &path).await?;
-    Ok(Json(Listing { path: path.as_str().to_owned(), entries }))
+    // A listing is a command in the sandbox and an answer held whole: one of the user's
+    // command slots while it runs.
+    let _slot = state.user_slots.acquire(user.user_id, crate::state::SlotKind::Exec)?;
+    let (entries, truncated) = ops::list(state.runtime.as_ref(), &instance.sandbox_id, &path).await?;
+    Ok(Json(Listing { path: path.as_str().to_owned(), entries, truncated }))
 }
 
 /// Read a text file

@@ -38,11 +38,14 @@ pub struct DirEntry {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"path": "/workspace", "entries": [
     {"name": "README.md", "path": "/workspace/README.md", "type": "file", "size": 120, "modified_at": "2026-03-20T18:22:54.000Z", "mode": "0644"}
-]}))]
+], "truncated": false}))]
 pub struct Listing {
     pub path: String,
-    /// Sorted by name.
+    /// Sorted by name; at most 10,000.
     pub entries: Vec<DirEntry>,
+    /// The directory holds more entries than a listing returns (the ones above are then an
+    /// arbitrary part of them).
+    pub truncated: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

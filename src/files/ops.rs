@@ -18,10 +18,14 @@ use crate::runtime::{ByteStream, ExecOutput, ExecRequest, Runtime};
 /// Where `files/write` and `files/upload` may put files.
 const PERSISTENT_DIRS: [&str; 2] = [WORKSPACE_DIR, STATE_DIR];
 
-const LISTING_MAX_BYTES: usize = 32 << 20;
+/// Entries one listing returns at most (a directory may hold millions): the sandbox stops
+/// listing past them, and the answer says it was cut.
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// What the listing command may print: the entries above with names of up to 255 bytes.
+const LISTING_MAX_BYTES: usize = (MAX_LIST_ENTRIES + 1) * 320;
 
 const LIST: &str = r#"[ -e "$1" ] || exit 44; [ -d "$1" ] || exit 20; [ -r "$1" ] && [ -x "$1" ] || exit 13
-exec find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\0%s\0%T@\0%m\0%f\0'"#;
+find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\0%s\0%T@\0%m\0%f\0' | head -z -n "$2""#;
 /// Prints the size and the resolved path of a readable regular file.
 const STAT_FILE: &str = r#"[ -e "$1" ] || exit 44; [ -d "$1" ] && exit 21; [ -r "$1" ] || exit 13
 p=$(readlink -f -- "$1") || exit 44; [ -f "$p" ] || exit 22; stat -c %s -- "$p" && printf '%s' "$p""#;
@@ -63,8 +67,12 @@ fn check(output: &ExecOutput, path: &str) -> AppResult<()> {
     }
 }
 
-pub async fn list(runtime: &dyn Runtime, sandbox: &str, dir: &SandboxPath) -> AppResult<Vec<DirEntry>> {
-    let output = script(runtime, sandbox, LIST, &[dir.as_str()], LISTING_MAX_BYTES).await?;
+/// The directory's entries sorted by name, at most `MAX_LIST_ENTRIES` (and whether there were
+/// more: then the ones returned are an arbitrary part of them).
+pub async fn list(runtime: &dyn Runtime, sandbox: &str, dir: &SandboxPath) -> AppResult<(Vec<DirEntry>, bool)> {
+    // One entry more than returned tells whether there are more.
+    let fields_wanted = ((MAX_LIST_ENTRIES + 1) * 5).to_string();
+    let output = script(runtime, sandbox, LIST, &[dir.as_str(), &fields_wanted], LISTING_MAX_BYTES).await?;
     check(&output, dir.as_str())?;
     let fields: Vec<&[u8]> = output.stdout.split(|b| *b == 0).collect();
     let mut entries: Vec<DirEntry> = fields
@@ -88,8 +96,10 @@ pub async fn list(runtime: &dyn Runtime, sandbox: &str, dir: &SandboxPath) -> Ap
             })
         })
         .collect();
+    let truncated = output.truncated || entries.len() > MAX_LIST_ENTRIES;
+    entries.truncate(MAX_LIST_ENTRIES);
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+    Ok((entries, truncated))
 }
 
 pub struct OpenFile {

@@ -269,3 +269,27 @@ async fn a_file_swapped_between_stat_and_download_is_never_read_past_the_limit()
     assert!(small + refused >= 20, "small {small}, refused {refused}");
     app.settle().await;
 }
+
+#[tokio::test]
+async fn a_huge_directory_lists_capped_and_a_listing_takes_a_command_slot() {
+    let app = spawn_app_with_docker(|s| s.user_limits.exec = 1).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    sandbox_sh(
+        &sandbox,
+        "mkdir -p /workspace/many && cd /workspace/many && seq 1 10050 | xargs touch && mkdir /workspace/few && touch /workspace/few/a",
+    );
+    let listing = json(get(&app, &id, "", "/workspace/many").await, StatusCode::OK).await;
+    assert_eq!((listing["entries"].as_array().unwrap().len(), &listing["truncated"]), (10_000, &json!(true)));
+    let names: Vec<&str> = listing["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted by name");
+    let few = json(get(&app, &id, "", "/workspace/few").await, StatusCode::OK).await;
+    assert_eq!((few["entries"].as_array().unwrap().len(), &few["truncated"]), (1, &json!(false)));
+
+    // With the user's one command slot taken, a listing waits its turn: 429.
+    let exec = app.api(Method::POST, &format!("/api/instances/{id}/terminal/exec")).json(&json!({"command": "sleep 3"})).send();
+    let running = tokio::spawn(exec);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_error(get(&app, &id, "", "/workspace/few").await, StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent").await;
+    assert_eq!(running.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(get(&app, &id, "", "/workspace/few").await.status(), StatusCode::OK);
+}
