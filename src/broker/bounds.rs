@@ -66,6 +66,20 @@ pub fn streaming(fields: &Fields<'_>) -> bool {
     fields.get("stream").is_some_and(|v| v.get() == "true")
 }
 
+/// Completion tokens a call is assumed to use when it does not say (`max_tokens`).
+const DEFAULT_COMPLETION_TOKENS: i64 = 4096;
+
+/// Tokens to reserve for a call: its prompt at about four bytes a token, plus the completion
+/// it allows itself (`max_completion_tokens` or `max_tokens`) or a default.
+pub fn tokens_wanted(fields: &Fields<'_>, request_bytes: usize) -> i64 {
+    let completion = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|key| fields.get(*key).and_then(|v| v.get().parse::<i64>().ok()))
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
+    i64::try_from(request_bytes / 4).unwrap_or(i64::MAX).saturating_add(completion)
+}
+
 /// The request's model name, if it is a string.
 pub fn model(fields: &Fields<'_>) -> Option<String> {
     fields.get("model").and_then(|v| serde_json::from_str::<String>(v.get()).ok())

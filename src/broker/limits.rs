@@ -43,6 +43,18 @@ pub fn exhausted(budget: &Budget) -> Option<String> {
     None
 }
 
+/// Why a call finds no room: an allowance used up, or what is left of it taken by calls in flight.
+pub fn no_room(room: &super::repo::Room) -> String {
+    let used = Budget {
+        account_allowance: room.account_allowance,
+        account_used: room.account_used,
+        instance_limit: room.instance_limit,
+        instance_used: room.instance_used,
+    };
+    exhausted(&used)
+        .unwrap_or_else(|| "What is left of the monthly token allowance is reserved by model calls in flight; retry when they end.".to_owned())
+}
+
 /// (subject, message) of each allowance at or past 80 % (and not yet used up).
 fn near(budget: &Budget, owner: &TokenOwner) -> Vec<(Uuid, String)> {
     let mut warnings = Vec::new();

@@ -84,6 +84,8 @@ pub struct Recorder {
     pub model: String,
     pub request_bytes: usize,
     pub started: Instant,
+    /// The tokens set aside for the call, released once its usage is recorded.
+    pub reservation: Option<uuid::Uuid>,
 }
 
 impl Recorder {
@@ -111,10 +113,13 @@ impl Recorder {
             duration_ms: self.started.elapsed().as_millis() as i64,
             status,
         };
-        let (db, owner) = (self.db, self.owner);
+        let (db, owner, reservation) = (self.db, self.owner, self.reservation);
         tokio::spawn(async move {
             let recorded = async {
                 repo::insert_usage(&db, &record).await?;
+                if let Some(reservation) = reservation {
+                    repo::release_reservation(&db, reservation).await?;
+                }
                 super::limits::warn_if_near(&db, &owner).await
             };
             if let Err(error) = recorded.await {

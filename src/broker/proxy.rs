@@ -173,6 +173,9 @@ fn too_large() -> Response {
     openai_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("Request bodies are limited to {MAX_REQUEST} bytes."))
 }
 
+/// A reservation of a call that never settled (its process died) stops counting after this.
+const RESERVATION_TTL: Duration = Duration::from_secs(30 * 60);
+
 pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(owner): BrokerCaller, request: axum::extract::Request) -> Response {
     let started = Instant::now();
     let Some(size) = declared_size(request.headers()) else { return too_large() };
@@ -185,14 +188,6 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
         }
         Err(Refusal::BrokerBusy) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker is busy; retry shortly."),
     };
-    match repo::budget(&state.app.db, owner.user_id, owner.instance_id).await {
-        Ok(budget) => {
-            if let Some(message) = super::limits::exhausted(&budget) {
-                return openai_error(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message);
-            }
-        }
-        Err(_) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check the spend limits right now."),
-    }
     let llm = match upstream_for(&state, owner.instance_id).await {
         Ok(upstream) => upstream,
         Err(refusal) => return refusal,
@@ -225,10 +220,18 @@ pub async fn chat_completions(State(state): State<BrokerState>, BrokerCaller(own
         replace.push(("stream_options", &usage_option));
     }
     let request_bytes = raw.len();
+    // What the call may use is set aside first (within what the allowances leave), so calls
+    // in flight together cannot all pass one check; the usage row replaces it at the end.
+    let wanted = bounds::tokens_wanted(&fields, request_bytes);
+    let reservation = match repo::reserve(&state.app.db, &owner, wanted, RESERVATION_TTL.as_secs_f64()).await {
+        Ok(Ok(reservation)) => reservation,
+        Ok(Err(room)) => return openai_error(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", super::limits::no_room(&room)),
+        Err(_) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check the spend limits right now."),
+    };
     let outgoing = bounds::rewrite(fields, &replace);
     drop(raw);
-    let recorder =
-        Recorder { db: state.app.db.clone(), owner: owner.clone(), model: model.unwrap_or_else(|| "unknown".into()), request_bytes, started };
+    let model = model.unwrap_or_else(|| "unknown".into());
+    let recorder = Recorder { db: state.app.db.clone(), owner: owner.clone(), model, request_bytes, started, reservation };
     let url = format!("{}/chat/completions", llm.base_url.trim_end_matches('/'));
     let sent = llm.client.post(url).bearer_auth(&llm.api_key).header(header::CONTENT_TYPE, "application/json").body(outgoing).send();
     let response = match tokio::time::timeout(HEAD_TIMEOUT, sent).await {

@@ -180,6 +180,64 @@ pub async fn budget(db: &PgPool, user_id: Uuid, instance_id: Uuid) -> sqlx::Resu
     .await
 }
 
+/// What the monthly allowances leave, counting what calls in flight have reserved.
+pub struct Room {
+    pub account_allowance: Option<i64>,
+    pub account_used: i64,
+    pub account_reserved: i64,
+    pub instance_limit: Option<i64>,
+    pub instance_used: i64,
+    pub instance_reserved: i64,
+}
+
+/// Sets aside up to `wanted` tokens for a call within the room the allowances leave: one at a
+/// time per user (its row locked), so concurrent calls see each other's reservations.
+/// `Ok(Err(room))` when there is no room; `Ok(Ok(None))` when nothing limits the user.
+pub async fn reserve(db: &PgPool, owner: &TokenOwner, wanted: i64, ttl_secs: f64) -> sqlx::Result<Result<Option<Uuid>, Room>> {
+    let mut tx = db.begin().await?;
+    sqlx::query_scalar!("SELECT id FROM users WHERE id = $1 FOR UPDATE", owner.user_id).fetch_optional(&mut *tx).await?;
+    let room = sqlx::query_as!(
+        Room,
+        r#"SELECT (SELECT monthly_tokens FROM subscriptions WHERE user_id = $1) AS account_allowance,
+                  (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
+                    WHERE user_id = $1 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "account_used!",
+                  (SELECT coalesce(sum(tokens), 0) FROM token_reservations WHERE user_id = $1 AND expires_at > now())::bigint AS "account_reserved!",
+                  (SELECT monthly_token_limit FROM instances WHERE id = $2) AS instance_limit,
+                  (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
+                    WHERE instance_id = $2 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "instance_used!",
+                  (SELECT coalesce(sum(tokens), 0) FROM token_reservations WHERE instance_id = $2 AND expires_at > now())::bigint AS "instance_reserved!""#,
+        owner.user_id,
+        owner.instance_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let account = room.account_allowance.map(|a| a - room.account_used - room.account_reserved);
+    let instance = room.instance_limit.map(|l| l - room.instance_used - room.instance_reserved);
+    let Some(left) = [account, instance].into_iter().flatten().min() else { return Ok(Ok(None)) };
+    if left <= 0 {
+        return Ok(Err(room));
+    }
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO token_reservations (id, user_id, instance_id, tokens, expires_at) VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+        id,
+        owner.user_id,
+        owner.instance_id,
+        wanted.clamp(1, left),
+        ttl_secs
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(Some(id)))
+}
+
+/// Ends a reservation (its call's usage is recorded).
+pub async fn release_reservation(db: &PgPool, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM token_reservations WHERE id = $1", id).execute(db).await?;
+    Ok(())
+}
+
 /// Records that `subject` (an account or an instance) was warned this month; `false` if it
 /// already was.
 pub async fn first_warning_this_month(db: &PgPool, subject: Uuid) -> sqlx::Result<bool> {

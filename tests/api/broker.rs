@@ -35,6 +35,10 @@ async fn scripted_provider() -> Provider {
             let refused = auth.as_deref() == Some(concat!("Bearer ", "sk-user-bad"));
             let asked = body["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
             seen.lock().unwrap().push((auth, body));
+            if asked == "slow" {
+                // Long enough for calls sent together to be in flight together.
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            }
             if asked == "fail-500" {
                 let error = json!({"error": {"message": "The provider is overloaded", "type": "server_error"}});
                 return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(error)).into_response();
@@ -346,6 +350,37 @@ async fn spend_limits_warn_at_eighty_percent_refuse_at_the_limit_and_reset_each_
     assert!(warnings.iter().any(|w| w.contains("The account has used")), "{warnings:?}");
     let bad = app.api(Method::PUT, &limits_path).json(&json!({"monthly_token_limit": -1})).send().await.unwrap();
     crate::helpers::assert_error(bad, StatusCode::BAD_REQUEST, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn calls_sent_together_near_the_limit_reserve_their_tokens_and_do_not_all_pass() {
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (id, _) = ready_instance(&app).await;
+    // 40 tokens; each call reports 17. Eight calls at once: without reservations each sees 0
+    // used and all eight go through (136 tokens).
+    let limits_path = format!("/api/instances/{id}/limits");
+    json_body(app.api(Method::PUT, &limits_path).json(&json!({"monthly_token_limit": 40})).send().await.unwrap(), StatusCode::OK).await;
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        let created = app.api(Method::POST, &format!("/api/instances/{id}/chat/sessions")).send().await.unwrap();
+        sessions.push(json_body(created, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned());
+    }
+    let turns = sessions.iter().map(|session| {
+        let request = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": "/llm slow", "session_id": session}));
+        async move { json_body(request.send().await.unwrap(), StatusCode::OK).await }
+    });
+    let outcomes = futures_util::future::join_all(turns).await;
+    let done = outcomes.iter().filter(|o| o["assistant_message"]["status"] == "complete").count();
+    let refused: Vec<_> = outcomes.iter().filter_map(|o| o["assistant_message"]["error"].as_str()).collect();
+    assert!((1..=3).contains(&done), "{done} calls went through: {outcomes:?}");
+    assert!(refused.iter().all(|e| e.contains("monthly token") || e.contains("reserved by model calls in flight")), "{refused:?}");
+    assert_eq!(provider.requests.lock().unwrap().len(), done, "refused calls never reach the provider");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let limits = json_body(app.api(Method::GET, &limits_path).send().await.unwrap(), StatusCode::OK).await;
+    assert!(limits["used_this_month"].as_i64().unwrap() <= 51, "at most what one call past the room adds: {limits}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM token_reservations").fetch_one(&app.db).await.unwrap();
+    assert_eq!(left, 0, "every reservation is settled");
 }
 
 #[tokio::test]
