@@ -83,11 +83,24 @@ async fn receive(
             return Ok((size, Received::Direct { target: Box::new(target), dir, checked_name: name.to_owned() }));
         }
     }
+    // The spool is on the host's disk: it may hold no more than the instance's storage has room
+    // for (what it will take anyway), so an upload spooled counts against the quota.
+    let disk = crate::instances::lifecycle::disk_spec(state, instance);
+    let room = tokio::task::spawn_blocking(move || crate::runtime::disk::usage(&disk)).await.ok().flatten();
+    let free = room.and_then(|usage| usage.limit_bytes.map(|limit| limit.saturating_sub(usage.used_bytes))).filter(|free| *free < max);
     let spool_dir = &state.settings.instances.spool_dir;
     tokio::fs::create_dir_all(spool_dir).await?;
     let spooled = SpoolFile(spool_dir.join(format!("ocaas-upload-{}", Uuid::new_v4().simple())));
     let mut file = tokio::fs::File::create(&spooled.0).await?;
-    let size = capped::copy(chunks(field), &mut file, max, AppError::from).await?;
+    let size = match free {
+        Some(free) => capped::copy(chunks(field), &mut file, free, AppError::from).await.map_err(|error| match error {
+            AppError::Client { code: ErrorCode::FileTooLarge, .. } => {
+                AppError::new(ErrorCode::FileTooLarge, format!("The instance's storage has room for {free} more bytes."))
+            }
+            other => other,
+        })?,
+        None => capped::copy(chunks(field), &mut file, max, AppError::from).await?,
+    };
     Ok((size, Received::Spooled(spooled)))
 }
 

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{TestApp, json, ready_instance, sandbox_sh, spawn_app_with_docker};
+use crate::helpers::{TestApp, assert_error, json, ready_instance, sandbox_sh, spawn_app_with_docker};
 
 async fn upload(app: &TestApp, id: &str, target_dir: &str, name: &str, body: &'static [u8], file_first: bool) -> reqwest::Response {
     let part = || reqwest::multipart::Part::bytes(body).file_name(name.to_owned());
@@ -112,5 +112,30 @@ async fn an_upload_cut_off_midway_leaves_no_partial_file_and_no_spool() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[tokio::test]
+async fn a_spooled_upload_holds_no_more_than_the_instance_has_room_for() {
+    let spool = std::env::temp_dir().join(format!("ocaas-test-spool-{}", uuid::Uuid::new_v4().simple()));
+    let spool_dir = spool.clone();
+    let app = spawn_app_with_docker(move |s| {
+        s.instances.spool_dir = spool_dir;
+        s.instances.disk_quota_bytes = 64 << 20;
+    })
+    .await;
+    let (id, sandbox) = ready_instance(&app).await;
+    sandbox_sh(&sandbox, "head -c 40000000 /dev/zero > /workspace/filler");
+    // The file part before `targetDir`: the upload is spooled on the server first.
+    let upload = |size: usize| {
+        let file = reqwest::multipart::Part::bytes(vec![b'y'; size]).file_name("spooled.bin");
+        let form = reqwest::multipart::Form::new().part("file", file).text("targetDir", "/workspace");
+        app.api(Method::POST, &format!("/api/instances/{id}/files/upload")).multipart(form).send()
+    };
+    let refused = assert_error(upload(30 << 20).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
+    assert!(refused["message"].as_str().unwrap().contains("has room for"), "{refused}");
+    assert_eq!(std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0), 0, "nothing stays in the spool");
+    assert_eq!(upload(4 << 20).await.unwrap().status(), StatusCode::OK, "what fits goes in");
+    assert_eq!(sandbox_sh(&sandbox, "stat -c %s /workspace/spooled.bin"), (4 << 20).to_string());
     let _ = std::fs::remove_dir_all(&spool);
 }
