@@ -86,12 +86,16 @@ pub async fn read(
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 413, description = "`file_too_large` (over `OCAAS_MAX_UPLOAD_BYTES`) or `payload_too_large` (a JSON body over `OCAAS_MAX_JSON_UPLOAD_BYTES`: use multipart)", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's command slots are all taken (a JSON body takes one)", body = ErrorBody),
     ))]
 pub async fn write(
     State(state): State<AppState>,
-    RunningInstance { instance, .. }: RunningInstance,
-    ApiJson(body): ApiJson<WriteRequest>,
+    RunningInstance { instance, user, .. }: RunningInstance,
+    request: Request,
 ) -> AppResult<Json<Written>> {
+    // A JSON body is held whole: one of the user's command slots before it is read.
+    let _slot = state.user_slots.acquire(user.user_id, crate::state::SlotKind::Exec)?;
+    let body = json_upload::<WriteRequest>(&state, request).await?;
     let path = SandboxPath::parse(&body.path)?;
     store(&state, &instance, &path, Bytes::from(body.content)).await
 }
@@ -145,8 +149,13 @@ pub struct UploadForm {
         (status = 409, description = "`instance_not_running`", body = ErrorBody),
         (status = 413, description = "`file_too_large` (over `OCAAS_MAX_UPLOAD_BYTES`) or `payload_too_large` (a JSON body over `OCAAS_MAX_JSON_UPLOAD_BYTES`: use multipart)", body = ErrorBody),
         (status = 415, description = "Neither JSON nor multipart", body = ErrorBody),
+        (status = 429, description = "`too_many_concurrent`: the user's command slots are all taken (a JSON body takes one)", body = ErrorBody),
     ))]
-pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .. }: RunningInstance, request: Request) -> AppResult<Json<Written>> {
+pub async fn upload(
+    State(state): State<AppState>,
+    RunningInstance { instance, user, .. }: RunningInstance,
+    request: Request,
+) -> AppResult<Json<Written>> {
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -158,6 +167,7 @@ pub async fn upload(State(state): State<AppState>, RunningInstance { instance, .
             .map_err(|e| AppError::new(ErrorCode::InvalidRequest, format!("Bad multipart body: {}", e.body_text())))?;
         return super::multipart::upload(&state, &instance, multipart).await;
     }
+    let _slot = state.user_slots.acquire(user.user_id, crate::state::SlotKind::Exec)?;
     let body = json_upload::<UploadRequest>(&state, request).await?;
     let path = SandboxPath::parse(&body.target_dir)?.join(&body.file_name)?;
     let content = match body.encoding {

@@ -24,7 +24,7 @@ pub enum SlotKind {
 impl SlotKind {
     fn describe(self) -> &'static str {
         match self {
-            SlotKind::Exec => "commands running",
+            SlotKind::Exec => "commands (or listings and JSON file writes) running",
             SlotKind::Terminal => "terminals open",
             SlotKind::Desktop => "desktop connections open",
             SlotKind::Stream => "event streams open",

@@ -271,7 +271,7 @@ async fn a_file_swapped_between_stat_and_download_is_never_read_past_the_limit()
 }
 
 #[tokio::test]
-async fn a_huge_directory_lists_capped_and_a_listing_takes_a_command_slot() {
+async fn a_huge_directory_lists_capped_and_listings_and_json_writes_take_a_command_slot() {
     let app = spawn_app_with_docker(|s| s.user_limits.exec = 1).await;
     let (id, sandbox) = ready_instance(&app).await;
     sandbox_sh(
@@ -290,6 +290,9 @@ async fn a_huge_directory_lists_capped_and_a_listing_takes_a_command_slot() {
     let running = tokio::spawn(exec);
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert_error(get(&app, &id, "", "/workspace/few").await, StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent").await;
+    // So does a JSON write (its body held whole), before its body is read.
+    let write = post(&app, &id, "/write", json!({"path": "/workspace/few/b", "content": "x"})).await;
+    assert_error(write, StatusCode::TOO_MANY_REQUESTS, "too_many_concurrent").await;
     assert_eq!(running.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(get(&app, &id, "", "/workspace/few").await.status(), StatusCode::OK);
 }
