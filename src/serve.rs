@@ -39,6 +39,8 @@ pub fn start_background_tasks(state: &AppState) {
     crate::chat::events::listen(state, &mut listeners);
     crate::auth::cache::spawn(state, &mut listeners);
     crate::instances::lists::listen(state, &mut listeners);
+    let drivers = state.drivers.clone();
+    listeners.on(crate::db::leases::CANCEL_CHANNEL, |_| {}, move |payload| drivers.on_cancel_request(payload));
     listeners.spawn(state.db.clone(), state.shutdown.clone());
     spawn_broker(state);
 }

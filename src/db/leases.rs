@@ -56,3 +56,13 @@ pub async fn release(db: &PgPool, instance_id: Uuid, token: Uuid) -> sqlx::Resul
     sqlx::query!("DELETE FROM instance_leases WHERE instance_id = $1 AND holder = $2", instance_id, token).execute(db).await?;
     Ok(())
 }
+
+/// The channel on which a process asks the others to cancel their driver of an instance.
+pub const CANCEL_CHANNEL: &str = "ocaas_driver_cancel";
+
+/// Asks every process (through `CANCEL_CHANNEL`) to cancel its driver of the instance; the
+/// payload is `<instance id> <asking process>` so the asker can ignore its own request.
+pub async fn ask_to_cancel(db: &PgPool, instance_id: Uuid, process: Uuid) -> sqlx::Result<()> {
+    sqlx::query_scalar!(r#"SELECT pg_notify('ocaas_driver_cancel', $1)::text AS "sent""#, format!("{instance_id} {process}")).fetch_one(db).await?;
+    Ok(())
+}

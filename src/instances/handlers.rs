@@ -99,8 +99,9 @@ pub async fn get(OwnedInstance { instance, .. }: OwnedInstance) -> Json<Instance
 pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, user }: OwnedInstance, client: ClientAddr) -> AppResult<Response> {
     crate::audit::record_action(&state.db, AuditAction::InstanceDeleted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
     let instance = machine::apply(&state.db, instance.id, Op::Delete).await?.unwrap_or(instance);
-    // A driver still at work (a provision under way) lets go before the sandbox is removed.
-    state.drivers.cancel(instance.id);
+    // A driver still at work (a provision under way, in any process) lets go before the
+    // sandbox is removed.
+    state.drivers.cancel_everywhere(instance.id).await;
     let held = state.drivers.hold(instance.id).await;
     let removed = lifecycle::remove(&state, &instance).await;
     drop(held);

@@ -29,6 +29,8 @@ pub struct Drivers {
     locks: super::KeyedLocks<Uuid>,
     /// Where the leases live; `None` only in unit tests of the in-process part.
     leases: Option<(PgPool, Duration)>,
+    /// This process, in cancel requests (`cancel_everywhere`).
+    process: Uuid,
 }
 
 /// The right to do engine work on an instance: the process's lock and the database's lease,
@@ -95,7 +97,28 @@ impl Drivers {
     }
 
     pub fn new(db: PgPool, lease: Duration) -> Self {
-        Drivers { leases: Some((db, lease)), ..Default::default() }
+        Drivers { leases: Some((db, lease)), process: Uuid::new_v4(), ..Default::default() }
+    }
+
+    /// Cancels the instance's driver in this process and asks every other process to cancel
+    /// theirs (a delete through one replica must not wait for another's provision to end).
+    pub async fn cancel_everywhere(&self, id: Uuid) {
+        self.cancel(id);
+        if let Some((db, _)) = &self.leases
+            && let Err(error) = leases::ask_to_cancel(db, id, self.process).await
+        {
+            tracing::warn!(%id, %error, "asking other processes to cancel a driver failed; their lease expires by itself");
+        }
+    }
+
+    /// Cancels what another process asks to (`<instance id> <asking process>`), not our own.
+    pub fn on_cancel_request(&self, payload: &str) {
+        let mut parts = payload.split(' ');
+        if let (Some(Ok(id)), Some(Ok(asker))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<Uuid>))
+            && asker != self.process
+        {
+            self.cancel(id);
+        }
     }
 
     /// Waits for, then holds, the right to do engine work on the instance (however long

@@ -1,7 +1,8 @@
 //! Replicas: two `ocaas serve` processes on one database. Hit with the same lifecycle calls at
 //! once they never drive one instance together (every instance ends `ready`, its broker token
 //! working); a process killed mid-create, mid-pack or mid-restore is taken over by the other
-//! once its driver lease expires, and nothing is lost.
+//! once its driver lease expires, and nothing is lost; a delete through one cancels the other's
+//! driver at once.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,6 +42,11 @@ impl Drop for Cluster {
 /// Two `ocaas serve` processes on one database (and one data dir, as replicas share a key).
 async fn two_servers(lease_secs: &str) -> Cluster {
     let image = tokio::task::spawn_blocking(sandbox_image).await.unwrap();
+    two_servers_on(lease_secs, &image).await
+}
+
+/// `two_servers` whose sandboxes run `image`.
+async fn two_servers_on(lease_secs: &str, image: &str) -> Cluster {
     let (db, url) = fresh_database().await;
     let data_dir = std::env::temp_dir().join(format!("ocaas-replicas-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -48,8 +54,8 @@ async fn two_servers(lease_secs: &str) -> Cluster {
     let key = service::create_api_key(&db, user.id, None, None).await.unwrap().key;
     service::grant_subscription(&db, "replicas@example.com", 5, None).await.unwrap();
     let env = [("OCAAS_DRIVER_LEASE_SECS", lease_secs), ("OCAAS_READY_TIMEOUT_SECS", "60")];
-    let first = serve_process_with(&url, &data_dir, &image, &env).ready().await;
-    let second = serve_process_with(&url, &data_dir, &image, &env).ready().await;
+    let first = serve_process_with(&url, &data_dir, image, &env).ready().await;
+    let second = serve_process_with(&url, &data_dir, image, &env).ready().await;
     let bases = [format!("http://127.0.0.1:{}", first.port), format!("http://127.0.0.1:{}", second.port)];
     Cluster { db, key, bases, servers: vec![first, second], data_dir }
 }
@@ -239,4 +245,41 @@ async fn a_server_killed_while_restoring_is_taken_over_and_the_restore_finishes(
         )
         .await;
     assert_eq!(exec["stdout"], "before\n200000000\n", "{exec}");
+}
+
+#[tokio::test]
+async fn a_delete_through_one_server_cancels_the_other_servers_driver_at_once() {
+    // Sandboxes that never get ready: the first server's provision would hold the instance for
+    // the whole ready timeout (60 s here).
+    let image = tokio::task::spawn_blocking(sandbox_image).await.unwrap();
+    let never_ready = crate::upgrade::broken(&image);
+    let cluster = two_servers_on("15", &never_ready).await;
+    let created = json(cluster.call(0, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM instance_leases WHERE instance_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&cluster.db)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the provision never took the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = Instant::now();
+    let deleted = cluster.call(1, Method::DELETE, format!("/api/instances/{id}")).await;
+    assert!(asked.elapsed() < Duration::from_secs(15), "the delete waited {:?} for the other server's provision", asked.elapsed());
+    assert!(deleted.status().is_success(), "{}", deleted.text().await.unwrap());
+    let deadline = asked + Duration::from_secs(15);
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE id = $1::uuid").bind(&id).fetch_one(&cluster.db).await.unwrap();
+        if rows == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delete waited for the other server's provision");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(docker(&["ps", "-aq", "--filter", &format!("name={}", created["sandbox_id"].as_str().unwrap())]).is_empty(), "the sandbox is gone");
+    println!("deleted {:.1} s after asking", asked.elapsed().as_secs_f64());
 }

@@ -30,7 +30,7 @@ pub fn renamed(base: &str) -> String {
 }
 
 /// `base` with a gateway that never starts (built locally from `base`, no registry needed).
-fn broken(base: &str) -> String {
+pub fn broken(base: &str) -> String {
     let tag = format!("ocaas-sandbox:broken-{}", base.rsplit('-').next().unwrap_or("x"));
     if docker(&["images", "-q", &tag]).is_empty() {
         let mut build = Command::new("docker").args(["build", "-q", "-t", &tag, "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
