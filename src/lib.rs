@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod net;
 pub mod ratelimit;
 pub mod runtime;
 pub mod secrets;

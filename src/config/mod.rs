@@ -9,14 +9,13 @@ use secrecy::SecretString;
 
 mod idle;
 mod instances;
-mod net;
 mod snapshots;
 
+pub use crate::net::{IpNet, parse_net};
 pub use idle::{IdleArgs, IdleSettings, parse_duration};
 pub(crate) use instances::at_least_one;
 use instances::secret;
 pub use instances::{InstanceArgs, InstanceSettings, LlmSettings, parse_size};
-pub use net::{IpNet, parse_net};
 pub use snapshots::{SnapshotArgs, SnapshotSettings};
 
 /// Where the database is and how logs look; shared by every subcommand.

@@ -49,12 +49,7 @@ pub const BLOCKED: &[&str] = &[
 /// `64:ff9b::/96`, 6to4 `2002::/16`) judged by the IPv4 address it reaches.
 pub fn is_public(ip: std::net::IpAddr) -> bool {
     match ip {
-        std::net::IpAddr::V4(v4) => !BLOCKED.iter().any(|cidr| {
-            let (net, prefix) = cidr.split_once('/').unwrap_or((cidr, "32"));
-            let (net, prefix) = (net.parse::<Ipv4Addr>().map(u32::from).unwrap_or(0), prefix.parse::<u32>().unwrap_or(32));
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-            u32::from(v4) & mask == net & mask
-        }),
+        std::net::IpAddr::V4(_) => !BLOCKED.iter().any(|cidr| crate::net::parse_net(cidr).is_ok_and(|net| net.contains(ip))),
         std::net::IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => is_public(v4.into()),
             None => {

@@ -1,5 +1,6 @@
-//! Address ranges in flags (`OCAAS_TRUSTED_PROXIES`): an IPv4 or IPv6 address with an
-//! optional prefix length, and the membership test.
+//! Address ranges: an IPv4 or IPv6 address with an optional prefix length, and the membership
+//! test — for flags (`OCAAS_TRUSTED_PROXIES`) and the egress policy's blocked ranges alike. A
+//! foundation module: no ocaas imports, so both `config` and `runtime` may use it.
 
 use std::net::IpAddr;
 
