@@ -63,6 +63,6 @@ pub const CANCEL_CHANNEL: &str = "ocaas_driver_cancel";
 /// Asks every process (through `CANCEL_CHANNEL`) to cancel its driver of the instance; the
 /// payload is `<instance id> <asking process>` so the asker can ignore its own request.
 pub async fn ask_to_cancel(db: &PgPool, instance_id: Uuid, process: Uuid) -> sqlx::Result<()> {
-    sqlx::query_scalar!(r#"SELECT pg_notify('ocaas_driver_cancel', $1)::text AS "sent""#, format!("{instance_id} {process}")).fetch_one(db).await?;
+    sqlx::query_scalar!(r#"SELECT pg_notify($1, $2)::text AS "sent""#, CANCEL_CHANNEL, format!("{instance_id} {process}")).fetch_one(db).await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, json, ready_instance, respawn_with, same_host_policy, spawn_app_with_docker};
+use crate::helpers::{TestApp, docker, json, ready_instance, respawn_with, same_host_policy, spawn_app_with_docker};
 use crate::idle::wait_status;
 
 fn mounted(dir: &Path) -> bool {
@@ -42,12 +42,9 @@ fn admin(app: &TestApp, data_dir: &Path, disk: &str, args: &[&str]) -> Command {
     command
 }
 
-fn docker(args: &[&str]) -> String {
-    String::from_utf8_lossy(&Command::new("docker").args(args).output().unwrap().stdout).trim().to_owned()
-}
-
-#[tokio::test]
-async fn the_admin_upgrade_runs_on_the_servers_settings_and_keeps_a_plain_directory_instance() {
+/// A server whose instances get plain directories (`OCAAS_INSTANCE_DISK=0`), and the data dir
+/// its admin commands share with it (its snapshots live there), as in production.
+async fn plain_directory_server() -> (TestApp, std::path::PathBuf) {
     let data_dir = std::env::temp_dir().join(format!("ocaas-admin-{}", uuid::Uuid::new_v4().simple()));
     let snapshots = data_dir.join("snapshots");
     let app = spawn_app_with_docker(|s| {
@@ -55,6 +52,12 @@ async fn the_admin_upgrade_runs_on_the_servers_settings_and_keeps_a_plain_direct
         s.snapshots.root = snapshots;
     })
     .await;
+    (app, data_dir)
+}
+
+#[tokio::test]
+async fn the_admin_upgrade_runs_on_the_servers_settings_and_keeps_a_plain_directory_instance() {
+    let (app, data_dir) = plain_directory_server().await;
     let (id, sandbox) = ready_instance(&app).await;
     write(&app, &id, "/workspace/precious.txt", "keep me").await;
     let storage = app.state.settings.instances.disk_root.join(&sandbox);
@@ -110,14 +113,7 @@ async fn a_restart_with_another_disk_setting_leaves_existing_instances_where_the
 
 #[tokio::test]
 async fn migrate_storage_moves_a_plain_directory_instance_into_an_image_with_its_data() {
-    // The admin command shares the server's data dir (its snapshots), as in production.
-    let data_dir = std::env::temp_dir().join(format!("ocaas-admin-{}", uuid::Uuid::new_v4().simple()));
-    let snapshots = data_dir.join("snapshots");
-    let app = spawn_app_with_docker(|s| {
-        s.instances.disk_quota_bytes = 0;
-        s.snapshots.root = snapshots;
-    })
-    .await;
+    let (app, data_dir) = plain_directory_server().await;
     let (id, sandbox) = ready_instance(&app).await;
     write(&app, &id, "/workspace/moving.txt", "comes along").await;
     let old_dir = app.state.settings.instances.disk_root.join(&sandbox);

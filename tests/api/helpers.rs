@@ -212,6 +212,12 @@ pub async fn ready_instance(app: &TestApp) -> (String, String) {
     }
 }
 
+/// Runs the docker CLI (the test's own view of the engine); its trimmed standard output.
+pub fn docker(args: &[&str]) -> String {
+    let output = std::process::Command::new("docker").args(args).output().expect("running docker");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// Runs a shell script in the sandbox with `docker exec` (the test's own view, not ocaas's).
 pub fn sandbox_sh(sandbox: &str, script: &str) -> String {
     let output = std::process::Command::new("docker").args(["exec", sandbox, "sh", "-c", script]).output().expect("docker exec");

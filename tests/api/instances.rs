@@ -1,18 +1,12 @@
 //! Instances as real containers on the machine's Docker engine, driven through the HTTP API.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ocaas::auth::service;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, json, spawn_app_with_docker};
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("running docker");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
+use crate::helpers::{PASSWORD, TestApp, assert_error, docker, json, spawn_app_with_docker};
 
 /// Runs `script` in the sandbox with `docker exec` (the test's own view, independent of ocaas).
 fn sandbox_sh(sandbox: &str, script: &str) -> String {

@@ -11,11 +11,7 @@ use ocaas::auth::service;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, fresh_database, json, sandbox_image, serve_process_with};
-
-fn docker(args: &[&str]) -> String {
-    String::from_utf8_lossy(&Command::new("docker").args(args).output().unwrap().stdout).trim().to_owned()
-}
+use crate::helpers::{PASSWORD, docker, fresh_database, json, sandbox_image, serve_process_with};
 
 /// Whether the sandbox's broker token is accepted by the broker it was given.
 fn broker_accepts(sandbox: &str) -> String {
@@ -69,6 +65,14 @@ impl Cluster {
     async fn call_json(&self, server: usize, path: &str, body: Value, id: &str, expect: StatusCode) -> Value {
         let url = format!("{}{}", self.bases[server], path.replace("{id}", id));
         json(reqwest::Client::new().post(url).bearer_auth(&self.key).json(&body).send().await.unwrap(), expect).await
+    }
+
+    /// An instance created through the first server, once ready: (id, sandbox name).
+    async fn ready_instance(&self) -> (String, String) {
+        let created = json(self.call(0, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
+        let (id, sandbox) = (created["id"].as_str().unwrap().to_owned(), created["sandbox_id"].as_str().unwrap().to_owned());
+        self.all_ready(std::slice::from_ref(&id), Duration::from_secs(90)).await;
+        (id, sandbox)
     }
 
     async fn status(&self, id: &str) -> String {
@@ -168,9 +172,7 @@ async fn a_server_killed_while_creating_is_taken_over_once_its_lease_expires() {
 #[tokio::test]
 async fn a_server_killed_while_packing_a_snapshot_leaves_the_instance_thawed_and_the_snapshot_failed() {
     let mut cluster = two_servers("3").await;
-    let created = json(cluster.call(0, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
-    let (id, sandbox) = (created["id"].as_str().unwrap().to_owned(), created["sandbox_id"].as_str().unwrap().to_owned());
-    cluster.all_ready(std::slice::from_ref(&id), Duration::from_secs(90)).await;
+    let (id, sandbox) = cluster.ready_instance().await;
     // Incompressible data, so the pack takes seconds.
     docker(&["exec", &sandbox, "sh", "-c", "head -c 300000000 /dev/urandom > /workspace/big.bin"]);
     let request = reqwest::Client::new()
@@ -216,9 +218,7 @@ async fn a_server_killed_while_packing_a_snapshot_leaves_the_instance_thawed_and
 #[tokio::test]
 async fn a_server_killed_while_restoring_is_taken_over_and_the_restore_finishes() {
     let mut cluster = two_servers("3").await;
-    let created = json(cluster.call(0, Method::POST, "/api/instances").await, StatusCode::CREATED).await;
-    let (id, sandbox) = (created["id"].as_str().unwrap().to_owned(), created["sandbox_id"].as_str().unwrap().to_owned());
-    cluster.all_ready(std::slice::from_ref(&id), Duration::from_secs(90)).await;
+    let (id, sandbox) = cluster.ready_instance().await;
     docker(&["exec", &sandbox, "sh", "-c", "head -c 200000000 /dev/urandom > /workspace/big.bin && echo before > /workspace/mark.txt"]);
     let snapshot = cluster.call_json(0, "/api/instances/{id}/snapshots", json!({"name": "good"}), &id, StatusCode::CREATED).await;
     assert_eq!(snapshot["status"], "ready", "{snapshot}");

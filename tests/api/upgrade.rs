@@ -12,15 +12,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{
-    PASSWORD, fresh_database, json, ready_instance, respawn_with, sandbox_image, sandbox_sh, serve_process as serve, spawn_app_with_docker,
+    PASSWORD, docker, fresh_database, json, ready_instance, respawn_with, sandbox_image, sandbox_sh, serve_process as serve, spawn_app_with_docker,
 };
 use crate::idle::{instance, wait_status};
 use crate::snapshots::{manifest, write_tree};
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// The same image under another name: a different image to the server, one that works.
 pub fn renamed(base: &str) -> String {
