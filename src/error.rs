@@ -82,6 +82,7 @@ error_codes! {
     InstanceStopped = (CONFLICT, "instance_stopped", "A file or command call on a stopped instance (chat and the websockets start it by themselves)."),
     InvalidState = (CONFLICT, "invalid_state", "A lifecycle action that the instance's current status does not allow."),
     SessionBusy = (CONFLICT, "session_busy", "A chat turn is already running in that session."),
+    NoActiveTurn = (CONFLICT, "no_active_turn", "A chat abort for a session with no turn running."),
     AlreadyExists = (CONFLICT, "already_exists", "Something is in the way at the target path."),
     DirectoryNotEmpty = (CONFLICT, "directory_not_empty", "Deleting a non-empty directory without `recursive`."),
     EmailTaken = (CONFLICT, "email_taken", "An account with that email exists."),

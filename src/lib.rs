@@ -27,6 +27,7 @@ pub mod broker;
 pub mod chat;
 pub mod docs;
 pub mod files;
+pub mod gateway;
 pub mod health;
 pub mod instances;
 pub mod snapshots;

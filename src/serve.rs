@@ -41,6 +41,9 @@ pub fn start_background_tasks(state: &AppState) {
     crate::instances::lists::listen(state, &mut listeners);
     let drivers = state.drivers.clone();
     listeners.on(crate::db::leases::CANCEL_CHANNEL, |_| {}, move |payload| drivers.on_cancel_request(payload));
+    let turns = state.turns.clone();
+    listeners.on(crate::state::ABORT_CHANNEL, |_| {}, move |payload| turns.on_request(payload));
+    crate::chat::import::spawn(state);
     listeners.spawn(state.db.clone(), state.shutdown.clone());
     spawn_broker(state);
 }

@@ -6,7 +6,9 @@ GET /health, GET /readyz (unauthenticated), GET /v1/models and POST /v1/chat/com
 (bearer token from OPENCLAW_GATEWAY_TOKEN; 401 {"error":{"message":"Unauthorized",...}}),
 non-streaming and SSE streaming (role chunk, content chunks, finish chunk, optional usage chunk,
 `data: [DONE]`), and an in-stream {"error":...} when the turn fails. History is kept per
-`x-openclaw-session-key` (else the `user` field), like the real gateway.
+`x-openclaw-session-key` (else the `user` field), like the real gateway. `GET /` with
+`Upgrade: websocket` is the gateway's WebSocket protocol v4 (gateway_ws.py, gateway_runs.py),
+sharing the sessions (gateway_state.py); over it `/exec CMD` is a real tool step.
 
 Answers are deterministic so tests can assert on them. The last user message decides:
   /echo TEXT     -> TEXT
@@ -30,6 +32,10 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import gateway_runs
+import gateway_state as state
+import gateway_ws
+
 STARTED = time.monotonic()
 TOKEN = os.environ.get("OPENCLAW_GATEWAY_TOKEN", "")
 MODEL = "openclaw/default"
@@ -40,9 +46,8 @@ SECURITY_HEADERS = [
 ]
 UPSTREAM_ERROR = {"error": {"message": "upstream provider timeout", "type": "api_error"}}
 
-sessions = {}
-sessions_lock = threading.Lock()
 counter = {"turns": 0}
+counter_lock = threading.Lock()
 
 
 def compact(obj):
@@ -56,38 +61,44 @@ def text_of(message):
     return content if isinstance(content, str) else ""
 
 
-def run_turn(session_key, messages):
-    """Returns (chunks, delay_seconds, failed) for the turn and records it in the session."""
-    user_text = next((text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
-    with sessions_lock:
-        history = sessions.setdefault(session_key, []) if session_key else []
-        history.append(("user", user_text))
+def answer(user_text, session_key):
+    """(pieces, delay_seconds, failed) for a user message already recorded in `session_key`."""
+    with counter_lock:
         counter["turns"] += 1
         number = counter["turns"]
-        history_turns = len(history)
+    history_turns = state.turns(session_key) if session_key else 1
     delay, failed = 0.0, False
     if user_text.startswith("/echo "):
-        answer = user_text[len("/echo "):]
+        reply = user_text[len("/echo "):]
     elif user_text.startswith("/exec "):
-        answer = run_command(user_text[len("/exec "):])
+        reply = run_command(user_text[len("/exec "):])
     elif user_text.startswith("/slow "):
         parts = user_text.split(" ", 2)
         delay = int(parts[1]) / 1000.0 if len(parts) > 1 and parts[1].isdigit() else 0.5
-        answer = parts[2] if len(parts) > 2 else "slow answer"
+        reply = parts[2] if len(parts) > 2 else "slow answer"
     elif user_text.startswith("/llm "):
         return call_provider(user_text[len("/llm "):]), 0.0, False
     elif user_text.startswith("/fail"):
-        answer, failed = "", True
+        reply, failed = "", True
     elif user_text.startswith("/flood "):
         # A misbehaving agent: N MiB of answer in 16 KiB pieces, made as they are sent.
         mib = int(user_text.split(" ")[1]) if user_text.split(" ")[1].isdigit() else 1
         return ("x" * 16384 for _ in range(mib * 64)), 0.0, False
     else:
-        answer = f"Hello from the stand-in gateway #{number}. You said: {user_text} | history_turns={history_turns}"
-    if not failed and session_key:
-        with sessions_lock:
-            sessions[session_key].append(("assistant", answer))
-    return split_words(answer), delay, failed
+        reply = f"Hello from the stand-in gateway #{number}. You said: {user_text} | history_turns={history_turns}"
+    return split_words(reply), delay, failed
+
+
+def recorded(pieces, key, run_id):
+    """Yields `pieces` and records them as the assistant's message once all are sent."""
+    sent, size = [], 0
+    for piece in pieces:
+        if size < (1 << 20):
+            sent.append(piece)
+        size += len(piece)
+        yield piece
+    if key and sent:
+        state.record(key, state.assistant_message([{"type": "text", "text": "".join(sent)}], run_id))
 
 
 class ProviderError(Exception):
@@ -193,7 +204,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0]
-        if path in ("/health", "/healthz"):
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            gateway_ws.accept(self, TOKEN)
+        elif path in ("/health", "/healthz"):
             self.send_json(200, {"ok": True, "status": "live"})
         elif path == "/readyz":
             uptime = int((time.monotonic() - STARTED) * 1000)
@@ -221,11 +234,16 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, AssertionError, TypeError):
             self.send_json(400, {"error": {"message": "messages must be a non-empty array", "type": "invalid_request_error"}})
             return
-        session_key = self.headers.get("x-openclaw-session-key") or body.get("user")
+        header, user = self.headers.get("x-openclaw-session-key"), body.get("user")
+        session_key = state.canonical(header) if header else state.canonical(f"openai-user:{user}") if isinstance(user, str) and user else None
         # Like the real gateway, say on stdout what it is doing (ocaas's instance logs show it).
         print(f"[gateway] chat completion stream={bool(body.get('stream'))} session={session_key}", flush=True)
-        chunks, delay, failed = run_turn(session_key, messages)
         completion_id = f"chatcmpl_{uuid.uuid4()}"
+        user_text = next((text_of(m) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
+        if session_key:
+            state.record(session_key, state.user_message(user_text, completion_id))
+        chunks, delay, failed = answer(user_text, session_key)
+        chunks = recorded(chunks, session_key, completion_id)
         created = int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -297,6 +315,7 @@ def main():
     args = parser.parse_args()
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     server.daemon_threads = True
+    gateway_runs.ANSWER = answer
     print(f"[gateway] listening on {args.bind}:{args.port}", flush=True)
     server.serve_forever()
 

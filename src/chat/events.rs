@@ -3,6 +3,7 @@
 //! subscribers; each subscriber then reads what changed in its session since its cursor, so a
 //! missed or coalesced notification loses nothing.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use uuid::Uuid;
 
 use super::models::ChatMessage;
 use super::repo::{self, MessageRow};
+use super::tools::{ToolEvent, ToolPhase, ToolStatus};
+use super::wire::ChatFeedEvent;
 use crate::db::notify::Listeners;
 use crate::state::AppState;
 
@@ -36,9 +39,68 @@ pub fn listen(state: &AppState, listeners: &mut Listeners) {
 
 pub fn message_event(row: MessageRow) -> Event {
     let id = row.event_id;
-    let event = super::wire::ChatFeedEvent::Message(super::wire::MessageData { message: ChatMessage::from(row), delta: None });
+    let event = ChatFeedEvent::Message(super::wire::MessageData { message: ChatMessage::from(row), delta: None });
     let Ok(frame) = crate::sse::to_sse(&event);
     frame.id(id.to_string())
+}
+
+/// Messages whose tool steps a subscriber remembers (older ones are forgotten).
+const TOLD_MESSAGES: usize = 32;
+
+/// What a subscriber last told about each message's tool steps (id, status, output length),
+/// so each change of a message is preceded by `tool` events for what changed in its steps.
+#[derive(Default)]
+struct Told {
+    messages: VecDeque<(uuid::Uuid, Vec<(String, ToolStatus, usize)>)>,
+}
+
+impl Told {
+    fn tool_events(&mut self, row: &MessageRow) -> Vec<ChatFeedEvent> {
+        if row.tools.0.is_empty() {
+            return Vec::new();
+        }
+        let index = match self.messages.iter().position(|(id, _)| *id == row.id) {
+            Some(index) => index,
+            None => {
+                if self.messages.len() >= TOLD_MESSAGES {
+                    self.messages.pop_front();
+                }
+                self.messages.push_back((row.id, Vec::new()));
+                self.messages.len() - 1
+            }
+        };
+        let known = &mut self.messages[index].1;
+        let mut out = Vec::new();
+        for step in &row.tools.0 {
+            let mut phases = Vec::new();
+            match known.iter_mut().find(|k| k.0 == step.tool_call_id) {
+                None => {
+                    phases.push(ToolPhase::Start);
+                    if step.status == ToolStatus::Running && !step.output.is_empty() {
+                        phases.push(ToolPhase::Update);
+                    }
+                    known.push((step.tool_call_id.clone(), ToolStatus::Running, 0));
+                }
+                Some(k) if step.status == ToolStatus::Running && k.2 != step.output.len() => phases.push(ToolPhase::Update),
+                Some(_) => {}
+            }
+            let k = known.iter_mut().find(|k| k.0 == step.tool_call_id).expect("just recorded");
+            if step.status != ToolStatus::Running && k.1 == ToolStatus::Running {
+                phases.push(ToolPhase::Result);
+            }
+            (k.1, k.2) = (step.status, step.output.len());
+            out.extend(phases.into_iter().map(|phase| ChatFeedEvent::Tool(ToolEvent::of(row.id, step, phase))));
+        }
+        out
+    }
+
+    /// Sends the row's `tool` events, then its `message` event; `None` when the client is gone.
+    async fn send(&mut self, sink: &mpsc::Sender<Result<Event, Infallible>>, row: MessageRow) -> Option<()> {
+        for event in self.tool_events(&row) {
+            sink.send(crate::sse::to_sse(&event)).await.ok()?;
+        }
+        sink.send(Ok(message_event(row))).await.ok()
+    }
 }
 
 /// Rows read from the database at a time while replaying or catching up: a client far behind
@@ -64,8 +126,9 @@ pub async fn replay_and_follow(
     notifications: broadcast::Receiver<(Uuid, i64)>,
     sink: mpsc::Sender<Result<Event, Infallible>>,
 ) {
+    let mut told = Told::default();
     let cursor = match replay {
-        Replay::AfterEvent(cursor) => catch_up(&db, session_id, cursor, &sink).await,
+        Replay::AfterEvent(cursor) => catch_up(&db, session_id, cursor, &sink, &mut told).await,
         Replay::AfterSeq { mut seq, mut cursor } => loop {
             let page = match repo::history(&db, session_id, seq, PAGE, false).await {
                 Ok(page) => page,
@@ -77,7 +140,7 @@ pub async fn replay_and_follow(
             let full = page.len() as i64 == PAGE;
             for row in page {
                 (seq, cursor) = (seq.max(row.seq), cursor.max(row.event_id));
-                if sink.send(Ok(message_event(row))).await.is_err() {
+                if told.send(&sink, row).await.is_none() {
                     return;
                 }
             }
@@ -88,13 +151,13 @@ pub async fn replay_and_follow(
         Replay::Nothing { cursor } => Some(cursor),
     };
     if let Some(cursor) = cursor {
-        follow(db, shutdown, session_id, cursor, notifications, sink).await;
+        follow(db, shutdown, session_id, cursor, notifications, sink, told).await;
     }
 }
 
 /// Sends every change after `cursor`, a page at a time; the new cursor, or `None` when the
 /// client went away.
-async fn catch_up(db: &sqlx::PgPool, session_id: Uuid, mut cursor: i64, sink: &mpsc::Sender<Result<Event, Infallible>>) -> Option<i64> {
+async fn catch_up(db: &sqlx::PgPool, session_id: Uuid, mut cursor: i64, sink: &mpsc::Sender<Result<Event, Infallible>>, told: &mut Told) -> Option<i64> {
     loop {
         let page = match repo::changed_since(db, session_id, cursor, PAGE).await {
             Ok(page) => page,
@@ -106,7 +169,7 @@ async fn catch_up(db: &sqlx::PgPool, session_id: Uuid, mut cursor: i64, sink: &m
         let full = page.len() as i64 == PAGE;
         for row in page {
             cursor = cursor.max(row.event_id);
-            sink.send(Ok(message_event(row))).await.ok()?;
+            told.send(sink, row).await?;
         }
         if !full {
             return Some(cursor);
@@ -122,6 +185,7 @@ async fn follow(
     mut cursor: i64,
     mut notifications: broadcast::Receiver<(Uuid, i64)>,
     sink: mpsc::Sender<Result<Event, Infallible>>,
+    mut told: Told,
 ) {
     loop {
         let relevant = tokio::select! {
@@ -135,7 +199,7 @@ async fn follow(
             },
         };
         if relevant {
-            match catch_up(&db, session_id, cursor, &sink).await {
+            match catch_up(&db, session_id, cursor, &sink, &mut told).await {
                 Some(next) => cursor = next,
                 None => return,
             }

@@ -119,7 +119,9 @@ pub async fn send(
 /// Server-sent events, in order: `status` `{state:"queued"}`, `message` `{message}` (the
 /// persisted user message), `status` `running`, `status` `streaming`, then `message`
 /// `{message, delta}` as the assistant message grows (full content so far plus the new
-/// piece), `system_notification` `{level, message}` on trouble, `status` `done` or `error`,
+/// piece), `tool` `{message_id, tool_call_id, name, phase, args?, output?, is_error?}` for each
+/// step of a tool the agent runs (`start`, `update` as output grows, `result`),
+/// `system_notification` `{level, message}` on trouble, `status` `done`, `error` or `aborted`,
 /// and `complete` `{session_id, user_message, assistant_message}` last. The turn belongs to
 /// the server: if the client disconnects it still finishes and is stored. On a stopped
 /// instance the stream opens at once with `status` `{state:"starting"}` while the instance
@@ -174,12 +176,21 @@ pub(super) async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Re
                 out.push(ChatStreamEvent::Message(MessageData { message, delta: Some(delta) }));
                 out
             }
+            TurnEvent::Tool(event) => {
+                let mut out = Vec::new();
+                if !streaming {
+                    streaming = true;
+                    out.push(ChatStreamEvent::status(TurnState::Streaming, None));
+                }
+                out.push(ChatStreamEvent::Tool(event));
+                out
+            }
             TurnEvent::Notice { level, message } => vec![ChatStreamEvent::SystemNotification(NotificationData { level: level.to_owned(), message })],
             TurnEvent::Finished { assistant } => {
-                let state = if assistant.status == MessageStatus::Complete {
-                    ChatStreamEvent::status(TurnState::Done, None)
-                } else {
-                    ChatStreamEvent::status(TurnState::Error, assistant.error.clone())
+                let state = match assistant.status {
+                    MessageStatus::Complete => ChatStreamEvent::status(TurnState::Done, None),
+                    MessageStatus::Aborted => ChatStreamEvent::status(TurnState::Aborted, None),
+                    _ => ChatStreamEvent::status(TurnState::Error, assistant.error.clone()),
                 };
                 let complete = ChatExchange { session_id: started.session_id, user_message: user_message.clone(), assistant_message: assistant };
                 vec![state, ChatStreamEvent::Complete(complete)]
@@ -236,7 +247,9 @@ pub async fn messages(
 /// Follow chat events (SSE)
 ///
 /// `ready` `{session_id, after}` once, then `message` `{message}` for every insert and update
-/// of a persisted message of the session — from any ocaas process on the same database.
+/// of a persisted message of the session — from any ocaas process on the same database, and
+/// turns made on the agent's own side (its UI, channels, schedules), imported as they happen.
+/// A change to a message's tool steps is preceded by `tool` events (as on `chat/stream`).
 /// Events carry `id:`; reconnect with `Last-Event-ID` to get only what was missed. With
 /// `after`, the messages later than that id are sent first. Keep-alive comments every 15 s.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/chat/events", tag = "chat",
@@ -277,6 +290,11 @@ pub async fn follow(
     };
     // Subscribe before reading the backlog, so nothing falls between the two.
     let notifications = state.chat_events.subscribe();
+    if state.settings.gateway_protocol == crate::config::GatewayProtocol::Auto {
+        // Someone watches: turns made on the agent's side must be heard from now on.
+        let (link, instance) = (crate::gateway::Link::of(&state), instance.clone());
+        tokio::spawn(async move { link.connection(&instance, std::time::Duration::ZERO).await });
+    }
     let replay = match (last_event_id, after_seq) {
         (Some(last), _) => events::Replay::AfterEvent(last),
         (None, Some(seq)) => events::Replay::AfterSeq { seq, cursor: repo::last_event(&state.db, session.id).await? },

@@ -1,13 +1,18 @@
 //! Chat with an instance's agent: sessions, synchronous and streamed turns bridged to the
 //! OpenClaw gateway, history, and the persisted event feed.
 
+pub mod control;
 pub mod events;
 pub mod gateway;
 pub mod handlers;
+pub mod import;
 pub mod models;
 pub mod notice;
 pub mod repo;
+pub mod tools;
 pub mod turn;
+mod turn_http;
+mod turn_ws;
 mod wake;
 pub mod wire;
 
@@ -23,4 +28,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::stream))
         .routes(routes!(handlers::messages))
         .routes(routes!(handlers::follow))
+        .routes(routes!(control::abort))
 }

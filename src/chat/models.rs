@@ -6,6 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::repo::{MessageRow, SessionRow};
+use super::tools::ToolStep;
 
 crate::text_enum! {
     /// Who wrote a chat message (the `chat_messages.role` column).
@@ -22,6 +23,18 @@ crate::text_enum! {
         Complete => "complete",
         Streaming => "streaming",
         Error => "error",
+        /// Stopped by `POST …/chat/abort` (or by the agent's own stop).
+        Aborted => "aborted",
+    }
+}
+
+crate::text_enum! {
+    /// Where a chat session was started (the `chat_sessions.origin` column).
+    pub enum SessionOrigin {
+        /// Through ocaas's API or dashboard.
+        Api => "api",
+        /// On the gateway without ocaas (the agent's own UI, a channel, a schedule): imported.
+        Gateway => "gateway",
     }
 }
 
@@ -38,11 +51,13 @@ pub struct ChatMessage {
     /// `user`, `assistant` or `system`.
     pub role: Role,
     pub content: String,
-    /// `complete`, `streaming` or `error`.
+    /// `complete`, `streaming`, `error` or `aborted`.
     pub status: MessageStatus,
     /// Why the message is `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The tool steps the agent took for this (assistant) message, in order; empty otherwise.
+    pub tools: Vec<ToolStep>,
     #[serde(with = "crate::timefmt")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::timefmt")]
@@ -58,6 +73,7 @@ impl From<MessageRow> for ChatMessage {
             content: row.content,
             status: row.status,
             error: row.error,
+            tools: row.tools.0,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -68,7 +84,7 @@ impl From<MessageRow> for ChatMessage {
 #[schema(example = json!({
     "id": "019a0f4c-1111-7b61-9d1e-6a0b5d1f2c3a", "instance_id": "8b21f18f-20eb-44ce-a31a-06798aea3e50",
     "title": "CLI session", "created_at": "2026-03-20T18:22:54.000Z", "last_activity_at": "2026-03-20T18:30:00.000Z",
-    "message_count": 4
+    "message_count": 4, "origin": "api"
 }))]
 pub struct ChatSession {
     pub id: Uuid,
@@ -79,6 +95,8 @@ pub struct ChatSession {
     #[serde(with = "crate::timefmt")]
     pub last_activity_at: DateTime<Utc>,
     pub message_count: i64,
+    /// `api` (started through ocaas) or `gateway` (started on the agent's side, imported).
+    pub origin: SessionOrigin,
 }
 
 impl From<SessionRow> for ChatSession {
@@ -90,6 +108,7 @@ impl From<SessionRow> for ChatSession {
             created_at: row.created_at,
             last_activity_at: row.last_activity_at,
             message_count: row.message_count,
+            origin: row.origin,
         }
     }
 }
@@ -142,4 +161,12 @@ pub struct EventsQuery {
     pub session_id: Option<Uuid>,
     /// Replay messages strictly later than this message id first.
     pub after: Option<Uuid>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"session_id": "019a0f4c-1111-7b61-9d1e-6a0b5d1f2c3a"}))]
+pub struct AbortTurn {
+    /// The session whose running turn to stop; without it the most recently active one.
+    #[serde(default)]
+    pub session_id: Option<Uuid>,
 }

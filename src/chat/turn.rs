@@ -5,24 +5,28 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::gateway::{self, GatewayError, GatewayEvent};
 use super::models::{ChatMessage, MessageStatus};
 use super::repo::{self, MessageRow};
+use super::tools::{self, ToolEvent, ToolStatus, ToolStep};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::repo::InstanceRow;
+use crate::config::GatewayProtocol;
+use crate::gateway::Link;
 use crate::runtime::Runtime;
-use crate::state::AppState;
+use crate::runtime::gateway::Unavailable;
+use crate::state::{AppState, Cancels};
 
 const MAX_MESSAGE_CHARS: usize = 100_000;
 /// At most ten writes a second while an answer streams.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A streaming message is touched at least this often, so a stalled one can be told apart.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-const CONNECT_ATTEMPTS: u32 = 3;
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a turn waits for the gateway connection before it goes over HTTP.
+const GATEWAY_WAIT: Duration = Duration::from_secs(8);
 /// Events queued for the turn's listener. A listener that falls behind gets the deltas it
 /// missed merged into the next one (its `message` is always the latest state), so a slow
 /// reader costs at most this many events, and the turn never waits for it.
@@ -31,8 +35,25 @@ const LISTENER_QUEUE: usize = 16;
 pub enum TurnEvent {
     Running,
     Delta { message: ChatMessage, delta: String },
+    Tool(ToolEvent),
     Notice { level: &'static str, message: String },
     Finished { assistant: ChatMessage },
+}
+
+/// How a turn that did not fail ended.
+pub(super) enum Ending {
+    Complete,
+    Aborted,
+}
+
+/// What a turn has so far.
+#[derive(Default)]
+pub(super) struct Progress {
+    pub content: String,
+    /// Deltas the listener had no room for yet.
+    pub unsent: String,
+    pub tools: Vec<ToolStep>,
+    pub last_flush: Option<Instant>,
 }
 
 pub struct StartedTurn {
@@ -74,17 +95,21 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
         });
     };
     let session_id = user.session_id;
+    let session_key = repo::session_key(db, session_id).await?;
     let (sender, events) = mpsc::channel(LISTENER_QUEUE);
     let job = Job {
         db: state.db.clone(),
         runtime: state.runtime.clone(),
         addresses: state.addresses.clone(),
         http: state.http.clone(),
+        link: (state.settings.gateway_protocol == GatewayProtocol::Auto).then(|| Link::of(state)),
+        turns: state.turns.clone(),
         timeout: state.settings.chat_timeout,
         metrics: state.metrics.clone(),
         max_answer_bytes: state.settings.max_answer_bytes,
         instance: instance.clone(),
         session_id,
+        session_key,
         assistant: assistant.clone(),
         text: text.to_owned(),
         sender,
@@ -99,24 +124,29 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
 }
 
 /// What a running turn needs, and nothing more: it outlives the request that started it.
-struct Job {
-    db: sqlx::PgPool,
-    runtime: std::sync::Arc<dyn Runtime>,
-    addresses: std::sync::Arc<crate::state::Addresses>,
-    http: reqwest::Client,
-    timeout: Duration,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    instance: InstanceRow,
-    session_id: Uuid,
-    assistant: MessageRow,
-    text: String,
-    sender: mpsc::Sender<TurnEvent>,
-    max_answer_bytes: usize,
+pub(super) struct Job {
+    pub db: sqlx::PgPool,
+    pub runtime: std::sync::Arc<dyn Runtime>,
+    pub addresses: std::sync::Arc<crate::state::Addresses>,
+    pub http: reqwest::Client,
+    /// `None` when the operator chose HTTP only.
+    pub link: Option<Link>,
+    pub turns: std::sync::Arc<Cancels>,
+    pub timeout: Duration,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub instance: InstanceRow,
+    pub session_id: Uuid,
+    /// The session's key on the gateway.
+    pub session_key: String,
+    pub assistant: MessageRow,
+    pub text: String,
+    pub sender: mpsc::Sender<TurnEvent>,
+    pub max_answer_bytes: usize,
 }
 
 impl Job {
     /// Queues an event if there is room (the listener may be slow or gone; the turn goes on).
-    fn emit(&self, event: TurnEvent) -> bool {
+    pub(super) fn emit(&self, event: TurnEvent) -> bool {
         self.sender.try_send(event).is_ok()
     }
 
@@ -135,30 +165,38 @@ impl Job {
 
     async fn run(self) {
         self.emit(TurnEvent::Running);
-        let mut content = String::new();
-        let mut unsent = String::new();
+        let abort = self.turns.register(self.assistant.id);
+        let mut progress = Progress::default();
         let timeout = self.timeout;
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(timeout, self.converse(&mut content, &mut unsent)).await {
+        let outcome = match tokio::time::timeout(timeout, self.converse(&mut progress, &abort.token)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!("the agent did not finish within {} s", timeout.as_secs())),
         };
+        drop(abort);
         self.metrics.operation("chat_turn", started, outcome.is_ok());
         let mut last = Vec::new();
-        if !unsent.is_empty() {
+        if !progress.unsent.is_empty() {
             let mut message = ChatMessage::from(self.assistant.clone());
-            message.content = content.clone();
-            last.push(TurnEvent::Delta { message, delta: std::mem::take(&mut unsent) });
+            message.content = progress.content.clone();
+            last.push(TurnEvent::Delta { message, delta: std::mem::take(&mut progress.unsent) });
         }
         let (status, error) = match &outcome {
-            Ok(()) => (MessageStatus::Complete, None),
+            Ok(Ending::Complete) => (MessageStatus::Complete, None),
+            Ok(Ending::Aborted) => (MessageStatus::Aborted, None),
             Err(message) => {
                 last.push(TurnEvent::Notice { level: "error", message: format!("The agent turn failed: {message}") });
                 (MessageStatus::Error, Some(message.as_str()))
             }
         };
+        let step_status = match status {
+            MessageStatus::Complete => ToolStatus::Completed,
+            MessageStatus::Aborted => ToolStatus::Aborted,
+            _ => ToolStatus::Error,
+        };
+        tools::finish(&mut progress.tools, step_status, chrono::Utc::now());
         let db = &self.db;
-        let finished = repo::update_message(db, self.assistant.id, &content, status, error).await;
+        let finished = repo::update_message(db, self.assistant.id, &progress.content, status, error, Some(&progress.tools)).await;
         if let Err(e) = repo::release_turn(db, self.session_id, self.assistant.id).await {
             tracing::error!(error = %e, "releasing a chat session");
         }
@@ -169,77 +207,49 @@ impl Job {
         self.emit_finally(last);
     }
 
-    /// Streams the answer into `content`; deltas the listener had no room for wait in `unsent`.
-    async fn converse(&self, content: &mut String, unsent: &mut String) -> Result<(), String> {
-        let mut stream = self.connect().await?;
-        let mut last_flush = Instant::now();
-        loop {
-            let next = tokio::time::timeout(HEARTBEAT, stream.next()).await;
-            let event = match next {
-                Err(_) => {
-                    // No news from the agent: touch the message so it is not taken for abandoned.
-                    let _ = repo::update_message(&self.db, self.assistant.id, content, MessageStatus::Streaming, None).await;
-                    continue;
+    /// The turn over the gateway's own protocol, or over HTTP where it does not speak it.
+    async fn converse(&self, progress: &mut Progress, abort: &CancellationToken) -> Result<Ending, String> {
+        let Some(link) = &self.link else { return self.converse_http(progress, abort).await };
+        match link.connection(&self.instance, GATEWAY_WAIT).await {
+            Ok(connection) => self.converse_ws(link, connection, progress, abort).await,
+            Err(unavailable) => {
+                if let Unavailable::Down(reason) = &unavailable {
+                    tracing::warn!(instance = %self.instance.id, %reason, "chat: no gateway connection, the turn goes over HTTP");
                 }
-                Ok(None) => return Err("the agent gateway closed the stream before finishing".into()),
-                Ok(Some(event)) => event.map_err(|e| e.to_string())?,
-            };
-            match event {
-                GatewayEvent::Done => return Ok(()),
-                GatewayEvent::Delta(delta) => {
-                    if content.len() + delta.len() > self.max_answer_bytes {
-                        return Err(format!("the answer grew past {} bytes, the most ocaas keeps (OCAAS_MAX_ANSWER_BYTES)", self.max_answer_bytes));
-                    }
-                    content.push_str(&delta);
-                    let mut message = ChatMessage::from(self.assistant.clone());
-                    if last_flush.elapsed() >= FLUSH_EVERY {
-                        if let Ok(row) = repo::update_message(&self.db, self.assistant.id, content, MessageStatus::Streaming, None).await {
-                            message = row.into();
-                        }
-                        last_flush = Instant::now();
-                    }
-                    message.content = content.clone();
-                    unsent.push_str(&delta);
-                    if self.emit(TurnEvent::Delta { message, delta: unsent.clone() }) {
-                        unsent.clear();
-                    }
-                }
+                self.converse_http(progress, abort).await
             }
         }
     }
 
-    async fn connect(&self) -> Result<impl futures_util::Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, String> {
-        let mut attempt = 1;
-        loop {
-            let sandbox = &self.instance.sandbox_id;
-            let ip = match self.addresses.get(sandbox) {
-                Some(ip) => ip,
-                None => {
-                    let ip = match self.runtime.inspect(sandbox).await {
-                        Ok(info) if info.running => info.ip,
-                        Ok(info) => return Err(format!("the sandbox is {}", info.state)),
-                        Err(e) => return Err(e.to_string()),
-                    };
-                    let Some(ip) = ip else { return Err("the sandbox has no address on the sandbox network".into()) };
-                    self.addresses.put(sandbox.clone(), ip);
-                    ip
-                }
-            };
-            let turn = gateway::Turn { ip, token: &self.instance.gateway_token, session_key: &self.session_id.to_string(), message: &self.text };
-            match gateway::stream_turn(&self.http, turn).await {
-                Ok(stream) => return Ok(stream),
-                Err(GatewayError::Unreachable(reason)) if attempt < CONNECT_ATTEMPTS => {
-                    // Maybe it moved: ask the engine next time.
-                    self.addresses.forget(sandbox);
-                    self.emit(TurnEvent::Notice {
-                        level: "warning",
-                        message: format!("The agent is not reachable yet ({reason}); retrying ({attempt}/{}).", CONNECT_ATTEMPTS - 1),
-                    });
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+    /// Adds a piece of the answer: persisted at most every `FLUSH_EVERY`, sent to the listener
+    /// (merged with what it had no room for).
+    pub(super) async fn delta(&self, progress: &mut Progress, delta: &str) -> Result<(), String> {
+        if progress.content.len() + delta.len() > self.max_answer_bytes {
+            return Err(format!("the answer grew past {} bytes, the most ocaas keeps (OCAAS_MAX_ANSWER_BYTES)", self.max_answer_bytes));
         }
+        progress.content.push_str(delta);
+        let mut message = self.flush(progress, false).await;
+        message.content = progress.content.clone();
+        progress.unsent.push_str(delta);
+        if self.emit(TurnEvent::Delta { message, delta: progress.unsent.clone() }) {
+            progress.unsent.clear();
+        }
+        Ok(())
     }
+
+    /// Persists the message as it is if the last write is `FLUSH_EVERY` old (or `now`); the
+    /// message as the listener should see it.
+    pub(super) async fn flush(&self, progress: &mut Progress, now: bool) -> ChatMessage {
+        let mut message = ChatMessage::from(self.assistant.clone());
+        if now || progress.last_flush.is_none_or(|at| at.elapsed() >= FLUSH_EVERY) {
+            let tools = (!progress.tools.is_empty()).then_some(progress.tools.as_slice());
+            if let Ok(row) = repo::update_message(&self.db, self.assistant.id, &progress.content, MessageStatus::Streaming, None, tools).await {
+                message = row.into();
+            }
+            progress.last_flush = Some(Instant::now());
+        }
+        message.tools = progress.tools.clone();
+        message
+    }
+
 }

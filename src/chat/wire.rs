@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::models::{ChatExchange, ChatMessage};
+use super::tools::ToolEvent;
 
 /// Where a streamed turn is (`status` events).
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -18,6 +19,8 @@ pub enum TurnState {
     Streaming,
     Done,
     Error,
+    /// Stopped by `POST …/chat/abort`.
+    Aborted,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,6 +53,8 @@ pub struct NotificationData {
 pub enum ChatStreamEvent {
     Status(StatusData),
     Message(MessageData),
+    /// A tool step of the assistant message started, grew output or ended.
+    Tool(ToolEvent),
     SystemNotification(NotificationData),
     /// Last: both persisted messages.
     Complete(ChatExchange),
@@ -68,6 +73,8 @@ pub struct ReadyData {
 pub enum ChatFeedEvent {
     /// First, once.
     Ready(ReadyData),
+    /// Sent before the `message` event of the change it belongs to.
+    Tool(ToolEvent),
     Message(MessageData),
 }
 

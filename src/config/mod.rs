@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Largest assistant answer kept, in bytes; past it the turn ends `error`.
     #[arg(long, env = "OCAAS_MAX_ANSWER_BYTES", default_value_t = 1 << 20, value_parser = at_least_one::<usize>)]
     pub max_answer_bytes: usize,
+    /// How chat reaches each instance's gateway: `auto` (its WebSocket protocol, with tool
+    /// steps, stop and imported turns; HTTP where the gateway does not speak it) or `http`.
+    #[arg(long, env = "OCAAS_GATEWAY_PROTOCOL", value_enum, default_value_t = GatewayProtocol::Auto)]
+    pub gateway_protocol: GatewayProtocol,
     /// How long a websocket ticket from `vnc-url` stays valid, in seconds (one handshake).
     #[arg(long, env = "OCAAS_TICKET_TTL", default_value_t = 60, value_parser = at_least_one::<u64>)]
     pub ticket_ttl_secs: u64,
@@ -165,6 +169,7 @@ pub struct Settings {
     pub session_hours: u32,
     pub chat_timeout: std::time::Duration,
     pub max_answer_bytes: usize,
+    pub gateway_protocol: GatewayProtocol,
     pub ticket_ttl: std::time::Duration,
     pub novnc_dir: PathBuf,
     pub xterm_dir: PathBuf,
@@ -217,6 +222,7 @@ impl Settings {
             session_hours: args.session_hours,
             chat_timeout: std::time::Duration::from_secs(args.chat_timeout_secs),
             max_answer_bytes: args.max_answer_bytes,
+            gateway_protocol: args.gateway_protocol,
             ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl_secs),
             novnc_dir: args.novnc_dir.clone(),
             xterm_dir: args.xterm_dir.clone(),
@@ -322,4 +328,13 @@ mod tests {
         assert_eq!(defaults.instances.reconcile_interval, std::time::Duration::from_secs(10));
         assert!(!format!("{defaults:?}").contains("OCAAS_LLM_API_KEY="));
     }
+}
+
+/// How chat reaches the gateways (`OCAAS_GATEWAY_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GatewayProtocol {
+    /// The gateway's WebSocket protocol where it speaks it, else HTTP.
+    Auto,
+    /// Only `/v1/chat/completions` (no tool steps, no stop, no imported turns).
+    Http,
 }

@@ -8,6 +8,7 @@ mod docker_exec;
 mod docker_logs;
 pub mod egress;
 pub mod fsys;
+pub mod gateway;
 mod host;
 pub mod image;
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! it imports only `config`, `db`, `error`, `metrics`, `ratelimit` and `runtime`, so any domain may depend on it.
 
 mod activity;
+mod cancels;
 mod credentials;
 mod drivers;
 mod events;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use activity::{Activity, Busy, Call};
+pub use cancels::{ABORT_CHANNEL, Cancels, Registered};
 pub use credentials::{Cached, Credentials, credentials_revoked};
 pub use drivers::{DriverHold, Drivers};
 pub use events::EventHub;
@@ -63,6 +65,10 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Sandbox addresses, remembered briefly (chat turns).
     pub addresses: Arc<Addresses>,
+    /// Chat turns running in this process, stoppable from any (`POST …/chat/abort`).
+    pub turns: Arc<Cancels>,
+    /// This process's connections to the instances' gateways (their WebSocket protocol).
+    pub gateways: Arc<crate::runtime::gateway::Hub>,
     /// Where the model broker listens once it is bound (sandboxes are given its URL).
     pub broker_address: Arc<tokio::sync::watch::Sender<Option<std::net::SocketAddr>>>,
     /// Cancelled when the server shuts down; background tasks watch it.
@@ -74,6 +80,8 @@ impl AppState {
         let deployment_id = crate::db::deployment_id(&db).await?;
         let user_slots_limits = settings.user_limits;
         let drivers = Arc::new(Drivers::new(db.clone(), settings.instances.driver_lease));
+        let shutdown = CancellationToken::new();
+        let gateways = Arc::new(crate::runtime::gateway::Hub::new(runtime.clone(), shutdown.clone()));
         let auth_limits = Arc::new(AuthLimits::new(settings.auth_per_minute_per_addr, settings.login_per_minute_per_account));
         Ok(AppState {
             db,
@@ -94,7 +102,9 @@ impl AppState {
             http: crate::runtime::outbound::client(Duration::from_secs(3), None, None)?,
             broker_address: Arc::new(tokio::sync::watch::Sender::new(None)),
             addresses: Arc::new(ttl_cache::addresses()),
-            shutdown: CancellationToken::new(),
+            gateways,
+            turns: Arc::default(),
+            shutdown,
         })
     }
 }

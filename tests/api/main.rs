@@ -17,6 +17,7 @@ mod desktop;
 mod durable;
 mod exec;
 mod files;
+mod gateway_ws;
 mod helpers;
 mod idle;
 mod instances;

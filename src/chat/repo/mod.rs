@@ -1,10 +1,15 @@
 //! SQL for chat sessions and messages.
 
+pub mod imports;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::models::{MessageStatus, Role};
+use sqlx::types::Json;
+
+use super::models::{MessageStatus, Role, SessionOrigin};
+use super::tools::ToolStep;
 
 #[derive(Debug, Clone)]
 pub struct SessionRow {
@@ -14,6 +19,18 @@ pub struct SessionRow {
     pub created_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
     pub message_count: i64,
+    pub origin: SessionOrigin,
+    /// The session's key on the gateway when it is not the session id (imported sessions).
+    pub gateway_key: Option<String>,
+    /// The assistant message of the turn running in it.
+    pub active_turn: Option<Uuid>,
+}
+
+impl SessionRow {
+    /// The key the gateway knows this session by.
+    pub fn gateway_key(&self) -> String {
+        self.gateway_key.clone().unwrap_or_else(|| self.id.to_string())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -25,6 +42,7 @@ pub struct MessageRow {
     pub content: String,
     pub status: MessageStatus,
     pub error: Option<String>,
+    pub tools: Json<Vec<ToolStep>>,
     pub event_id: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -34,7 +52,8 @@ pub async fn insert_session(db: impl PgExecutor<'_>, instance_id: Uuid, title: O
     sqlx::query_as!(
         SessionRow,
         r#"INSERT INTO chat_sessions (id, instance_id, title) VALUES ($1, $2, $3)
-           RETURNING id, instance_id, title, created_at, last_activity_at, 0::bigint AS "message_count!""#,
+           RETURNING id, instance_id, title, created_at, last_activity_at, 0::bigint AS "message_count!",
+                     origin AS "origin: SessionOrigin", gateway_key, active_turn"#,
         Uuid::now_v7(),
         instance_id,
         title
@@ -49,7 +68,8 @@ pub async fn insert_session_capped(db: impl PgExecutor<'_>, instance_id: Uuid, t
         SessionRow,
         r#"INSERT INTO chat_sessions (id, instance_id, title)
            SELECT $1, $2, $3 WHERE (SELECT count(*) FROM chat_sessions WHERE instance_id = $2) < $4
-           RETURNING id, instance_id, title, created_at, last_activity_at, 0::bigint AS "message_count!""#,
+           RETURNING id, instance_id, title, created_at, last_activity_at, 0::bigint AS "message_count!",
+                     origin AS "origin: SessionOrigin", gateway_key, active_turn"#,
         Uuid::now_v7(),
         instance_id,
         title,
@@ -63,7 +83,8 @@ pub async fn list_sessions(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Vec<S
     sqlx::query_as!(
         SessionRow,
         r#"SELECT s.id, s.instance_id, s.title, s.created_at, s.last_activity_at,
-                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!"
+                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!",
+                  s.origin AS "origin: SessionOrigin", s.gateway_key, s.active_turn
            FROM chat_sessions s WHERE s.instance_id = $1 ORDER BY s.last_activity_at DESC, s.id DESC"#,
         instance_id
     )
@@ -75,7 +96,8 @@ pub async fn session(db: impl PgExecutor<'_>, instance_id: Uuid, id: Uuid) -> sq
     sqlx::query_as!(
         SessionRow,
         r#"SELECT s.id, s.instance_id, s.title, s.created_at, s.last_activity_at,
-                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!"
+                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!",
+                  s.origin AS "origin: SessionOrigin", s.gateway_key, s.active_turn
            FROM chat_sessions s WHERE s.instance_id = $1 AND s.id = $2"#,
         instance_id,
         id
@@ -88,7 +110,8 @@ pub async fn latest_session(db: impl PgExecutor<'_>, instance_id: Uuid) -> sqlx:
     sqlx::query_as!(
         SessionRow,
         r#"SELECT s.id, s.instance_id, s.title, s.created_at, s.last_activity_at,
-                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!"
+                  (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!",
+                  s.origin AS "origin: SessionOrigin", s.gateway_key, s.active_turn
            FROM chat_sessions s WHERE s.instance_id = $1 ORDER BY s.last_activity_at DESC, s.id DESC LIMIT 1"#,
         instance_id
     )
@@ -136,11 +159,12 @@ pub async fn start_turn(
                    ORDER BY latest.last_activity_at DESC, latest.id DESC LIMIT 1))
                  AND (SELECT done FROM relaxed) IS NOT NULL
                RETURNING id, next_seq - 2 AS seq)
-           INSERT INTO chat_messages (id, session_id, seq, role, content, status)
-           SELECT m.id, claimed.id, claimed.seq + m.n, m.role, m.content, m.status
-           FROM claimed, (VALUES (0, $4::uuid, 'user', $5::text, 'complete'), (1, $3::uuid, 'assistant', '', 'streaming')) AS m (n, id, role, content, status)
+           INSERT INTO chat_messages (id, session_id, seq, role, content, status, gateway_ref)
+           SELECT m.id, claimed.id, claimed.seq + m.n, m.role, m.content, m.status, m.ref || $3::text
+           FROM claimed, (VALUES (0, $4::uuid, 'user', $5::text, 'complete', 'user:'), (1, $3::uuid, 'assistant', '', 'streaming', 'run:'))
+                AS m (n, id, role, content, status, ref)
            ORDER BY m.n
-           RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at"#,
+           RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, tools AS "tools: Json<Vec<ToolStep>>", event_id, created_at, updated_at"#,
         instance_id,
         session_id,
         assistant_id,
@@ -165,7 +189,7 @@ pub async fn insert_message(
         r#"WITH next AS (UPDATE chat_sessions SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq - 1 AS seq)
          INSERT INTO chat_messages (id, session_id, seq, role, content, status)
          SELECT $1, $2, next.seq, $3, $4, $5 FROM next
-         RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at"#,
+         RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, tools AS "tools: Json<Vec<ToolStep>>", event_id, created_at, updated_at"#,
         id,
         session_id,
         role as Role,
@@ -176,24 +200,39 @@ pub async fn insert_message(
     .await
 }
 
-pub async fn update_message(db: &PgPool, id: Uuid, content: &str, status: MessageStatus, error: Option<&str>) -> sqlx::Result<MessageRow> {
+/// Writes a message's content and status, and its tool steps when given (else they stay).
+pub async fn update_message(
+    db: &PgPool,
+    id: Uuid,
+    content: &str,
+    status: MessageStatus,
+    error: Option<&str>,
+    tools: Option<&[ToolStep]>,
+) -> sqlx::Result<MessageRow> {
+    let tools = tools.map(Json);
     sqlx::query_as!(
         MessageRow,
-        r#"UPDATE chat_messages SET content = $2, status = $3, error = $4 WHERE id = $1
-         RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at"#,
+        r#"UPDATE chat_messages SET content = $2, status = $3, error = $4, tools = COALESCE($5, tools) WHERE id = $1
+         RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, tools AS "tools: Json<Vec<ToolStep>>", event_id, created_at, updated_at"#,
         id,
         content,
         status as MessageStatus,
-        error
+        error,
+        tools as Option<Json<&[ToolStep]>>
     )
     .fetch_one(db)
     .await
 }
 
+/// The key the gateway knows the session by (its id, unless it was imported).
+pub async fn session_key(db: &PgPool, session_id: Uuid) -> sqlx::Result<String> {
+    sqlx::query_scalar!(r#"SELECT COALESCE(gateway_key, id::text) AS "key!" FROM chat_sessions WHERE id = $1"#, session_id).fetch_one(db).await
+}
+
 pub async fn message(db: &PgPool, session_id: Uuid, id: Uuid) -> sqlx::Result<Option<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
-        r#"SELECT id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at
+        r#"SELECT id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, tools AS "tools: Json<Vec<ToolStep>>", event_id, created_at, updated_at
          FROM chat_messages WHERE session_id = $1 AND id = $2"#,
         session_id,
         id
@@ -208,7 +247,7 @@ pub async fn history(db: &PgPool, session_id: Uuid, after_seq: i64, limit: i64, 
     sqlx::query_as!(
         MessageRow,
         r#"SELECT id AS "id!", session_id AS "session_id!", seq AS "seq!", role AS "role!: Role", content AS "content!",
-                  status AS "status!: MessageStatus", error, event_id AS "event_id!", created_at AS "created_at!", updated_at AS "updated_at!"
+                  status AS "status!: MessageStatus", error, tools AS "tools!: Json<Vec<ToolStep>>", event_id AS "event_id!", created_at AS "created_at!", updated_at AS "updated_at!"
            FROM (SELECT * FROM chat_messages WHERE session_id = $1 AND seq > $2
                  ORDER BY CASE WHEN $4 THEN -seq ELSE seq END LIMIT $3) picked
            ORDER BY seq"#,
@@ -225,7 +264,7 @@ pub async fn history(db: &PgPool, session_id: Uuid, after_seq: i64, limit: i64, 
 pub async fn changed_since(db: &PgPool, session_id: Uuid, after_event: i64, limit: i64) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
-        r#"SELECT id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, event_id, created_at, updated_at
+        r#"SELECT id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, tools AS "tools: Json<Vec<ToolStep>>", event_id, created_at, updated_at
          FROM chat_messages WHERE session_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3"#,
         session_id,
         after_event,
