@@ -167,7 +167,8 @@ function showTab(name) {
 // Chat
 async function loadSessions(selected) {
   const sessions = await api('GET', `/api/instances/${openId}/chat/sessions`);
-  $('chat-session').replaceChildren(...sessions.map((s) => el('option', { value: s.id }, `${s.title || 'Session'} · ${s.message_count} messages`)));
+  const label = (s) => `${s.title || 'Session'} · ${s.message_count} messages${s.origin === 'gateway' ? ' · from the agent' : ''}`;
+  $('chat-session').replaceChildren(...sessions.map((s) => el('option', { value: s.id }, label(s))));
   if (selected) $('chat-session').value = selected;
   await loadHistory();
 }
@@ -176,15 +177,48 @@ async function loadHistory() {
   const session = $('chat-session').value;
   if (!session) return $('chat-log').replaceChildren();
   const messages = await api('GET', `/api/instances/${openId}/chat/messages?session_id=${session}&tail=true&limit=100`);
+  shown.clear();
+  for (const message of messages) shown.set(message.id, message);
   $('chat-log').replaceChildren(...messages.map(bubble));
   $('chat-log').scrollTop = $('chat-log').scrollHeight;
 }
 
+// The messages shown, by id: tool events change their steps in place.
+const shown = new Map();
+
+function toolStep(step) {
+  const args = step.args ? JSON.stringify(step.args) : '';
+  const summary = el('summary', {}, `${step.name} · ${step.status}${args ? ` · ${args.slice(0, 120)}` : ''}`);
+  return el('details', { class: `tool ${step.status}`, dataset: { toolCallId: step.tool_call_id } }, summary, el('pre', {}, step.output || ''));
+}
+
 function bubble(message) {
-  return el('li', { class: `msg ${message.role}`, dataset: { messageId: message.id, status: message.status } }, message.content || (message.error ? `⚠ ${message.error}` : '…'));
+  const text = message.content || (message.error ? `⚠ ${message.error}` : (message.tools?.length ? '' : '…'));
+  const steps = (message.tools || []).map(toolStep);
+  const status = message.status === 'aborted' ? [el('span', { class: 'muted' }, ' (stopped)')] : [];
+  return el('li', { class: `msg ${message.role}`, dataset: { messageId: message.id, status: message.status } }, ...steps, text, ...status);
+}
+
+/** Applies a `tool` event to the message it belongs to (the step appears, grows, ends). */
+function applyTool(event) {
+  const message = shown.get(event.message_id);
+  if (!message) return;
+  message.tools = message.tools || [];
+  let step = message.tools.find((s) => s.tool_call_id === event.tool_call_id);
+  if (!step) message.tools.push(step = { tool_call_id: event.tool_call_id, name: event.name, status: 'running', output: '' });
+  if (event.args) step.args = event.args;
+  if (event.output !== undefined) step.output = event.output;
+  if (event.phase === 'result') step.status = event.is_error ? 'error' : 'completed';
+  const open = [...document.querySelectorAll(`[data-message-id="${message.id}"] details[open]`)].map((d) => d.dataset.toolCallId);
+  upsert(message);
+  for (const id of open) document.querySelector(`[data-message-id="${message.id}"] details[data-tool-call-id="${id}"]`)?.setAttribute('open', '');
 }
 
 function upsert(message) {
+  const known = shown.get(message.id);
+  // A streamed message event may not carry the steps a tool event added since.
+  if (known?.tools?.length && !message.tools?.length) message.tools = known.tools;
+  shown.set(message.id, message);
   const node = bubble(message);
   const old = $('chat-log').querySelector(`[data-message-id="${message.id}"]`);
   if (old) old.replaceWith(node); else $('chat-log').append(node);
@@ -204,12 +238,18 @@ $('chat-form').addEventListener('submit', async (event) => {
   const message = $('chat-input').value.trim();
   if (!message) return;
   $('chat-send').disabled = true;
+  $('chat-stop').hidden = false;
   const body = { message, ...($('chat-session').value ? { session_id: $('chat-session').value } : {}) };
   try {
     await postStream(`/api/instances/${openId}/chat/stream`, body, (name, data) => {
       if (name === 'status') $('chat-state').textContent = `Agent: ${data.state}`;
-      if (name === 'message') upsert(data.message);
+      if (name === 'message') {
+        streamingSession = data.message.session_id;
+        upsert(data.message);
+      }
+      if (name === 'tool') applyTool(data);
       if (name === 'system_notification') notify(data.message, data.level);
+      if (name === 'complete') upsert(data.assistant_message);
       if (name === 'complete' && !$('chat-session').value) loadSessions(data.session_id);
     });
     $('chat-input').value = '';
@@ -217,7 +257,16 @@ $('chat-form').addEventListener('submit', async (event) => {
     notify(error.message);
   } finally {
     $('chat-send').disabled = false;
+    $('chat-stop').hidden = true;
   }
+});
+
+// The session of the turn being streamed (the Stop button stops it).
+let streamingSession = null;
+$('chat-stop').addEventListener('click', async () => {
+  try {
+    await api('POST', `/api/instances/${openId}/chat/abort`, streamingSession ? { session_id: streamingSession } : {});
+  } catch (error) { notify(error.message); }
 });
 
 // Terminal

@@ -157,7 +157,13 @@ pub async fn replay_and_follow(
 
 /// Sends every change after `cursor`, a page at a time; the new cursor, or `None` when the
 /// client went away.
-async fn catch_up(db: &sqlx::PgPool, session_id: Uuid, mut cursor: i64, sink: &mpsc::Sender<Result<Event, Infallible>>, told: &mut Told) -> Option<i64> {
+async fn catch_up(
+    db: &sqlx::PgPool,
+    session_id: Uuid,
+    mut cursor: i64,
+    sink: &mpsc::Sender<Result<Event, Infallible>>,
+    told: &mut Told,
+) -> Option<i64> {
     loop {
         let page = match repo::changed_since(db, session_id, cursor, PAGE).await {
             Ok(page) => page,

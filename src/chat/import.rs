@@ -116,7 +116,9 @@ impl Importer {
         }
         if !ended {
             let gateway_ref = format!("run:{run_id}");
-            imports::put_message(&self.db, session.id, &gateway_ref, run_id, Role::Assistant, text, MessageStatus::Streaming, &[]).await.map_err(|e| e.to_string())?;
+            imports::put_message(&self.db, session.id, &gateway_ref, run_id, Role::Assistant, text, MessageStatus::Streaming, &[])
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -177,12 +179,21 @@ impl Importer {
             let db = &self.db;
             if let Some(user) = turn.user {
                 let text = text_of(&user.content);
-                imports::put_message(db, session.id, &format!("user:{}", turn.run_id), &turn.run_id, Role::User, &text, MessageStatus::Complete, &[]).await.map_err(|e| e.to_string())?;
+                imports::put_message(db, session.id, &format!("user:{}", turn.run_id), &turn.run_id, Role::User, &text, MessageStatus::Complete, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             if turn.rest.is_empty() {
                 continue;
             }
-            let text = turn.rest.iter().filter(|m| m.role == "assistant").map(|m| text_of(&m.content)).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
+            let text = turn
+                .rest
+                .iter()
+                .filter(|m| m.role == "assistant")
+                .map(|m| text_of(&m.content))
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n\n");
             let steps = tools::from_transcript(&turn.rest);
             let aborted = turn.rest.iter().rev().find(|m| m.role == "assistant").is_some_and(|m| m.stop_reason.as_deref() == Some("aborted"));
             let status = if active.contains(&turn.run_id) {
@@ -192,7 +203,9 @@ impl Importer {
             } else {
                 MessageStatus::Complete
             };
-            imports::put_message(db, session.id, &format!("run:{}", turn.run_id), &turn.run_id, Role::Assistant, &text, status, &steps).await.map_err(|e| e.to_string())?;
+            imports::put_message(db, session.id, &format!("run:{}", turn.run_id), &turn.run_id, Role::Assistant, &text, status, &steps)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -131,7 +131,16 @@ pub fn apply(steps: &mut Vec<ToolStep>, data: ToolData, now: DateTime<Utc>) -> O
         None => {
             let name: String = data.name.chars().take(100).collect();
             let id: String = data.tool_call_id.chars().take(200).collect();
-            steps.push(ToolStep { tool_call_id: id, name, status: ToolStatus::Running, args: None, output: String::new(), output_truncated: false, started_at: now, ended_at: None });
+            steps.push(ToolStep {
+                tool_call_id: id,
+                name,
+                status: ToolStatus::Running,
+                args: None,
+                output: String::new(),
+                output_truncated: false,
+                started_at: now,
+                ended_at: None,
+            });
             steps.len() - 1
         }
     };

@@ -12,10 +12,10 @@ use uuid::Uuid;
 use super::models::{ChatMessage, MessageStatus};
 use super::repo::{self, MessageRow};
 use super::tools::{self, ToolEvent, ToolStatus, ToolStep};
-use crate::error::{AppError, AppResult, ErrorCode};
-use crate::instances::repo::InstanceRow;
 use crate::config::GatewayProtocol;
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::gateway::Link;
+use crate::instances::repo::InstanceRow;
 use crate::runtime::Runtime;
 use crate::runtime::gateway::Unavailable;
 use crate::state::{AppState, Cancels};
@@ -251,5 +251,4 @@ impl Job {
         message.tools = progress.tools.clone();
         message
     }
-
 }

@@ -32,7 +32,13 @@ enum Recovered {
 }
 
 impl Job {
-    pub(super) async fn converse_ws(&self, link: &Link, connection: Arc<Connection>, progress: &mut Progress, abort: &CancellationToken) -> Result<Ending, String> {
+    pub(super) async fn converse_ws(
+        &self,
+        link: &Link,
+        connection: Arc<Connection>,
+        progress: &mut Progress,
+        abort: &CancellationToken,
+    ) -> Result<Ending, String> {
         let run_id = self.assistant.id.to_string();
         let mut feed = connection.subscribe(&run_id);
         let mut connection = connection;
@@ -130,7 +136,8 @@ impl Job {
         if mine.is_empty() {
             return Err("the gateway no longer knows the run (it restarted?)".into());
         }
-        let text = mine.iter().filter(|m| m.role == "assistant").map(|m| text_of(&m.content)).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
+        let text =
+            mine.iter().filter(|m| m.role == "assistant").map(|m| text_of(&m.content)).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
         self.settle(progress, Some(text)).await?;
         for step in tools::from_transcript(&mine) {
             match progress.tools.iter().position(|s| s.tool_call_id == step.tool_call_id) {

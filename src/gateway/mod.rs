@@ -66,5 +66,11 @@ async fn target(db: &PgPool, key: &SecretKey, instance: &InstanceRow) -> Result<
             }
         });
     });
-    Ok(Target { instance_id: instance.id, sandbox: instance.sandbox_id.clone(), token: instance.gateway_token.clone(), device: Arc::new(device), on_connected })
+    Ok(Target {
+        instance_id: instance.id,
+        sandbox: instance.sandbox_id.clone(),
+        token: instance.gateway_token.clone(),
+        device: Arc::new(device),
+        on_connected,
+    })
 }

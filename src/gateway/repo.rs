@@ -33,13 +33,9 @@ pub async fn insert_device(db: &PgPool, instance_id: Uuid, device_id: &str, seed
 }
 
 pub async fn set_device_token(db: &PgPool, instance_id: Uuid, sealed: &[u8]) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE gateway_devices SET device_token_sealed = $2, paired_at = now() WHERE instance_id = $1",
-        instance_id,
-        sealed
-    )
-    .execute(db)
-    .await?;
+    sqlx::query!("UPDATE gateway_devices SET device_token_sealed = $2, paired_at = now() WHERE instance_id = $1", instance_id, sealed)
+        .execute(db)
+        .await?;
     Ok(())
 }
 

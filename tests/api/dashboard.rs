@@ -50,6 +50,40 @@ async fn a_new_user_walks_from_registration_to_the_desktop() {
     assert_eq!(browser.eval("return document.querySelector('.msg.user').textContent").await, "/echo hello from the browser");
     browser.screenshot(&artifact("dashboard-4-chat.png")).await;
 
+    // A tool step shows in the chat as a collapsible step with its live output.
+    browser.fill("#chat-input", "/exec echo step-one; sleep 1; echo step-two").await;
+    browser.click("#chat-send").await;
+    browser
+        .wait_for(
+            "const d = document.querySelector('.msg.assistant details.tool');
+             return d && d.classList.contains('running') && d.textContent.includes('step-one') && !document.getElementById('chat-stop').hidden;",
+            30,
+        )
+        .await;
+    browser
+        .wait_for(
+            "const d = [...document.querySelectorAll('.msg.assistant details.tool')].pop();
+             return d.classList.contains('completed') && d.querySelector('summary').textContent.startsWith('exec · completed')
+                 && d.querySelector('pre').textContent === 'step-one\\nstep-two' && document.getElementById('chat-stop').hidden;",
+            30,
+        )
+        .await;
+    browser.click(".msg.assistant details.tool summary").await;
+    browser.screenshot(&artifact("dashboard-4b-tool-step.png")).await;
+    // Stop ends a running turn `aborted`.
+    browser.fill("#chat-input", "/exec sleep 60").await;
+    browser.click("#chat-send").await;
+    browser
+        .wait_for(
+            "return !document.getElementById('chat-stop').hidden && document.querySelectorAll('.msg.assistant details.tool.running').length === 1",
+            30,
+        )
+        .await;
+    browser.click("#chat-stop").await;
+    browser
+        .wait_for("return document.querySelector('.msg.assistant[data-status=aborted]') !== null && document.getElementById('chat-state').textContent === 'Agent: aborted'", 10)
+        .await;
+
     browser.click(".tabs button[data-tab=terminal]").await;
     browser.wait_for("return document.getElementById('terminal-state').textContent === 'Connected.'", 20).await;
     browser.wait_for("const r = document.querySelector('#terminal .xterm-rows'); return r && r.textContent.includes('$')", 20).await;

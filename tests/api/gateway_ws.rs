@@ -103,7 +103,9 @@ async fn a_tool_step_streams_reaches_a_second_replica_and_stays_in_history() {
     assert!(tools.iter().all(|t| t.data["message_id"] == message_id));
 
     // The other replica's feed saw the same step, from the database.
-    let fed = until(&mut replica_feed, |e| e.event == "message" && e.data["message"]["status"] == "complete" && e.data["message"]["role"] == "assistant").await;
+    let fed =
+        until(&mut replica_feed, |e| e.event == "message" && e.data["message"]["status"] == "complete" && e.data["message"]["role"] == "assistant")
+            .await;
     let fed_phases = tool_phases(&fed);
     assert_eq!((fed_phases.first().map(String::as_str), fed_phases.last().map(String::as_str)), (Some("start"), Some("result")), "{fed_phases:?}");
     assert!(fed.iter().any(|e| e.event == "tool" && e.data["phase"] == "result" && e.data["output"] == "one\ntwo"));
@@ -139,7 +141,11 @@ async fn abort_mid_tool_ends_the_turn_aborted_and_the_run_is_gone() {
     assert_eq!(rest.last().unwrap().data["assistant_message"]["status"], "aborted");
     // The gateway's run is gone: its command was killed, and the session takes a new turn.
     assert_eq!(sandbox_sh(&sandbox, "pgrep -xc sleep || true"), "0");
-    let next = json(app.api(Method::POST, &chat(&id, "")).json(&json!({"session_id": session, "message": "/echo again"})).send().await.unwrap(), StatusCode::OK).await;
+    let next = json(
+        app.api(Method::POST, &chat(&id, "")).json(&json!({"session_id": session, "message": "/echo again"})).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(next["assistant_message"]["content"], "again");
 }
 
@@ -152,8 +158,13 @@ async fn turns_made_on_the_gateway_directly_appear_in_history_and_the_feed() {
     // The agent's own UI continues ocaas's session (same key), over its loopback WebSocket.
     let said = sandbox_sh(&sandbox, &format!("openclaw agent --session-id {session} --message '/exec echo from-the-ui'"));
     assert!(said.ends_with("Output was: from-the-ui"), "{said}");
-    let fed = until(&mut events, |e| e.event == "message" && e.data["message"]["role"] == "assistant" && e.data["message"]["status"] == "complete").await;
-    assert!(fed.iter().any(|e| e.event == "message" && e.data["message"]["content"] == "/exec echo from-the-ui"), "the user message: {:?}", fed.iter().map(|e| (&e.event, &e.data)).collect::<Vec<_>>());
+    let fed =
+        until(&mut events, |e| e.event == "message" && e.data["message"]["role"] == "assistant" && e.data["message"]["status"] == "complete").await;
+    assert!(
+        fed.iter().any(|e| e.event == "message" && e.data["message"]["content"] == "/exec echo from-the-ui"),
+        "the user message: {:?}",
+        fed.iter().map(|e| (&e.event, &e.data)).collect::<Vec<_>>()
+    );
     let stored = history(&app, &id, &session).await;
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(stored[1]["tools"][0]["output"], "from-the-ui");
@@ -196,14 +207,26 @@ async fn the_pairing_survives_a_reboot_and_is_redone_after_the_state_is_wiped() 
     let paired = |sandbox: &str| -> Value { serde_json::from_str(&sandbox_sh(sandbox, "openclaw devices list --json")).unwrap() };
     let devices = paired(&sandbox);
     assert_eq!(devices["paired"].as_array().unwrap().len(), 1, "{devices}");
-    let stored: String = sqlx::query_scalar("SELECT device_id FROM gateway_devices WHERE instance_id = $1::uuid").bind(&id).fetch_one(&app.db).await.unwrap();
+    let stored: String =
+        sqlx::query_scalar("SELECT device_id FROM gateway_devices WHERE instance_id = $1::uuid").bind(&id).fetch_one(&app.db).await.unwrap();
     assert_eq!(devices["paired"][0]["deviceId"], stored.as_str());
-    assert!(sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT device_token_sealed FROM gateway_devices WHERE instance_id = $1::uuid").bind(&id).fetch_one(&app.db).await.unwrap().is_some());
+    assert!(
+        sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT device_token_sealed FROM gateway_devices WHERE instance_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     restart(&app, &id).await;
     assert!(!tool_phases(&tool_turn("/exec true").await).is_empty());
     let after_reboot = paired(&sandbox);
-    assert_eq!((after_reboot["paired"].as_array().unwrap().len(), after_reboot["pending"].as_array().unwrap().len()), (1, 0), "no new pairing: {after_reboot}");
+    assert_eq!(
+        (after_reboot["paired"].as_array().unwrap().len(), after_reboot["pending"].as_array().unwrap().len()),
+        (1, 0),
+        "no new pairing: {after_reboot}"
+    );
 
     // The gateway forgets every device: ocaas pairs again by itself.
     sandbox_sh(&sandbox, &format!("rm -rf {}/devices", state_dir(&sandbox)));

@@ -103,7 +103,13 @@ impl Connection {
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Opens a connection and completes the handshake as `device`.
-pub async fn connect(addr: SocketAddr, token: &str, device: &Device, instance_id: Uuid, foreign: mpsc::Sender<Foreign>) -> Result<Arc<Connection>, ConnectError> {
+pub async fn connect(
+    addr: SocketAddr,
+    token: &str,
+    device: &Device,
+    instance_id: Uuid,
+    foreign: mpsc::Sender<Foreign>,
+) -> Result<Arc<Connection>, ConnectError> {
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Unreachable("connecting timed out".into()))?
@@ -118,7 +124,9 @@ pub async fn connect(addr: SocketAddr, token: &str, device: &Device, instance_id
     let upgrade = tokio_tungstenite::client_async_with_config(format!("ws://{addr}/"), tcp, Some(config));
     let (mut socket, _) = match tokio::time::timeout(HANDSHAKE, upgrade).await {
         Err(_) => return Err(ConnectError::Unreachable("the WebSocket upgrade timed out".into())),
-        Ok(Err(tungstenite::Error::Http(response))) => return Err(ConnectError::NoProtocol(format!("the upgrade was answered {}", response.status()))),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            return Err(ConnectError::NoProtocol(format!("the upgrade was answered {}", response.status())));
+        }
         Ok(Err(e)) => return Err(ConnectError::Unreachable(e.to_string())),
         Ok(Ok(done)) => done,
     };
@@ -145,7 +153,10 @@ async fn next_text(socket: &mut Socket) -> Result<String, ConnectError> {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
             Some(Ok(Message::Close(frame))) => {
-                return Err(ConnectError::Protocol(format!("closed during the handshake: {}", frame.map(|f| f.reason.to_string()).unwrap_or_default())));
+                return Err(ConnectError::Protocol(format!(
+                    "closed during the handshake: {}",
+                    frame.map(|f| f.reason.to_string()).unwrap_or_default()
+                )));
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(ConnectError::Unreachable(e.to_string())),
@@ -263,7 +274,9 @@ impl Pump {
                     let result = match (response.ok, response.error) {
                         (true, _) => Ok(response.payload),
                         (false, Some(error)) => Err(RpcError::Gateway(error)),
-                        (false, None) => Err(RpcError::Gateway(ErrorShape { code: "UNKNOWN".into(), message: "failed".into(), details: Value::Null })),
+                        (false, None) => {
+                            Err(RpcError::Gateway(ErrorShape { code: "UNKNOWN".into(), message: "failed".into(), details: Value::Null }))
+                        }
                     };
                     let _ = waiter.send(result);
                 }
@@ -307,7 +320,13 @@ impl Pump {
                 };
                 let ended = matches!(chat.state.as_str(), "final" | "aborted" | "error");
                 if !self.connection.runs.lock().expect("run feeds").contains_key(&chat.run_id) && (ended || chat.state == "delta") {
-                    let event = Foreign::Chat { instance_id: self.instance_id, session_key: chat.session_key.clone(), run_id: chat.run_id.clone(), text: text.unwrap_or_default(), ended };
+                    let event = Foreign::Chat {
+                        instance_id: self.instance_id,
+                        session_key: chat.session_key.clone(),
+                        run_id: chat.run_id.clone(),
+                        text: text.unwrap_or_default(),
+                        ended,
+                    };
                     self.send_foreign(event);
                     return;
                 }

@@ -80,7 +80,8 @@ pub struct ClientInfo {
 }
 
 /// How ocaas introduces itself: kept stable, since a changed platform or mode asks for a new pairing.
-pub const CLIENT: ClientInfo = ClientInfo { id: "gateway-client", version: env!("CARGO_PKG_VERSION"), platform: "linux", mode: "backend", display_name: "ocaas" };
+pub const CLIENT: ClientInfo =
+    ClientInfo { id: "gateway-client", version: env!("CARGO_PKG_VERSION"), platform: "linux", mode: "backend", display_name: "ocaas" };
 pub const ROLE: &str = "operator";
 /// What ocaas asks for: reading and sending chat (admin comes with the next issue's configuration work).
 pub const SCOPES: [&str; 2] = ["operator.read", "operator.write"];

@@ -37,9 +37,17 @@ impl RunEvent {
 /// gateway's own UI, its channels, its schedules, or by another replica), and "look again".
 #[derive(Debug)]
 pub enum Foreign {
-    Chat { instance_id: Uuid, session_key: String, run_id: String, text: String, ended: bool },
+    Chat {
+        instance_id: Uuid,
+        session_key: String,
+        run_id: String,
+        text: String,
+        ended: bool,
+    },
     /// Events may have been lost (a reconnect, a `seq` gap, a full queue): reload from history.
-    Resync { instance_id: Uuid },
+    Resync {
+        instance_id: Uuid,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -129,6 +129,10 @@ export class Client {
     });
     return readSse(response, onEvent);
   }
+  /** Stops the turn running in the session (default: the most recent one); the message, `aborted`. */
+  async abortTurn(sessionId) {
+    return this.request('POST', `/instances/${await this.instance()}/chat/abort`, { json: sessionId ? { session_id: sessionId } : {} });
+  }
   async messages({ sessionId, tail, after, limit } = {}) {
     return this.request('GET', `/instances/${await this.instance()}/chat/messages`, {
       query: { session_id: sessionId, tail: tail ? 'true' : undefined, after, limit },
@@ -261,7 +265,7 @@ const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --ins
   instances upgrade
   snapshots list | create [--name N] | delete --snapshot S | download --snapshot S --out F | restore --snapshot S
             logs [--tail N]
-  chat sessions | new-session [--title T] | send [--session S] --message M [--stream]
+  chat sessions | new-session [--title T] | send [--session S] --message M [--stream] | abort [--session S]
        tail [--session S] [--limit N] | messages [--session S] [--after ID] [--limit N]
        events [--session S] [--after ID] [--max-events N] [--timeout-ms MS]
   files list [--path P] | read --path P | write --path P (--content C | --from-file F) | mkdir --path P
@@ -309,7 +313,9 @@ export async function main(argv = process.argv.slice(2)) {
     case 'instances logs': return print(await client.logs(id, flags.tail));
     case 'chat sessions': return print(await client.chatSessions());
     case 'chat new-session': return print(await client.createChatSession(flags.title));
+    case 'chat abort': return print(await client.abortTurn(flags.session));
     case 'chat send':
+      // Streamed: one JSON line per event, tool steps (`tool`: start, update, result) among them.
       if (flags.stream) return void (await client.streamMessage(need(flags, 'message'), flags.session, printLine));
       return print(await client.sendMessage(need(flags, 'message'), flags.session));
     case 'chat tail': return print(await client.messages({ sessionId: flags.session, tail: true, limit: flags.limit ?? 20 }));
