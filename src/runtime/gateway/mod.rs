@@ -7,6 +7,8 @@ pub mod conn;
 pub mod device;
 pub mod frames;
 pub mod hub;
+#[cfg(test)]
+mod replay;
 
 pub use conn::{Connection, history};
 pub use device::Device;
