@@ -1,6 +1,8 @@
-//! Benchmark: (a) time to the first answer delta of a chat turn through ocaas (`chat/stream`)
-//! against asking the stand-in gateway directly, p50/p95 over `OCAAS_BENCH_TURNS` (default 50)
-//! turns each; (b) resident memory of one `ocaas serve` process holding
+//! Benchmark: (a) time to the first answer delta of a chat turn through ocaas (`chat/stream`,
+//! which speaks the gateway's WebSocket protocol) against asking the stand-in gateway directly,
+//! over its WebSocket (`chat.send`, as a paired device) and over HTTP, p50/p95 over
+//! `OCAAS_BENCH_TURNS` (default 50) turns each; (a2) memory of `OCAAS_BENCH_CONNECTIONS`
+//! (default 100) open gateway connections of ocaas's client, against none; (b) resident memory of one `ocaas serve` process holding
 //! `OCAAS_BENCH_SUBSCRIBERS` (default 1000) idle `chat/events` subscribers against none.
 //! `cargo bench --bench chat`.
 
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::server::rss_kib;
 use common::{Bench, docker, ms, percentile};
 use futures_util::StreamExt;
+use ocaas::runtime::gateway::{ConnectError, Device, RunEvent, conn};
 use serde_json::json;
 
 /// Times from `t0` until each needle first shows up in the (SSE) body, in order.
@@ -35,6 +38,21 @@ async fn until_each<const N: usize>(response: reqwest::Response, needles: [&str;
     anyhow::bail!("stream ended before {:?}: {seen:.400}", needles.get(found))
 }
 
+/// A connection to the gateway at `addr` as `device`, paired first the way ocaas pairs.
+async fn paired(addr: std::net::SocketAddr, token: &str, device: &Device, sandbox: &str) -> anyhow::Result<std::sync::Arc<conn::Connection>> {
+    for _ in 0..3 {
+        let (foreign, _) = tokio::sync::mpsc::channel(16);
+        match conn::connect(addr, token, device, uuid::Uuid::nil(), foreign).await {
+            Ok(connection) => return Ok(connection),
+            Err(ConnectError::NotPaired { request_id }) => {
+                docker(&["exec", "-u", "1000", sandbox, "openclaw", "devices", "approve", &request_id]);
+            }
+            Err(error) => anyhow::bail!("{error}"),
+        }
+    }
+    anyhow::bail!("the device was not paired")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let turns: usize = std::env::var("OCAAS_BENCH_TURNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
@@ -47,6 +65,10 @@ async fn main() -> anyhow::Result<()> {
     // The three paths take turns, so each sees the machine in the same state (a path measured
     // after idle gaps pays for waking the CPU and the runtime; one measured back to back does not).
     let (mut through_ocaas, mut before_gateway, mut instance_read, mut direct) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let addr = std::net::SocketAddr::new(ip.parse()?, 18789);
+    let device = Device::generate();
+    let ws = paired(addr, &token, &device, &sandbox).await?;
+    let mut direct_ws = Vec::new();
     for n in 0..turns {
         let t0 = Instant::now();
         let response = bench
@@ -80,12 +102,32 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         let [first] = until_each(response, ["\"content\""], t0).await?;
         direct.push(first);
+
+        let run = uuid::Uuid::new_v4().to_string();
+        let t0 = Instant::now();
+        let mut feed = ws.subscribe(&run);
+        let params = json!({"sessionKey": "bench-direct-ws", "message": format!("benchmark turn {n}"), "idempotencyKey": run});
+        ws.request("chat.send", params, Duration::from_secs(30)).await?;
+        let mut first = None;
+        while let Some(event) = feed.recv().await {
+            if first.is_none() && matches!(event, RunEvent::Delta(_)) {
+                first = Some(t0.elapsed());
+            }
+            if event.ends_run() {
+                break;
+            }
+        }
+        direct_ws.push(first.ok_or_else(|| anyhow::anyhow!("no delta over the WebSocket"))?);
     }
     println!("time to first answer delta over {turns} turns");
     println!("{:<32} {:>8} {:>8}", "", "p50 ms", "p95 ms");
     println!("{:<32} {:>8.1} {:>8.1}", "ocaas POST chat/stream", ms(percentile(&through_ocaas, 0.5)), ms(percentile(&through_ocaas, 0.95)));
-    println!("{:<32} {:>8.1} {:>8.1}", "stand-in gateway directly", ms(percentile(&direct, 0.5)), ms(percentile(&direct, 0.95)));
-    println!("ratio ocaas / direct: p50 {:.2}x", ms(percentile(&through_ocaas, 0.5)) / ms(percentile(&direct, 0.5)));
+    println!("{:<32} {:>8.1} {:>8.1}", "gateway directly, WebSocket", ms(percentile(&direct_ws, 0.5)), ms(percentile(&direct_ws, 0.95)));
+    println!("{:<32} {:>8.1} {:>8.1}", "gateway directly, HTTP", ms(percentile(&direct, 0.5)), ms(percentile(&direct, 0.95)));
+    println!(
+        "added by ocaas over the gateway's WebSocket: p50 {:+.2} ms (goal: at most +1 ms)",
+        ms(percentile(&through_ocaas, 0.5)) - ms(percentile(&direct_ws, 0.5))
+    );
     // Where the difference goes: the `queued` event is sent once the turn's rows are committed
     // (auth, instance, session, claim, the two messages), before ocaas calls the gateway.
     let p50 = |samples: &[Duration]| ms(percentile(samples, 0.5));
@@ -99,6 +141,26 @@ async fn main() -> anyhow::Result<()> {
         "for reference, an authenticated GET of the instance (same auth and lookup) takes {:.1} ms p50: the turn's own statement and the event stream's start are the rest",
         p50(&instance_read)
     );
+
+    // (a2) Open gateway connections: the client's memory per connection, in this process.
+    let connections: usize = std::env::var("OCAAS_BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(std::process::id())?;
+    let mut open = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        open.push(paired(addr, &token, &device, &sandbox).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(std::process::id())?;
+    anyhow::ensure!(open.iter().all(|c| !c.is_closed()), "a connection closed");
+    println!(
+        "\nmemory of {connections} open gateway connections (this process's RSS): {:.1} MiB before, {:.1} MiB after: {:.1} KiB per connection (goal: at most 64 KiB)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / connections as f64
+    );
+    drop(open);
 
     // (b) A separate server process on the same database, so its memory is its own.
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

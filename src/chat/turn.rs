@@ -81,8 +81,9 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
         let session = repo::insert_session(db, instance.id, None).await?;
         rows = repo::start_turn(db, instance.id, Some(session.id), Uuid::now_v7(), Uuid::now_v7(), text).await?;
     }
-    rows.sort_by_key(|row| row.seq);
-    let (Some(assistant), Some(user), None) = (rows.pop(), rows.pop(), rows.pop()) else {
+    let mut rows: Vec<(MessageRow, String)> = rows.into_iter().map(repo::StartedRow::split).collect();
+    rows.sort_by_key(|(row, _)| row.seq);
+    let (Some((assistant, session_key)), Some((user, _)), None) = (rows.pop(), rows.pop(), rows.pop()) else {
         // Nothing was claimed: another instance's (or no) session, or a turn is running in it.
         let known = match session_id {
             Some(id) => repo::session(db, instance.id, id).await?.is_some(),
@@ -95,7 +96,6 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
         });
     };
     let session_id = user.session_id;
-    let session_key = repo::session_key(db, session_id).await?;
     let (sender, events) = mpsc::channel(LISTENER_QUEUE);
     let job = Job {
         db: state.db.clone(),
@@ -166,7 +166,8 @@ impl Job {
     async fn run(self) {
         self.emit(TurnEvent::Running);
         let abort = self.turns.register(self.assistant.id);
-        let mut progress = Progress::default();
+        // The first write waits a flush interval like the others: the first delta goes out at once.
+        let mut progress = Progress { last_flush: Some(Instant::now()), ..Progress::default() };
         let timeout = self.timeout;
         let started = Instant::now();
         let outcome = match tokio::time::timeout(timeout, self.converse(&mut progress, &abort.token)).await {

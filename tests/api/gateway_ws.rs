@@ -130,8 +130,11 @@ async fn abort_mid_tool_ends_the_turn_aborted_and_the_run_is_gone() {
     let mut turn = stream(&app, &id, &session, "/exec echo started; sleep 60").await;
     until(&mut turn, |e| e.event == "tool" && e.data["phase"] == "update").await;
     assert_eq!(sandbox_sh(&sandbox, "pgrep -xc sleep"), "1", "the tool runs");
+    // Asked of another replica than the one running the turn.
+    let other = respawn(&app).await;
     let asked = Instant::now();
-    let stopped = json(app.api(Method::POST, &chat(&id, "/abort")).json(&json!({"session_id": session})).send().await.unwrap(), StatusCode::OK).await;
+    let stopped =
+        json(other.api(Method::POST, &chat(&id, "/abort")).json(&json!({"session_id": session})).send().await.unwrap(), StatusCode::OK).await;
     let took = asked.elapsed();
     assert_eq!(stopped["status"], "aborted", "{stopped}");
     assert!(took < Duration::from_secs(2), "stopping took {took:?}");

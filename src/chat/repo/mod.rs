@@ -48,6 +48,29 @@ pub struct MessageRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A message `start_turn` wrote, with the key the gateway knows its session by.
+pub struct StartedRow {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub seq: i64,
+    pub role: Role,
+    pub content: String,
+    pub status: MessageStatus,
+    pub error: Option<String>,
+    pub tools: Json<Vec<ToolStep>>,
+    pub event_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub session_key: String,
+}
+
+impl StartedRow {
+    pub fn split(self) -> (MessageRow, String) {
+        let StartedRow { id, session_id, seq, role, content, status, error, tools, event_id, created_at, updated_at, session_key } = self;
+        (MessageRow { id, session_id, seq, role, content, status, error, tools, event_id, created_at, updated_at }, session_key)
+    }
+}
+
 pub async fn insert_session(db: impl PgExecutor<'_>, instance_id: Uuid, title: Option<&str>) -> sqlx::Result<SessionRow> {
     sqlx::query_as!(
         SessionRow,
@@ -148,9 +171,9 @@ pub async fn start_turn(
     user_id: Uuid,
     assistant_id: Uuid,
     text: &str,
-) -> sqlx::Result<Vec<MessageRow>> {
+) -> sqlx::Result<Vec<StartedRow>> {
     sqlx::query_as!(
-        MessageRow,
+        StartedRow,
         r#"WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS done),
            claimed AS (
                UPDATE chat_sessions SET active_turn = $3, last_activity_at = now(), next_seq = next_seq + 2
@@ -158,13 +181,18 @@ pub async fn start_turn(
                    SELECT latest.id FROM chat_sessions latest WHERE latest.instance_id = $1
                    ORDER BY latest.last_activity_at DESC, latest.id DESC LIMIT 1))
                  AND (SELECT done FROM relaxed) IS NOT NULL
-               RETURNING id, next_seq - 2 AS seq)
+               RETURNING id, next_seq - 2 AS seq, COALESCE(gateway_key, id::text) AS key),
+           inserted AS (
            INSERT INTO chat_messages (id, session_id, seq, role, content, status, gateway_ref)
            SELECT m.id, claimed.id, claimed.seq + m.n, m.role, m.content, m.status, m.ref || $3::text
            FROM claimed, (VALUES (0, $4::uuid, 'user', $5::text, 'complete', 'user:'), (1, $3::uuid, 'assistant', '', 'streaming', 'run:'))
                 AS m (n, id, role, content, status, ref)
            ORDER BY m.n
-           RETURNING id, session_id, seq, role AS "role: Role", content, status AS "status: MessageStatus", error, tools AS "tools: Json<Vec<ToolStep>>", event_id, created_at, updated_at"#,
+           RETURNING *)
+           SELECT i.id AS "id!", i.session_id AS "session_id!", i.seq AS "seq!", i.role AS "role!: Role", i.content AS "content!",
+                  i.status AS "status!: MessageStatus", i.error, i.tools AS "tools!: Json<Vec<ToolStep>>", i.event_id AS "event_id!",
+                  i.created_at AS "created_at!", i.updated_at AS "updated_at!", (SELECT key FROM claimed) AS "session_key!"
+           FROM inserted i ORDER BY i.seq"#,
         instance_id,
         session_id,
         assistant_id,
@@ -222,11 +250,6 @@ pub async fn update_message(
     )
     .fetch_one(db)
     .await
-}
-
-/// The key the gateway knows the session by (its id, unless it was imported).
-pub async fn session_key(db: &PgPool, session_id: Uuid) -> sqlx::Result<String> {
-    sqlx::query_scalar!(r#"SELECT COALESCE(gateway_key, id::text) AS "key!" FROM chat_sessions WHERE id = $1"#, session_id).fetch_one(db).await
 }
 
 pub async fn message(db: &PgPool, session_id: Uuid, id: Uuid) -> sqlx::Result<Option<MessageRow>> {

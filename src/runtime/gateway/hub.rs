@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -54,6 +54,8 @@ pub enum Unavailable {
 struct Entry {
     link: watch::Receiver<Link>,
     cancel: CancellationToken,
+    /// Someone waits for the link: try again now, not after the backoff.
+    poke: Arc<Notify>,
 }
 
 pub struct Hub {
@@ -82,11 +84,14 @@ impl Hub {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Target, String>>,
     {
-        let existing = self.entries.lock().expect("gateway links").get(&instance_id).map(|e| e.link.clone());
-        let mut link = match existing {
-            Some(link) => link,
+        let existing = self.entries.lock().expect("gateway links").get(&instance_id).map(|e| (e.link.clone(), e.poke.clone()));
+        let (mut link, poke) = match existing {
+            Some(found) => found,
             None => self.open(target().await.map_err(Unavailable::Down)?),
         };
+        if !wait.is_zero() && matches!(&*link.borrow(), Link::Down(_)) {
+            poke.notify_one();
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let current = link.borrow_and_update().clone();
@@ -104,17 +109,19 @@ impl Hub {
     }
 
     /// Starts keeping a connection to `target` (if none is kept yet).
-    fn open(&self, target: Target) -> watch::Receiver<Link> {
+    fn open(&self, target: Target) -> (watch::Receiver<Link>, Arc<Notify>) {
         let mut entries = self.entries.lock().expect("gateway links");
         if let Some(entry) = entries.get(&target.instance_id) {
-            return entry.link.clone();
+            return (entry.link.clone(), entry.poke.clone());
         }
         let (sender, link) = watch::channel(Link::Connecting);
         let cancel = self.shutdown.child_token();
-        entries.insert(target.instance_id, Entry { link: link.clone(), cancel: cancel.clone() });
-        let supervisor = Supervisor { runtime: self.runtime.clone(), target, link: sender, foreign: self.foreign.clone(), cancel };
+        let poke = Arc::new(Notify::new());
+        entries.insert(target.instance_id, Entry { link: link.clone(), cancel: cancel.clone(), poke: poke.clone() });
+        let supervisor =
+            Supervisor { runtime: self.runtime.clone(), target, link: sender, foreign: self.foreign.clone(), cancel, poke: poke.clone() };
         tokio::spawn(supervisor.run());
-        link
+        (link, poke)
     }
 
     /// Stops keeping the instance's connection (it stopped, paused or went away).
@@ -142,6 +149,7 @@ struct Supervisor {
     link: watch::Sender<Link>,
     foreign: mpsc::Sender<Foreign>,
     cancel: CancellationToken,
+    poke: Arc<Notify>,
 }
 
 impl Supervisor {
@@ -190,6 +198,7 @@ impl Supervisor {
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = self.poke.notified() => {}
                 () = self.cancel.cancelled() => break,
             }
         }
