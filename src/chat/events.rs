@@ -51,8 +51,11 @@ const TOLD_MESSAGES: usize = 32;
 /// so each change of a message is preceded by `tool` events for what changed in its steps.
 #[derive(Default)]
 struct Told {
-    messages: VecDeque<(uuid::Uuid, Vec<(String, ToolStatus, usize)>)>,
+    messages: VecDeque<(uuid::Uuid, Vec<StepSeen>)>,
 }
+
+/// A step as last told: its tool call id, status and output length.
+type StepSeen = (String, ToolStatus, usize);
 
 impl Told {
     fn tool_events(&mut self, row: &MessageRow) -> Vec<ChatFeedEvent> {

@@ -166,14 +166,11 @@ async fn next_text(socket: &mut Socket) -> Result<String, ConnectError> {
 }
 
 async fn handshake(socket: &mut Socket, token: &str, device: &Device) -> Result<HelloOk, ConnectError> {
-    let challenge = loop {
-        let text = next_text(socket).await?;
-        match serde_json::from_str::<Inbound>(&text) {
-            Ok(Inbound::Event(event)) if event.event == "connect.challenge" => {
-                break serde_json::from_value::<Challenge>(event.payload).map_err(|e| ConnectError::Protocol(format!("a bad challenge: {e}")))?;
-            }
-            _ => return Err(ConnectError::NoProtocol("the first frame was not connect.challenge".into())),
+    let challenge = match serde_json::from_str::<Inbound>(&next_text(socket).await?) {
+        Ok(Inbound::Event(event)) if event.event == "connect.challenge" => {
+            serde_json::from_value::<Challenge>(event.payload).map_err(|e| ConnectError::Protocol(format!("a bad challenge: {e}")))?
         }
+        _ => return Err(ConnectError::NoProtocol("the first frame was not connect.challenge".into())),
     };
     let signed_at = chrono::Utc::now().timestamp_millis();
     let caps = ["tool-events"];
