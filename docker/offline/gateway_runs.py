@@ -121,6 +121,8 @@ class Run:
         return {"role": "assistant", "content": [{"type": "text", "text": self.text_so_far}], "timestamp": state.now_ms()}
 
     def run(self):
+        # Like the real gateway, say on stdout what it is doing (ocaas's instance logs show it).
+        print(f"[gateway] chat run {self.id} session={self.key}", flush=True)
         state.record(self.key, state.user_message(self.text, self.id))
         started = state.now_ms()
         for phase in ("preparing_workspace", "preparing_context", "starting_model"):

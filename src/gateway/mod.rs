@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::instances::repo::InstanceRow;
 use crate::runtime::gateway::{Connection, Device, Hub, Target, Unavailable};
 use crate::secrets::SecretKey;
-use crate::state::AppState;
+use crate::state::{Activity, AppState};
 
 /// What reaching a gateway takes: the process's connections, and the stored identity.
 #[derive(Clone)]
@@ -21,11 +21,12 @@ pub struct Link {
     pub hub: Arc<Hub>,
     db: PgPool,
     key: SecretKey,
+    activity: Arc<Activity>,
 }
 
 impl Link {
     pub fn of(state: &AppState) -> Self {
-        Link { hub: state.gateways.clone(), db: state.db.clone(), key: state.settings.secret_key.clone() }
+        Link { hub: state.gateways.clone(), db: state.db.clone(), key: state.settings.secret_key.clone(), activity: state.activity.clone() }
     }
 
     /// The instance's gateway connection; `Unavailable::NoProtocol` means "use HTTP".
@@ -34,11 +35,11 @@ impl Link {
     }
 
     async fn target(&self, instance: &InstanceRow) -> Result<Target, String> {
-        target(&self.db, &self.key, instance).await
+        target(&self.db, &self.key, &self.activity, instance).await
     }
 }
 
-async fn target(db: &PgPool, key: &SecretKey, instance: &InstanceRow) -> Result<Target, String> {
+async fn target(db: &PgPool, key: &SecretKey, activity: &Arc<Activity>, instance: &InstanceRow) -> Result<Target, String> {
     let stored = match repo::device(db, instance.id).await.map_err(|e| e.to_string())? {
         Some(row) => row,
         None => {
@@ -50,7 +51,7 @@ async fn target(db: &PgPool, key: &SecretKey, instance: &InstanceRow) -> Result<
     // device, and pairing it again is the repair.
     let device = key.open(&stored.seed_sealed).and_then(|seed| Device::from_seed(&seed)).unwrap_or_else(Device::generate);
     let known = stored.device_token_sealed.as_deref().and_then(|sealed| key.open(sealed));
-    let (db, key, instance_id) = (db.clone(), key.clone(), instance.id);
+    let (db, key, instance_id, activity) = (db.clone(), key.clone(), instance.id, activity.clone());
     let known = std::sync::Mutex::new(known);
     let on_connected = Box::new(move |token: Option<String>| {
         let Some(token) = token else { return };
@@ -72,5 +73,10 @@ async fn target(db: &PgPool, key: &SecretKey, instance: &InstanceRow) -> Result<
         token: instance.gateway_token.clone(),
         device: Arc::new(device),
         on_connected,
+        // The pairing command counts as a call in the sandbox (a pause waits for it).
+        exec_guard: Box::new(move || {
+            let activity = activity.clone();
+            Box::pin(async move { Box::new(activity.call(instance_id).await) as Box<dyn Send> })
+        }),
     })
 }

@@ -42,7 +42,7 @@ async fn logs_show_the_gateway_and_the_sandbox_output_bounded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let lines = later["lines"].as_array().unwrap();
-    assert!(lines.iter().any(|l| l["text"].as_str().unwrap().starts_with("[gateway] chat completion")), "{later}");
+    assert!(lines.iter().any(|l| l["text"].as_str().unwrap().starts_with("[gateway] chat ")), "the turn: {later}");
     assert!(lines.iter().any(|l| l["stream"] == "stderr" && l["text"] == "to-stderr"), "{later}");
     let long = lines.iter().find(|l| l["text"].as_str().unwrap().starts_with("xxxx")).expect("the long line");
     assert_eq!(long["text"].as_str().unwrap().len(), 16 << 10);

@@ -32,7 +32,13 @@ pub struct Target {
     pub device: Arc<Device>,
     /// Told the device token after each connect (the caller stores it sealed).
     pub on_connected: Box<dyn Fn(Option<String>) + Send + Sync>,
+    /// Held while a command runs in the sandbox for the pairing: a pause waits for it rather
+    /// than freezing the sandbox under it (which can hang the engine).
+    pub exec_guard: Box<dyn Fn() -> ExecGuard + Send + Sync>,
 }
+
+/// What `Target::exec_guard` returns: a guard to hold while the command runs.
+pub type ExecGuard = std::pin::Pin<Box<dyn Future<Output = Box<dyn Send>> + Send>>;
 
 #[derive(Debug, Clone)]
 enum Link {
@@ -228,7 +234,10 @@ impl Supervisor {
             max_output: 4 << 10,
             timeout: Some(Duration::from_secs(30)),
         };
-        let output = self.runtime.exec(&self.target.sandbox, request).await.map_err(|e| format!("pairing ocaas with the gateway failed: {e}"))?;
+        let guard = (self.target.exec_guard)().await;
+        let output = self.runtime.exec(&self.target.sandbox, request).await;
+        drop(guard);
+        let output = output.map_err(|e| format!("pairing ocaas with the gateway failed: {e}"))?;
         match output.exit_code {
             Some(0) => {
                 tracing::info!(instance = %self.target.instance_id, "gateway: ocaas's device paired");
