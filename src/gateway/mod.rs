@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::instances::repo::InstanceRow;
 use crate::runtime::gateway::{Connection, Device, Hub, Target, Unavailable};
 use crate::secrets::SecretKey;
-use crate::state::{Activity, AppState};
+use crate::state::{Activity, AppState, Drivers};
 
 /// What reaching a gateway takes: the process's connections, and the stored identity.
 #[derive(Clone)]
@@ -22,11 +22,18 @@ pub struct Link {
     db: PgPool,
     key: SecretKey,
     activity: Arc<Activity>,
+    drivers: Arc<Drivers>,
 }
 
 impl Link {
     pub fn of(state: &AppState) -> Self {
-        Link { hub: state.gateways.clone(), db: state.db.clone(), key: state.settings.secret_key.clone(), activity: state.activity.clone() }
+        Link {
+            hub: state.gateways.clone(),
+            db: state.db.clone(),
+            key: state.settings.secret_key.clone(),
+            activity: state.activity.clone(),
+            drivers: state.drivers.clone(),
+        }
     }
 
     /// The instance's gateway connection; `Unavailable::NoProtocol` means "use HTTP".
@@ -35,11 +42,11 @@ impl Link {
     }
 
     async fn target(&self, instance: &InstanceRow) -> Result<Target, String> {
-        target(&self.db, &self.key, &self.activity, instance).await
+        target(&self.db, &self.key, &self.activity, &self.drivers, instance).await
     }
 }
 
-async fn target(db: &PgPool, key: &SecretKey, activity: &Arc<Activity>, instance: &InstanceRow) -> Result<Target, String> {
+async fn target(db: &PgPool, key: &SecretKey, activity: &Arc<Activity>, drivers: &Arc<Drivers>, instance: &InstanceRow) -> Result<Target, String> {
     let stored = match repo::device(db, instance.id).await.map_err(|e| e.to_string())? {
         Some(row) => row,
         None => {
@@ -51,7 +58,7 @@ async fn target(db: &PgPool, key: &SecretKey, activity: &Arc<Activity>, instance
     // device, and pairing it again is the repair.
     let device = key.open(&stored.seed_sealed).and_then(|seed| Device::from_seed(&seed)).unwrap_or_else(Device::generate);
     let known = stored.device_token_sealed.as_deref().and_then(|sealed| key.open(sealed));
-    let (db, key, instance_id, activity) = (db.clone(), key.clone(), instance.id, activity.clone());
+    let (db, key, instance_id, activity, drivers) = (db.clone(), key.clone(), instance.id, activity.clone(), drivers.clone());
     let known = std::sync::Mutex::new(known);
     let on_connected = Box::new(move |token: Option<String>| {
         let Some(token) = token else { return };
@@ -73,10 +80,15 @@ async fn target(db: &PgPool, key: &SecretKey, activity: &Arc<Activity>, instance
         token: instance.gateway_token.clone(),
         device: Arc::new(device),
         on_connected,
-        // The pairing command counts as a call in the sandbox (a pause waits for it).
+        // The pairing command runs only while no lifecycle operation does (in any process: the
+        // driver lease), and counts as a call (a pause here waits for it): an exec racing a
+        // pause can wedge the container in the engine.
         exec_guard: Box::new(move || {
-            let activity = activity.clone();
-            Box::pin(async move { Box::new(activity.call(instance_id).await) as Box<dyn Send> })
+            let (activity, drivers) = (activity.clone(), drivers.clone());
+            Box::pin(async move {
+                let hold = drivers.try_hold(instance_id).await?;
+                Some(Box::new((hold, activity.call(instance_id).await)) as Box<dyn Send>)
+            })
         }),
     })
 }

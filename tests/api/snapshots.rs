@@ -15,9 +15,10 @@ use crate::sse::SseReader;
 
 /// Every file and directory under the workspace and the agent's state: path, mode, sha256 —
 /// but the gateway's config, which ocaas writes at each start with the instance's current
-/// tokens (a new container gets a new broker token).
+/// tokens (a new container gets a new broker token), and the gateway's paired devices, which
+/// change whenever ocaas (re)pairs with it.
 pub fn manifest(sandbox: &str) -> String {
-    let script = "cd / && find workspace agent-state -mindepth 1 ! -name openclaw.json | sort | while read -r p; do \
+    let script = "cd / && find workspace agent-state -mindepth 1 ! -name openclaw.json ! -path 'agent-state/devices*' | sort | while read -r p; do \
                   if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then echo \"$p $(stat -c %a \"$p\") $(sha256sum < \"$p\" | cut -c1-64)\"; \
                   else echo \"$p $(stat -c %a \"$p\") $(stat -c %F \"$p\")\"; fi; done";
     sandbox_sh(sandbox, script)

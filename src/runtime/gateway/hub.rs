@@ -37,8 +37,9 @@ pub struct Target {
     pub exec_guard: Box<dyn Fn() -> ExecGuard + Send + Sync>,
 }
 
-/// What `Target::exec_guard` returns: a guard to hold while the command runs.
-pub type ExecGuard = std::pin::Pin<Box<dyn Future<Output = Box<dyn Send>> + Send>>;
+/// What `Target::exec_guard` returns: a guard to hold while the command runs, or `None` when
+/// the instance is busy with an operation (the pairing is tried again later).
+pub type ExecGuard = std::pin::Pin<Box<dyn Future<Output = Option<Box<dyn Send>>> + Send>>;
 
 #[derive(Debug, Clone)]
 enum Link {
@@ -234,7 +235,9 @@ impl Supervisor {
             max_output: 4 << 10,
             timeout: Some(Duration::from_secs(30)),
         };
-        let guard = (self.target.exec_guard)().await;
+        let Some(guard) = (self.target.exec_guard)().await else {
+            return Err("the instance is busy with an operation; pairing comes after it".into());
+        };
         let output = self.runtime.exec(&self.target.sandbox, request).await;
         drop(guard);
         let output = output.map_err(|e| format!("pairing ocaas with the gateway failed: {e}"))?;
