@@ -12,11 +12,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 context=$(dirname "$here")
 suite=bookworm
 mirror=${OCAAS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=tini,xvfb,x11vnc,fluxbox,xterm,python3,python3-cryptography,git,procps,ca-certificates,chromium,fonts-dejavu-core,bash,less,hsetroot
+packages=tini,xvfb,x11vnc,fluxbox,xterm,python3,python3-cryptography,python3-jsonschema,python3-qrcode,git,procps,ca-certificates,chromium,fonts-dejavu-core,bash,less,hsetroot
 
 base_hash=$(printf '%s\n' "$suite" "$packages" "apt-in-chroot" | sha256sum | cut -c1-16)
 base=ocaas-sandbox-base:$base_hash
-inputs_hash=$(cat "$here/build.sh" "$here/Dockerfile" "$here/gateway.py" "$here/gateway_ws.py" "$here/gateway_runs.py" "$here/gateway_state.py" "$here/openclaw" "$context/sandbox/entrypoint.sh" "$context/sandbox/write_config.py" \
+inputs_hash=$(cat "$here/build.sh" "$here/Dockerfile" "$here/gateway.py" "$here/gateway_ws.py" "$here/gateway_runs.py" "$here/gateway_state.py" "$here/gateway_admin.py" "$here/gateway_cron.py" "$here/openclaw-config.schema.json" "$here/openclaw" "$context/sandbox/entrypoint.sh" "$context/sandbox/write_config.py" \
   | { cat; printf '%s\n' "$base_hash"; } | sha256sum | cut -c1-16)
 tag=ocaas-sandbox:offline-$inputs_hash
 

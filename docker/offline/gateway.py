@@ -25,6 +25,7 @@ import hmac
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -32,6 +33,8 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import gateway_admin
+import gateway_cron
 import gateway_runs
 import gateway_state as state
 import gateway_ws
@@ -313,10 +316,27 @@ def main():
     parser.add_argument("--port", type=int, default=18789)
     parser.add_argument("--bind", default="0.0.0.0")
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.bind, args.port), Handler)
+    # Like the real gateway: a configuration its schema rejects stops it (exit 78, EX_CONFIG),
+    # and it listens where `gateway.bind` says.
+    config, _ = gateway_admin.read_config()
+    issues = gateway_admin.problems(config)
+    if issues:
+        for issue in issues:
+            print(f"[gateway] invalid config: {issue['path']}: {issue['message']}", flush=True)
+        sys.exit(78)
+    gateway = config.get("gateway") or {}
+    bind = {"loopback": "127.0.0.1", "custom": gateway.get("customBindHost", "")}.get(gateway.get("bind"), args.bind)
+    try:
+        server = ThreadingHTTPServer((bind, args.port), Handler)
+    except OSError as error:
+        print(f"[gateway] cannot listen on {bind}:{args.port}: {error}", flush=True)
+        sys.exit(1)
     server.daemon_threads = True
     gateway_runs.ANSWER = answer
-    print(f"[gateway] listening on {args.bind}:{args.port}", flush=True)
+    gateway_cron.RUN = gateway_runs.run_unattended
+    gateway_cron.BROADCAST = gateway_ws.broadcast
+    gateway_cron.start()
+    print(f"[gateway] listening on {bind}:{args.port}", flush=True)
     server.serve_forever()
 
 

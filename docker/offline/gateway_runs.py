@@ -80,7 +80,8 @@ def call(conn, rid, method, params):
 class Run:
     def __init__(self, run_id, key, text, conn, ws):
         self.id, self.key, self.text, self.origin, self.ws = run_id, key, text, conn, ws
-        self.tool_recipients = {conn} if "tool-events" in conn.caps else set()
+        self.tool_recipients = {conn} if conn is not None and "tool-events" in conn.caps else set()
+        self.error = None
         self.seq = 0
         self.stopped = threading.Event()
         self.process = None
@@ -136,6 +137,7 @@ class Run:
         except Exception as failure:  # noqa: BLE001 - a stand-in reports what broke, like the real one
             error = str(failure)
         aborted = self.stopped.is_set()
+        self.error = error
         if error and not aborted:
             self.chat("error", errorMessage=error, errorKind="timeout")
             self.agent("lifecycle", {"phase": "error", "error": error, "endedAt": state.now_ms()})
@@ -199,7 +201,11 @@ class Run:
         self.agent("tool", {"phase": "start", "name": "exec", "toolCallId": call_id, "args": {"command": command}})
         begun = time.monotonic()
         output = ""
-        if not self.stopped.is_set():
+        import gateway_admin
+        decision = gateway_admin.ask_approval(self.ws, command, self.key) if not self.stopped.is_set() else "deny"
+        if decision == "deny" and not self.stopped.is_set():
+            output, code = "exec denied: the operator did not approve this command", 126
+        elif not self.stopped.is_set():
             self.process = subprocess.Popen(["sh", "-c", command], cwd="/workspace" if os.path.isdir("/workspace") else None, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
             for line in self.process.stdout:
                 output += line
@@ -225,6 +231,17 @@ class Run:
             return None
         self.say(split(f"\n\nTool finished. Output was: {result}"), item=2)
         return None
+
+
+def run_unattended(key, message, run_id):
+    """A turn nobody's connection asked for (a cron job): ("ok" | "error", the answer or error)."""
+    import gateway_ws
+    canonical = state.canonical(key)
+    run = Run(run_id, canonical, message, None, gateway_ws)
+    with runs_lock:
+        runs[run_id] = run
+    run.run()
+    return ("error", run.error) if run.error else ("ok", run.text_so_far)
 
 
 def split(text):

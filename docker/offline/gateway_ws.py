@@ -24,6 +24,8 @@ import uuid
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import gateway_admin
+import gateway_cron
 import gateway_runs
 import gateway_state as state
 
@@ -32,10 +34,25 @@ PRE_HANDSHAKE_MAX = 64 * 1024
 MAX_PAYLOAD = 25 * 1024 * 1024
 TICK_MS = int(os.environ.get("OPENCLAW_STANDIN_TICK_MS", "30000"))
 SKEW_MS = 120_000
-METHODS = ["health", "chat.send", "chat.history", "chat.abort", "sessions.list"]
-EVENTS = ["connect.challenge", "agent", "chat", "health", "tick", "shutdown"]
+CHAT_METHODS = ["health", "chat.send", "chat.history", "chat.abort", "sessions.list"]
+ADMIN_METHODS = ["config.get", "config.schema", "config.patch", "config.apply", "channels.status", "channels.logout",
+                 "channels.pairing.list", "channels.pairing.approve", "channels.pairing.dismiss", "exec.approval.resolve"]
+CRON_METHODS = ["cron.list", "cron.status", "cron.add", "cron.update", "cron.remove", "cron.run", "cron.runs"]
+# web.login.* are served but, like the real gateway's, left out of the advertised list.
+HIDDEN_METHODS = ["web.login.start", "web.login.wait"]
+METHODS = CHAT_METHODS + ADMIN_METHODS + CRON_METHODS
+EVENTS = ["connect.challenge", "agent", "chat", "health", "tick", "shutdown", "cron", "exec.approval.requested", "exec.approval.resolved"]
 READ = {"operator.read", "operator.write", "operator.admin"}
 WRITE = {"operator.write", "operator.admin"}
+ADMIN = {"operator.admin"}
+APPROVALS = {"operator.approvals", "operator.admin"}
+PAIRING = {"operator.pairing", "operator.admin"}
+# The scope each method needs (the gateway's method descriptors); unlisted ones need read.
+NEEDS = {"chat.send": WRITE, "chat.abort": WRITE, "config.patch": ADMIN, "config.apply": ADMIN, "channels.logout": ADMIN,
+         "web.login.start": ADMIN, "web.login.wait": ADMIN, "cron.add": ADMIN, "cron.update": ADMIN, "cron.remove": ADMIN,
+         "cron.run": ADMIN, "exec.approval.resolve": APPROVALS, "channels.pairing.list": PAIRING,
+         "channels.pairing.approve": PAIRING, "channels.pairing.dismiss": PAIRING}
+SCOPE_NAMES = [("operator.admin", ADMIN), ("operator.approvals", APPROVALS), ("operator.pairing", PAIRING), ("operator.write", WRITE)]
 
 connections = set()
 connections_lock = threading.Lock()
@@ -325,23 +342,36 @@ class Connection:
             self.ws.close(1008, "invalid request frame")
             raise Closed()
         rid, method, params = frame["id"], frame["method"], frame.get("params") or {}
-        needed = {"chat.send": WRITE, "chat.abort": WRITE}.get(method, READ)
-        if method not in METHODS:
+        needed = NEEDS.get(method, READ)
+        if method not in METHODS + HIDDEN_METHODS:
             return self.reply(rid, error={"code": "INVALID_REQUEST", "message": f"unknown method: {method}"})
+        if not isinstance(params, dict):
+            return self.reply(rid, error={"code": "INVALID_REQUEST", "message": "params must be an object"})
         if not self.scopes & needed:
-            scope = "operator.write" if needed is WRITE else "operator.read"
+            scope = next((name for name, group in SCOPE_NAMES if group is needed), "operator.read")
             return self.reply(rid, error={"code": "FORBIDDEN", "message": f"missing scope: {scope}",
                                           "details": {"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}})
+        handler = gateway_runs if method in CHAT_METHODS else gateway_cron if method in CRON_METHODS else gateway_admin
+        if handler is gateway_runs:
+            return self.dispatch(handler, rid, method, params)
+        # Slow methods (web.login.wait) must not hold up this connection's reader.
+        threading.Thread(target=self.dispatch, args=(handler, rid, method, params), daemon=True).start()
+
+    def dispatch(self, handler, rid, method, params):
         try:
-            gateway_runs.call(self, rid, method, params)
-        except gateway_runs.BadRequest as error:
+            handler.call(self, rid, method, params)
+        except (gateway_runs.BadRequest, gateway_admin.BadRequest, gateway_cron.BadRequest) as error:
             self.reply(rid, error={"code": "INVALID_REQUEST", "message": str(error)})
+        except (ValueError, TypeError, KeyError) as error:
+            self.reply(rid, error={"code": "INVALID_REQUEST", "message": f"invalid params: {error}"})
 
 
-def broadcast(name, payload, only=None):
-    """Sends an event to every connection that may read (or to `only`'s members)."""
+def broadcast(name, payload, only=None, scope=None):
+    """Sends an event to every connection that may read (or to `only`'s members, or to those
+    holding `scope` or admin)."""
     with connections_lock:
-        targets = [c for c in connections if c.can_read() and (only is None or c in only)]
+        targets = [c for c in connections if c.can_read() and (only is None or c in only)
+                   and (scope is None or scope in c.scopes or "operator.admin" in c.scopes)]
     for connection in targets:
         connection.event(name, payload)
 
