@@ -41,8 +41,8 @@ async fn until_each<const N: usize>(response: reqwest::Response, needles: [&str;
 /// A connection to the gateway at `addr` as `device`, paired first the way ocaas pairs.
 async fn paired(addr: std::net::SocketAddr, token: &str, device: &Device, sandbox: &str) -> anyhow::Result<std::sync::Arc<conn::Connection>> {
     for _ in 0..3 {
-        let (foreign, _) = tokio::sync::mpsc::channel(16);
-        match conn::connect(addr, token, device, uuid::Uuid::nil(), foreign).await {
+        let sinks = ocaas::runtime::gateway::Sinks { foreign: tokio::sync::mpsc::channel(16).0, notices: tokio::sync::mpsc::channel(16).0 };
+        match conn::connect(addr, token, device, uuid::Uuid::nil(), sinks).await {
             Ok(connection) => return Ok(connection),
             Err(ConnectError::NotPaired { request_id }) => {
                 docker(&["exec", "-u", "1000", sandbox, "openclaw", "devices", "approve", &request_id]);

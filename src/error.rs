@@ -103,6 +103,14 @@ error_codes! {
     ServerBusy = (SERVICE_UNAVAILABLE, "server_busy", "`OCAAS_MAX_INFLIGHT` requests are being handled; retry after `Retry-After`."),
     DatabaseUnavailable = (SERVICE_UNAVAILABLE, "database_unavailable", "PostgreSQL cannot be reached right now; retry after `Retry-After`."),
     EngineUnavailable = (SERVICE_UNAVAILABLE, "engine_unavailable", "The container engine cannot be reached right now; retry after `Retry-After`."),
+    GatewayUnavailable = (SERVICE_UNAVAILABLE, "gateway_unavailable", "The instance's gateway does not answer over its own protocol right now (starting, restarting, or a gateway without it); `Retry-After` says when."),
+    GatewayRejected = (UNPROCESSABLE_ENTITY, "gateway_rejected", "The instance's gateway refused the request; the message is the gateway's."),
+    InvalidConfig = (UNPROCESSABLE_ENTITY, "invalid_config", "A configuration patch that the gateway's schema rejects, or that touches a key ocaas manages."),
+    ConfigChanged = (PRECONDITION_FAILED, "config_changed", "`If-Match` names another version of the configuration than the current one."),
+    ScheduleNotFound = (NOT_FOUND, "schedule_not_found", "The instance's agent has no schedule with that id."),
+    ApprovalNotFound = (NOT_FOUND, "approval_not_found", "The instance's agent has no approval request with that id."),
+    ApprovalClosed = (CONFLICT, "approval_closed", "The approval request was answered already or has expired."),
+    PairingNotFound = (NOT_FOUND, "pairing_not_found", "No pending DM pairing request with that id."),
     TerminalViewerMissing = (SERVICE_UNAVAILABLE, "terminal_viewer_missing", "xterm.js (Debian's `node-xterm`) is not installed for the dashboard's terminal."),
 }
 

@@ -33,6 +33,7 @@ pub fn api_router(settings: &Settings) -> OpenApiRouter<AppState> {
         .merge(crate::snapshots::router())
         .merge(files::router(settings.instances.max_json_upload_bytes, settings.instances.upload_body_limit()))
         .merge(chat::router())
+        .merge(crate::gateway::router())
         .merge(crate::broker::api_router())
         .merge(terminal::router())
         .merge(vnc::router())

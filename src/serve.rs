@@ -37,6 +37,7 @@ pub fn start_background_tasks(state: &AppState) {
     crate::snapshots::schedule::spawn(state.clone());
     let mut listeners = crate::db::notify::Listeners::default();
     crate::chat::events::listen(state, &mut listeners);
+    crate::gateway::feed::listen(state, &mut listeners);
     crate::auth::cache::spawn(state, &mut listeners);
     crate::instances::lists::listen(state, &mut listeners);
     let drivers = state.drivers.clone();
@@ -44,6 +45,7 @@ pub fn start_background_tasks(state: &AppState) {
     let turns = state.turns.clone();
     listeners.on(crate::state::ABORT_CHANNEL, |_| {}, move |payload| turns.on_request(payload));
     crate::chat::import::spawn(state);
+    crate::gateway::spawn(state);
     listeners.spawn(state.db.clone(), state.shutdown.clone());
     spawn_broker(state);
 }

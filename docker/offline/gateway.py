@@ -24,6 +24,7 @@ import argparse
 import hmac
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -336,6 +337,8 @@ def main():
     gateway_cron.RUN = gateway_runs.run_unattended
     gateway_cron.BROADCAST = gateway_ws.broadcast
     gateway_cron.start()
+    # SIGUSR1 restarts the real gateway in place (OPENCLAW_NO_RESPAWN); tini passes it on.
+    signal.signal(signal.SIGUSR1, lambda *_: gateway_admin.restart_soon(0))
     print(f"[gateway] listening on {bind}:{args.port}", flush=True)
     server.serve_forever()
 

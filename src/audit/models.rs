@@ -26,6 +26,11 @@ crate::text_enum! {
         AdminSubscriptionGranted => "admin_subscription_granted",
         AdminInstancesUpgraded => "admin_instances_upgraded",
         AdminStorageMigrated => "admin_storage_migrated",
+        ConfigPatched => "config_patched",
+        ConfigRolledBack => "config_rolled_back",
+        ChannelSet => "channel_set",
+        ChannelRemoved => "channel_removed",
+        ApprovalResolved => "approval_resolved",
     }
 }
 

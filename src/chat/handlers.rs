@@ -5,8 +5,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::sse::Event;
 use tokio::sync::mpsc;
 
 use super::events;
@@ -24,15 +23,7 @@ use crate::state::{AppState, SlotKind};
 /// Chat sessions one instance may have (each is a row, and listed whole).
 pub const MAX_SESSIONS: i64 = 1000;
 
-type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
-type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
-
-/// An SSE response fed by `receiver`, holding `open` (the user's stream slot and the metrics
-/// gauge) while the client reads it.
-pub(super) fn sse(receiver: mpsc::Receiver<Result<Event, Infallible>>, open: impl Send + 'static) -> EventStream {
-    let stream = futures_util::stream::unfold((receiver, open), |(mut rx, open)| async move { rx.recv().await.map(|event| (event, (rx, open))) });
-    Sse::new(Box::pin(stream) as BoxedEvents).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
-}
+use crate::sse::EventStream;
 
 /// List chat sessions
 ///
@@ -151,12 +142,12 @@ pub async fn stream(
     let (sink, receiver) = mpsc::channel(8);
     if power::needs_start(&state, &instance) {
         tokio::spawn(super::wake::start_then_forward(state, instance, body, sink));
-        return Ok(sse(receiver, open));
+        return Ok(crate::sse::response(receiver, open));
     }
     let instance = power::awake(&state, instance, Wake::Start).await?;
     let started = turn::start(&state, &instance, body.session_id, &body.message).await?;
     tokio::spawn(forward_turn(started, sink));
-    Ok(sse(receiver, open))
+    Ok(crate::sse::response(receiver, open))
 }
 
 pub(super) async fn forward_turn(mut started: StartedTurn, sink: mpsc::Sender<Result<Event, Infallible>>) {
@@ -305,5 +296,5 @@ pub async fn follow(
     let ready = to_sse(&ChatFeedEvent::Ready(ReadyData { session_id: session.id, after: q.after }));
     sink.try_send(ready).expect("a new channel has room");
     tokio::spawn(events::replay_and_follow(state.db.clone(), state.shutdown.clone(), session.id, replay, notifications, sink));
-    Ok(sse(receiver, (slot, state.metrics.stream_open("sse"), state.activity.hold(instance.id))))
+    Ok(crate::sse::response(receiver, (slot, state.metrics.stream_open("sse"), state.activity.hold(instance.id))))
 }

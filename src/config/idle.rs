@@ -30,6 +30,15 @@ pub struct IdleArgs {
     /// against `OCAAS_MAX_INSTANCES`.
     #[arg(long, env = "OCAAS_WARM_POOL", default_value_t = 0)]
     pub warm_pool: u32,
+    /// An instance whose agent has a messaging channel connected (Telegram, Discord, Slack,
+    /// WhatsApp: they listen on a socket) is not paused or stopped by the idle policy; `false`:
+    /// channels go deaf when it pauses.
+    #[arg(long, env = "OCAAS_IDLE_CHANNELS_AWAKE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub idle_channels_awake: bool,
+    /// A paused instance is resumed this long before its agent's next schedule runs, and left
+    /// awake until two minutes after a run.
+    #[arg(long, env = "OCAAS_SCHEDULE_WAKE_LEAD", default_value = "45s", value_parser = parse_positive_duration)]
+    pub schedule_wake_lead: Duration,
 }
 
 /// The idle policy and its neighbours, as handlers and background tasks read them.
@@ -43,6 +52,8 @@ pub struct IdleSettings {
     pub keep_awake_max: u32,
     pub wake_on_use: bool,
     pub warm_pool: u32,
+    pub channels_awake: bool,
+    pub schedule_lead: Duration,
 }
 
 impl From<&IdleArgs> for IdleSettings {
@@ -54,6 +65,8 @@ impl From<&IdleArgs> for IdleSettings {
             keep_awake_max: args.keep_awake_max,
             wake_on_use: args.wake_on_use,
             warm_pool: args.warm_pool,
+            channels_awake: args.idle_channels_awake,
+            schedule_lead: args.schedule_wake_lead,
         }
     }
 }

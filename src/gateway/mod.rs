@@ -1,19 +1,72 @@
-//! The link from ocaas to each instance's gateway over the gateway's own protocol: the device
-//! identity ocaas holds per instance (created on first use, its Ed25519 seed and the gateway's
-//! device token stored sealed), and the one connection this process keeps to it
-//! (`runtime::gateway::Hub`, which pairs headlessly when asked and reconnects by itself).
+//! The instance's agent as its gateway runs it. The link: the device identity ocaas holds per
+//! instance (created on first use, its Ed25519 seed and the gateway's device token stored
+//! sealed), and the one connection this process keeps to it (`runtime::gateway::Hub`, which
+//! pairs headlessly when asked and reconnects by itself). Over it, the always-on agent: its
+//! configuration changed safely (`config`, `guard`), its channels and DM pairings
+//! (`channels`), schedules (`schedules`, and `wake` for the idle policy), approval requests and
+//! tool policy (`approvals`, `notices`), the gateway's restart and doctor (`ops`), and the
+//! instance's agent feed (`feed`).
 
+pub mod approvals;
+pub mod channels;
+pub mod config;
+pub mod feed;
+pub mod guard;
+pub mod handlers;
+pub mod models;
+pub mod notices;
+pub mod ops;
 pub mod repo;
+pub mod rpc;
+pub mod schedules;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::instances::repo::InstanceRow;
 use crate::runtime::gateway::{Connection, Device, Hub, Target, Unavailable};
 use crate::secrets::SecretKey;
 use crate::state::{Activity, AppState, Drivers};
+
+/// The agent API's routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    use handlers::{agent, channels as ch, work};
+    OpenApiRouter::new()
+        .routes(routes!(agent::status))
+        .routes(routes!(agent::events))
+        .routes(routes!(agent::get_config, agent::patch_config))
+        .routes(routes!(agent::config_schema))
+        .routes(routes!(agent::restart))
+        .routes(routes!(agent::doctor))
+        .routes(routes!(ch::list))
+        .routes(routes!(ch::set, ch::remove))
+        .routes(routes!(ch::login, ch::login_wait))
+        .routes(routes!(ch::pairings))
+        .routes(routes!(ch::answer_pairing))
+        .routes(routes!(work::list_schedules, work::create_schedule))
+        .routes(routes!(work::update_schedule, work::delete_schedule))
+        .routes(routes!(work::run_schedule))
+        .routes(routes!(work::schedule_runs))
+        .routes(routes!(work::list_approvals))
+        .routes(routes!(work::resolve_approval))
+        .routes(routes!(work::get_tool_policy, work::set_tool_policy))
+}
+
+/// The agent's background work: approvals and runs heard from the gateways, configurations on
+/// probation, schedules' wake-ups.
+pub fn spawn(state: &AppState) {
+    if state.settings.gateway_protocol == crate::config::GatewayProtocol::Http {
+        return;
+    }
+    notices::spawn(state);
+    guard::spawn(state);
+    wake::spawn(state);
+}
 
 /// What reaching a gateway takes: the process's connections, and the stored identity.
 #[derive(Clone)]

@@ -146,3 +146,22 @@ impl Drop for Entries {
         unsafe { libc::closedir(self.dir.as_ptr()) };
     }
 }
+
+/// Reads the regular file `name` directly in the directory `base` (ocaas's own path) without
+/// following a link, refusing anything but a regular file of at most `max` bytes.
+pub fn read_small_beneath(base: &std::path::Path, name: &str, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let dir = open_dir_nofollow(base)?;
+    let file = open_file_beneath(&dir, &CString::new(name).map_err(std::io::Error::other)?)?;
+    let stat = fstat(&file)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG || stat.st_size as u64 > max {
+        return Err(std::io::Error::other(format!("{name} is not a regular file of at most {max} bytes")));
+    }
+    let mut out = Vec::new();
+    // A file growing meanwhile is still read no further than `max` (+1 to notice).
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::other(format!("{name} grew past {max} bytes")));
+    }
+    Ok(out)
+}

@@ -56,6 +56,8 @@ pub struct AppState {
     pub pool_refill: Arc<tokio::sync::Notify>,
     /// Fan-out of chat event notifications within this process.
     pub chat_events: Arc<EventHub>,
+    /// Fan-out of agent feed notifications (`ocaas_agent`) within this process.
+    pub agent_events: Arc<EventHub>,
     pub metrics: Arc<Metrics>,
     /// Sign-in and registration attempts per address and per account.
     pub auth_limits: Arc<AuthLimits>,
@@ -95,6 +97,7 @@ impl AppState {
             instance_lists: Arc::default(),
             accounts: Arc::default(),
             chat_events: Arc::default(),
+            agent_events: Arc::default(),
             metrics: Arc::default(),
             auth_limits,
             user_slots: Arc::new(UserSlots::new(user_slots_limits)),

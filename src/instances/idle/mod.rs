@@ -4,6 +4,9 @@
 //! desktops and event streams, turns in progress and the agent's model calls — and an
 //! instance with anything open or running is never touched, however long ago it was
 //! "last used". Plans may override the server's defaults; users may pin instances awake.
+//! An always-on agent is left awake while it works unattended: around its schedules' runs
+//! (woken ahead of them by `gateway::wake`) and, when the operator allows
+//! (`OCAAS_IDLE_CHANNELS_AWAKE`), while a messaging channel of it is connected.
 
 pub mod repo;
 
@@ -44,6 +47,19 @@ pub fn verdict(status: InstanceStatus, idle_for: Duration, pause_after: Option<D
     Verdict::Leave
 }
 
+/// After a schedule's run the instance stays awake this long (the run's answer, its tools).
+pub const AFTER_RUN: Duration = Duration::from_secs(120);
+
+/// Why the agent itself keeps the instance awake: a schedule due within `lead` or run within
+/// `AFTER_RUN`, or a connected channel (when `channels_awake`).
+pub fn agent_holds(candidate: &repo::Candidate, settings: &IdleSettings, now: chrono::DateTime<Utc>) -> Option<&'static str> {
+    let within = |at: Option<chrono::DateTime<Utc>>, span: Duration| at.is_some_and(|at| (at - now).abs().to_std().unwrap_or_default() <= span);
+    if within(candidate.next_run_at, settings.schedule_lead) || within(candidate.last_run_at, AFTER_RUN) {
+        return Some("schedule");
+    }
+    (settings.channels_awake && candidate.channel_live).then_some("channel")
+}
+
 /// Runs `sweep_once` every check interval until shutdown.
 pub fn spawn(state: AppState) {
     tokio::spawn(async move {
@@ -67,7 +83,7 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<()> {
     }
     let defaults: IdleSettings = state.settings.idle;
     for candidate in repo::candidates(&state.db).await? {
-        if state.activity.is_busy(candidate.id) {
+        if state.activity.is_busy(candidate.id) || agent_holds(&candidate, &defaults, Utc::now()).is_some() {
             continue;
         }
         let last = state.activity.last(candidate.id).map_or(candidate.last_active_at, |seen| seen.max(candidate.last_active_at));

@@ -13,14 +13,20 @@ pub struct Candidate {
     pub last_active_at: DateTime<Utc>,
     pub pause_after_secs: Option<i32>,
     pub stop_after_secs: Option<i32>,
+    /// When the agent's next schedule runs, and when one last ran (`agent_wakeups`).
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// A messaging channel of the agent is connected.
+    pub channel_live: bool,
 }
 
 /// `ready` and `paused` instances of users that are not pinned awake.
 pub async fn candidates(db: &PgPool) -> sqlx::Result<Vec<Candidate>> {
     sqlx::query_as!(
         Candidate,
-        r#"SELECT i.id, i.status AS "status: InstanceStatus", i.last_active_at, s.pause_after_secs AS "pause_after_secs?", s.stop_after_secs AS "stop_after_secs?"
-         FROM instances i LEFT JOIN subscriptions s ON s.user_id = i.user_id
+        r#"SELECT i.id, i.status AS "status: InstanceStatus", i.last_active_at, s.pause_after_secs AS "pause_after_secs?", s.stop_after_secs AS "stop_after_secs?",
+                w.next_run_at AS "next_run_at?", w.last_run_at AS "last_run_at?", coalesce(cardinality(w.live_channels) > 0, false) AS "channel_live!"
+         FROM instances i LEFT JOIN subscriptions s ON s.user_id = i.user_id LEFT JOIN agent_wakeups w ON w.instance_id = i.id
          WHERE i.status IN ('ready', 'paused') AND i.user_id IS NOT NULL AND NOT i.keep_awake"#
     )
     .fetch_all(db)

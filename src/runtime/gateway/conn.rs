@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::device::Device;
 use super::frames::*;
-use super::{ConnectError, Foreign, RpcError, RunEvent};
+use super::{ConnectError, Foreign, NOTICE_EVENTS, Notice, RpcError, RunEvent, Sinks};
 
 /// The largest frame ocaas reads: `hello-ok` is ~17 KB, a `chat.history` page well under this.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -108,7 +108,7 @@ pub async fn connect(
     token: &str,
     device: &Device,
     instance_id: Uuid,
-    foreign: mpsc::Sender<Foreign>,
+    sinks: Sinks,
 ) -> Result<Arc<Connection>, ConnectError> {
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -143,7 +143,7 @@ pub async fn connect(
     });
     // Two tick intervals without a frame: the gateway is gone (the reference client's rule).
     let silence = Duration::from_millis(hello.policy.tick_interval_ms.clamp(1_000, 120_000) * 2);
-    let pump = Pump { connection: connection.clone(), instance_id, foreign, last_seq: None, malformed: 0, foreign_lost: false };
+    let pump = Pump { connection: connection.clone(), instance_id, sinks, last_seq: None, malformed: 0, foreign_lost: false };
     tokio::spawn(pump.run(socket, outgoing, silence));
     Ok(connection)
 }
@@ -221,7 +221,7 @@ async fn handshake(socket: &mut Socket, token: &str, device: &Device) -> Result<
 struct Pump {
     connection: Arc<Connection>,
     instance_id: Uuid,
-    foreign: mpsc::Sender<Foreign>,
+    sinks: Sinks,
     last_seq: Option<u64>,
     malformed: u32,
     foreign_lost: bool,
@@ -252,7 +252,7 @@ impl Pump {
         // Whoever waits learns the connection is gone: answers never come, run feeds end.
         self.connection.pending.lock().expect("pending requests").clear();
         self.connection.runs.lock().expect("run feeds").clear();
-        let _ = self.foreign.try_send(Foreign::Resync { instance_id: self.instance_id });
+        let _ = self.sinks.foreign.try_send(Foreign::Resync { instance_id: self.instance_id });
     }
 
     /// Handles one frame; `false` ends the connection.
@@ -295,10 +295,10 @@ impl Pump {
     }
 
     fn send_foreign(&mut self, event: Foreign) {
-        if self.foreign_lost && self.foreign.try_send(Foreign::Resync { instance_id: self.instance_id }).is_ok() {
+        if self.foreign_lost && self.sinks.foreign.try_send(Foreign::Resync { instance_id: self.instance_id }).is_ok() {
             self.foreign_lost = false;
         }
-        if self.foreign.try_send(event).is_err() {
+        if self.sinks.foreign.try_send(event).is_err() {
             self.foreign_lost = true;
         }
     }
@@ -333,6 +333,12 @@ impl Pump {
                 let Ok(agent) = serde_json::from_value::<AgentPayload>(event.payload) else { return self.malformed += 1 };
                 let mapped = if agent.stream == "tool" { serde_json::from_value::<ToolData>(agent.data).ok().map(RunEvent::Tool) } else { None };
                 (agent.run_id, agent.session_key, mapped)
+            }
+            name if NOTICE_EVENTS.contains(&name) => {
+                // A full queue drops the notice: approvals are also listed from the database
+                // and schedules re-read, so nothing depends on every one arriving.
+                let _ = self.sinks.notices.try_send(Notice { instance_id: self.instance_id, event: event.event, payload: event.payload });
+                return;
             }
             _ => return,
         };

@@ -83,8 +83,10 @@ pub struct ClientInfo {
 pub const CLIENT: ClientInfo =
     ClientInfo { id: "gateway-client", version: env!("CARGO_PKG_VERSION"), platform: "linux", mode: "backend", display_name: "ocaas" };
 pub const ROLE: &str = "operator";
-/// What ocaas asks for: reading and sending chat (admin comes with the next issue's configuration work).
-pub const SCOPES: [&str; 2] = ["operator.read", "operator.write"];
+/// What ocaas asks for: chat (read, write), the agent's configuration, channels and schedules
+/// (admin), answering its approval requests (approvals) and its DM pairings (pairing). A device
+/// paired with fewer scopes makes a scope-upgrade request, approved like a first pairing.
+pub const SCOPES: [&str; 5] = ["operator.read", "operator.write", "operator.admin", "operator.approvals", "operator.pairing"];
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

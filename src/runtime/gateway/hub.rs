@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::conn::{self, Connection};
-use super::{ConnectError, Device, Foreign};
+use super::{ConnectError, Device, Foreign, Notice, Sinks};
 use crate::runtime::sandbox::GATEWAY_PORT;
 use crate::runtime::{ExecRequest, Runtime};
 
@@ -68,15 +68,29 @@ struct Entry {
 pub struct Hub {
     runtime: Arc<dyn Runtime>,
     entries: Mutex<HashMap<Uuid, Entry>>,
-    foreign: mpsc::Sender<Foreign>,
+    sinks: Sinks,
     foreign_rx: Mutex<Option<mpsc::Receiver<Foreign>>>,
+    notices_rx: Mutex<Option<mpsc::Receiver<Notice>>>,
     shutdown: CancellationToken,
 }
 
 impl Hub {
     pub fn new(runtime: Arc<dyn Runtime>, shutdown: CancellationToken) -> Self {
         let (foreign, foreign_rx) = mpsc::channel(FOREIGN_QUEUE);
-        Hub { runtime, entries: Mutex::default(), foreign, foreign_rx: Mutex::new(Some(foreign_rx)), shutdown }
+        let (notices, notices_rx) = mpsc::channel(FOREIGN_QUEUE);
+        Hub {
+            runtime,
+            entries: Mutex::default(),
+            sinks: Sinks { foreign, notices },
+            foreign_rx: Mutex::new(Some(foreign_rx)),
+            notices_rx: Mutex::new(Some(notices_rx)),
+            shutdown,
+        }
+    }
+
+    /// The operator events' feed (once).
+    pub fn take_notices(&self) -> Option<mpsc::Receiver<Notice>> {
+        self.notices_rx.lock().expect("notices feed").take()
     }
 
     /// The importer's feed (once).
@@ -126,7 +140,7 @@ impl Hub {
         let poke = Arc::new(Notify::new());
         entries.insert(target.instance_id, Entry { link: link.clone(), cancel: cancel.clone(), poke: poke.clone() });
         let supervisor =
-            Supervisor { runtime: self.runtime.clone(), target, link: sender, foreign: self.foreign.clone(), cancel, poke: poke.clone() };
+            Supervisor { runtime: self.runtime.clone(), target, link: sender, sinks: self.sinks.clone(), cancel, poke: poke.clone() };
         tokio::spawn(supervisor.run());
         (link, poke)
     }
@@ -154,7 +168,7 @@ struct Supervisor {
     runtime: Arc<dyn Runtime>,
     target: Target,
     link: watch::Sender<Link>,
-    foreign: mpsc::Sender<Foreign>,
+    sinks: Sinks,
     cancel: CancellationToken,
     poke: Arc<Notify>,
 }
@@ -169,7 +183,7 @@ impl Supervisor {
                     (self.target.on_connected)(connection.device_token.clone());
                     self.link.send_replace(Link::Up(connection.clone()));
                     // What happened while there was no connection is in the transcripts.
-                    let _ = self.foreign.try_send(Foreign::Resync { instance_id: self.target.instance_id });
+                    let _ = self.sinks.foreign.try_send(Foreign::Resync { instance_id: self.target.instance_id });
                     approvals = 0;
                     backoff = Duration::from_millis(250);
                     tokio::select! {
@@ -218,7 +232,7 @@ impl Supervisor {
         }
         let ip = info.ip.ok_or_else(|| ConnectError::Unreachable("the sandbox has no address".into()))?;
         let addr = SocketAddr::new(ip, GATEWAY_PORT);
-        conn::connect(addr, &self.target.token, &self.target.device, self.target.instance_id, self.foreign.clone()).await
+        conn::connect(addr, &self.target.token, &self.target.device, self.target.instance_id, self.sinks.clone()).await
     }
 
     /// Approves ocaas's pending pairing request with the gateway's own CLI, inside the sandbox.

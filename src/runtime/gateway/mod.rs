@@ -14,6 +14,7 @@ pub use conn::{Connection, history};
 pub use device::Device;
 pub use hub::{Hub, Target, Unavailable};
 
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// What a run's reader gets.
@@ -50,6 +51,25 @@ pub enum Foreign {
     Resync {
         instance_id: Uuid,
     },
+}
+
+/// An operator event the gateway broadcasts (an approval asked or answered, a schedule's run):
+/// what the agent domain keeps and shows. The payload is the gateway's, bounded by the frame size.
+#[derive(Debug)]
+pub struct Notice {
+    pub instance_id: Uuid,
+    pub event: String,
+    pub payload: serde_json::Value,
+}
+
+/// The events that become notices.
+pub const NOTICE_EVENTS: [&str; 5] = ["exec.approval.requested", "exec.approval.resolved", "plugin.approval.requested", "plugin.approval.resolved", "cron"];
+
+/// Where a connection sends what no run of its own asked for.
+#[derive(Clone)]
+pub struct Sinks {
+    pub foreign: mpsc::Sender<Foreign>,
+    pub notices: mpsc::Sender<Notice>,
 }
 
 #[derive(Debug, thiserror::Error)]

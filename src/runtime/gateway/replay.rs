@@ -64,7 +64,8 @@ async fn serve(name: &'static str, mangle: fn(usize, String) -> Option<String>) 
 /// Runs `runs` one after the other as the captured client did, then reads the history.
 async fn run(addr: std::net::SocketAddr, runs: &[&str], session: &str) -> (Vec<Vec<RunEvent>>, History, mpsc::Receiver<Foreign>) {
     let (foreign, foreign_rx) = mpsc::channel(64);
-    let connection = conn::connect(addr, "oc-test-token-1234567890", &Device::generate(), uuid::Uuid::nil(), foreign).await.unwrap();
+    let sinks = super::Sinks { foreign, notices: mpsc::channel(64).0 };
+    let connection = conn::connect(addr, "oc-test-token-1234567890", &Device::generate(), uuid::Uuid::nil(), sinks).await.unwrap();
     let mut all = Vec::new();
     for run_id in runs {
         let mut feed = connection.subscribe(run_id);
