@@ -5,6 +5,7 @@ import { api, postStream, when, el } from '/static/api.js';
 import { notify } from '/static/account.js';
 import { loadModel } from '/static/model.js';
 import { loadSnapshots } from '/static/snapshots.js';
+import { loadAgent, closeAgent } from '/static/agent.js';
 
 const $ = (id) => document.getElementById(id);
 let poller = null;
@@ -156,7 +157,8 @@ for (const button of document.querySelectorAll('.tabs button')) button.addEventL
 
 function showTab(name) {
   for (const button of document.querySelectorAll('.tabs button')) button.classList.toggle('active', button.dataset.tab === name);
-  for (const tab of ['chat', 'terminal', 'desktop', 'logs', 'model', 'snapshots']) $(`tab-${tab}`).hidden = tab !== name;
+  for (const tab of ['chat', 'terminal', 'desktop', 'logs', 'model', 'snapshots', 'agent']) $(`tab-${tab}`).hidden = tab !== name;
+  if (name === 'agent') loadAgent(openId).catch((error) => notify(error.message)); else closeAgent();
   if (name === 'model') loadModel(openId).catch((error) => notify(error.message));
   if (name === 'snapshots') loadSnapshots(openId).catch((error) => notify(error.message));
   if (name === 'logs') openLogs(openId); else closeLogs();

@@ -44,7 +44,11 @@ fn channel(status: &Value, kind: ChannelKind, token_set: bool) -> Channel {
 
 fn token(value: &str, field: &str) -> AppResult<String> {
     let ok = !value.is_empty() && value.len() <= MAX_TOKEN && !value.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok { Ok(value.to_owned()) } else { Err(AppError::new(ErrorCode::InvalidRequest, format!("`{field}` must be a token of 1 to 512 visible characters."))) }
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(AppError::new(ErrorCode::InvalidRequest, format!("`{field}` must be a token of 1 to 512 visible characters.")))
+    }
 }
 
 /// Sets a token channel: the token goes into the gateway's configuration and, sealed, into
@@ -109,7 +113,9 @@ pub async fn login_start(link: &Link, instance: &InstanceRow, kind: ChannelKind,
 pub async fn login_wait(link: &Link, instance: &InstanceRow, kind: ChannelKind, timeout: Duration) -> AppResult<QrLogin> {
     qr_only(kind)?;
     let millis = timeout.as_millis() as u64;
-    let answer = rpc::call_within(link, instance, "web.login.wait", json!({"channel": kind.as_str(), "timeoutMs": millis}), timeout + rpc::ANSWER_WAIT).await?;
+    let answer =
+        rpc::call_within(link, instance, "web.login.wait", json!({"channel": kind.as_str(), "timeoutMs": millis}), timeout + rpc::ANSWER_WAIT)
+            .await?;
     let login = qr_login(&answer);
     if login.connected {
         after_change(link, instance).await;
@@ -118,7 +124,11 @@ pub async fn login_wait(link: &Link, instance: &InstanceRow, kind: ChannelKind, 
 }
 
 fn qr_only(kind: ChannelKind) -> AppResult<()> {
-    if kind == ChannelKind::Whatsapp { Ok(()) } else { Err(AppError::new(ErrorCode::InvalidRequest, "Only WhatsApp links with a QR code; the others take a token.")) }
+    if kind == ChannelKind::Whatsapp {
+        Ok(())
+    } else {
+        Err(AppError::new(ErrorCode::InvalidRequest, "Only WhatsApp links with a QR code; the others take a token."))
+    }
 }
 
 fn qr_login(answer: &Value) -> QrLogin {
@@ -151,7 +161,10 @@ pub async fn pairings(link: &Link, instance: &InstanceRow) -> AppResult<Vec<Pair
 /// Lets the sender of a pending DM pairing in (`approve`) or dismisses the request.
 pub async fn answer_pairing(link: &Link, instance: &InstanceRow, id: &str, approve: bool) -> AppResult<()> {
     let pending = pairings(link, instance).await?;
-    let request = pending.iter().find(|p| p.id == id).ok_or_else(|| AppError::new(ErrorCode::PairingNotFound, "No pending DM pairing request with that id."))?;
+    let request = pending
+        .iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| AppError::new(ErrorCode::PairingNotFound, "No pending DM pairing request with that id."))?;
     let method = if approve { "channels.pairing.approve" } else { "channels.pairing.dismiss" };
     rpc::call(link, instance, method, json!({"channel": request.channel, "accountId": "default", "requestId": id})).await?;
     Ok(())

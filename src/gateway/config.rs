@@ -129,9 +129,14 @@ fn check(schema: &Value, config: &Value) -> AppResult<()> {
         return Err(AppError::new(ErrorCode::GatewayRejected, "The gateway did not send its configuration schema."));
     }
     // The schema is the gateway's: no remote references are resolved (the crate's resolvers are off).
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| AppError::new(ErrorCode::GatewayRejected, format!("The gateway's configuration schema is unusable: {}", rpc::clean(&e.to_string()))))?;
-    let problems: Vec<String> = validator.iter_errors(config).take(5).map(|e| format!("{}: {}", path_of(&e.instance_path().to_string()), rpc::clean(&e.to_string()))).collect();
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        AppError::new(ErrorCode::GatewayRejected, format!("The gateway's configuration schema is unusable: {}", rpc::clean(&e.to_string())))
+    })?;
+    let problems: Vec<String> = validator
+        .iter_errors(config)
+        .take(5)
+        .map(|e| format!("{}: {}", path_of(&e.instance_path().to_string()), rpc::clean(&e.to_string())))
+        .collect();
     if problems.is_empty() {
         return Ok(());
     }

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::Link;
 use super::config::{self, FILE};
 use super::feed::{self, AgentFeedEvent, Notification};
 use super::repo::{self, Probation};
-use super::Link;
 use crate::audit::models::AuditAction;
 use crate::files::paths::SandboxPath;
 use crate::instances::machine::{self, Op};

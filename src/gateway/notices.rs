@@ -8,9 +8,9 @@
 use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::{Value, json};
 
+use super::feed::{self, AgentFeedEvent};
 use super::models::{ApprovalKind, ApprovalStatus, Decision, ScheduleRun};
 use super::repo::agent::{self as repo, NewApproval};
-use super::feed::{self, AgentFeedEvent};
 use super::{Link, rpc};
 use crate::runtime::gateway::Notice;
 use crate::state::AppState;
@@ -60,15 +60,8 @@ async fn requested(link: &Link, instance_id: uuid::Uuid, payload: &Value, kind: 
     let now = Utc::now();
     let created_at = rpc::time_ms(payload, "createdAtMs").filter(|t| (*t - now).abs() < MAX_PENDING).unwrap_or(now);
     let expires_at = rpc::time_ms(payload, "expiresAtMs").map_or(created_at + Span::minutes(2), |t| t.clamp(created_at, created_at + MAX_PENDING));
-    let new = NewApproval {
-        id: &approval_id,
-        kind,
-        command: &command,
-        cwd: cwd.as_deref(),
-        session_key: session_key.as_deref(),
-        created_at,
-        expires_at,
-    };
+    let new =
+        NewApproval { id: &approval_id, kind, command: &command, cwd: cwd.as_deref(), session_key: session_key.as_deref(), created_at, expires_at };
     if let Some(approval) = repo::insert_approval(&link.db, instance_id, &new).await? {
         feed::publish(&link.db, instance_id, &format!("approval:{approval_id}:pending"), &AgentFeedEvent::Approval(approval)).await?;
     }

@@ -44,7 +44,9 @@ fn rejected(error: RpcError) -> AppError {
             AppError::new(ErrorCode::ApprovalNotFound, "The gateway has no pending approval request with that id.")
         }
         RpcError::Gateway(shape) => AppError::new(ErrorCode::GatewayRejected, format!("The gateway refused: {}", clean(&shape.message))),
-        other => AppError::new(ErrorCode::GatewayUnavailable, format!("The instance's gateway did not answer: {other}")).with_retry_after(RETRY_AFTER_SECS),
+        other => {
+            AppError::new(ErrorCode::GatewayUnavailable, format!("The instance's gateway did not answer: {other}")).with_retry_after(RETRY_AFTER_SECS)
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::error::{ErrorCode, json_error};
 const JS: &str = "text/javascript; charset=utf-8";
 const FILES: &[(&str, &str, &str)] = &[
     ("account.js", JS, include_str!("../../static/account.js")),
+    ("agent.js", JS, include_str!("../../static/agent.js")),
     ("api.js", JS, include_str!("../../static/api.js")),
     ("dashboard.js", JS, include_str!("../../static/dashboard.js")),
     ("desktop.js", JS, include_str!("../../static/desktop.js")),

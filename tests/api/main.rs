@@ -4,6 +4,7 @@ mod abuse;
 mod account;
 mod admin_cli;
 mod agent;
+mod always_on;
 mod audit;
 mod auth;
 mod auth_cache;

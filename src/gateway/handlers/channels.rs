@@ -91,7 +91,12 @@ pub async fn set(
         (status = 422, description = "`invalid_config` or `gateway_rejected`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
     ))]
-pub async fn remove(State(state): State<AppState>, running: RunningInstance, client: ClientAddr, ApiPath(path): ApiPath<KindPath>) -> AppResult<StatusCode> {
+pub async fn remove(
+    State(state): State<AppState>,
+    running: RunningInstance,
+    client: ClientAddr,
+    ApiPath(path): ApiPath<KindPath>,
+) -> AppResult<StatusCode> {
     let kind = kind(&path.kind)?;
     let disk = crate::instances::lifecycle::disk_spec(&state, &running.instance);
     channels::remove(&Link::of(&state), &disk, &running.instance, kind).await?;

@@ -58,7 +58,11 @@ pub async fn list_schedules(State(state): State<AppState>, running: RunningInsta
         (status = 422, description = "`gateway_rejected`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
     ))]
-pub async fn create_schedule(State(state): State<AppState>, running: RunningInstance, ApiJson(input): ApiJson<ScheduleInput>) -> AppResult<(StatusCode, Json<Schedule>)> {
+pub async fn create_schedule(
+    State(state): State<AppState>,
+    running: RunningInstance,
+    ApiJson(input): ApiJson<ScheduleInput>,
+) -> AppResult<(StatusCode, Json<Schedule>)> {
     Ok((StatusCode::CREATED, Json(schedules::create(&Link::of(&state), &running.instance, &input).await?)))
 }
 
@@ -111,7 +115,11 @@ pub async fn delete_schedule(State(state): State<AppState>, running: RunningInst
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
     ))]
-pub async fn run_schedule(State(state): State<AppState>, running: RunningInstance, ApiPath(path): ApiPath<SchedulePath>) -> AppResult<(StatusCode, Json<RunStarted>)> {
+pub async fn run_schedule(
+    State(state): State<AppState>,
+    running: RunningInstance,
+    ApiPath(path): ApiPath<SchedulePath>,
+) -> AppResult<(StatusCode, Json<RunStarted>)> {
     let run_id = schedules::run_now(&Link::of(&state), &running.instance, &path.scheduleId).await?;
     Ok((StatusCode::ACCEPTED, Json(RunStarted { run_id })))
 }
@@ -126,7 +134,11 @@ pub async fn run_schedule(State(state): State<AppState>, running: RunningInstanc
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
     ))]
-pub async fn schedule_runs(State(state): State<AppState>, running: RunningInstance, ApiPath(path): ApiPath<SchedulePath>) -> AppResult<Json<Vec<ScheduleRun>>> {
+pub async fn schedule_runs(
+    State(state): State<AppState>,
+    running: RunningInstance,
+    ApiPath(path): ApiPath<SchedulePath>,
+) -> AppResult<Json<Vec<ScheduleRun>>> {
     Ok(Json(schedules::runs(&Link::of(&state), &running.instance, &path.scheduleId).await?))
 }
 
@@ -146,7 +158,11 @@ pub struct ApprovalsQuery {
         (status = 400, description = "A bad query", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
-pub async fn list_approvals(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance, ApiQuery(q): ApiQuery<ApprovalsQuery>) -> AppResult<Json<Vec<Approval>>> {
+pub async fn list_approvals(
+    State(state): State<AppState>,
+    OwnedInstance { instance, .. }: OwnedInstance,
+    ApiQuery(q): ApiQuery<ApprovalsQuery>,
+) -> AppResult<Json<Vec<Approval>>> {
     Ok(Json(repo::approvals(&state.db, instance.id, q.pending.unwrap_or(false)).await?))
 }
 
@@ -216,7 +232,11 @@ pub async fn get_tool_policy(State(state): State<AppState>, running: RunningInst
         (status = 422, description = "`invalid_config` or `gateway_rejected`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
     ))]
-pub async fn set_tool_policy(State(state): State<AppState>, running: RunningInstance, ApiJson(policy): ApiJson<ToolPolicy>) -> AppResult<Json<ToolPolicy>> {
+pub async fn set_tool_policy(
+    State(state): State<AppState>,
+    running: RunningInstance,
+    ApiJson(policy): ApiJson<ToolPolicy>,
+) -> AppResult<Json<ToolPolicy>> {
     let disk = crate::instances::lifecycle::disk_spec(&state, &running.instance);
     Ok(Json(approvals::set_policy(&Link::of(&state), &disk, &running.instance, &policy).await?))
 }

@@ -122,7 +122,13 @@ pub async fn insert_approval(db: &PgPool, instance_id: Uuid, new: &NewApproval<'
 }
 
 /// Records the answer to a pending request; `None` when it was no longer pending.
-pub async fn resolve_approval(db: &PgPool, instance_id: Uuid, id: &str, status: ApprovalStatus, decision: Option<Decision>) -> sqlx::Result<Option<Approval>> {
+pub async fn resolve_approval(
+    db: &PgPool,
+    instance_id: Uuid,
+    id: &str,
+    status: ApprovalStatus,
+    decision: Option<Decision>,
+) -> sqlx::Result<Option<Approval>> {
     let row = sqlx::query_as!(
         ApprovalRow,
         r#"UPDATE approvals SET status = $3, decision = $4, resolved_at = now()

@@ -103,13 +103,7 @@ impl Connection {
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Opens a connection and completes the handshake as `device`.
-pub async fn connect(
-    addr: SocketAddr,
-    token: &str,
-    device: &Device,
-    instance_id: Uuid,
-    sinks: Sinks,
-) -> Result<Arc<Connection>, ConnectError> {
+pub async fn connect(addr: SocketAddr, token: &str, device: &Device, instance_id: Uuid, sinks: Sinks) -> Result<Arc<Connection>, ConnectError> {
     let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Unreachable("connecting timed out".into()))?

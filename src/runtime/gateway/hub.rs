@@ -139,8 +139,7 @@ impl Hub {
         let cancel = self.shutdown.child_token();
         let poke = Arc::new(Notify::new());
         entries.insert(target.instance_id, Entry { link: link.clone(), cancel: cancel.clone(), poke: poke.clone() });
-        let supervisor =
-            Supervisor { runtime: self.runtime.clone(), target, link: sender, sinks: self.sinks.clone(), cancel, poke: poke.clone() };
+        let supervisor = Supervisor { runtime: self.runtime.clone(), target, link: sender, sinks: self.sinks.clone(), cancel, poke: poke.clone() };
         tokio::spawn(supervisor.run());
         (link, poke)
     }

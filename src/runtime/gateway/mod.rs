@@ -63,7 +63,8 @@ pub struct Notice {
 }
 
 /// The events that become notices.
-pub const NOTICE_EVENTS: [&str; 5] = ["exec.approval.requested", "exec.approval.resolved", "plugin.approval.requested", "plugin.approval.resolved", "cron"];
+pub const NOTICE_EVENTS: [&str; 5] =
+    ["exec.approval.requested", "exec.approval.resolved", "plugin.approval.requested", "plugin.approval.resolved", "cron"];
 
 /// Where a connection sends what no run of its own asked for.
 #[derive(Clone)]
