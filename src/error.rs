@@ -106,6 +106,7 @@ error_codes! {
     GatewayUnavailable = (SERVICE_UNAVAILABLE, "gateway_unavailable", "The instance's gateway does not answer over its own protocol right now (starting, restarting, or a gateway without it); `Retry-After` says when."),
     GatewayRejected = (UNPROCESSABLE_ENTITY, "gateway_rejected", "The instance's gateway refused the request; the message is the gateway's."),
     InvalidConfig = (UNPROCESSABLE_ENTITY, "invalid_config", "A configuration patch that the gateway's schema rejects, or that touches a key ocaas manages."),
+    ConfigOnProbation = (CONFLICT, "config_on_probation", "A configuration change while the last one is on probation (the gateway is not confirmed back yet)."),
     ConfigChanged = (PRECONDITION_FAILED, "config_changed", "`If-Match` names another version of the configuration than the current one."),
     ScheduleNotFound = (NOT_FOUND, "schedule_not_found", "The instance's agent has no schedule with that id."),
     ApprovalNotFound = (NOT_FOUND, "approval_not_found", "The instance's agent has no approval request with that id."),
@@ -146,6 +147,14 @@ impl AppError {
             *retry_after_secs = Some(secs);
         }
         self
+    }
+
+    /// The client error's code, if it is one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            AppError::Client { code, .. } => Some(*code),
+            _ => None,
+        }
     }
 
     /// The message a client would be told (for errors reported inside an event stream).

@@ -59,9 +59,9 @@ function approvalRow(a) {
   const answer = (decision) => async () => { await api('POST', `${base()}/approvals/${a.id}`, { decision }); await loadApprovals(); };
   return el('tr', { dataset: { approvalId: a.id, status: a.status } },
     el('td', {}, el('code', {}, a.command)), el('td', {}, a.status), el('td', {}, when(a.created_at)),
-    el('td', { class: 'actions' }, a.status === 'pending'
+    el('td', { class: 'actions' }, ...(a.status === 'pending'
       ? [button('Allow once', 'allow', answer('allow_once')), button('Always', 'always', answer('allow_always')), button('Deny', 'deny', answer('deny'), 'danger')]
-      : a.decision ?? ''));
+      : [a.decision ?? ''])));
 }
 
 async function loadApprovals() {

@@ -231,7 +231,10 @@ def call(conn, rid, method, params):
         return conn.reply(rid, {"path": config_path(), "exists": bool(raw), "raw": json.dumps(shown, indent=2), "config": shown,
                                 "hash": digest(raw), "valid": not problems(config), "issues": problems(config), "warnings": []})
     if method == "config.schema":
-        return conn.reply(rid, {"schema": schema(), "uiHints": {k: {"sensitive": True} for k in ("channels.telegram.botToken", "channels.discord.token",
+        # Test control: a hostile agent serving a schema of its own choosing.
+        override = os.path.join(state_dir(), "standin-schema.json")
+        served = json.load(open(override, encoding="utf-8")) if os.path.exists(override) else schema()
+        return conn.reply(rid, {"schema": served, "uiHints": {k: {"sensitive": True} for k in ("channels.telegram.botToken", "channels.discord.token",
                                 "channels.slack.botToken", "channels.slack.appToken", "gateway.auth.token", "models.providers.*.apiKey")},
                                 "version": "2026.9.6-standin", "generatedAt": "2026-09-23T00:00:00Z"})
     if method in ("config.patch", "config.apply"):

@@ -44,6 +44,10 @@ pub enum Command {
         #[arg(long, default_value = "openapi")]
         out: PathBuf,
     },
+    /// Internal: checks `{"schema","config"}` from stdin, prints the problems (the server runs
+    /// this confined, see `gateway::config`).
+    #[command(hide = true)]
+    CheckConfig,
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -53,6 +57,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Migrate => migrate(&cli.global).await,
         Command::Admin(command) => return admin::run(&cli.global, command).await,
         Command::Openapi { out } => write_openapi(&out),
+        Command::CheckConfig => crate::gateway::config::check_config_stdin(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

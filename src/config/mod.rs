@@ -186,6 +186,9 @@ pub struct Settings {
     pub instances: InstanceSettings,
     pub idle: IdleSettings,
     pub snapshots: SnapshotSettings,
+    /// The `ocaas` binary, run confined for work on what a sandbox sent that could cost
+    /// unbounded CPU or memory (checking a configuration against the gateway's schema).
+    pub helper_exe: std::path::PathBuf,
 }
 
 /// Per-user caps on long-lived work at once.
@@ -256,6 +259,7 @@ impl Settings {
             instances: InstanceSettings::from_args(&args.instances, image),
             idle: IdleSettings::from(&args.idle),
             snapshots: SnapshotSettings::from(&args.snapshots),
+            helper_exe: std::env::current_exe().unwrap_or_else(|_| "ocaas".into()),
         })
     }
 

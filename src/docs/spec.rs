@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         (name = "instances", description = "Instances: Docker sandboxes running the OpenClaw gateway"),
         (name = "snapshots", description = "Snapshots of an instance's workspace and agent state: take, download, restore, clone"),
         (name = "chat", description = "Chat with the instance's agent: sessions, turns, history, events"),
+        (name = "agent", description = "The always-on agent: configuration, channels, DM pairings, schedules, approval requests, tool policy, its feed"),
         (name = "files", description = "Files inside an instance (as the sandbox user)"),
         (name = "terminal", description = "Commands and terminals inside an instance"),
     )

@@ -8,6 +8,7 @@ use utoipa::openapi::{OpenApi, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::chat::wire::{ChatFeedEvent, ChatStreamEvent};
+use crate::gateway::feed::AgentFeedEvent;
 use crate::instances::logs::LogEvent;
 
 /// (path, method, the events' schema name, the schemas to register).
@@ -24,6 +25,7 @@ pub fn add_events(openapi: &mut OpenApi) {
         stream::<ChatStreamEvent>("/api/instances/{instanceId}/chat/stream", "post"),
         stream::<ChatFeedEvent>("/api/instances/{instanceId}/chat/events", "get"),
         stream::<LogEvent>("/api/instances/{instanceId}/logs", "get"),
+        stream::<AgentFeedEvent>("/api/instances/{instanceId}/agent/events", "get"),
     ];
     for (path, method, name, schemas) in streams {
         let components = openapi.components.get_or_insert_with(Default::default);

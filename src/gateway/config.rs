@@ -15,6 +15,7 @@ use super::models::{ConfigIssue, GatewayConfig, Rollback};
 use super::{Link, repo, rpc};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::repo::InstanceRow;
+use crate::runtime::confined::{self, ConfinedError, Limits};
 use crate::runtime::disk::DiskSpec;
 
 /// How long a patched gateway has to be ready again before it is rolled back.
@@ -24,7 +25,8 @@ pub const FILE: &str = "openclaw.json";
 /// The largest configuration ocaas keeps or puts back.
 pub const MAX_FILE: u64 = 1 << 20;
 /// Keys ocaas writes on every start (the sandbox contract): a patch may not touch them.
-const RESERVED: [&[&str]; 4] = [&["gateway", "auth"], &["gateway", "port"], &["gateway", "mode"], &["models", "providers", "operator"]];
+const RESERVED: [&[&str]; 5] =
+    [&["gateway", "auth"], &["gateway", "port"], &["gateway", "mode"], &["gateway", "http"], &["models", "providers", "operator"]];
 
 /// The configuration as the gateway shows it, with ocaas's probation and rollback facts.
 pub async fn get(link: &Link, instance: &InstanceRow) -> AppResult<GatewayConfig> {
@@ -62,6 +64,12 @@ pub async fn patch(link: &Link, disk: &DiskSpec, instance: &InstanceRow, patch: 
     if let Some(path) = reserved(object) {
         return Err(AppError::new(ErrorCode::InvalidConfig, format!("`{path}` is managed by ocaas (the sandbox contract) and cannot be changed.")));
     }
+    if repo::config_facts(&link.db, instance.id).await?.is_some_and(|f| f.pending_until.is_some()) {
+        return Err(AppError::new(
+            ErrorCode::ConfigOnProbation,
+            "The last change is still on probation (up to 45 s); patch again once the gateway is back.",
+        ));
+    }
     let current = rpc::call(link, instance, "config.get", json!({})).await?;
     let hash = rpc::text(&current, "hash", 200).unwrap_or_default();
     if if_match.is_some_and(|wanted| wanted.trim_matches('"') != hash) {
@@ -70,21 +78,33 @@ pub async fn patch(link: &Link, disk: &DiskSpec, instance: &InstanceRow, patch: 
     let mut merged = current.get("config").cloned().unwrap_or_else(|| json!({}));
     merge(&mut merged, patch);
     let schema = rpc::call(link, instance, "config.schema", json!({})).await?;
-    check(schema.get("schema").unwrap_or(&Value::Null), &merged)?;
+    check(&link.helper, schema.get("schema").unwrap_or(&Value::Null), &merged).await?;
     // The file the gateway runs with now is the one to come back to.
     keep_last_good(link, disk, instance).await?;
     let raw = serde_json::to_string(patch).map_err(|e| AppError::Internal(e.into()))?;
-    repo::start_probation(&link.db, instance.id, PROBATION).await?;
+    repo::start_probation_after(&link.db, instance.id, Duration::ZERO, PROBATION).await?;
     let applied = rpc::call(link, instance, "config.patch", json!({"raw": raw, "baseHash": hash})).await;
     let applied = match applied {
         Ok(applied) => applied,
         Err(error) => {
-            // Refused: nothing changed, nothing to watch.
-            repo::end_probation(&link.db, instance.id).await?;
+            // Refused: nothing changed, nothing to watch. (No answer: it may have been applied,
+            // so the probation runs its course.)
+            if error.code() == Some(ErrorCode::GatewayRejected) {
+                repo::end_probation(&link.db, instance.id).await?;
+            }
             return Err(error);
         }
     };
     let restart = applied.pointer("/restart/scheduled").and_then(Value::as_bool).unwrap_or(false);
+    // Judged only after the restart the gateway announced (at most a minute away).
+    let delay = applied.pointer("/restart/delayMs").and_then(Value::as_u64).unwrap_or(0).min(60_000);
+    if !restart {
+        // Applied hot: the gateway answered with it running, nothing to wait for.
+        keep_last_good(link, disk, instance).await?;
+        repo::end_probation(&link.db, instance.id).await?;
+    } else if delay > 0 {
+        repo::start_probation_after(&link.db, instance.id, Duration::from_millis(delay), PROBATION).await?;
+    }
     Ok(Patched { config: applied.get("config").cloned().unwrap_or(merged), restart })
 }
 
@@ -123,24 +143,62 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Checks `config` against the gateway's schema: 422 `invalid_config` naming what is wrong.
-fn check(schema: &Value, config: &Value) -> AppResult<()> {
+/// What the confined checker may use: the schema is the sandbox's, and a hostile one makes
+/// validation exponential (a few hundred bytes of `anyOf` over `$ref` cost gigabytes).
+const CHECK_LIMITS: Limits = Limits { memory_bytes: 512 << 20, cpu_secs: 5, wall: Duration::from_secs(10), max_output: 64 << 10 };
+
+/// Checks `config` against the gateway's schema in a confined helper process: 422
+/// `invalid_config` naming what is wrong.
+async fn check(helper: &std::path::Path, schema: &Value, config: &Value) -> AppResult<()> {
     if !schema.is_object() {
         return Err(AppError::new(ErrorCode::GatewayRejected, "The gateway did not send its configuration schema."));
     }
-    // The schema is the gateway's: no remote references are resolved (the crate's resolvers are off).
-    let validator = jsonschema::validator_for(schema).map_err(|e| {
-        AppError::new(ErrorCode::GatewayRejected, format!("The gateway's configuration schema is unusable: {}", rpc::clean(&e.to_string())))
-    })?;
-    let problems: Vec<String> = validator
-        .iter_errors(config)
-        .take(5)
-        .map(|e| format!("{}: {}", path_of(&e.instance_path().to_string()), rpc::clean(&e.to_string())))
-        .collect();
+    let input = serde_json::to_vec(&json!({"schema": schema, "config": config})).map_err(|e| AppError::Internal(e.into()))?;
+    let output = match confined::run(helper, &["check-config"], input, CHECK_LIMITS).await {
+        Ok(output) => output,
+        Err(ConfinedError::Spawn(error)) => return Err(AppError::Internal(anyhow::anyhow!("the configuration checker: {error}"))),
+        Err(error) => {
+            return Err(AppError::new(ErrorCode::GatewayRejected, format!("The gateway's configuration schema could not be checked: {error}.")));
+        }
+    };
+    let problems: Vec<String> = serde_json::from_slice(&output).unwrap_or_default();
     if problems.is_empty() {
         return Ok(());
     }
     Err(AppError::new(ErrorCode::InvalidConfig, format!("The gateway's schema rejects the result: {}", problems.join("; "))))
+}
+
+/// The problems of `config` against `schema`, at most 5, naming where and which rule, never a
+/// value (it may be a secret).
+pub fn problems(schema: &Value, config: &Value) -> Result<Vec<String>, String> {
+    // No remote or file references are resolved (the crate's resolvers are built out).
+    let validator = jsonschema::validator_for(schema).map_err(|e| rpc::clean(&e.to_string()))?;
+    Ok(validator
+        .iter_errors(config)
+        .take(5)
+        .map(|e| {
+            let at = path_of(&e.instance_path().to_string());
+            let rule = e.schema_path().to_string();
+            let keyword = rule.rsplit('/').next().unwrap_or_default().to_owned();
+            // Unknown keys are named (they are keys, not values); other rules only by name.
+            if keyword == "additionalProperties" {
+                format!("{at}: {}", rpc::clean(&e.to_string()))
+            } else {
+                format!("{at}: does not satisfy `{keyword}`")
+            }
+        })
+        .collect())
+}
+
+/// `ocaas check-config`: `{"schema","config"}` on stdin, the problems as a JSON array on stdout.
+pub fn check_config_stdin() -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut input = Vec::new();
+    std::io::stdin().take(64 << 20).read_to_end(&mut input)?;
+    let value: Value = serde_json::from_slice(&input)?;
+    let problems = problems(&value["schema"], &value["config"]).map_err(|e| anyhow::anyhow!("unusable schema: {e}"))?;
+    println!("{}", serde_json::to_string(&problems)?);
+    Ok(())
 }
 
 fn path_of(pointer: &str) -> String {
@@ -188,10 +246,12 @@ mod tests {
     }
 
     #[test]
-    fn the_schema_check_names_what_is_wrong() {
-        let schema = json!({"type": "object", "additionalProperties": false, "properties": {"a": {"type": "integer"}}});
-        assert!(check(&schema, &json!({"a": 1})).is_ok());
-        let refused = check(&schema, &json!({"a": 1, "bogus": true})).unwrap_err().into_message();
+    fn the_schema_check_names_what_is_wrong_but_never_a_value() {
+        let schema = json!({"type": "object", "additionalProperties": false, "properties": {"a": {"type": "integer"}, "t": {"pattern": "^x"}}});
+        assert_eq!(problems(&schema, &json!({"a": 1})).unwrap(), Vec::<String>::new());
+        let refused = problems(&schema, &json!({"a": 1, "bogus": true})).unwrap().join(" ");
         assert!(refused.contains("bogus"), "{refused}");
+        let secret = problems(&schema, &json!({"t": "secret-token-value"})).unwrap().join(" ");
+        assert!(secret.contains("pattern") && !secret.contains("secret-token"), "{secret}");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde_json::json;
 
 use super::Link;
@@ -24,6 +25,7 @@ use crate::runtime::sandbox::STATE_DIR;
 use crate::state::AppState;
 
 const TICK: Duration = Duration::from_secs(2);
+const CONCURRENT: usize = 8;
 /// A patched gateway restarts within a second; before this, a live one may still be the old.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -36,11 +38,8 @@ pub fn spawn(state: &AppState) {
                 () = tokio::time::sleep(TICK) => {}
             }
             match repo::probations(&state.db).await {
-                Ok(probations) => {
-                    for probation in probations {
-                        check(&state, probation).await;
-                    }
-                }
+                // A few at a time: one gateway that stalls does not hold up the others.
+                Ok(probations) => futures_util::stream::iter(probations).for_each_concurrent(CONCURRENT, |p| check(&state, p)).await,
                 Err(error) => tracing::warn!(%error, "config probation"),
             }
         }
@@ -54,13 +53,24 @@ async fn check(state: &AppState, probation: Probation) {
     }
     let Ok(Some(instance)) = crate::instances::repo::get(&state.db, probation.instance_id).await else { return };
     let link = Link::of(state);
-    if instance.status == InstanceStatus::Ready && answers(&link, &instance).await {
-        let disk = crate::instances::lifecycle::disk_spec(state, &instance);
-        if let Err(error) = config::keep_last_good(&link, &disk, &instance).await {
-            tracing::warn!(instance = %instance.id, error = %error.into_message(), "config: keeping the confirmed configuration");
+    match instance.status {
+        InstanceStatus::Ready if answers(&link, &instance).await => {
+            let disk = crate::instances::lifecycle::disk_spec(state, &instance);
+            if let Err(error) = config::keep_last_good(&link, &disk, &instance).await {
+                tracing::warn!(instance = %instance.id, error = %error.into_message(), "config: keeping the confirmed configuration");
+            }
+            let _ = repo::confirm(&state.db, instance.id, probation.pending_until).await;
+            return;
         }
-        let _ = repo::confirm(&state.db, instance.id, probation.pending_until).await;
-        return;
+        InstanceStatus::Ready | InstanceStatus::Error => {}
+        // Paused, stopped or being changed by its user meanwhile: nothing to judge; the
+        // probation lapses (the next start shows whether the file is good).
+        _ => {
+            if probation.overdue {
+                let _ = repo::confirm(&state.db, instance.id, probation.pending_until).await;
+            }
+            return;
+        }
     }
     let exited = state.runtime.inspect(&instance.sandbox_id).await.is_ok_and(|info| !info.running);
     if !(probation.overdue || exited) {
@@ -89,7 +99,14 @@ async fn rollback(state: &AppState, instance: &InstanceRow, seen: DateTime<Utc>,
     let written = match content {
         Some(content) => {
             let _held = state.drivers.hold(instance.id).await;
-            put_back(state, instance, content).await
+            // Under the lease, the instance as it is now: still the sandbox judged, not in
+            // the middle of its user's own operation.
+            match crate::instances::repo::get(&state.db, instance.id).await {
+                Ok(Some(now)) if now.sandbox_id == instance.sandbox_id && matches!(now.status, InstanceStatus::Ready | InstanceStatus::Error) => {
+                    put_back(state, &now, content).await
+                }
+                _ => Err("the instance changed meanwhile".to_owned()),
+            }
         }
         None => Err("no last good configuration is kept".to_owned()),
     };

@@ -76,6 +76,8 @@ pub struct Link {
     key: SecretKey,
     activity: Arc<Activity>,
     drivers: Arc<Drivers>,
+    /// The `ocaas` binary that checks configurations confined (`config::check`).
+    helper: Arc<std::path::Path>,
 }
 
 impl Link {
@@ -86,6 +88,7 @@ impl Link {
             key: state.settings.secret_key.clone(),
             activity: state.activity.clone(),
             drivers: state.drivers.clone(),
+            helper: state.settings.helper_exe.clone().into(),
         }
     }
 

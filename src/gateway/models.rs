@@ -151,7 +151,7 @@ pub struct Channel {
 }
 
 /// Tokens for a channel: Telegram and Discord take `bot_token`; Slack `bot_token` and `app_token`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelTokens {
     pub bot_token: String,
@@ -161,6 +161,13 @@ pub struct ChannelTokens {
     /// approved), `allowlist`, `open` or `disabled`.
     #[serde(default)]
     pub dm_policy: Option<String>,
+}
+
+impl std::fmt::Debug for ChannelTokens {
+    /// Never the tokens themselves.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelTokens").field("dm_policy", &self.dm_policy).finish_non_exhaustive()
+    }
 }
 
 /// A QR login in progress (WhatsApp).
@@ -293,7 +300,7 @@ pub struct ToolPolicy {
 
 /// The agent at a glance.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AgentStatus {
+pub struct AgentOverview {
     /// Why the idle policy leaves it awake now (`null`: nothing; it pauses when idle).
     pub awake_reason: Option<AwakeReason>,
     #[serde(with = "crate::timefmt::option")]

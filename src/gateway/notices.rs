@@ -3,32 +3,40 @@
 //! a feed entry and moves the instance's next wake-up. Every replica hears every gateway it
 //! is connected to; the rows' keys make each fact one row and one feed entry.
 //!
-//! The gateway is the tenant's: every field is bounded here before it is stored.
+//! Notices arrive already bounded (`runtime::gateway::notice`). One gateway cannot hold up the
+//! others: re-reading an instance's schedules runs in its own task, at most one per instance at
+//! a time (more `cron` events meanwhile change nothing), and an instance keeps at most
+//! `MAX_PENDING_APPROVALS` requests pending.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration as Span, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::feed::{self, AgentFeedEvent};
 use super::models::{ApprovalKind, ApprovalStatus, Decision, ScheduleRun};
 use super::repo::agent::{self as repo, NewApproval};
 use super::{Link, rpc};
-use crate::runtime::gateway::Notice;
+use crate::runtime::gateway::{Notice, NoticeKind};
 use crate::state::AppState;
 
-const MAX_COMMAND: usize = 4096;
-const MAX_ID: usize = 128;
 /// The longest an approval request is kept pending, whatever the gateway says.
-const MAX_PENDING: Span = Span::hours(24);
+const MAX_WAIT: Span = Span::hours(24);
+/// Pending requests one instance may have; more are not recorded (the gateway denies them when
+/// they expire).
+pub const MAX_PENDING_APPROVALS: i64 = 200;
 
 pub fn spawn(state: &AppState) {
     let Some(mut feed) = state.gateways.take_notices() else { return };
     let (link, shutdown) = (Link::of(state), state.shutdown.clone());
+    let refreshing: Arc<Mutex<HashSet<uuid::Uuid>>> = Arc::default();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 notice = feed.recv() => match notice {
-                    Some(notice) => if let Err(error) = handle(&link, notice).await {
+                    Some(notice) => if let Err(error) = handle(&link, &refreshing, notice).await {
                         tracing::warn!(%error, "gateway notice");
                     },
                     None => return,
@@ -38,80 +46,77 @@ pub fn spawn(state: &AppState) {
     });
 }
 
-async fn handle(link: &Link, notice: Notice) -> sqlx::Result<()> {
-    let (id, payload) = (notice.instance_id, &notice.payload);
-    match notice.event.as_str() {
-        "exec.approval.requested" => requested(link, id, payload, ApprovalKind::Exec).await,
-        "plugin.approval.requested" => requested(link, id, payload, ApprovalKind::Plugin).await,
-        "exec.approval.resolved" | "plugin.approval.resolved" => resolved(link, id, payload).await,
-        "cron" => cron(link, id, payload).await,
-        _ => Ok(()),
-    }
-}
-
-async fn requested(link: &Link, instance_id: uuid::Uuid, payload: &Value, kind: ApprovalKind) -> sqlx::Result<()> {
-    let Some(approval_id) = rpc::text(payload, "id", MAX_ID + 1).filter(|id| !id.is_empty() && id.len() <= MAX_ID) else { return Ok(()) };
-    let request = payload.get("request").unwrap_or(&Value::Null);
-    let command = rpc::text(request, "command", MAX_COMMAND)
-        .or_else(|| rpc::text(request, "title", MAX_COMMAND))
-        .or_else(|| rpc::text(request, "description", MAX_COMMAND))
-        .unwrap_or_default();
-    let (cwd, session_key) = (rpc::text(request, "cwd", 1024), rpc::text(request, "sessionKey", 512));
-    let now = Utc::now();
-    let created_at = rpc::time_ms(payload, "createdAtMs").filter(|t| (*t - now).abs() < MAX_PENDING).unwrap_or(now);
-    let expires_at = rpc::time_ms(payload, "expiresAtMs").map_or(created_at + Span::minutes(2), |t| t.clamp(created_at, created_at + MAX_PENDING));
-    let new =
-        NewApproval { id: &approval_id, kind, command: &command, cwd: cwd.as_deref(), session_key: session_key.as_deref(), created_at, expires_at };
-    if let Some(approval) = repo::insert_approval(&link.db, instance_id, &new).await? {
-        feed::publish(&link.db, instance_id, &format!("approval:{approval_id}:pending"), &AgentFeedEvent::Approval(approval)).await?;
+async fn handle(link: &Link, refreshing: &Arc<Mutex<HashSet<uuid::Uuid>>>, notice: Notice) -> sqlx::Result<()> {
+    let instance_id = notice.instance_id;
+    match notice.kind {
+        NoticeKind::ApprovalRequested { id, plugin, command, cwd, session_key, created_at_ms, expires_at_ms } => {
+            let now = Utc::now();
+            let at = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis);
+            let created_at = at(created_at_ms).filter(|t| (*t - now).abs() < MAX_WAIT).unwrap_or(now);
+            let expires_at = at(expires_at_ms).map_or(created_at + Span::minutes(2), |t| t.clamp(created_at, created_at + MAX_WAIT));
+            let kind = if plugin { ApprovalKind::Plugin } else { ApprovalKind::Exec };
+            let new =
+                NewApproval { id: &id, kind, command: &command, cwd: cwd.as_deref(), session_key: session_key.as_deref(), created_at, expires_at };
+            if let Some(approval) = repo::insert_approval(&link.db, instance_id, &new, MAX_PENDING_APPROVALS).await? {
+                feed::publish(&link.db, instance_id, &format!("approval:{id}:pending"), &AgentFeedEvent::Approval(approval)).await?;
+            }
+        }
+        NoticeKind::ApprovalResolved { id, decision } => {
+            let decision = match decision {
+                Some("allow-once") => Some(Decision::AllowOnce),
+                Some("allow-always") => Some(Decision::AllowAlways),
+                Some("deny") => Some(Decision::Deny),
+                _ => None,
+            };
+            let status = match decision {
+                Some(Decision::Deny) => ApprovalStatus::Denied,
+                Some(_) => ApprovalStatus::Allowed,
+                None => ApprovalStatus::Expired,
+            };
+            if let Some(approval) = repo::resolve_approval(&link.db, instance_id, &id, status, decision).await? {
+                feed::publish(&link.db, instance_id, &format!("approval:{id}:closed"), &AgentFeedEvent::Approval(approval)).await?;
+            }
+        }
+        NoticeKind::Cron { job_id, action, ok, run_at_ms, duration_ms } => {
+            let ran = matches!(action.as_str(), "started" | "finished");
+            if ran {
+                repo::mark_run(&link.db, instance_id).await?;
+            }
+            refresh_later(link, refreshing, instance_id);
+            if let (Some(job_id), "finished") = (job_id, action.as_str()) {
+                let started_at = run_at_ms.and_then(DateTime::from_timestamp_millis).unwrap_or_else(Utc::now);
+                let run = ScheduleRun {
+                    schedule_id: job_id.clone(),
+                    run_id: None,
+                    status: if ok { "ok".into() } else { "error".into() },
+                    started_at,
+                    duration_ms: duration_ms.unwrap_or(0).clamp(0, i64::from(i32::MAX)),
+                    summary: String::new(),
+                };
+                let dedupe = format!("run:{job_id}:{}", started_at.timestamp_millis());
+                feed::publish(&link.db, instance_id, &dedupe, &AgentFeedEvent::ScheduleRun(run)).await?;
+            }
+        }
     }
     Ok(())
 }
 
-async fn resolved(link: &Link, instance_id: uuid::Uuid, payload: &Value) -> sqlx::Result<()> {
-    let Some(approval_id) = rpc::text(payload, "id", MAX_ID + 1).filter(|id| id.len() <= MAX_ID) else { return Ok(()) };
-    let decision = match payload.get("decision").and_then(Value::as_str) {
-        Some("allow-once") => Some(Decision::AllowOnce),
-        Some("allow-always") => Some(Decision::AllowAlways),
-        Some("deny") => Some(Decision::Deny),
-        _ => None,
-    };
-    let status = match decision {
-        Some(Decision::Deny) => ApprovalStatus::Denied,
-        Some(_) => ApprovalStatus::Allowed,
-        None => ApprovalStatus::Expired,
-    };
-    if let Some(approval) = repo::resolve_approval(&link.db, instance_id, &approval_id, status, decision).await? {
-        feed::publish(&link.db, instance_id, &format!("approval:{approval_id}:closed"), &AgentFeedEvent::Approval(approval)).await?;
+/// Re-reads the instance's next wake-up in the background, once at a time per instance.
+fn refresh_later(link: &Link, refreshing: &Arc<Mutex<HashSet<uuid::Uuid>>>, instance_id: uuid::Uuid) {
+    if !refreshing.lock().expect("refreshing").insert(instance_id) {
+        return;
     }
-    Ok(())
-}
-
-async fn cron(link: &Link, instance_id: uuid::Uuid, payload: &Value) -> sqlx::Result<()> {
-    let action = payload.get("action").and_then(Value::as_str).unwrap_or("");
-    let next = next_wake(link, instance_id).await;
-    if let Some(next) = next {
-        repo::set_next_run(&link.db, instance_id, next, matches!(action, "started" | "finished")).await?;
-    }
-    if action != "finished" {
-        return Ok(());
-    }
-    let Some(job_id) = rpc::text(payload, "jobId", MAX_ID) else { return Ok(()) };
-    let started_at: DateTime<Utc> = rpc::time_ms(payload, "runAtMs").unwrap_or_else(Utc::now);
-    let run = ScheduleRun {
-        schedule_id: job_id.clone(),
-        run_id: None,
-        status: if payload.get("status").and_then(Value::as_str) == Some("ok") { "ok".into() } else { "error".into() },
-        started_at,
-        duration_ms: payload.get("durationMs").and_then(Value::as_i64).unwrap_or(0).clamp(0, i64::from(i32::MAX)),
-        summary: String::new(),
-    };
-    let dedupe = format!("run:{job_id}:{}", started_at.timestamp_millis());
-    feed::publish(&link.db, instance_id, &dedupe, &AgentFeedEvent::ScheduleRun(run)).await
+    let (link, refreshing) = (link.clone(), refreshing.clone());
+    tokio::spawn(async move {
+        if let Some(next) = next_wake(&link, instance_id).await {
+            let _ = repo::set_next_run(&link.db, instance_id, next).await;
+        }
+        refreshing.lock().expect("refreshing").remove(&instance_id);
+    });
 }
 
 /// The gateway's next scheduled wake-up (`cron.status`), `Some(None)` when nothing is due;
-/// `None` when it could not be asked.
+/// `None` when it could not be asked (the stored value then stays).
 pub async fn next_wake(link: &Link, instance_id: uuid::Uuid) -> Option<Option<DateTime<Utc>>> {
     let instance = crate::instances::repo::get(&link.db, instance_id).await.ok()??;
     let status = rpc::call_within(link, &instance, "cron.status", json!({}), std::time::Duration::from_secs(10)).await.ok()?;

@@ -64,3 +64,9 @@ pub fn text(value: &Value, key: &str, max: usize) -> Option<String> {
 pub fn time_ms(value: &Value, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     value.get(key).and_then(Value::as_i64).and_then(chrono::DateTime::from_timestamp_millis)
 }
+
+/// An id from a path that can name something of the gateway's: 1 to 128 characters, none of
+/// them a control character (a NUL would reach the database).
+pub fn plain_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control)
+}

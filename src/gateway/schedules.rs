@@ -144,6 +144,6 @@ pub async fn runs(link: &Link, instance: &InstanceRow, id: &str) -> AppResult<Ve
 /// Records the instance's next wake-up after a change (best effort: the periodic read repairs).
 async fn moved(link: &Link, instance: &InstanceRow) {
     if let Some(next) = notices::next_wake(link, instance.id).await {
-        let _ = repo::set_next_run(&link.db, instance.id, next, false).await;
+        let _ = repo::set_next_run(&link.db, instance.id, next).await;
     }
 }

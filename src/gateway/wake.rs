@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::models::ChannelKind;
@@ -18,26 +19,48 @@ use crate::state::AppState;
 
 const TICK: Duration = Duration::from_secs(5);
 const REFRESH_EVERY: Duration = Duration::from_secs(30);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const CONCURRENT: usize = 8;
 
 pub fn spawn(state: &AppState) {
+    // Wake-ups on their own: no gateway's answer (or silence) can delay them.
+    let waker = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = waker.shutdown.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            if let Err(error) = wake_due(&waker).await {
+                tracing::warn!(%error, "schedule wake-ups");
+            }
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
-        let mut refreshed = Instant::now();
+        let mut pruned = Instant::now();
         loop {
             tokio::select! {
                 () = state.shutdown.cancelled() => return,
-                () = tokio::time::sleep(TICK) => {}
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
             }
-            if let Err(error) = wake_due(&state).await {
-                tracing::warn!(%error, "schedule wake-ups");
-            }
-            if refreshed.elapsed() >= REFRESH_EVERY {
-                refreshed = Instant::now();
-                let link = Link::of(&state);
-                for id in link.hub.open_ids().into_iter().filter(|id| link.hub.is_up(*id)) {
-                    if let Ok(Some(instance)) = crate::instances::repo::get(&state.db, id).await {
-                        let _ = refresh(&link, &instance).await;
+            let link = Link::of(&state);
+            let up: Vec<_> = link.hub.open_ids().into_iter().filter(|id| link.hub.is_up(*id)).collect();
+            // A few gateways at a time, each call bounded (`rpc`): a silent one costs its own wait.
+            futures_util::stream::iter(up)
+                .for_each_concurrent(CONCURRENT, |id| {
+                    let link = link.clone();
+                    async move {
+                        if let Ok(Some(instance)) = crate::instances::repo::get(&link.db, id).await {
+                            let _ = refresh(&link, &instance).await;
+                        }
                     }
+                })
+                .await;
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                if let Err(error) = repo::prune(&state.db).await {
+                    tracing::warn!(%error, "pruning the agent feed");
                 }
             }
         }
@@ -58,10 +81,12 @@ async fn wake_due(state: &AppState) -> sqlx::Result<()> {
 
 /// Reads the agent's next schedule and live channels from its gateway and records them.
 pub async fn refresh(link: &Link, instance: &InstanceRow) -> AppResult<()> {
-    let status = rpc::call(link, instance, "channels.status", json!({})).await?;
-    let live = live_channels(&status);
-    let next = notices::next_wake(link, instance.id).await.flatten();
-    repo::set_wakeup(&link.db, instance.id, next, &live).await?;
+    let status = rpc::call_within(link, instance, "channels.status", json!({}), Duration::from_secs(10)).await?;
+    repo::set_channels(&link.db, instance.id, &live_channels(&status)).await?;
+    // Unanswered: the stored time stays (a schedule is not forgotten for a slow answer).
+    if let Some(next) = notices::next_wake(link, instance.id).await {
+        repo::set_next_run(&link.db, instance.id, next).await?;
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The container runtime: the `Runtime` trait every domain uses to manage sandboxes, and its
 //! Docker implementation (`docker.rs`, the only code in ocaas that speaks to Docker).
 
+pub mod confined;
 pub mod disk;
 pub mod docker;
 mod docker_config;

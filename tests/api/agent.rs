@@ -181,6 +181,34 @@ async fn the_served_helper_client_drives_every_command() {
         assert_eq!(exec["stdout"], "/workspace\n");
         assert_eq!(exec["exit_code"], 4);
 
+        // The always-on agent.
+        assert!(ok(script, env, &["agent", "status"])["pending_approvals"].is_number());
+        assert_eq!(ok(script, env, &["config", "patch", "--json", r#"{"logging":{"level":"warn"}}"#])["config"]["logging"]["level"], "warn");
+        assert_eq!(ok(script, env, &["config", "get"])["config"]["gateway"]["auth"]["token"], "__OPENCLAW_REDACTED__");
+        assert_eq!(ok(script, env, &["config", "schema"])["type"], "object");
+        assert!(ok(script, env, &["agent", "doctor"])["findings"].is_array());
+        let channel = ok(script, env, &["channels", "set", "--kind", "slack", "--bot-token", "xoxb-1", "--app-token", "xapp-1"]);
+        assert_eq!((channel["kind"].as_str(), channel["token_set"].as_bool()), (Some("slack"), Some(true)), "{channel}");
+        assert!(ok(script, env, &["channels", "list"]).as_array().unwrap().iter().any(|c| c["kind"] == "slack" && c["connected"] == true));
+        ok(script, env, &["channels", "remove", "--kind", "slack"]);
+        assert!(ok(script, env, &["channels", "whatsapp-login"])["qr_data_url"].as_str().unwrap().starts_with("data:image/png"));
+        assert_eq!(ok(script, env, &["channels", "whatsapp-wait", "--timeout-ms", "100"])["connected"], false);
+        assert_eq!(ok(script, env, &["pairings", "list"]), serde_json::json!([]));
+        let schedule = ok(script, env, &["schedules", "create", "--name", "daily", "--cron", "0 8 * * *", "--message", "/echo morning"]);
+        let schedule_id = schedule["id"].as_str().unwrap().to_owned();
+        assert_eq!(ok(script, env, &["schedules", "update", "--schedule", &schedule_id, "--enabled", "false"])["enabled"], false);
+        assert_eq!(ok(script, env, &["schedules", "list"])[0]["cron"], "0 8 * * *");
+        assert!(ok(script, env, &["schedules", "run", "--schedule", &schedule_id])["run_id"].is_string());
+        ok(script, env, &["schedules", "runs", "--schedule", &schedule_id]);
+        ok(script, env, &["schedules", "delete", "--schedule", &schedule_id]);
+        assert!(ok(script, env, &["approvals", "list", "--pending"]).as_array().unwrap().is_empty());
+        let policy = ok(script, env, &["tools", "set", "--exec", "allow", "--web", "deny", "--browser", "allow"]);
+        assert_eq!(policy["web"], "deny");
+        assert_eq!(ok(script, env, &["tools", "get"])["web"], "deny");
+        let feed = ndjson(script, env, &["agent", "events", "--max-events", "1", "--timeout-ms", "10000"]);
+        assert_eq!(feed[0]["event"], "ready");
+        assert_eq!(ok(script, env, &["agent", "restart"])["ready"], true);
+
         let extra = ok(script, env, &["instances", "create", "--invite-code", &invite]);
         let extra_id = extra["id"].as_str().unwrap().to_owned();
         wait_for_status(script, env, &extra_id, "ready");

@@ -81,6 +81,8 @@ async fn a_config_patch_is_applied_and_one_that_stops_the_gateway_is_rolled_back
     let answer = json(app.api(Method::PATCH, &at(&id, "config")).json(&fatal).send().await.unwrap(), StatusCode::OK).await;
     assert!(answer["rollback_deadline"].is_string(), "on probation: {answer}");
     let notice = next_event(&mut feed, "system_notification", Duration::from_secs(60), |_| true).await;
+    let spec: Value = app.anon(Method::GET, "/api/openapi.json").send().await.unwrap().json().await.unwrap();
+    crate::conformance::frames_match(&spec, "/api/instances/{instanceId}/agent/events", "get", std::slice::from_ref(&notice));
     assert!(notice.data["message"].as_str().unwrap().contains("rolled back"), "{:?}", notice.data);
     wait_status(&app, &id, "ready", Duration::from_secs(60)).await;
     let took = started.elapsed();
@@ -162,6 +164,7 @@ async fn a_schedule_due_on_a_paused_instance_runs_on_time_and_lands_in_history()
     assert_eq!(made["next_run_at"].as_str().map(|s| s[..19].to_owned()), Some(due.format("%Y-%m-%dT%H:%M:%S").to_string()), "{made}");
     let status = get(&app, &at(&id, "agent")).await;
     assert!(status["next_run_at"].is_string(), "the idle policy knows the next run: {status}");
+    let mut feed = agent_feed(&app, &id).await;
     assert_eq!(app.api(Method::POST, &at(&id, "pause")).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(docker_state(&sandbox), "paused");
 
@@ -190,6 +193,10 @@ async fn a_schedule_due_on_a_paused_instance_runs_on_time_and_lands_in_history()
     assert!(woken_at < due, "woken before the run ({woken_at} vs {due})");
     let late = (answered - due).num_milliseconds();
     assert!((-1000..10_000).contains(&late), "ran on time: answered {late} ms after it was due");
+    let ran = next_event(&mut feed, "schedule_run", WAIT, |r| r["schedule_id"] == made["id"]).await;
+    assert_eq!(ran.data["status"], "ok", "{:?}", ran.data);
+    let spec: Value = app.anon(Method::GET, "/api/openapi.json").send().await.unwrap().json().await.unwrap();
+    crate::conformance::frames_match(&spec, "/api/instances/{instanceId}/agent/events", "get", std::slice::from_ref(&ran));
     let runs = get(&app, &at(&id, &format!("schedules/{}/runs", made["id"].as_str().unwrap()))).await;
     assert_eq!(runs[0]["status"], "ok", "{runs}");
     let sessions = get(&app, &at(&id, "chat/sessions")).await;
@@ -236,6 +243,8 @@ async fn an_approval_request_shows_on_the_feed_is_approved_and_the_tool_then_run
     assert_eq!((answered["status"].as_str(), answered["decision"].as_str()), (Some("allowed"), Some("allow_once")));
     let closed = next_event(&mut feed, "approval", WAIT, |a| a["status"] != "pending").await;
     assert_eq!(closed.data["id"], approval_id.as_str());
+    let spec: Value = app.anon(Method::GET, "/api/openapi.json").send().await.unwrap().json().await.unwrap();
+    crate::conformance::frames_match(&spec, "/api/instances/{instanceId}/agent/events", "get", &[asked.clone(), closed.clone()]);
     let again = app.api(Method::POST, &at(&id, &format!("approvals/{approval_id}"))).json(&json!({"decision": "deny"}));
     assert_error(again.send().await.unwrap(), StatusCode::CONFLICT, "approval_closed").await;
     let mut output = String::new();
@@ -246,6 +255,41 @@ async fn an_approval_request_shows_on_the_feed_is_approved_and_the_tool_then_run
         }
     }
     assert!(output.contains("approved-run"), "the tool ran after the approval: {output}");
+}
+
+#[tokio::test]
+async fn a_schema_bomb_from_the_sandbox_costs_the_server_a_bounded_helper_not_its_memory() {
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, sandbox) = ready_instance(&app).await;
+    // A few hundred bytes whose validation is exponential in the depth of the value checked.
+    let branch = |key: &str| json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/n"}}, "required": [key]});
+    let bomb =
+        json!({"$defs": {"n": {"anyOf": [branch("b"), branch("c"), branch("d")]}}, "type": "object", "properties": {"meta": {"$ref": "#/$defs/n"}}});
+    sandbox_sh(&sandbox, &format!("printf '%s' '{bomb}' > /agent-state/standin-schema.json"));
+    let mut deep = json!({});
+    for _ in 0..24 {
+        deep = json!({"a": deep});
+    }
+    let rss_before = rss_kib();
+    let started = Instant::now();
+    let answer = app.api(Method::PATCH, &at(&id, "config")).json(&json!({"meta": deep})).send().await.unwrap();
+    let took = started.elapsed();
+    let body = assert_error(answer, StatusCode::UNPROCESSABLE_ENTITY, "gateway_rejected").await;
+    assert!(body["message"].as_str().unwrap().contains("could not be checked"), "{body}");
+    assert!(took < Duration::from_secs(15), "bounded in time: {took:?}");
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(grown < 100 * 1024, "the server's own memory grew by {grown} KiB");
+    // Nothing was applied, and the instance still takes changes.
+    assert!(!sandbox_sh(&sandbox, "cat /agent-state/openclaw.json").contains("\"meta\""));
+    sandbox_sh(&sandbox, "rm /agent-state/standin-schema.json");
+    let ok = app.api(Method::PATCH, &at(&id, "config")).json(&json!({"logging": {"level": "info"}})).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    println!("schema bomb refused in {took:?}; server RSS grew {grown} KiB");
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap()
 }
 
 #[tokio::test]

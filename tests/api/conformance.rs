@@ -129,7 +129,7 @@ async fn a_client_generated_from_the_served_spec_walks_a_users_first_steps() {
 
 /// Validates each frame's `{event, data}` against the schema the document names for the
 /// stream (`x-sse-events`), with Python's `jsonschema` (an independent validator).
-fn frames_match(spec: &serde_json::Value, path: &str, method: &str, frames: &[crate::sse::SseEvent]) {
+pub fn frames_match(spec: &serde_json::Value, path: &str, method: &str, frames: &[crate::sse::SseEvent]) {
     let content = &spec["paths"][path][method]["responses"]["200"]["content"]["text/event-stream"];
     let events = content["x-sse-events"]["$ref"].as_str().unwrap_or_else(|| panic!("{method} {path} names no events: {content}"));
     let items: Vec<_> = frames.iter().map(|f| json!({"event": f.event, "data": f.data})).collect();

@@ -220,6 +220,84 @@ async fn the_snapshots_tab_takes_restores_and_clones() {
     assert!(instances.as_array().unwrap().iter().any(|i| i["name"] == "from the page (clone)" && i["id"] != id.as_str()), "{instances}");
 }
 
+#[tokio::test]
+async fn the_agent_tab_links_whatsapp_connects_a_channel_lets_a_sender_in_schedules_and_answers_an_approval() {
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, sandbox) = crate::helpers::ready_instance(&app).await;
+    let browser = signed_in(&app).await;
+    browser.wait_for("return document.querySelector('.instance[data-status=ready] button[data-action=open]') !== null", 20).await;
+    browser.click(".instance[data-status=ready] button[data-action=open]").await;
+    browser.click(".tabs button[data-tab=agent]").await;
+    browser.wait_for("return document.getElementById('agent-status').textContent.includes('approval(s) waiting')", 30).await;
+    browser.wait_for("return document.querySelectorAll('#channels tr').length === 4", 30).await;
+
+    // A Telegram bot token, written once and never shown.
+    browser.fill("#channel-form input[name=bot_token]", "5550001:browser-secret-token").await;
+    browser.click("#channel-save").await;
+    browser.wait_for("return document.querySelector('#channels tr[data-channel=telegram][data-connected=true]') !== null", 30).await;
+    let page = browser.eval("return document.body.innerHTML").await;
+    assert!(!page.as_str().unwrap().contains("browser-secret-token"), "the page never shows the token");
+    browser.wait_for("return document.getElementById('agent-status').dataset.reason === 'channel'", 30).await;
+
+    // WhatsApp: the QR code is shown as an image with both dark and light modules.
+    browser.click("#whatsapp-link").await;
+    browser.wait_for("const q = document.getElementById('whatsapp-qr'); return !q.hidden && q.complete && q.naturalWidth > 100", 30).await;
+    let dark = browser
+        .eval(
+            "const q = document.getElementById('whatsapp-qr'); const c = document.createElement('canvas');
+             c.width = q.naturalWidth; c.height = q.naturalHeight; const g = c.getContext('2d'); g.drawImage(q, 0, 0);
+             const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+             for (let i = 0; i < d.length; i += 4) if (d[i] < 64) n++;
+             return n / (d.length / 4);",
+        )
+        .await;
+    let dark = dark.as_f64().unwrap();
+    assert!((0.1..0.9).contains(&dark), "a QR code has dark and light modules: {dark}");
+    let shot = browser.element_screenshot("#whatsapp-qr", &artifact("dashboard-11-whatsapp-qr.png")).await;
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 2000, "the screenshot of the QR code is not an empty image ({} bytes)", shot.len());
+    crate::helpers::sandbox_sh(&sandbox, "openclaw standin scan-whatsapp");
+    browser
+        .wait_for("return document.getElementById('whatsapp-qr').hidden && document.getElementById('whatsapp-state').textContent === 'Linked.'", 40)
+        .await;
+
+    // A stranger wrote to the bot; the page lets them in.
+    crate::helpers::sandbox_sh(&sandbox, "openclaw standin dm telegram 777 Bea");
+    browser.click(".tabs button[data-tab=agent]").await;
+    browser
+        .wait_for("return document.querySelector('#pairings tr') !== null && document.getElementById('pairings').textContent.includes('Bea')", 30)
+        .await;
+    browser.click("#pairings tr button[data-action=approve]").await;
+    browser.wait_for("return document.getElementById('pairings-state').textContent === 'Nobody waits to be let in.'", 30).await;
+
+    // A schedule from the form.
+    browser.fill("#schedule-form input[name=name]", "digest").await;
+    browser.fill("#schedule-form input[name=when]", "30 7 * * 1").await;
+    browser.fill("#schedule-form input[name=message]", "/echo weekly digest").await;
+    browser.click("#schedule-add").await;
+    browser.wait_for("return document.getElementById('schedules').textContent.includes('30 7 * * 1')", 30).await;
+
+    // Commands wait for approval; the request appears live and is allowed from the page.
+    browser.eval("document.querySelector('#tool-policy-form select[name=exec]').value = 'ask'; return true").await;
+    browser.click("#tool-policy-save").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let policy = json(app.api(Method::GET, &format!("/api/instances/{id}/tool-policy")).send().await.unwrap(), StatusCode::OK).await;
+        if policy["exec"] == "ask" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the policy form did not save: {policy}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let turn = app.api(Method::POST, &format!("/api/instances/{id}/chat")).json(&serde_json::json!({"message": "/exec echo from-the-page"})).send();
+    let turn = tokio::spawn(turn);
+    browser.wait_for("return document.querySelector('#approvals tr[data-status=pending]') !== null", 30).await;
+    browser.screenshot(&artifact("dashboard-12-agent.png")).await;
+    browser.click("#approvals tr[data-status=pending] button[data-action=allow]").await;
+    let answered = json(turn.await.unwrap().unwrap(), StatusCode::OK).await;
+    assert!(answered["assistant_message"]["content"].as_str().unwrap().contains("from-the-page"), "{answered}");
+    browser.wait_for("return document.querySelector('#approvals tr[data-status=allowed]') !== null", 30).await;
+}
+
 /// Chromium on `/account`, signed in as the seeded user.
 async fn signed_in(app: &crate::helpers::TestApp) -> Browser {
     let browser = Browser::start().await;

@@ -61,6 +61,8 @@ fn server() -> &'static Server {
 pub fn test_settings() -> Settings {
     // Tests that start sandboxes set the real image with `sandbox_image()`.
     let mut settings = Settings::defaults("ocaas-sandbox:not-built-for-this-test");
+    // The server runs in the test process: its confined helper is the real binary.
+    settings.helper_exe = env!("CARGO_BIN_EXE_ocaas").into();
     settings.bind = "127.0.0.1:0".parse().unwrap();
     settings.max_body_bytes = 64 * 1024;
     settings.session_hours = 24;

@@ -195,6 +195,18 @@ impl Browser {
         self.command(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
     }
 
+    /// Saves a PNG screenshot of the element matching `css` and returns the PNG.
+    pub async fn element_screenshot(&self, css: &str, path: &Path) -> Vec<u8> {
+        let element = self.find(css).await;
+        // Chromium clips an element's screenshot to the viewport: bring all of it into view.
+        let selector = serde_json::to_string(css).unwrap();
+        self.eval(&format!("document.querySelector({selector}).scrollIntoView({{block: 'center'}}); return true")).await;
+        let encoded = self.command(reqwest::Method::GET, &format!("/element/{element}/screenshot"), None).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap()).unwrap();
+        std::fs::write(path, &png).unwrap();
+        png
+    }
+
     /// Saves a PNG screenshot of the viewport and returns its size in bytes.
     pub async fn screenshot(&self, path: &Path) -> usize {
         let encoded = self.command(reqwest::Method::GET, "/screenshot", None).await;

@@ -25,8 +25,8 @@ use crate::state::{AppState, SlotKind};
 /// connected channels and its pending approval requests. Read from what ocaas last heard
 /// from the gateway; the instance is not woken.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/agent", tag = "agent", operation_id = "get_agent_status", params(OwnedInstance),
-    responses((status = 200, body = AgentStatus), (status = 404, description = "`instance_not_found`", body = ErrorBody)))]
-pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<AgentStatus>> {
+    responses((status = 200, description = "The agent at a glance", body = AgentOverview), (status = 404, description = "`instance_not_found`", body = ErrorBody)))]
+pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<AgentOverview>> {
     let wakeup = repo::wakeup(&state.db, instance.id).await?;
     let (next_run_at, live_channels) = wakeup.map(|w| (w.next_run_at, w.live_channels)).unwrap_or_default();
     let settings = &state.settings.idle;
@@ -42,7 +42,7 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         _ => None,
     };
     let pending_approvals = repo::pending_count(&state.db, instance.id).await?;
-    Ok(Json(AgentStatus { awake_reason, next_run_at, live_channels, pending_approvals }))
+    Ok(Json(AgentOverview { awake_reason, next_run_at, live_channels, pending_approvals }))
 }
 
 /// Follow the agent's feed
@@ -79,7 +79,7 @@ pub async fn events(State(state): State<AppState>, OwnedInstance { instance, use
 /// is valid, and any patch on probation or automatic rollback.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/config", tag = "agent", operation_id = "get_config", params(OwnedInstance),
     responses(
-        (status = 200, body = GatewayConfig),
+        (status = 200, description = "The configuration, secrets redacted", body = GatewayConfig),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
@@ -117,7 +117,11 @@ pub async fn patch_config(
     ApiJson(patch): ApiJson<Value>,
 ) -> AppResult<Json<GatewayConfig>> {
     let (link, instance) = (Link::of(&state), &running.instance);
-    let if_match = headers.get("if-match").and_then(|v| v.to_str().ok());
+    let if_match = match headers.get("if-match").map(|v| v.to_str()) {
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => return Err(AppError::new(ErrorCode::InvalidRequest, "`If-Match` must be a `hash` from GET …/config.")),
+        None => None,
+    };
     let disk = crate::instances::lifecycle::disk_spec(&state, instance);
     let patched = config::patch(&link, &disk, instance, &patch, if_match).await?;
     crate::audit::record_action(&state.db, AuditAction::ConfigPatched, running.user.user_id, client.as_deref(), Some(instance.id.to_string()))
@@ -158,7 +162,7 @@ pub async fn config_schema(State(state): State<AppState>, running: RunningInstan
 /// 60 s for it to answer again.
 #[utoipa::path(post, path = "/api/instances/{instanceId}/gateway/restart", tag = "agent", operation_id = "restart_gateway", params(OwnedInstance),
     responses(
-        (status = 200, body = Restarted),
+        (status = 200, description = "The gateway after the restart", body = Restarted),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -173,7 +177,7 @@ pub async fn restart(State(state): State<AppState>, running: RunningInstance) ->
 /// `openclaw doctor`'s findings about the configuration, as JSON.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/doctor", tag = "agent", operation_id = "run_doctor", params(OwnedInstance),
     responses(
-        (status = 200, body = Doctor),
+        (status = 200, description = "The findings", body = Doctor),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 422, description = "`gateway_rejected`: the doctor itself failed", body = ErrorBody),

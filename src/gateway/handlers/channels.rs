@@ -37,7 +37,7 @@ fn kind(raw: &str) -> AppResult<ChannelKind> {
 /// Every channel ocaas can connect, as the gateway reports it, and whether a token is stored.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/channels", tag = "agent", operation_id = "list_channels", params(OwnedInstance),
     responses(
-        (status = 200, body = [Channel]),
+        (status = 200, description = "The channel list", body = [Channel]),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
@@ -54,7 +54,7 @@ pub async fn list(State(state): State<AppState>, running: RunningInstance) -> Ap
 /// is there). `dm_policy` defaults to `pairing`: strangers who write get a code to approve.
 #[utoipa::path(put, path = "/api/instances/{instanceId}/channels/{kind}", tag = "agent", operation_id = "set_channel", params(KindPath), request_body = ChannelTokens,
     responses(
-        (status = 200, body = Channel),
+        (status = 200, description = "The channel", body = Channel),
         (status = 400, description = "Bad JSON, an unknown channel or a bad token", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -119,7 +119,7 @@ pub struct LoginStart {
 #[utoipa::path(post, path = "/api/instances/{instanceId}/channels/{kind}/login", tag = "agent", operation_id = "start_channel_login", params(KindPath),
     request_body(content = LoginStart, description = "Optional"),
     responses(
-        (status = 200, body = QrLogin),
+        (status = 200, description = "The QR login", body = QrLogin),
         (status = 400, description = "Not a QR channel", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -148,7 +148,7 @@ pub struct WaitQuery {
 /// scan, possibly a new one).
 #[utoipa::path(get, path = "/api/instances/{instanceId}/channels/{kind}/login", tag = "agent", operation_id = "wait_channel_login", params(KindPath, WaitQuery),
     responses(
-        (status = 200, body = QrLogin),
+        (status = 200, description = "The QR login", body = QrLogin),
         (status = 400, description = "Not a QR channel, or a bad `timeout_ms`", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -169,7 +169,7 @@ pub async fn login_wait(
 /// People who wrote to the agent on a channel under `dm_policy: pairing` and wait to be let in.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/pairings", tag = "agent", operation_id = "list_pairings", params(OwnedInstance),
     responses(
-        (status = 200, body = [Pairing]),
+        (status = 200, description = "The pairing list", body = [Pairing]),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
@@ -207,6 +207,9 @@ pub async fn answer_pairing(
     ApiPath(path): ApiPath<PairingPath>,
     ApiJson(answer): ApiJson<PairingAnswer>,
 ) -> AppResult<StatusCode> {
+    if !crate::gateway::rpc::plain_id(&path.pairingId) {
+        return Err(AppError::new(ErrorCode::PairingNotFound, "No pending DM pairing request with that id."));
+    }
     channels::answer_pairing(&Link::of(&state), &running.instance, &path.pairingId, answer.approve).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -32,7 +32,7 @@ pub struct SchedulePath {
 /// last runs.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/schedules", tag = "agent", operation_id = "list_schedules", params(OwnedInstance),
     responses(
-        (status = 200, body = [Schedule]),
+        (status = 200, description = "The schedule list", body = [Schedule]),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
@@ -49,7 +49,7 @@ pub async fn list_schedules(State(state): State<AppState>, running: RunningInsta
 #[utoipa::path(post, path = "/api/instances/{instanceId}/schedules", tag = "agent", operation_id = "create_schedule", params(OwnedInstance),
     request_body = ScheduleInput,
     responses(
-        (status = 201, body = Schedule),
+        (status = 201, description = "Created: the schedule", body = Schedule),
         (status = 400, description = "Bad JSON or fields", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -72,7 +72,7 @@ pub async fn create_schedule(
 #[utoipa::path(patch, path = "/api/instances/{instanceId}/schedules/{scheduleId}", tag = "agent", operation_id = "update_schedule", params(SchedulePath),
     request_body = ScheduleInput,
     responses(
-        (status = 200, body = Schedule),
+        (status = 200, description = "The schedule", body = Schedule),
         (status = 400, description = "Bad JSON or fields", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `schedule_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -87,6 +87,9 @@ pub async fn update_schedule(
     ApiPath(path): ApiPath<SchedulePath>,
     ApiJson(input): ApiJson<ScheduleInput>,
 ) -> AppResult<Json<Schedule>> {
+    if !crate::gateway::rpc::plain_id(&path.scheduleId) {
+        return Err(crate::gateway::schedules::not_found());
+    }
     Ok(Json(schedules::update(&Link::of(&state), &running.instance, &path.scheduleId, &input).await?))
 }
 
@@ -100,6 +103,9 @@ pub async fn update_schedule(
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
     ))]
 pub async fn delete_schedule(State(state): State<AppState>, running: RunningInstance, ApiPath(path): ApiPath<SchedulePath>) -> AppResult<StatusCode> {
+    if !crate::gateway::rpc::plain_id(&path.scheduleId) {
+        return Err(crate::gateway::schedules::not_found());
+    }
     schedules::remove(&Link::of(&state), &running.instance, &path.scheduleId).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -109,7 +115,7 @@ pub async fn delete_schedule(State(state): State<AppState>, running: RunningInst
 /// Starts a run at once (its answer lands in history like any run's).
 #[utoipa::path(post, path = "/api/instances/{instanceId}/schedules/{scheduleId}/run", tag = "agent", operation_id = "run_schedule", params(SchedulePath),
     responses(
-        (status = 202, body = RunStarted),
+        (status = 202, description = "Started", body = RunStarted),
         (status = 403, description = "`csrf_failed`", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `schedule_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -120,6 +126,9 @@ pub async fn run_schedule(
     running: RunningInstance,
     ApiPath(path): ApiPath<SchedulePath>,
 ) -> AppResult<(StatusCode, Json<RunStarted>)> {
+    if !crate::gateway::rpc::plain_id(&path.scheduleId) {
+        return Err(crate::gateway::schedules::not_found());
+    }
     let run_id = schedules::run_now(&Link::of(&state), &running.instance, &path.scheduleId).await?;
     Ok((StatusCode::ACCEPTED, Json(RunStarted { run_id })))
 }
@@ -129,7 +138,7 @@ pub async fn run_schedule(
 /// Its last 50 runs, newest first: outcome, when, how long, and the start of the answer.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/schedules/{scheduleId}/runs", tag = "agent", operation_id = "list_schedule_runs", params(SchedulePath),
     responses(
-        (status = 200, body = [ScheduleRun]),
+        (status = 200, description = "The schedule run list", body = [ScheduleRun]),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
@@ -139,6 +148,9 @@ pub async fn schedule_runs(
     running: RunningInstance,
     ApiPath(path): ApiPath<SchedulePath>,
 ) -> AppResult<Json<Vec<ScheduleRun>>> {
+    if !crate::gateway::rpc::plain_id(&path.scheduleId) {
+        return Err(crate::gateway::schedules::not_found());
+    }
     Ok(Json(schedules::runs(&Link::of(&state), &running.instance, &path.scheduleId).await?))
 }
 
@@ -154,7 +166,7 @@ pub struct ApprovalsQuery {
 /// The agent's requests to run a command or a plugin action, newest first (at most 200).
 #[utoipa::path(get, path = "/api/instances/{instanceId}/approvals", tag = "agent", operation_id = "list_approvals", params(OwnedInstance, ApprovalsQuery),
     responses(
-        (status = 200, body = [Approval]),
+        (status = 200, description = "The approval list", body = [Approval]),
         (status = 400, description = "A bad query", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
@@ -183,7 +195,7 @@ pub struct ApprovalPath {
 #[utoipa::path(post, path = "/api/instances/{instanceId}/approvals/{approvalId}", tag = "agent", operation_id = "resolve_approval", params(ApprovalPath),
     request_body = ApprovalAnswer,
     responses(
-        (status = 200, body = Approval),
+        (status = 200, description = "The approval", body = Approval),
         (status = 400, description = "Bad JSON or decision", body = ErrorBody),
         (status = 404, description = "`instance_not_found` or `approval_not_found`", body = ErrorBody),
         (status = 409, description = "`approval_closed`, `instance_not_running` or `instance_stopped`", body = ErrorBody),
@@ -197,6 +209,9 @@ pub async fn resolve_approval(
     ApiPath(path): ApiPath<ApprovalPath>,
     ApiJson(answer): ApiJson<ApprovalAnswer>,
 ) -> AppResult<Json<Approval>> {
+    if !crate::gateway::rpc::plain_id(&path.approvalId) {
+        return Err(crate::error::AppError::new(crate::error::ErrorCode::ApprovalNotFound, "The agent has no approval request with that id."));
+    }
     let approval = approvals::resolve(&Link::of(&state), &running.instance, &path.approvalId, answer.decision).await?;
     let target = format!("{} {} {}", running.instance.id, path.approvalId.chars().take(64).collect::<String>(), answer.decision);
     crate::audit::record_action(&state.db, AuditAction::ApprovalResolved, running.user.user_id, client.as_deref(), Some(target)).await?;
@@ -208,7 +223,7 @@ pub async fn resolve_approval(
 /// What the agent may do without asking, per tool family.
 #[utoipa::path(get, path = "/api/instances/{instanceId}/tool-policy", tag = "agent", operation_id = "get_tool_policy", params(OwnedInstance),
     responses(
-        (status = 200, body = ToolPolicy),
+        (status = 200, description = "The tool policy", body = ToolPolicy),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),
         (status = 503, description = "`gateway_unavailable`", body = ErrorBody),
@@ -224,7 +239,7 @@ pub async fn get_tool_policy(State(state): State<AppState>, running: RunningInst
 #[utoipa::path(put, path = "/api/instances/{instanceId}/tool-policy", tag = "agent", operation_id = "set_tool_policy", params(OwnedInstance),
     request_body = ToolPolicy,
     responses(
-        (status = 200, body = ToolPolicy),
+        (status = 200, description = "The tool policy", body = ToolPolicy),
         (status = 400, description = "Bad JSON or modes", body = ErrorBody),
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
         (status = 409, description = "`instance_not_running` or `instance_stopped`", body = ErrorBody),

@@ -8,13 +8,12 @@ use uuid::Uuid;
 
 use crate::gateway::models::{Approval, ApprovalKind, ApprovalStatus, Decision};
 
-/// Records what the gateway said of its schedules (`next_run_at`) and channels.
-pub async fn set_wakeup(db: &PgPool, instance_id: Uuid, next_run_at: Option<DateTime<Utc>>, live_channels: &[String]) -> sqlx::Result<()> {
+/// Records the agent's connected channels, as its gateway reported them.
+pub async fn set_channels(db: &PgPool, instance_id: Uuid, live_channels: &[String]) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO agent_wakeups (instance_id, next_run_at, live_channels, checked_at) VALUES ($1, $2, $3, now())
-         ON CONFLICT (instance_id) DO UPDATE SET next_run_at = $2, live_channels = $3, checked_at = now()",
+        "INSERT INTO agent_wakeups (instance_id, live_channels, checked_at) VALUES ($1, $2, now())
+         ON CONFLICT (instance_id) DO UPDATE SET live_channels = $2, checked_at = now()",
         instance_id,
-        next_run_at,
         live_channels
     )
     .execute(db)
@@ -22,18 +21,35 @@ pub async fn set_wakeup(db: &PgPool, instance_id: Uuid, next_run_at: Option<Date
     Ok(())
 }
 
-/// Records only the next run (after a schedule changed or ran).
-pub async fn set_next_run(db: &PgPool, instance_id: Uuid, next_run_at: Option<DateTime<Utc>>, ran: bool) -> sqlx::Result<()> {
+/// Records when the agent's next schedule runs (`None`: none is due).
+pub async fn set_next_run(db: &PgPool, instance_id: Uuid, next_run_at: Option<DateTime<Utc>>) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO agent_wakeups (instance_id, next_run_at, last_run_at) VALUES ($1, $2, CASE WHEN $3 THEN now() END)
-         ON CONFLICT (instance_id) DO UPDATE SET next_run_at = $2,
-             last_run_at = CASE WHEN $3 THEN now() ELSE agent_wakeups.last_run_at END",
+        "INSERT INTO agent_wakeups (instance_id, next_run_at) VALUES ($1, $2)
+         ON CONFLICT (instance_id) DO UPDATE SET next_run_at = $2",
         instance_id,
-        next_run_at,
-        ran
+        next_run_at
     )
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// A schedule of the agent is running now.
+pub async fn mark_run(db: &PgPool, instance_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO agent_wakeups (instance_id, last_run_at) VALUES ($1, now())
+         ON CONFLICT (instance_id) DO UPDATE SET last_run_at = now()",
+        instance_id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Removes feed entries older than a week and answered requests older than a month.
+pub async fn prune(db: &PgPool) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM agent_events WHERE created_at < now() - interval '7 days'").execute(db).await?;
+    sqlx::query!("DELETE FROM approvals WHERE created_at < now() - interval '30 days'").execute(db).await?;
     Ok(())
 }
 
@@ -46,11 +62,13 @@ pub async fn wakeup(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Option<Wakeu
     sqlx::query_as!(Wakeup, "SELECT next_run_at, live_channels FROM agent_wakeups WHERE instance_id = $1", instance_id).fetch_optional(db).await
 }
 
-/// Paused instances whose next schedule runs within `lead`.
+/// Paused instances whose next schedule runs within `lead` (a time long past, which a gateway
+/// may claim, wakes nothing).
 pub async fn due_paused(db: &PgPool, lead: std::time::Duration) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         "SELECT i.id FROM agent_wakeups w JOIN instances i ON i.id = w.instance_id
-         WHERE i.status = 'paused' AND w.next_run_at < now() + make_interval(secs => $1) ORDER BY w.next_run_at LIMIT 100",
+         WHERE i.status = 'paused' AND w.next_run_at BETWEEN now() - make_interval(secs => $1) AND now() + make_interval(secs => $1)
+         ORDER BY w.next_run_at LIMIT 100",
         lead.as_secs_f64()
     )
     .fetch_all(db)
@@ -99,12 +117,15 @@ impl From<ApprovalRow> for Approval {
     }
 }
 
-/// Records a request; `None` when it was known already (another replica heard it first).
-pub async fn insert_approval(db: &PgPool, instance_id: Uuid, new: &NewApproval<'_>) -> sqlx::Result<Option<Approval>> {
+/// Records a request; `None` when it was known already (another replica heard it first) or the
+/// instance has `max_pending` requests pending.
+pub async fn insert_approval(db: &PgPool, instance_id: Uuid, new: &NewApproval<'_>, max_pending: i64) -> sqlx::Result<Option<Approval>> {
     let row = sqlx::query_as!(
         ApprovalRow,
         r#"INSERT INTO approvals (instance_id, id, kind, status, command, cwd, session_key, created_at, expires_at)
-           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+           SELECT $1, $2, $3, 'pending', $4, $5, $6, $7, $8
+           WHERE (SELECT count(*) FROM approvals WHERE instance_id = $1 AND status = 'pending' AND expires_at > now()) < $9
+           ON CONFLICT DO NOTHING
            RETURNING id, kind AS "kind: ApprovalKind", status AS "status: ApprovalStatus", command, cwd, session_key,
                      decision AS "decision: Decision", created_at, expires_at, resolved_at"#,
         instance_id,
@@ -114,7 +135,8 @@ pub async fn insert_approval(db: &PgPool, instance_id: Uuid, new: &NewApproval<'
         new.cwd,
         new.session_key,
         new.created_at,
-        new.expires_at
+        new.expires_at,
+        max_pending
     )
     .fetch_optional(db)
     .await?;

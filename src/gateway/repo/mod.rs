@@ -78,14 +78,16 @@ pub async fn set_last_good(db: &PgPool, instance_id: Uuid, sealed: &[u8], at: Da
     Ok(())
 }
 
-/// Puts the instance's configuration on probation for `window` from now.
-pub async fn start_probation(db: &PgPool, instance_id: Uuid, window: std::time::Duration) -> sqlx::Result<()> {
-    let secs = window.as_secs_f64();
+/// Puts the instance's configuration on probation: judged from `after` from now, for `window`.
+pub async fn start_probation_after(db: &PgPool, instance_id: Uuid, after: std::time::Duration, window: std::time::Duration) -> sqlx::Result<()> {
+    let (after, until) = (after.as_secs_f64(), (after + window).as_secs_f64());
     sqlx::query!(
-        "INSERT INTO gateway_configs (instance_id, pending_since, pending_until) VALUES ($1, now(), now() + make_interval(secs => $2))
-         ON CONFLICT (instance_id) DO UPDATE SET pending_since = now(), pending_until = now() + make_interval(secs => $2)",
+        "INSERT INTO gateway_configs (instance_id, pending_since, pending_until)
+         VALUES ($1, now() + make_interval(secs => $2), now() + make_interval(secs => $3))
+         ON CONFLICT (instance_id) DO UPDATE SET pending_since = now() + make_interval(secs => $2), pending_until = now() + make_interval(secs => $3)",
         instance_id,
-        secs
+        after,
+        until
     )
     .execute(db)
     .await?;

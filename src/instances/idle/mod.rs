@@ -50,14 +50,21 @@ pub fn verdict(status: InstanceStatus, idle_for: Duration, pause_after: Option<D
 /// After a schedule's run the instance stays awake this long (the run's answer, its tools).
 pub const AFTER_RUN: Duration = Duration::from_secs(120);
 
-/// Why the agent itself keeps the instance awake: a schedule due within `lead` or run within
-/// `AFTER_RUN`, or a connected channel (when `channels_awake`).
-pub fn agent_holds(candidate: &repo::Candidate, settings: &IdleSettings, now: chrono::DateTime<Utc>) -> Option<&'static str> {
+/// Why the agent itself keeps an instance awake.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// A schedule is due within the lead, or ran within `AFTER_RUN`.
+    Schedule,
+    /// A messaging channel is connected (and `OCAAS_IDLE_CHANNELS_AWAKE`).
+    Channel,
+}
+
+pub fn agent_holds(candidate: &repo::Candidate, settings: &IdleSettings, now: chrono::DateTime<Utc>) -> Option<Hold> {
     let within = |at: Option<chrono::DateTime<Utc>>, span: Duration| at.is_some_and(|at| (at - now).abs().to_std().unwrap_or_default() <= span);
     if within(candidate.next_run_at, settings.schedule_lead) || within(candidate.last_run_at, AFTER_RUN) {
-        return Some("schedule");
+        return Some(Hold::Schedule);
     }
-    (settings.channels_awake && candidate.channel_live).then_some("channel")
+    (settings.channels_awake && candidate.channel_live).then_some(Hold::Channel)
 }
 
 /// Runs `sweep_once` every check interval until shutdown.
@@ -82,9 +89,24 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<()> {
         super::repo::touch_active(&state.db, &used).await?;
     }
     let defaults: IdleSettings = state.settings.idle;
+    // Instances held awake by a channel count, with the pinned ones, against the plan's
+    // `keep_awake_max`: an always-listening agent is what pinning is for.
+    let mut channel_holds: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
     for candidate in repo::candidates(&state.db).await? {
-        if state.activity.is_busy(candidate.id) || agent_holds(&candidate, &defaults, Utc::now()).is_some() {
+        if state.activity.is_busy(candidate.id) {
             continue;
+        }
+        match agent_holds(&candidate, &defaults, Utc::now()) {
+            Some(Hold::Schedule) => continue,
+            Some(Hold::Channel) => {
+                let allowed = candidate.keep_awake_max.map_or(i64::from(defaults.keep_awake_max), |n| i64::from(n.max(0)));
+                let held = channel_holds.entry(candidate.user_id).or_default();
+                if candidate.pinned + *held < allowed {
+                    *held += 1;
+                    continue;
+                }
+            }
+            None => {}
         }
         let last = state.activity.last(candidate.id).map_or(candidate.last_active_at, |seen| seen.max(candidate.last_active_at));
         let idle_for = (Utc::now() - last).to_std().unwrap_or_default();

@@ -9,6 +9,7 @@ use crate::instances::models::InstanceStatus;
 /// A running or paused instance the idle policy may act on, with its plan's overrides.
 pub struct Candidate {
     pub id: Uuid,
+    pub user_id: Uuid,
     pub status: InstanceStatus,
     pub last_active_at: DateTime<Utc>,
     pub pause_after_secs: Option<i32>,
@@ -18,14 +19,18 @@ pub struct Candidate {
     pub last_run_at: Option<DateTime<Utc>>,
     /// A messaging channel of the agent is connected.
     pub channel_live: bool,
+    /// The plan's `keep_awake_max`, and how many of the user's instances are pinned awake.
+    pub keep_awake_max: Option<i32>,
+    pub pinned: i64,
 }
 
 /// `ready` and `paused` instances of users that are not pinned awake.
 pub async fn candidates(db: &PgPool) -> sqlx::Result<Vec<Candidate>> {
     sqlx::query_as!(
         Candidate,
-        r#"SELECT i.id, i.status AS "status: InstanceStatus", i.last_active_at, s.pause_after_secs AS "pause_after_secs?", s.stop_after_secs AS "stop_after_secs?",
-                w.next_run_at AS "next_run_at?", w.last_run_at AS "last_run_at?", coalesce(cardinality(w.live_channels) > 0, false) AS "channel_live!"
+        r#"SELECT i.id, i.user_id AS "user_id!", i.status AS "status: InstanceStatus", i.last_active_at, s.pause_after_secs AS "pause_after_secs?", s.stop_after_secs AS "stop_after_secs?",
+                w.next_run_at AS "next_run_at?", w.last_run_at AS "last_run_at?", coalesce(cardinality(w.live_channels) > 0, false) AS "channel_live!",
+                s.keep_awake_max AS "keep_awake_max?", (SELECT count(*) FROM instances k WHERE k.user_id = i.user_id AND k.keep_awake) AS "pinned!"
          FROM instances i LEFT JOIN subscriptions s ON s.user_id = i.user_id LEFT JOIN agent_wakeups w ON w.instance_id = i.id
          WHERE i.status IN ('ready', 'paused') AND i.user_id IS NOT NULL AND NOT i.keep_awake"#
     )

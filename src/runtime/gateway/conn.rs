@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use super::device::Device;
 use super::frames::*;
-use super::{ConnectError, Foreign, NOTICE_EVENTS, Notice, RpcError, RunEvent, Sinks};
+use super::notice::{self, Notice};
+use super::{ConnectError, Foreign, RpcError, RunEvent, Sinks};
 
 /// The largest frame ocaas reads: `hello-ok` is ~17 KB, a `chat.history` page well under this.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -204,7 +205,7 @@ async fn handshake(socket: &mut Socket, token: &str, device: &Device) -> Result<
         if hello.protocol != PROTOCOL {
             return Err(ConnectError::NoProtocol(format!("the gateway speaks protocol {}", hello.protocol)));
         }
-        if !SCOPES.iter().all(|s| hello.auth.scopes.iter().any(|g| g == s)) {
+        if !REQUIRED_SCOPES.iter().all(|s| hello.auth.scopes.iter().any(|g| g == s)) {
             // Connected, but without the scopes: the device is not (or no longer) paired as asked.
             return Err(ConnectError::ScopesCleared(hello.auth.scopes));
         }
@@ -328,10 +329,12 @@ impl Pump {
                 let mapped = if agent.stream == "tool" { serde_json::from_value::<ToolData>(agent.data).ok().map(RunEvent::Tool) } else { None };
                 (agent.run_id, agent.session_key, mapped)
             }
-            name if NOTICE_EVENTS.contains(&name) => {
-                // A full queue drops the notice: approvals are also listed from the database
-                // and schedules re-read, so nothing depends on every one arriving.
-                let _ = self.sinks.notices.try_send(Notice { instance_id: self.instance_id, event: event.event, payload: event.payload });
+            name if notice::EVENTS.contains(&name) => {
+                // Read small here; a full queue drops it (schedules are re-read every 30 s; an
+                // approval request missed is denied by the gateway when it expires).
+                if let Some(kind) = notice::read(name, event.payload) {
+                    let _ = self.sinks.notices.try_send(Notice { instance_id: self.instance_id, kind });
+                }
                 return;
             }
             _ => return,

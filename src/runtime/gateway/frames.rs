@@ -87,6 +87,9 @@ pub const ROLE: &str = "operator";
 /// (admin), answering its approval requests (approvals) and its DM pairings (pairing). A device
 /// paired with fewer scopes makes a scope-upgrade request, approved like a first pairing.
 pub const SCOPES: [&str; 5] = ["operator.read", "operator.write", "operator.admin", "operator.approvals", "operator.pairing"];
+/// Without these the link is no use (chat); a gateway that grants the others less makes the
+/// agent API's calls answer `gateway_rejected` (missing scope), chat still works.
+pub const REQUIRED_SCOPES: [&str; 2] = ["operator.read", "operator.write"];
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -7,12 +7,14 @@ pub mod conn;
 pub mod device;
 pub mod frames;
 pub mod hub;
+pub mod notice;
 #[cfg(test)]
 mod replay;
 
 pub use conn::{Connection, history};
 pub use device::Device;
 pub use hub::{Hub, Target, Unavailable};
+pub use notice::{Notice, NoticeKind};
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -52,19 +54,6 @@ pub enum Foreign {
         instance_id: Uuid,
     },
 }
-
-/// An operator event the gateway broadcasts (an approval asked or answered, a schedule's run):
-/// what the agent domain keeps and shows. The payload is the gateway's, bounded by the frame size.
-#[derive(Debug)]
-pub struct Notice {
-    pub instance_id: Uuid,
-    pub event: String,
-    pub payload: serde_json::Value,
-}
-
-/// The events that become notices.
-pub const NOTICE_EVENTS: [&str; 5] =
-    ["exec.approval.requested", "exec.approval.resolved", "plugin.approval.requested", "plugin.approval.resolved", "cron"];
 
 /// Where a connection sends what no run of its own asked for.
 #[derive(Clone)]

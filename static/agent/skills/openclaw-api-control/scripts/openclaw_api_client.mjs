@@ -140,11 +140,15 @@ export class Client {
   }
   /** Follows the persisted event feed; stops after maxEvents events or timeoutMs. */
   async events({ sessionId, after, maxEvents = Infinity, timeoutMs } = {}, onEvent = () => {}) {
-    const controller = new AbortController();
-    const timer = timeoutMs ? setTimeout(() => controller.abort(), timeoutMs) : null;
     const url = new URL(`${this.base}/instances/${await this.instance()}/chat/events`);
     if (sessionId) url.searchParams.set('session_id', sessionId);
     if (after) url.searchParams.set('after', after);
+    return this.follow(url, { maxEvents, timeoutMs }, onEvent);
+  }
+  /** Reads an event stream at url until maxEvents events or timeoutMs; resolves with them. */
+  async follow(url, { maxEvents = Infinity, timeoutMs } = {}, onEvent = () => {}) {
+    const controller = new AbortController();
+    const timer = timeoutMs ? setTimeout(() => controller.abort(), timeoutMs) : null;
     const seen = [];
     try {
       const response = await fetch(url, { headers: { Authorization: `Bearer ${this.apiKey}`, Accept: 'text/event-stream' }, signal: controller.signal });
@@ -164,6 +168,41 @@ export class Client {
     }
     return seen;
   }
+
+  // The always-on agent
+  async agentPath(suffix) { return `/instances/${await this.instance()}/${suffix}`; }
+  async agentStatus() { return this.request('GET', await this.agentPath('agent')); }
+  /** The agent feed: approval requests, schedule runs, notices (one SSE event each). */
+  async agentEvents({ maxEvents, timeoutMs } = {}, onEvent = () => {}) {
+    return this.follow(new URL(`${this.base}${await this.agentPath('agent/events')}`), { maxEvents, timeoutMs }, onEvent);
+  }
+  async config() { return this.request('GET', await this.agentPath('config')); }
+  /** A JSON merge patch of openclaw.json; rolled back by the server if the gateway does not come back. */
+  async patchConfig(patch, ifMatch) {
+    return this.request('PATCH', await this.agentPath('config'), { json: patch, headers: ifMatch ? { 'If-Match': ifMatch } : {} });
+  }
+  async configSchema() { return this.request('GET', await this.agentPath('config/schema')); }
+  async doctor() { return this.request('GET', await this.agentPath('doctor')); }
+  async restartGateway() { return this.request('POST', await this.agentPath('gateway/restart')); }
+  async channels() { return this.request('GET', await this.agentPath('channels')); }
+  async setChannel(kind, { botToken, appToken, dmPolicy }) {
+    return this.request('PUT', await this.agentPath(`channels/${kind}`), { json: { bot_token: botToken, ...(appToken ? { app_token: appToken } : {}), ...(dmPolicy ? { dm_policy: dmPolicy } : {}) } });
+  }
+  async removeChannel(kind) { return this.request('DELETE', await this.agentPath(`channels/${kind}`)); }
+  async whatsappLogin(force = false) { return this.request('POST', await this.agentPath('channels/whatsapp/login'), { json: { force } }); }
+  async whatsappWait(timeoutMs = 10000) { return this.request('GET', await this.agentPath('channels/whatsapp/login'), { query: { timeout_ms: timeoutMs } }); }
+  async pairings() { return this.request('GET', await this.agentPath('pairings')); }
+  async answerPairing(pairingId, approve) { return this.request('POST', await this.agentPath(`pairings/${pairingId}`), { json: { approve } }); }
+  async schedules() { return this.request('GET', await this.agentPath('schedules')); }
+  async createSchedule(schedule) { return this.request('POST', await this.agentPath('schedules'), { json: schedule }); }
+  async updateSchedule(scheduleId, changes) { return this.request('PATCH', await this.agentPath(`schedules/${scheduleId}`), { json: changes }); }
+  async deleteSchedule(scheduleId) { return this.request('DELETE', await this.agentPath(`schedules/${scheduleId}`)); }
+  async runSchedule(scheduleId) { return this.request('POST', await this.agentPath(`schedules/${scheduleId}/run`)); }
+  async scheduleRuns(scheduleId) { return this.request('GET', await this.agentPath(`schedules/${scheduleId}/runs`)); }
+  async approvals(pending = false) { return this.request('GET', await this.agentPath('approvals'), { query: { pending: pending ? 'true' : undefined } }); }
+  async answerApproval(approvalId, decision) { return this.request('POST', await this.agentPath(`approvals/${approvalId}`), { json: { decision } }); }
+  async toolPolicy() { return this.request('GET', await this.agentPath('tool-policy')); }
+  async setToolPolicy(policy) { return this.request('PUT', await this.agentPath('tool-policy'), { json: policy }); }
 
   // Files
   async files(path = '/workspace') { return this.request('GET', `/instances/${await this.instance()}/files`, { query: { path } }); }
@@ -271,7 +310,17 @@ const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --ins
   files list [--path P] | read --path P | write --path P (--content C | --from-file F) | mkdir --path P
         upload --src FILE --dest DIR [--name N] | upload-tree --src DIR --dest /workspace/x
         rename --from A --to B | delete --path P [--recursive] | download --path P [--out FILE]
-  terminal exec --command C [--timeout-ms N] [--cwd DIR]`;
+  terminal exec --command C [--timeout-ms N] [--cwd DIR]
+  agent status | events [--max-events N] [--timeout-ms MS] | doctor | restart
+  config get | schema | patch --json '{"logging":{"level":"debug"}}' [--if-match HASH]
+  channels list | set --kind telegram|discord|slack --bot-token T [--app-token A] [--dm-policy P] | remove --kind K
+           whatsapp-login [--force] | whatsapp-wait [--timeout-ms N]
+  pairings list | approve --pairing P | reject --pairing P
+  schedules list | create --name N (--cron "0 8 * * *" | --at 2026-12-24T08:00:00Z) --message M
+            update --schedule S [--name N] [--cron C | --at T] [--message M] [--enabled true|false]
+            delete --schedule S | run --schedule S | runs --schedule S
+  approvals list [--pending] | answer --approval A --decision allow_once|allow_always|deny
+  tools get | set --exec allow|ask|deny --web allow|deny --browser allow|deny`;
 
 function need(flags, name) {
   if (flags[name] === undefined || flags[name] === true) throw new ApiError(0, 'usage', `--${name} is required.\n${USAGE}`);
@@ -322,6 +371,39 @@ export async function main(argv = process.argv.slice(2)) {
     case 'chat messages': return print(await client.messages({ sessionId: flags.session, after: flags.after, limit: flags.limit }));
     case 'chat events':
       return void (await client.events({ sessionId: flags.session, after: flags.after, maxEvents: Number(flags['max-events'] ?? Infinity), timeoutMs: Number(flags['timeout-ms'] ?? 0) }, printLine));
+    case 'agent status': return print(await client.agentStatus());
+    case 'agent events':
+      return void (await client.agentEvents({ maxEvents: Number(flags['max-events'] ?? Infinity), timeoutMs: Number(flags['timeout-ms'] ?? 0) }, printLine));
+    case 'agent doctor': return print(await client.doctor());
+    case 'agent restart': return print(await client.restartGateway());
+    case 'config get': return print(await client.config());
+    case 'config schema': return print(await client.configSchema());
+    case 'config patch': return print(await client.patchConfig(JSON.parse(need(flags, 'json')), flags['if-match']));
+    case 'channels list': return print(await client.channels());
+    case 'channels set':
+      return print(await client.setChannel(need(flags, 'kind'), { botToken: need(flags, 'bot-token'), appToken: flags['app-token'], dmPolicy: flags['dm-policy'] }));
+    case 'channels remove': return print((await client.removeChannel(need(flags, 'kind'))) ?? { removed: flags.kind });
+    case 'channels whatsapp-login': return print(await client.whatsappLogin(Boolean(flags.force)));
+    case 'channels whatsapp-wait': return print(await client.whatsappWait(Number(flags['timeout-ms'] ?? 10000)));
+    case 'pairings list': return print(await client.pairings());
+    case 'pairings approve': case 'pairings reject':
+      return print((await client.answerPairing(need(flags, 'pairing'), action === 'approve')) ?? { [`${action}d`]: flags.pairing });
+    case 'schedules list': return print(await client.schedules());
+    case 'schedules create':
+      return print(await client.createSchedule({ name: need(flags, 'name'), message: need(flags, 'message'), ...(flags.at ? { at: flags.at } : { cron: need(flags, 'cron') }) }));
+    case 'schedules update': {
+      const changes = {};
+      for (const key of ['name', 'cron', 'at', 'message']) if (typeof flags[key] === 'string') changes[key] = flags[key];
+      if (flags.enabled !== undefined) changes.enabled = flags.enabled !== 'false';
+      return print(await client.updateSchedule(need(flags, 'schedule'), changes));
+    }
+    case 'schedules delete': return print((await client.deleteSchedule(need(flags, 'schedule'))) ?? { deleted: flags.schedule });
+    case 'schedules run': return print(await client.runSchedule(need(flags, 'schedule')));
+    case 'schedules runs': return print(await client.scheduleRuns(need(flags, 'schedule')));
+    case 'approvals list': return print(await client.approvals(Boolean(flags.pending)));
+    case 'approvals answer': return print(await client.answerApproval(need(flags, 'approval'), need(flags, 'decision')));
+    case 'tools get': return print(await client.toolPolicy());
+    case 'tools set': return print(await client.setToolPolicy({ exec: need(flags, 'exec'), web: need(flags, 'web'), browser: need(flags, 'browser') }));
     case 'files list': return print(await client.files(flags.path ?? '/workspace'));
     case 'files read': return print(await client.readFile(need(flags, 'path')));
     case 'files write': {
