@@ -25,9 +25,11 @@ class BadRequest(Exception):
     pass
 
 
-def folder():
+def folder(create=False):
+    """The scheduler's folder in the state directory (made only when something is written)."""
     path = os.path.join(os.path.dirname(state.devices_dir()), "cron")
-    os.makedirs(path, exist_ok=True)
+    if create:
+        os.makedirs(path, exist_ok=True)
     return path
 
 
@@ -40,7 +42,7 @@ def load():
 
 
 def save(jobs):
-    path = os.path.join(folder(), "jobs.json")
+    path = os.path.join(folder(create=True), "jobs.json")
     with open(path + ".tmp", "w", encoding="utf-8") as out:
         json.dump(jobs, out)
     os.replace(path + ".tmp", path)
@@ -214,7 +216,7 @@ def fire(job_id, run_id):
         entry = {"ts": ended, "jobId": job_id, "jobName": job["name"], "action": "finished", "status": status, "summary": summary[:500],
                  "runAtMs": started, "durationMs": ended - started, "nextRunAtMs": job["state"].get("nextRunAtMs"),
                  "sessionKey": state.canonical(key), "runId": run_id}
-        with open(os.path.join(folder(), "runs.jsonl"), "a", encoding="utf-8") as out:
+        with open(os.path.join(folder(create=True), "runs.jsonl"), "a", encoding="utf-8") as out:
             out.write(json.dumps(entry) + "\n")
     event("finished", job, status=status, runAtMs=started, durationMs=ended - started)
 

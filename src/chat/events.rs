@@ -24,17 +24,7 @@ const RESCAN: Duration = Duration::from_secs(30);
 
 /// Follows `ocaas_chat` on the process's listening connection.
 pub fn listen(state: &AppState, listeners: &mut Listeners) {
-    let hub = state.chat_events.clone();
-    listeners.on(
-        CHANNEL,
-        |_| {},
-        move |payload| {
-            let mut parts = payload.split(' ');
-            if let (Some(Ok(session)), Some(Ok(event))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<i64>)) {
-                hub.publish(session, event);
-            }
-        },
-    );
+    crate::state::EventHub::listen(&state.chat_events, CHANNEL, listeners);
 }
 
 pub fn message_event(row: MessageRow) -> Event {

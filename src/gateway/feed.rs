@@ -56,17 +56,7 @@ pub async fn publish(db: &sqlx::PgPool, instance_id: Uuid, dedupe: &str, event: 
 }
 
 pub fn listen(state: &AppState, listeners: &mut Listeners) {
-    let hub = state.agent_events.clone();
-    listeners.on(
-        CHANNEL,
-        |_| {},
-        move |payload| {
-            let mut parts = payload.split(' ');
-            if let (Some(Ok(instance)), Some(Ok(event))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<i64>)) {
-                hub.publish(instance, event);
-            }
-        },
-    );
+    crate::state::EventHub::listen(&state.agent_events, CHANNEL, listeners);
 }
 
 /// Sends the instance's entries after `cursor` until the client goes away.

@@ -1,5 +1,6 @@
-//! In-process fan-out of chat notifications `(session id, event id)`: the chat domain's one
-//! LISTEN connection publishes, every event-feed subscriber receives.
+//! In-process fan-out of feed notifications `(subject id, event id)` (a chat session's or an
+//! instance's agent feed): the process's one LISTEN connection publishes, every subscriber of
+//! the feed receives.
 
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -23,5 +24,20 @@ impl EventHub {
     pub fn publish(&self, session_id: Uuid, event_id: i64) {
         // No subscriber is not an error.
         let _ = self.sender.send((session_id, event_id));
+    }
+
+    /// Publishes the notifications of `channel` (payload `"<uuid> <event id>"`) into `hub`.
+    pub fn listen(hub: &std::sync::Arc<EventHub>, channel: &'static str, listeners: &mut crate::db::notify::Listeners) {
+        let hub = hub.clone();
+        listeners.on(
+            channel,
+            |_| {},
+            move |payload| {
+                let mut parts = payload.split(' ');
+                if let (Some(Ok(subject)), Some(Ok(event))) = (parts.next().map(str::parse::<Uuid>), parts.next().map(str::parse::<i64>)) {
+                    hub.publish(subject, event);
+                }
+            },
+        );
     }
 }

@@ -94,6 +94,8 @@ pub async fn update_schedule(
 }
 
 /// Delete a schedule
+///
+/// The schedule stops; its past runs stay in the chat history.
 #[utoipa::path(delete, path = "/api/instances/{instanceId}/schedules/{scheduleId}", tag = "agent", operation_id = "delete_schedule", params(SchedulePath),
     responses(
         (status = 204, description = "Deleted"),
