@@ -61,6 +61,7 @@ error_codes! {
     NotARegularFile = (BAD_REQUEST, "not_a_regular_file", "A read or download named a device, socket or the like."),
     OperationFailed = (BAD_REQUEST, "operation_failed", "A file operation failed inside the sandbox for another reason (the message says)."),
     Unauthorized = (UNAUTHORIZED, "unauthorized", "No, an unknown, revoked or expired key, session or ticket."),
+    InsufficientScope = (FORBIDDEN, "insufficient_scope", "The API key lacks the scope the operation needs, or is bound to another instance (the message names which)."),
     CsrfFailed = (FORBIDDEN, "csrf_failed", "A cookie-authenticated change without the session's `X-CSRF-Token`."),
     OriginMismatch = (FORBIDDEN, "origin_mismatch", "A cookie-authenticated websocket from a page of another origin."),
     RegistrationClosed = (FORBIDDEN, "registration_closed", "The server takes no registrations (`OCAAS_REGISTRATION=closed`)."),

@@ -66,6 +66,7 @@ async function loadKeys() {
   $('keys').replaceChildren(...keys.map((key) => el('tr', { dataset: { keyId: key.id } },
     el('td', {}, key.name),
     el('td', {}, el('code', {}, `${key.prefix}…`)),
+    el('td', { class: 'scopes' }, `${key.scopes ? key.scopes.join(', ') : 'everything'}${key.instance_id ? ` on ${key.instance_id.slice(0, 8)}…` : ''}${key.expires_at ? `, until ${when(key.expires_at)}` : ''}`),
     el('td', {}, when(key.created_at)),
     el('td', {}, when(key.last_used_at)),
     el('td', {}, el('button', { type: 'button', class: 'danger revoke', onclick: guard(async () => {
@@ -103,9 +104,20 @@ async function loadAudit(more = false) {
 }
 $('audit-more').addEventListener('click', guard(() => loadAudit(true)));
 
+$('key-limits').addEventListener('toggle', guard(async () => {
+  const instances = await api('GET', '/api/instances');
+  $('key-instance').replaceChildren(el('option', { value: '' }, 'any'), ...instances.map((i) => el('option', { value: i.id }, i.name || i.sandbox_id)));
+}));
+
 $('create-key-form').addEventListener('submit', guard(async (event) => {
-  const created = await api('POST', '/api/account/keys', formData(event.target));
-  event.target.reset();
+  const form = event.target;
+  const body = { name: form.elements.name.value.trim() || undefined };
+  const scopes = [...form.querySelectorAll('input[name=scope]:checked')].map((box) => box.value);
+  if (scopes.length) body.scopes = scopes;
+  if (form.elements.instance_id.value) body.instance_id = form.elements.instance_id.value;
+  if (form.elements.expires_on.value) body.expires_at = new Date(`${form.elements.expires_on.value}T23:59:59Z`).toISOString();
+  const created = await api('POST', '/api/account/keys', body);
+  form.reset();
   $('new-key-secret').textContent = created.key;
   $('new-key').hidden = false;
   await loadKeys();

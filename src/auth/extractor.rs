@@ -4,11 +4,12 @@
 //! send the cookie but can neither read the token nor set that header without CORS, which
 //! ocaas never grants).
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use uuid::Uuid;
 
+use super::scopes::{self, Grant};
 use super::{repo, secrets};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::state::{AppState, Cached};
@@ -20,6 +21,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub enum Credential {
     ApiKey {
         key_id: Uuid,
+        /// What the key may do (scopes, instance).
+        grant: Grant,
     },
     Session {
         token_hash: Vec<u8>,
@@ -36,6 +39,14 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    /// A scoped or instance-bound key's grant; `None` for full credentials.
+    pub fn grant(&self) -> Option<&Grant> {
+        match &self.credential {
+            Credential::ApiKey { grant, .. } if !grant.is_full() => Some(grant),
+            _ => None,
+        }
+    }
+
     /// The CSRF token to hand back to a browser session (none for API keys).
     pub fn csrf_token(&self) -> Option<String> {
         match &self.credential {
@@ -55,6 +66,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let user = authenticate(&state, &parts.method, &parts.headers).await?;
+        if let Some(grant) = user.grant() {
+            check_grant(grant, parts)?;
+        }
         // Counted against the user while the request is handled (`inflight`).
         if let Some(held) = parts.extensions.get::<crate::inflight::HeldSlot>() {
             held.hold_with(|| state.user_slots.acquire(user.user_id, crate::state::SlotKind::Request))?;
@@ -91,14 +105,22 @@ async fn authenticate_key(state: &AppState, key: &str) -> AppResult<AuthUser> {
         return Err(invalid());
     }
     let hash = secrets::sha256(key);
-    if let Some(Cached { user_id, key_id: Some(key_id), .. }) = state.credentials.get(&hash) {
-        return Ok(AuthUser { user_id, credential: Credential::ApiKey { key_id } });
+    if let Some(Cached { user_id, key_id: Some(key_id), scopes, instance_id, .. }) = state.credentials.get(&hash) {
+        return Ok(AuthUser { user_id, credential: Credential::ApiKey { key_id, grant: Grant::stored(scopes, instance_id) } });
     }
     let ticket = state.credentials.ticket();
     let owner = repo::authenticate_api_key(&state.db, &hash).await?.ok_or_else(invalid)?;
-    let cached = Cached { user_id: owner.user_id, key_id: Some(owner.id), csrf_token: None, expires_at: owner.expires_at };
+    let grant = Grant::stored(owner.scopes.clone(), owner.instance_id);
+    let cached = Cached {
+        user_id: owner.user_id,
+        key_id: Some(owner.id),
+        csrf_token: None,
+        expires_at: owner.expires_at,
+        scopes: owner.scopes,
+        instance_id: owner.instance_id,
+    };
     state.credentials.put(hash, ticket, cached);
-    Ok(AuthUser { user_id: owner.user_id, credential: Credential::ApiKey { key_id: owner.id } })
+    Ok(AuthUser { user_id: owner.user_id, credential: Credential::ApiKey { key_id: owner.id, grant } })
 }
 
 async fn authenticate_session(state: &AppState, token: &str) -> AppResult<AuthUser> {
@@ -109,10 +131,33 @@ async fn authenticate_session(state: &AppState, token: &str) -> AppResult<AuthUs
     let ticket = state.credentials.ticket();
     let session =
         repo::session(&state.db, &token_hash).await?.ok_or_else(|| AppError::unauthorized("The browser session has expired; log in again."))?;
-    let cached =
-        Cached { user_id: session.user_id, key_id: None, csrf_token: Some(session.csrf_token.clone()), expires_at: Some(session.expires_at) };
+    let cached = Cached {
+        user_id: session.user_id,
+        key_id: None,
+        csrf_token: Some(session.csrf_token.clone()),
+        expires_at: Some(session.expires_at),
+        scopes: None,
+        instance_id: None,
+    };
     state.credentials.put(token_hash.clone(), ticket, cached);
     Ok(AuthUser { user_id: session.user_id, credential: Credential::Session { token_hash, csrf_token: session.csrf_token } })
+}
+
+/// A scoped key reaches only its scopes' operations, and an instance-bound key only its
+/// instance's (see `scopes`).
+fn check_grant(grant: &Grant, parts: &Parts) -> AppResult<()> {
+    let template = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("");
+    if let Some(bound) = grant.instance_id
+        && scopes::instance_in(template, parts.uri.path()) != Some(bound)
+    {
+        return Err(AppError::new(ErrorCode::InsufficientScope, format!("This key works only on instance {bound}.")));
+    }
+    let Some(scopes) = &grant.scopes else { return Ok(()) };
+    match scopes::required(&parts.method, template) {
+        Some(needed) if scopes.contains(&needed) => Ok(()),
+        Some(needed) => Err(AppError::new(ErrorCode::InsufficientScope, format!("This key lacks the scope `{needed}`."))),
+        None => Err(AppError::new(ErrorCode::InsufficientScope, "This operation needs a key without scopes.")),
+    }
 }
 
 fn check_csrf(user: &AuthUser, headers: &HeaderMap) -> AppResult<()> {

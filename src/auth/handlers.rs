@@ -4,10 +4,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::Utc;
 use uuid::Uuid;
 
 use super::extractor::{AuthUser, Credential, SESSION_COOKIE};
 use super::models::{AccountView, ApiKeyView, CreateKeyRequest, CreatedApiKey, LoginRequest, RegisterRequest};
+use super::scopes::Grant;
 use super::{repo, service};
 use crate::audit::AuditAction;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
@@ -145,8 +147,9 @@ pub async fn list_keys(State(state): State<AppState>, user: AuthUser) -> AppResu
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "Key created", body = CreatedApiKey),
-        (status = 400, description = "Bad JSON, name or expiry", body = ErrorBody),
-        (status = 403, description = "`csrf_failed`", body = ErrorBody),
+        (status = 400, description = "Bad JSON, name, scope or expiry", body = ErrorBody),
+        (status = 403, description = "`csrf_failed`, or `insufficient_scope`: more than the calling key has", body = ErrorBody),
+        (status = 404, description = "`instance_not_found`: `instance_id` is not one of the user's instances", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
@@ -156,7 +159,19 @@ pub async fn create_key(
     client: ClientAddr,
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> AppResult<(StatusCode, Json<CreatedApiKey>)> {
-    let created = service::create_api_key(&state.db, user.user_id, body.name.as_deref(), body.expires_in_days).await?;
+    let expires_at = match (body.expires_in_days, body.expires_at) {
+        (Some(_), Some(_)) => return Err(AppError::new(ErrorCode::InvalidRequest, "Give `expires_in_days` or `expires_at`, not both.")),
+        (Some(days), None) => Some(Utc::now() + service::checked_days(days, "expires_in_days")?),
+        (None, at) => at,
+    };
+    let wanted = Grant { scopes: body.scopes, instance_id: body.instance_id };
+    // A key makes no key with more than it has itself.
+    if let Some(mine) = user.grant()
+        && !mine.covers(&wanted)
+    {
+        return Err(AppError::new(ErrorCode::InsufficientScope, "A key cannot create a key with more scopes or instances than its own."));
+    }
+    let created = service::create_scoped_key(&state.db, user.user_id, body.name.as_deref(), expires_at, &wanted).await?;
     crate::audit::record_action(&state.db, AuditAction::KeyCreated, user.user_id, client.as_deref(), Some(created.view.id.to_string())).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod models;
 pub mod password;
 pub mod repo;
+pub mod scopes;
 pub mod secrets;
 pub mod service;
 pub mod tickets;

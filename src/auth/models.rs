@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::repo::{ApiKeyRow, SubscriptionRow};
+use super::scopes::Scope;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"email": "ada@example.com", "password": "a long passphrase", "invite_code": "ABCD-EFGH-JKLM-NPQR"}))]
@@ -66,16 +67,26 @@ pub struct AccountView {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!({"name": "laptop", "expires_in_days": 90}))]
+#[schema(example = json!({"name": "ci bot", "scopes": ["chat", "files:read"], "instance_id": "0193a0f4-3c2e-7b61-9d1e-6a0b5d1f2c3a", "expires_in_days": 90}))]
 pub struct CreateKeyRequest {
     /// A label to tell keys apart (default `api key`).
     #[serde(default)]
     #[schema(max_length = 100)]
     pub name: Option<String>,
-    /// Days until the key stops working; never when absent.
+    /// Days until the key stops working; never when absent (or use `expires_at`).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
+    /// When the key stops working (RFC 3339); not with `expires_in_days`.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may do; everything its user can when absent. A key with scopes cannot make
+    /// a key with more.
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
+    /// The one instance the key works on; any of the user's when absent.
+    #[serde(default)]
+    pub instance_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -94,6 +105,10 @@ pub struct ApiKeyView {
     pub last_used_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::timefmt::option")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's scopes; `null`: everything its user can do.
+    pub scopes: Option<Vec<Scope>>,
+    /// The one instance it works on; `null`: any.
+    pub instance_id: Option<Uuid>,
 }
 
 impl From<ApiKeyRow> for ApiKeyView {
@@ -105,6 +120,8 @@ impl From<ApiKeyRow> for ApiKeyView {
             created_at: row.created_at,
             last_used_at: row.last_used_at,
             expires_at: row.expires_at,
+            scopes: row.scopes.map(|s| s.iter().filter_map(|w| Scope::parse(w)).collect()),
+            instance_id: row.instance_id,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Account logic shared by the HTTP API and the admin CLI: creating users (with invite
 //! redemption), logging in, sessions, API keys, subscriptions and invites.
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::models::{AccountView, ApiKeyView, CreatedApiKey};
 use super::repo::{self, UserRow};
+use super::scopes::Grant;
 use super::{password, secrets};
 use crate::config::RegistrationMode;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -35,7 +36,7 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-fn checked_days(days: u32, what: &str) -> AppResult<Duration> {
+pub fn checked_days(days: u32, what: &str) -> AppResult<Duration> {
     if days == 0 || days > MAX_DAYS {
         return Err(AppError::new(ErrorCode::InvalidRequest, format!("`{what}` must be between 1 and {MAX_DAYS} days.")));
     }
@@ -120,13 +121,36 @@ pub async fn start_session(db: &PgPool, user_id: Uuid, hours: u32) -> AppResult<
 }
 
 pub async fn create_api_key(db: &PgPool, user_id: Uuid, name: Option<&str>, expires_in_days: Option<u32>) -> AppResult<CreatedApiKey> {
+    let expires_at = expires_in_days.map(|d| checked_days(d, "expires_in_days")).transpose()?.map(|d| Utc::now() + d);
+    create_scoped_key(db, user_id, name, expires_at, &Grant::default()).await
+}
+
+/// A key that can do what `grant` allows (its instance is checked to be the user's), until
+/// `expires_at`.
+pub async fn create_scoped_key(
+    db: &PgPool,
+    user_id: Uuid,
+    name: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+    grant: &Grant,
+) -> AppResult<CreatedApiKey> {
     let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or("api key");
     if name.chars().count() > MAX_KEY_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be at most {MAX_KEY_NAME_CHARS} printable characters.")));
     }
-    let expires_at = expires_in_days.map(|d| checked_days(d, "expires_in_days")).transpose()?.map(|d| Utc::now() + d);
+    if expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(AppError::new(ErrorCode::InvalidRequest, "`expires_at` must be in the future."));
+    }
+    if let Some(instance_id) = grant.instance_id
+        && !repo::owns_instance(db, user_id, instance_id).await?
+    {
+        return Err(crate::extract::instance_not_found());
+    }
+    let scopes: Option<Vec<String>> = grant.scopes.as_ref().map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
     let key = secrets::new_api_key();
-    let row = repo::insert_api_key(db, user_id, name, &secrets::sha256(&key), &secrets::display_prefix(&key), expires_at).await?;
+    let (hash, prefix) = (secrets::sha256(&key), secrets::display_prefix(&key));
+    let new = repo::NewKey { user_id, name, key_hash: &hash, prefix: &prefix, expires_at, scopes: scopes.as_deref(), instance_id: grant.instance_id };
+    let row = repo::insert_api_key(db, new).await?;
     Ok(CreatedApiKey { view: ApiKeyView::from(row), key })
 }
 

@@ -106,7 +106,8 @@ impl Modify for InFlight {
 }
 
 /// Every operation that needs credentials (it does not opt out with `security(())`) can answer
-/// 401; operations that document their own 401 keep it.
+/// 401, and 403 `insufficient_scope` to a scoped key; operations that document their own 401
+/// or 403 keep theirs (and say which codes).
 struct Unauthenticated;
 
 impl Modify for Unauthenticated {
@@ -122,6 +123,9 @@ impl Modify for Unauthenticated {
                     operation.security.as_ref().is_some_and(|s| s.iter().any(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({}))));
                 if !public {
                     operation.responses.responses.entry("401".to_owned()).or_insert_with(|| response.clone().into());
+                    operation.responses.responses.entry("403".to_owned()).or_insert_with(|| {
+                        error_response("`insufficient_scope`: the API key lacks this operation's scope or is bound to another instance")
+                    });
                 }
             }
         }

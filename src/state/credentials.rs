@@ -44,6 +44,9 @@ pub struct Cached {
     /// A session's CSRF token.
     pub csrf_token: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// A key's scopes as stored (`None`: all) and the instance it is bound to.
+    pub scopes: Option<Vec<String>>,
+    pub instance_id: Option<Uuid>,
 }
 
 pub struct Credentials {
@@ -113,7 +116,7 @@ mod tests {
     use super::*;
 
     fn entry(expires_at: Option<DateTime<Utc>>) -> Cached {
-        Cached { user_id: Uuid::new_v4(), key_id: Some(Uuid::new_v4()), csrf_token: None, expires_at }
+        Cached { user_id: Uuid::new_v4(), key_id: Some(Uuid::new_v4()), csrf_token: None, expires_at, scopes: None, instance_id: None }
     }
 
     fn put(credentials: &Credentials, hash: &[u8], cached: Cached) {

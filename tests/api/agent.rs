@@ -181,6 +181,15 @@ async fn the_served_helper_client_drives_every_command() {
         assert_eq!(exec["stdout"], "/workspace\n");
         assert_eq!(exec["exit_code"], 4);
 
+        // Scoped keys: a chat-only key bound to this instance.
+        let scoped = ok(script, env, &["account", "create-key", "--name", "chat only", "--scopes", "chat", "--key-instance", &id]);
+        assert_eq!((scoped["scopes"].clone(), scoped["instance_id"].as_str()), (serde_json::json!(["chat"]), Some(id.as_str())), "{scoped}");
+        let chat_env = [("OPENCLAW_API_KEY", scoped["key"].as_str().unwrap()), ("OPENCLAW_API_BASE_URL", base.as_str())];
+        let refused = node(script, &chat_env, &["terminal", "exec", "--command", "id", "--instance", &id]);
+        assert!(!refused.0 && refused.2.contains("insufficient_scope"), "{refused:?}");
+        assert!(ok(script, env, &["account", "keys"]).as_array().unwrap().iter().any(|k| k["name"] == "chat only"));
+        ok(script, env, &["account", "revoke-key", "--key", scoped["id"].as_str().unwrap()]);
+
         // The always-on agent.
         assert!(ok(script, env, &["agent", "status"])["pending_approvals"].is_number());
         assert_eq!(ok(script, env, &["config", "patch", "--json", r#"{"logging":{"level":"warn"}}"#])["config"]["logging"]["level"], "warn");

@@ -140,6 +140,32 @@ async fn the_activity_card_shows_sign_ins_and_key_changes() {
     browser.screenshot(&artifact("dashboard-8-activity.png")).await;
 }
 
+/// A key limited on the page to chat on one instance: shown with its limits, and refused
+/// outside them.
+#[tokio::test]
+async fn a_key_made_on_the_page_can_be_limited_to_scopes_and_one_instance() {
+    let app = spawn_app_with_docker(|_| {}).await;
+    let (id, _) = crate::helpers::ready_instance(&app).await;
+    let browser = signed_in(&app).await;
+    browser.wait_for("return document.querySelector('.instance') !== null", 20).await;
+    browser.fill("#create-key-form input[name=name]", "chat bot").await;
+    browser.click("#key-limits summary").await;
+    browser.wait_for(&format!("return document.querySelector('#key-instance option[value=\"{id}\"]') !== null"), 20).await;
+    browser.click("#key-scopes input[value=chat]").await;
+    browser.click("#key-scopes input[value='files:read']").await;
+    browser.eval(&format!("document.getElementById('key-instance').value = '{id}'; return true")).await;
+    browser.click("#create-key").await;
+    let key = browser.wait_for("return document.getElementById('new-key-secret').textContent", 20).await;
+    let key = key.as_str().unwrap().to_owned();
+    let shown = browser.wait_for("const c = document.querySelector('#keys td.scopes'); return c && c.textContent", 20).await;
+    assert!(shown.as_str().unwrap().starts_with("chat, files:read on "), "{shown}");
+    browser.screenshot(&artifact("dashboard-13-scoped-key.png")).await;
+    let chat = app.with_key(Method::GET, &format!("/api/instances/{id}/chat/sessions"), &key).send().await.unwrap();
+    assert_eq!(chat.status(), StatusCode::OK, "inside its scope");
+    let exec = app.with_key(Method::POST, &format!("/api/instances/{id}/terminal/exec"), &key).json(&serde_json::json!({"command": "id"}));
+    crate::helpers::assert_error(exec.send().await.unwrap(), StatusCode::FORBIDDEN, "insufficient_scope").await;
+}
+
 #[tokio::test]
 async fn the_dashboard_pauses_resumes_pins_and_shows_an_idle_pause() {
     let app = spawn_app_with_docker(|settings| {

@@ -31,6 +31,7 @@ mod pool;
 mod quickstart;
 mod replicas;
 mod request_errors;
+mod scopes;
 mod seams;
 mod serve;
 mod snapshots;

@@ -32,6 +32,8 @@ pub struct ApiKeyRow {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Option<Vec<String>>,
+    pub instance_id: Option<Uuid>,
 }
 
 pub struct RedeemedInvite {
@@ -51,6 +53,8 @@ pub struct KeyOwner {
     pub id: Uuid,
     pub user_id: Uuid,
     pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Option<Vec<String>>,
+    pub instance_id: Option<Uuid>,
 }
 
 /// Inserts a user; `Ok(None)` when the email (case-insensitively) is taken.
@@ -167,34 +171,47 @@ pub async fn invite_is_redeemable(db: &PgPool, code_hash: &[u8]) -> sqlx::Result
     .await
 }
 
-pub async fn insert_api_key(
-    db: &PgPool,
-    user_id: Uuid,
-    name: &str,
-    key_hash: &[u8],
-    prefix: &str,
-    expires_at: Option<DateTime<Utc>>,
-) -> sqlx::Result<ApiKeyRow> {
+/// A key to store (its secret only as its hash).
+pub struct NewKey<'a> {
+    pub user_id: Uuid,
+    pub name: &'a str,
+    pub key_hash: &'a [u8],
+    pub prefix: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Option<&'a [String]>,
+    pub instance_id: Option<Uuid>,
+}
+
+pub async fn insert_api_key(db: &PgPool, key: NewKey<'_>) -> sqlx::Result<ApiKeyRow> {
     sqlx::query_as!(
         ApiKeyRow,
-        "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, expires_at) VALUES ($1, $2, $3, $4, $5, $6)
-         RETURNING id, name, prefix, created_at, last_used_at, expires_at",
+        "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, expires_at, scopes, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING id, name, prefix, created_at, last_used_at, expires_at, scopes, instance_id",
         Uuid::now_v7(),
-        user_id,
-        name,
-        key_hash,
-        prefix,
-        expires_at
+        key.user_id,
+        key.name,
+        key.key_hash,
+        key.prefix,
+        key.expires_at,
+        key.scopes,
+        key.instance_id
     )
     .fetch_one(db)
     .await
+}
+
+/// Whether the instance is the user's (a key may be bound only to one of them).
+pub async fn owns_instance(db: &PgPool, user_id: Uuid, instance_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND user_id = $2) AS "found!""#, instance_id, user_id)
+        .fetch_one(db)
+        .await
 }
 
 /// Active (not revoked) keys of a user, newest first; expired ones are listed with their expiry.
 pub async fn list_api_keys(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<ApiKeyRow>> {
     sqlx::query_as!(
         ApiKeyRow,
-        "SELECT id, name, prefix, created_at, last_used_at, expires_at FROM api_keys
+        "SELECT id, name, prefix, created_at, last_used_at, expires_at, scopes, instance_id FROM api_keys
          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id DESC",
         user_id
     )
@@ -223,12 +240,12 @@ pub async fn authenticate_api_key(db: &PgPool, key_hash: &[u8]) -> sqlx::Result<
     sqlx::query_as!(
         KeyOwner,
         r#"WITH key AS (
-               SELECT id, user_id, last_used_at, expires_at FROM api_keys
+               SELECT id, user_id, last_used_at, expires_at, scopes, instance_id FROM api_keys
                WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())),
            touched AS (
                UPDATE api_keys SET last_used_at = now() FROM key
                WHERE api_keys.id = key.id AND (key.last_used_at IS NULL OR key.last_used_at < now() - interval '1 minute'))
-           SELECT id AS "id!", user_id AS "user_id!", expires_at FROM key"#,
+           SELECT id AS "id!", user_id AS "user_id!", expires_at, scopes, instance_id FROM key"#,
         key_hash
     )
     .fetch_optional(db)

@@ -107,6 +107,12 @@ export class Client {
   async usage(id, { from, to } = {}) { return this.request('GET', `/instances/${await this.instance(id)}/usage${period(from, to)}`); }
 
   // Account
+  async keys() { return this.request('GET', '/account/keys'); }
+  /** A new key (its secret in `key`, shown once); scopes/instanceId/expiresAt limit it. */
+  async createKey({ name, scopes, instanceId, expiresAt } = {}) {
+    return this.request('POST', '/account/keys', { json: { name, ...(scopes ? { scopes } : {}), ...(instanceId ? { instance_id: instanceId } : {}), ...(expiresAt ? { expires_at: expiresAt } : {}) } });
+  }
+  async revokeKey(keyId) { return this.request('DELETE', `/account/keys/${keyId}`); }
   async accountUsage({ from, to } = {}) { return this.request('GET', `/account/usage${period(from, to)}`); }
   async audit({ before, limit } = {}) {
     const query = new URLSearchParams();
@@ -299,6 +305,7 @@ function parseArgs(argv) {
 const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --instance ID, --base-url URL)
   root
   account audit [--limit N] [--before ID]
+  account keys | create-key [--name N] [--scopes chat,files:read] [--key-instance ID] [--expires-at T] | revoke-key --key K
   instances list | create [--invite-code C] [--name N] [--from-snapshot S] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
   instances keep-awake --on true|false
   instances upgrade
@@ -337,6 +344,10 @@ export async function main(argv = process.argv.slice(2)) {
   const id = flags.instance;
   switch (`${group} ${action ?? ''}`.trim()) {
     case 'root': return print(await client.root());
+    case 'account keys': return print(await client.keys());
+    case 'account create-key':
+      return print(await client.createKey({ name: flags.name, scopes: flags.scopes ? String(flags.scopes).split(',') : undefined, instanceId: flags['key-instance'], expiresAt: flags['expires-at'] }));
+    case 'account revoke-key': return print((await client.revokeKey(need(flags, 'key'))) ?? { revoked: flags.key });
     case 'account usage': return print(await client.accountUsage({ from: flags.from, to: flags.to }));
     case 'instances limits': return print(await client.limits(id));
     case 'instances set-limit': return print(await client.setLimit(id, flags['monthly-tokens'] === 'none' ? null : Number(need(flags, 'monthly-tokens'))));
