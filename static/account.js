@@ -95,7 +95,7 @@ async function loadAudit(more = false) {
   const rows = page.events.map((e) => el('tr', { dataset: { action: e.action } },
     el('td', {}, when(e.at)),
     el('td', {}, e.action.replaceAll('_', ' ')),
-    el('td', {}, e.client_addr ?? '—'),
+    el('td', {}, `${e.client_addr ?? '—'}${e.key_name ? ` · key “${e.key_name}”` : ''}`),
     el('td', {}, el('code', {}, e.target ?? '')),
   ));
   if (more) $('audit').append(...rows); else $('audit').replaceChildren(...rows);

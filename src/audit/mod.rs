@@ -31,6 +31,31 @@ pub struct Event<'a> {
     pub client: Option<&'a str>,
     /// What was acted on: an instance or key id, an email.
     pub target: Option<String>,
+    /// The API key the actor used, if one.
+    pub key: Option<Uuid>,
+}
+
+/// Who did something: a user, and the API key they used (none for a browser session or the
+/// server acting for them).
+pub struct Actor {
+    pub user: Uuid,
+    pub key: Option<Uuid>,
+}
+
+impl From<&crate::auth::AuthUser> for Actor {
+    fn from(user: &crate::auth::AuthUser) -> Self {
+        let key = match &user.credential {
+            crate::auth::extractor::Credential::ApiKey { key_id, .. } => Some(*key_id),
+            _ => None,
+        };
+        Actor { user: user.user_id, key }
+    }
+}
+
+impl From<Uuid> for Actor {
+    fn from(user: Uuid) -> Self {
+        Actor { user, key: None }
+    }
 }
 
 /// Records `event`. A failure to record fails the caller: an action that cannot be audited
@@ -39,7 +64,14 @@ pub async fn record(db: &PgPool, event: Event<'_>) -> sqlx::Result<()> {
     repo::insert(db, &event).await
 }
 
-/// Records what a signed-in user did, from `client`, on `target`.
-pub async fn record_action(db: &PgPool, action: AuditAction, actor: Uuid, client: Option<&str>, target: Option<String>) -> sqlx::Result<()> {
-    record(db, Event { action, actor: Some(actor), email: None, client, target }).await
+/// Records what a signed-in user (with which key) did, from `client`, on `target`.
+pub async fn record_action(
+    db: &PgPool,
+    action: AuditAction,
+    actor: impl Into<Actor>,
+    client: Option<&str>,
+    target: Option<String>,
+) -> sqlx::Result<()> {
+    let actor = actor.into();
+    record(db, Event { action, actor: Some(actor.user), email: None, client, target, key: actor.key }).await
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use super::repo::AuditRow;
 
@@ -47,11 +48,23 @@ pub struct AuditEvent {
     pub client_addr: Option<String>,
     /// What was acted on (an instance or key id).
     pub target: Option<String>,
+    /// The API key behind the action (`null`: a browser session, an admin command, the server).
+    pub key_id: Option<Uuid>,
+    /// That key's name.
+    pub key_name: Option<String>,
 }
 
 impl From<AuditRow> for AuditEvent {
     fn from(row: AuditRow) -> Self {
-        AuditEvent { id: row.id, at: row.at, action: row.action, client_addr: row.client_addr, target: row.target }
+        AuditEvent {
+            id: row.id,
+            at: row.at,
+            action: row.action,
+            client_addr: row.client_addr,
+            target: row.target,
+            key_id: row.key_id,
+            key_name: row.key_name,
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub struct AuditRow {
     pub client_addr: Option<String>,
     pub action: AuditAction,
     pub target: Option<String>,
+    pub key_id: Option<Uuid>,
+    pub key_name: Option<String>,
 }
 
 /// Emails and targets are cut to this many characters: whatever a client sends, a row stays small.
@@ -27,13 +29,14 @@ fn cut(text: &str) -> String {
 
 pub async fn insert(db: &PgPool, event: &Event<'_>) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO audit_events (actor_user_id, actor_email, client_addr, action, target)
-         VALUES (coalesce($1, (SELECT id FROM users WHERE lower(email) = lower($2))), $2, $3, $4, $5)",
+        "INSERT INTO audit_events (actor_user_id, actor_email, client_addr, action, target, key_id)
+         VALUES (coalesce($1, (SELECT id FROM users WHERE lower(email) = lower($2))), $2, $3, $4, $5, $6)",
         event.actor,
         event.email.map(cut),
         event.client.map(cut),
         event.action as AuditAction,
         event.target.as_deref().map(cut),
+        event.key,
     )
     .execute(db)
     .await?;
@@ -44,8 +47,10 @@ pub async fn insert(db: &PgPool, event: &Event<'_>) -> sqlx::Result<()> {
 pub async fn for_user(db: &PgPool, user_id: Uuid, before: i64, limit: i64) -> sqlx::Result<Vec<AuditRow>> {
     sqlx::query_as!(
         AuditRow,
-        r#"SELECT id, at, actor_user_id, actor_email, client_addr, action AS "action: AuditAction", target
-           FROM audit_events WHERE actor_user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"#,
+        r#"SELECT e.id, e.at, e.actor_user_id, e.actor_email, e.client_addr, e.action AS "action: AuditAction", e.target,
+                  e.key_id, k.name AS "key_name?"
+           FROM audit_events e LEFT JOIN api_keys k ON k.id = e.key_id
+           WHERE e.actor_user_id = $1 AND e.id < $2 ORDER BY e.id DESC LIMIT $3"#,
         user_id,
         before,
         limit
@@ -59,8 +64,8 @@ pub async fn search(db: &PgPool, email: Option<&str>, since: DateTime<Utc>, limi
     sqlx::query_as!(
         AuditRow,
         r#"SELECT e.id, e.at, e.actor_user_id, coalesce(u.email, e.actor_email) AS actor_email, e.client_addr,
-                  e.action AS "action: AuditAction", e.target
-           FROM audit_events e LEFT JOIN users u ON u.id = e.actor_user_id
+                  e.action AS "action: AuditAction", e.target, e.key_id, k.name AS "key_name?"
+           FROM audit_events e LEFT JOIN users u ON u.id = e.actor_user_id LEFT JOIN api_keys k ON k.id = e.key_id
            WHERE e.at >= $1 AND ($2::text IS NULL OR lower(coalesce(u.email, e.actor_email)) = lower($2))
            ORDER BY e.id LIMIT $3"#,
         since,

@@ -70,7 +70,7 @@ pub async fn login(
         Ok(user) => (AuditAction::LoginSucceeded, Some(user.id)),
         Err(_) => (AuditAction::LoginFailed, None),
     };
-    let event = crate::audit::Event { action, actor, email: Some(body.email.trim()), client: client.as_deref(), target: None };
+    let event = crate::audit::Event { action, actor, email: Some(body.email.trim()), client: client.as_deref(), target: None, key: None };
     crate::audit::record(&state.db, event).await?;
     logged_in(&state, outcome?.id, StatusCode::OK, &origin).await
 }
@@ -106,7 +106,7 @@ pub async fn logout(State(state): State<AppState>, user: AuthUser, client: Clien
     let mut headers = HeaderMap::new();
     if let Credential::Session { token_hash, .. } = &user.credential {
         repo::delete_session(&state.db, token_hash).await?;
-        crate::audit::record_action(&state.db, AuditAction::Logout, user.user_id, client.as_deref(), None).await?;
+        crate::audit::record_action(&state.db, AuditAction::Logout, &user, client.as_deref(), None).await?;
         headers.insert(header::SET_COOKIE, session_cookie("", 0, origin.is_https()));
     }
     Ok((StatusCode::NO_CONTENT, headers).into_response())
@@ -172,7 +172,7 @@ pub async fn create_key(
         return Err(AppError::new(ErrorCode::InsufficientScope, "A key cannot create a key with more scopes or instances than its own."));
     }
     let created = service::create_scoped_key(&state.db, user.user_id, body.name.as_deref(), expires_at, &wanted).await?;
-    crate::audit::record_action(&state.db, AuditAction::KeyCreated, user.user_id, client.as_deref(), Some(created.view.id.to_string())).await?;
+    crate::audit::record_action(&state.db, AuditAction::KeyCreated, &user, client.as_deref(), Some(created.view.id.to_string())).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -190,7 +190,7 @@ pub async fn create_key(
     ))]
 pub async fn revoke_key(State(state): State<AppState>, user: AuthUser, client: ClientAddr, ApiPath(id): ApiPath<Uuid>) -> AppResult<StatusCode> {
     if repo::revoke_api_key(&state.db, id, Some(user.user_id)).await? {
-        crate::audit::record_action(&state.db, AuditAction::KeyRevoked, user.user_id, client.as_deref(), Some(id.to_string())).await?;
+        crate::audit::record_action(&state.db, AuditAction::KeyRevoked, &user, client.as_deref(), Some(id.to_string())).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::new(ErrorCode::KeyNotFound, "No API key with this id exists on your account."))

@@ -42,7 +42,7 @@ pub async fn list(db: &PgPool, args: &AuditArgs) -> AppResult<String> {
 
 /// Records an admin command's action on `target`.
 pub async fn admin_action(db: &PgPool, action: AuditAction, target: String) -> AppResult<()> {
-    Ok(audit::record(db, Event { action, actor: None, email: None, client: None, target: Some(target) }).await?)
+    Ok(audit::record(db, Event { action, actor: None, email: None, client: None, target: Some(target), key: None }).await?)
 }
 
 fn parse_since(raw: &str, now: DateTime<Utc>) -> AppResult<DateTime<Utc>> {

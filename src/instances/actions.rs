@@ -31,7 +31,7 @@ async fn drive_op(
         return Err(machine::refusal(&now, op));
     };
     lifecycle::spawn_drive(state, instance.id);
-    crate::audit::record_action(&state.db, action, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
+    crate::audit::record_action(&state.db, action, &user, client.as_deref(), Some(instance.id.to_string())).await?;
     Ok((StatusCode::ACCEPTED, Json(moved.into())))
 }
 
@@ -81,8 +81,7 @@ pub async fn start(State(state): State<AppState>, owned: OwnedInstance, client: 
     // A paused instance's processes are all there: starting it is resuming it.
     if owned.instance.status == InstanceStatus::Paused {
         let resumed = power::resume(&state, &owned.instance, Op::Resume).await?;
-        crate::audit::record_action(&state.db, AuditAction::InstanceStarted, owned.user.user_id, client.as_deref(), Some(resumed.id.to_string()))
-            .await?;
+        crate::audit::record_action(&state.db, AuditAction::InstanceStarted, &owned.user, client.as_deref(), Some(resumed.id.to_string())).await?;
         return Ok((StatusCode::ACCEPTED, Json(resumed.into())));
     }
     drive_op(&state, owned, client, Op::Start, AuditAction::InstanceStarted).await

@@ -62,7 +62,7 @@ pub async fn create(
     };
     let request = access::Admission { invite_code: body.invite_code.as_deref(), name: body.name.as_deref(), seed };
     let row = access::admit_and_insert(&state, user.user_id, &request).await?;
-    crate::audit::record_action(&state.db, AuditAction::InstanceCreated, user.user_id, client.as_deref(), Some(row.id.to_string())).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceCreated, &user, client.as_deref(), Some(row.id.to_string())).await?;
     // A sandbox from the warm pool is ready already; a new one is provisioned in the background.
     if row.status == InstanceStatus::Provisioning {
         lifecycle::spawn_drive(&state, row.id);
@@ -97,7 +97,7 @@ pub async fn get(OwnedInstance { instance, .. }: OwnedInstance) -> Json<Instance
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
 pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, user }: OwnedInstance, client: ClientAddr) -> AppResult<Response> {
-    crate::audit::record_action(&state.db, AuditAction::InstanceDeleted, user.user_id, client.as_deref(), Some(instance.id.to_string())).await?;
+    crate::audit::record_action(&state.db, AuditAction::InstanceDeleted, &user, client.as_deref(), Some(instance.id.to_string())).await?;
     let instance = machine::apply(&state.db, instance.id, Op::Delete).await?.unwrap_or(instance);
     // A driver still at work (a provision under way, in any process) lets go before the
     // sandbox is removed.

@@ -164,6 +164,10 @@ async fn a_key_made_on_the_page_can_be_limited_to_scopes_and_one_instance() {
     assert_eq!(chat.status(), StatusCode::OK, "inside its scope");
     let exec = app.with_key(Method::POST, &format!("/api/instances/{id}/terminal/exec"), &key).json(&serde_json::json!({"command": "id"}));
     crate::helpers::assert_error(exec.send().await.unwrap(), StatusCode::FORBIDDEN, "insufficient_scope").await;
+    // The Activity card says which key did what: the seeded user's key made the instance.
+    browser.goto_until_loaded(&app.url("/account"), "return document.querySelector('#audit tr[data-action=instance_created]') !== null", 3).await;
+    let row = browser.eval("return document.querySelector('#audit tr[data-action=instance_created]').textContent").await;
+    assert!(row.as_str().unwrap().contains("key “"), "{row}");
 }
 
 #[tokio::test]

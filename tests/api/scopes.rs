@@ -150,6 +150,11 @@ async fn every_operation_answers_only_inside_its_scope_and_bound_keys_stay_on_th
     assert_error(foreign, StatusCode::NOT_FOUND, "instance_not_found").await;
     let past = app.api(Method::POST, "/api/account/keys").json(&json!({"expires_at": "2020-01-01T00:00:00Z"})).send().await.unwrap();
     assert_error(past, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // The audit log names the key behind an action (the matrix created an instance with the
+    // `instances:write` key; the seeded user's own key made the ready ones).
+    let audit = json(app.api(Method::GET, "/api/account/audit?limit=200").send().await.unwrap(), StatusCode::OK).await;
+    let created: Vec<&Value> = audit["events"].as_array().unwrap().iter().filter(|e| e["action"] == "instance_created").collect();
+    assert!(created.iter().any(|e| e["key_name"] == "instances:write" && e["key_id"].is_string()), "{audit}");
     let listed = json(app.api(Method::GET, "/api/account/keys").send().await.unwrap(), StatusCode::OK).await;
     let shown = listed.as_array().unwrap().iter().find(|k| k["name"] == "bound").unwrap().clone();
     assert_eq!((shown["scopes"].clone(), shown["instance_id"].as_str()), (json!(["instances:read", "exec"]), Some(id.as_str())));

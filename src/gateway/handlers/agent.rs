@@ -124,8 +124,7 @@ pub async fn patch_config(
     };
     let disk = crate::instances::lifecycle::disk_spec(&state, instance);
     let patched = config::patch(&link, &disk, instance, &patch, if_match).await?;
-    crate::audit::record_action(&state.db, AuditAction::ConfigPatched, running.user.user_id, client.as_deref(), Some(instance.id.to_string()))
-        .await?;
+    crate::audit::record_action(&state.db, AuditAction::ConfigPatched, &running.user, client.as_deref(), Some(instance.id.to_string())).await?;
     if !patched.restart {
         return Ok(Json(config::get(&link, instance).await?));
     }

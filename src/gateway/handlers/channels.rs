@@ -74,7 +74,7 @@ pub async fn set(
     let disk = crate::instances::lifecycle::disk_spec(&state, &running.instance);
     let channel = channels::set(&Link::of(&state), &disk, &running.instance, kind, &tokens).await?;
     let target = format!("{} {}", running.instance.id, kind);
-    crate::audit::record_action(&state.db, AuditAction::ChannelSet, running.user.user_id, client.as_deref(), Some(target)).await?;
+    crate::audit::record_action(&state.db, AuditAction::ChannelSet, &running.user, client.as_deref(), Some(target)).await?;
     Ok(Json(channel))
 }
 
@@ -101,7 +101,7 @@ pub async fn remove(
     let disk = crate::instances::lifecycle::disk_spec(&state, &running.instance);
     channels::remove(&Link::of(&state), &disk, &running.instance, kind).await?;
     let target = format!("{} {}", running.instance.id, kind);
-    crate::audit::record_action(&state.db, AuditAction::ChannelRemoved, running.user.user_id, client.as_deref(), Some(target)).await?;
+    crate::audit::record_action(&state.db, AuditAction::ChannelRemoved, &running.user, client.as_deref(), Some(target)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -216,7 +216,7 @@ pub async fn resolve_approval(
     }
     let approval = approvals::resolve(&Link::of(&state), &running.instance, &path.approvalId, answer.decision).await?;
     let target = format!("{} {} {}", running.instance.id, path.approvalId.chars().take(64).collect::<String>(), answer.decision);
-    crate::audit::record_action(&state.db, AuditAction::ApprovalResolved, running.user.user_id, client.as_deref(), Some(target)).await?;
+    crate::audit::record_action(&state.db, AuditAction::ApprovalResolved, &running.user, client.as_deref(), Some(target)).await?;
     Ok(Json(approval))
 }
 
