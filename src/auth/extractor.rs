@@ -145,7 +145,7 @@ async fn authenticate_session(state: &AppState, token: &str) -> AppResult<AuthUs
 
 /// A scoped key reaches only its scopes' operations, and an instance-bound key only its
 /// instance's (see `scopes`).
-fn check_grant(grant: &Grant, parts: &Parts) -> AppResult<()> {
+pub fn check_grant(grant: &Grant, parts: &Parts) -> AppResult<()> {
     let template = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("");
     if let Some(bound) = grant.instance_id
         && scopes::instance_in(template, parts.uri.path()) != Some(bound)

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use uuid::Uuid;
 
-use super::extractor::{AuthUser, Credential, SESSION_COOKIE, authenticate, cookie};
+use super::extractor::{AuthUser, Credential, SESSION_COOKIE, authenticate, check_grant, cookie};
 use super::tickets;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{InstanceId, origin_for};
@@ -38,7 +38,12 @@ async fn caller(parts: &mut Parts, state: &AppState, tickets_open_it: bool) -> A
             if has_session_cookie_only(&parts.headers) {
                 check_origin(&parts.headers, &origin_for(&state.settings, &parts.headers))?;
             }
-            authenticate(state, &Method::GET, &parts.headers).await?
+            let user = authenticate(state, &Method::GET, &parts.headers).await?;
+            // A scoped key opens only the websockets of its scopes and instance.
+            if let Some(grant) = user.grant() {
+                check_grant(grant, parts)?;
+            }
+            user
         }
     };
     Ok(WsCaller { user, instance_id })

@@ -105,6 +105,15 @@ async fn terminal_handshakes_are_refused_before_upgrading() {
     let unknown = terminal_url(&app, &uuid::Uuid::new_v4().to_string());
     assert_refused(ws::open_with_key(&unknown, &app.user.key).await, StatusCode::NOT_FOUND, "instance_not_found");
 
+    // A key without `exec`, or bound to another instance, opens no terminal.
+    let chat_only = service::create_scoped_key(&app.db, app.user.id, Some("chat"), None, &scoped(&["chat"], None)).await.unwrap().key;
+    assert_refused(ws::open_with_key(&url, &chat_only).await, StatusCode::FORBIDDEN, "insufficient_scope");
+    let elsewhere = service::create_scoped_key(&app.db, app.user.id, Some("elsewhere"), None, &scoped(&["exec"], Some(uuid::Uuid::new_v4()))).await;
+    assert!(elsewhere.is_err(), "a key cannot be bound to an instance that is not the user's");
+    let exec_key = service::create_scoped_key(&app.db, app.user.id, Some("exec"), None, &scoped(&["exec"], None)).await.unwrap().key;
+    let sized_ok = format!("{url}?cols=0&rows=40");
+    assert_refused(ws::open_with_key(&sized_ok, &exec_key).await, StatusCode::BAD_REQUEST, "invalid_request");
+
     let sized = format!("{url}?cols=0&rows=40");
     assert_refused(ws::open_with_key(&sized, &app.user.key).await, StatusCode::BAD_REQUEST, "invalid_request");
 
@@ -187,4 +196,9 @@ async fn a_client_that_stops_reading_holds_the_shell_back() {
     let total = tokio::time::timeout(Duration::from_secs(120), drain).await.expect("the output drains once the client reads");
     assert!(total >= 100_000_000, "all of it arrives: {total} bytes");
     assert_eq!(sandbox_sh(&sandbox, "pgrep -x head || true"), "");
+}
+
+fn scoped(scopes: &[&str], instance_id: Option<uuid::Uuid>) -> ocaas::auth::scopes::Grant {
+    let scopes = scopes.iter().map(|s| ocaas::auth::scopes::Scope::parse(s).unwrap()).collect();
+    ocaas::auth::scopes::Grant { scopes: Some(scopes), instance_id }
 }
