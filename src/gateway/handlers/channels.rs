@@ -138,7 +138,8 @@ pub async fn login(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// How long to wait for the scan, 0 to 30,000 ms (default 10,000).
+    /// How long to wait for the scan, 0 to 20,000 ms (default 10,000); longer is cut to 20,000.
+    #[param(maximum = 20000)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -160,7 +161,7 @@ pub async fn login_wait(
     ApiPath(path): ApiPath<KindPath>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> AppResult<Json<QrLogin>> {
-    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(10_000).min(30_000));
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(10_000).min(20_000));
     Ok(Json(channels::login_wait(&Link::of(&state), &running.instance, kind(&path.kind)?, timeout).await?))
 }
 
