@@ -26,13 +26,8 @@ pub async fn resolve(link: &Link, instance: &InstanceRow, id: &str, decision: De
         ApprovalKind::Exec => "exec.approval.resolve",
         ApprovalKind::Plugin => "plugin.approval.resolve",
     };
-    let word = match decision {
-        Decision::AllowOnce => "allow-once",
-        Decision::AllowAlways => "allow-always",
-        Decision::Deny => "deny",
-    };
-    rpc::call(link, instance, method, json!({"id": id, "decision": word})).await?;
-    let status = if decision == Decision::Deny { ApprovalStatus::Denied } else { ApprovalStatus::Allowed };
+    rpc::call(link, instance, method, json!({"id": id, "decision": decision.gateway_word()})).await?;
+    let status = Decision::outcome(Some(decision));
     match repo::resolve_approval(&link.db, instance.id, id, status, Some(decision)).await? {
         Some(done) => {
             feed::publish(&link.db, instance.id, &format!("approval:{id}:closed"), &AgentFeedEvent::Approval(done.clone())).await?;
@@ -46,13 +41,18 @@ pub async fn resolve(link: &Link, instance: &InstanceRow, id: &str, decision: De
 /// The policy as the gateway's configuration says.
 pub async fn policy(link: &Link, instance: &InstanceRow) -> AppResult<ToolPolicy> {
     let shown = rpc::call(link, instance, "config.get", json!({})).await?;
-    let tools = shown.pointer("/config/tools").cloned().unwrap_or(Value::Null);
+    Ok(policy_of(shown.get("config").unwrap_or(&Value::Null)))
+}
+
+/// The policy a configuration (`openclaw.json`, as shown) sets.
+fn policy_of(config: &Value) -> ToolPolicy {
+    let tools = config.get("tools").unwrap_or(&Value::Null);
     let exec = tools.get("exec").unwrap_or(&Value::Null);
     let security = exec.get("security").and_then(Value::as_str).unwrap_or("full");
     let ask = exec.get("ask").and_then(Value::as_str).unwrap_or("off");
-    let denied = deny_list(&tools);
+    let denied = deny_list(tools);
     let family = |name: &str| if denied.iter().any(|d| d == name) { ToolMode::Deny } else { ToolMode::Allow };
-    Ok(ToolPolicy {
+    ToolPolicy {
         exec: match (security, ask) {
             ("deny", _) => ToolMode::Deny,
             (_, "always" | "on-miss") => ToolMode::Ask,
@@ -60,7 +60,7 @@ pub async fn policy(link: &Link, instance: &InstanceRow) -> AppResult<ToolPolicy
         },
         web: family(WEB),
         browser: family(BROWSER),
-    })
+    }
 }
 
 const WEB: &str = "group:web";
@@ -89,6 +89,6 @@ pub async fn set_policy(link: &Link, disk: &DiskSpec, instance: &InstanceRow, wa
         ToolMode::Ask => json!({"security": "full", "ask": "always"}),
         ToolMode::Deny => json!({"security": "deny", "ask": "off"}),
     };
-    config::patch(link, disk, instance, &json!({"tools": {"exec": exec, "deny": deny}}), None).await?;
-    policy(link, instance).await
+    let patched = config::patch(link, disk, instance, &json!({"tools": {"exec": exec, "deny": deny}}), None).await?;
+    Ok(policy_of(&patched.config))
 }

@@ -21,7 +21,7 @@ const MAX_QR: usize = 256 << 10;
 const DM_POLICIES: [&str; 4] = ["pairing", "allowlist", "open", "disabled"];
 
 pub async fn list(link: &Link, instance: &InstanceRow) -> AppResult<Vec<Channel>> {
-    let status = rpc::call(link, instance, "channels.status", json!({})).await?;
+    let status = wake::channel_status(link, instance, rpc::ANSWER_WAIT).await?;
     let stored = repo::channel_secret_kinds(&link.db, instance.id).await?;
     Ok(ChannelKind::ALL.iter().map(|kind| channel(&status, *kind, stored.iter().any(|k| k == kind.as_str()))).collect())
 }
@@ -76,8 +76,9 @@ pub async fn set(link: &Link, disk: &DiskSpec, instance: &InstanceRow, kind: Cha
     let secret = serde_json::to_vec(&section).map_err(|e| AppError::Internal(e.into()))?;
     config::patch(link, disk, instance, &json!({"channels": {kind.as_str(): section}}), None).await?;
     repo::set_channel_secret(&link.db, instance.id, kind.as_str(), &link.key.seal(&secret)).await?;
-    after_change(link, instance).await;
-    find(link, instance, kind).await
+    // One status read answers and tells the idle policy whether the channel now listens.
+    let status = wake::channel_status(link, instance, rpc::ANSWER_WAIT).await?;
+    Ok(channel(&status, kind, true))
 }
 
 /// Disconnects a channel: its configuration and stored secret removed, its session logged out.
@@ -91,13 +92,9 @@ pub async fn remove(link: &Link, disk: &DiskSpec, instance: &InstanceRow, kind: 
     Ok(())
 }
 
-async fn find(link: &Link, instance: &InstanceRow, kind: ChannelKind) -> AppResult<Channel> {
-    list(link, instance).await?.into_iter().find(|c| c.kind == kind).ok_or_else(|| AppError::Internal(anyhow::anyhow!("channel list lacks {kind}")))
-}
-
 /// The idle policy learns at once whether a channel now listens.
 async fn after_change(link: &Link, instance: &InstanceRow) {
-    if let Err(error) = wake::refresh(link, instance).await {
+    if let Err(error) = wake::channel_status(link, instance, std::time::Duration::from_secs(10)).await {
         tracing::debug!(error = %error.into_message(), "channels: refreshing the wake-up facts");
     }
 }

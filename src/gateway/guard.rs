@@ -10,12 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde_json::json;
 
-use super::Link;
 use super::config::{self, FILE};
 use super::feed::{self, AgentFeedEvent, Notification};
 use super::repo::{self, Probation};
+use super::{Link, rpc};
 use crate::audit::models::AuditAction;
 use crate::files::paths::SandboxPath;
 use crate::instances::machine::{self, Op};
@@ -54,7 +53,7 @@ async fn check(state: &AppState, probation: Probation) {
     let Ok(Some(instance)) = crate::instances::repo::get(&state.db, probation.instance_id).await else { return };
     let link = Link::of(state);
     match instance.status {
-        InstanceStatus::Ready if answers(&link, &instance).await => {
+        InstanceStatus::Ready if rpc::answers(&link, &instance).await => {
             let disk = crate::instances::lifecycle::disk_spec(state, &instance);
             if let Err(error) = config::keep_last_good(&link, &disk, &instance).await {
                 tracing::warn!(instance = %instance.id, error = %error.into_message(), "config: keeping the confirmed configuration");
@@ -82,11 +81,6 @@ async fn check(state: &AppState, probation: Probation) {
         format!("the gateway was not ready {} s after the configuration change", config::PROBATION.as_secs())
     };
     rollback(state, &instance, probation.pending_until, &reason).await;
-}
-
-async fn answers(link: &Link, instance: &InstanceRow) -> bool {
-    let Ok(connection) = link.connection(instance, Duration::from_secs(2)).await else { return false };
-    connection.request("health", json!({}), Duration::from_secs(3)).await.is_ok()
 }
 
 async fn rollback(state: &AppState, instance: &InstanceRow, seen: DateTime<Utc>, reason: &str) {

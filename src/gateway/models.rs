@@ -48,6 +48,30 @@ crate::text_enum! {
     }
 }
 
+impl Decision {
+    /// The gateway's word for it (`exec.approval.resolve`, `…resolved`).
+    pub fn gateway_word(self) -> &'static str {
+        match self {
+            Decision::AllowOnce => "allow-once",
+            Decision::AllowAlways => "allow-always",
+            Decision::Deny => "deny",
+        }
+    }
+
+    pub fn from_gateway_word(word: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|d| d.gateway_word() == word)
+    }
+
+    /// What a request becomes with this answer (`None`: nobody answered, it expired).
+    pub fn outcome(decision: Option<Self>) -> ApprovalStatus {
+        match decision {
+            Some(Decision::Deny) => ApprovalStatus::Denied,
+            Some(_) => ApprovalStatus::Allowed,
+            None => ApprovalStatus::Expired,
+        }
+    }
+}
+
 crate::text_enum! {
     /// What a tool family may do: run, ask first (exec only), or nothing.
     pub enum ToolMode {

@@ -15,9 +15,10 @@ use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::json;
 
 use super::feed::{self, AgentFeedEvent};
-use super::models::{ApprovalKind, ApprovalStatus, Decision, ScheduleRun};
+use super::models::{ApprovalKind, Decision, ScheduleRun};
 use super::repo::agent::{self as repo, NewApproval};
 use super::{Link, rpc};
+use crate::instances::repo::InstanceRow;
 use crate::runtime::gateway::{Notice, NoticeKind};
 use crate::state::AppState;
 
@@ -62,17 +63,8 @@ async fn handle(link: &Link, refreshing: &Arc<Mutex<HashSet<uuid::Uuid>>>, notic
             }
         }
         NoticeKind::ApprovalResolved { id, decision } => {
-            let decision = match decision {
-                Some("allow-once") => Some(Decision::AllowOnce),
-                Some("allow-always") => Some(Decision::AllowAlways),
-                Some("deny") => Some(Decision::Deny),
-                _ => None,
-            };
-            let status = match decision {
-                Some(Decision::Deny) => ApprovalStatus::Denied,
-                Some(_) => ApprovalStatus::Allowed,
-                None => ApprovalStatus::Expired,
-            };
+            let decision = decision.and_then(Decision::from_gateway_word);
+            let status = Decision::outcome(decision);
             if let Some(approval) = repo::resolve_approval(&link.db, instance_id, &id, status, decision).await? {
                 feed::publish(&link.db, instance_id, &format!("approval:{id}:closed"), &AgentFeedEvent::Approval(approval)).await?;
             }
@@ -108,17 +100,16 @@ fn refresh_later(link: &Link, refreshing: &Arc<Mutex<HashSet<uuid::Uuid>>>, inst
     }
     let (link, refreshing) = (link.clone(), refreshing.clone());
     tokio::spawn(async move {
-        if let Some(next) = next_wake(&link, instance_id).await {
-            let _ = repo::set_next_run(&link.db, instance_id, next).await;
+        if let Ok(Some(instance)) = crate::instances::repo::get(&link.db, instance_id).await {
+            let _ = record_next_wake(&link, &instance).await;
         }
         refreshing.lock().expect("refreshing").remove(&instance_id);
     });
 }
 
-/// The gateway's next scheduled wake-up (`cron.status`), `Some(None)` when nothing is due;
-/// `None` when it could not be asked (the stored value then stays).
-pub async fn next_wake(link: &Link, instance_id: uuid::Uuid) -> Option<Option<DateTime<Utc>>> {
-    let instance = crate::instances::repo::get(&link.db, instance_id).await.ok()??;
-    let status = rpc::call_within(link, &instance, "cron.status", json!({}), std::time::Duration::from_secs(10)).await.ok()?;
-    Some(rpc::time_ms(&status, "nextWakeAtMs"))
+/// Records the gateway's next scheduled wake-up (`cron.status`; `None` when nothing is due).
+/// Unanswered, the stored time stays: a schedule is not forgotten for a slow answer.
+pub async fn record_next_wake(link: &Link, instance: &InstanceRow) -> sqlx::Result<()> {
+    let Ok(status) = rpc::call_within(link, instance, "cron.status", json!({}), std::time::Duration::from_secs(10)).await else { return Ok(()) };
+    repo::set_next_run(&link.db, instance.id, rpc::time_ms(&status, "nextWakeAtMs")).await
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::models::{Doctor, Finding, Restarted};
 use super::{Link, rpc};
@@ -43,9 +43,7 @@ pub async fn restart(link: &Link, runtime: &Arc<dyn Runtime>, instance: &Instanc
         let _ = tokio::time::timeout(Duration::from_secs(5), before.closed()).await;
     }
     while started.elapsed() < RESTART_WAIT {
-        if let Ok(connection) = link.connection(instance, Duration::from_secs(2)).await
-            && connection.request("health", json!({}), Duration::from_secs(3)).await.is_ok()
-        {
+        if rpc::answers(link, instance).await {
             return Ok(Restarted { ready: true, took_ms: started.elapsed().as_millis() as u64 });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

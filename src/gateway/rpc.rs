@@ -50,6 +50,12 @@ fn rejected(error: RpcError) -> AppError {
     }
 }
 
+/// Whether the instance's gateway answers now: a connection within 2 s, `health` within 3 s.
+pub async fn answers(link: &Link, instance: &InstanceRow) -> bool {
+    let Ok(connection) = link.connection(instance, Duration::from_secs(2)).await else { return false };
+    connection.request("health", serde_json::json!({}), Duration::from_secs(3)).await.is_ok()
+}
+
 /// A message from the sandbox, fit to show: at most 300 characters, no control characters.
 pub fn clean(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(MESSAGE_CHARS).collect()

@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::models::{Schedule, ScheduleInput, ScheduleRun};
-use super::repo::agent as repo;
 use super::{Link, notices, rpc};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::repo::InstanceRow;
@@ -143,7 +142,5 @@ pub async fn runs(link: &Link, instance: &InstanceRow, id: &str) -> AppResult<Ve
 
 /// Records the instance's next wake-up after a change (best effort: the periodic read repairs).
 async fn moved(link: &Link, instance: &InstanceRow) {
-    if let Some(next) = notices::next_wake(link, instance.id).await {
-        let _ = repo::set_next_run(&link.db, instance.id, next).await;
-    }
+    let _ = notices::record_next_wake(link, instance).await;
 }

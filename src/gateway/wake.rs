@@ -81,17 +81,20 @@ async fn wake_due(state: &AppState) -> sqlx::Result<()> {
 
 /// Reads the agent's next schedule and live channels from its gateway and records them.
 pub async fn refresh(link: &Link, instance: &InstanceRow) -> AppResult<()> {
-    let status = rpc::call_within(link, instance, "channels.status", json!({}), Duration::from_secs(10)).await?;
-    repo::set_channels(&link.db, instance.id, &live_channels(&status)).await?;
-    // Unanswered: the stored time stays (a schedule is not forgotten for a slow answer).
-    if let Some(next) = notices::next_wake(link, instance.id).await {
-        repo::set_next_run(&link.db, instance.id, next).await?;
-    }
+    channel_status(link, instance, Duration::from_secs(10)).await?;
+    notices::record_next_wake(link, instance).await?;
     Ok(())
 }
 
+/// The gateway's `channels.status`, its connected channels recorded for the idle policy on the way.
+pub async fn channel_status(link: &Link, instance: &InstanceRow, wait: Duration) -> AppResult<Value> {
+    let status = rpc::call_within(link, instance, "channels.status", json!({}), wait).await?;
+    repo::set_channels(&link.db, instance.id, &live_channels(&status)).await?;
+    Ok(status)
+}
+
 /// The known channels the gateway reports connected.
-pub fn live_channels(status: &Value) -> Vec<String> {
+fn live_channels(status: &Value) -> Vec<String> {
     let Some(channels) = status.get("channels").and_then(Value::as_object) else { return Vec::new() };
     ChannelKind::ALL
         .iter()
