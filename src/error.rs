@@ -112,6 +112,8 @@ error_codes! {
     ScheduleNotFound = (NOT_FOUND, "schedule_not_found", "The instance's agent has no schedule with that id."),
     ApprovalNotFound = (NOT_FOUND, "approval_not_found", "The instance's agent has no approval request with that id."),
     ApprovalClosed = (CONFLICT, "approval_closed", "The approval request was answered already or has expired."),
+    WebhookNotFound = (NOT_FOUND, "webhook_not_found", "The account has no webhook endpoint with that id."),
+    WebhookLimitReached = (FORBIDDEN, "webhook_limit_reached", "The account has the most webhook endpoints allowed (20)."),
     PairingNotFound = (NOT_FOUND, "pairing_not_found", "No pending DM pairing request with that id."),
     TerminalViewerMissing = (SERVICE_UNAVAILABLE, "terminal_viewer_missing", "xterm.js (Debian's `node-xterm`) is not installed for the dashboard's terminal."),
 }

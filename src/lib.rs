@@ -30,10 +30,12 @@ pub mod files;
 pub mod gateway;
 pub mod health;
 pub mod instances;
+pub mod mcp;
 pub mod snapshots;
 pub mod terminal;
 pub mod vnc;
 pub mod web;
+pub mod webhooks;
 
 // The top: routes, serving, the command line.
 pub mod cli;

@@ -37,6 +37,7 @@ pub fn api_router(settings: &Settings) -> OpenApiRouter<AppState> {
         .merge(crate::broker::api_router())
         .merge(terminal::router())
         .merge(vnc::router())
+        .merge(crate::webhooks::router())
 }
 
 /// The routes and the finished OpenAPI document.
@@ -53,9 +54,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     let (api, spec) = api_and_spec(&state.settings);
-    api.merge(docs::spec_routes(spec))
-        .merge(web::router(&state.settings))
-        .merge(health::metrics_route())
+    let routes: Router =
+        api.merge(docs::spec_routes(spec)).merge(web::router(&state.settings)).merge(health::metrics_route()).with_state(state.clone());
+    // MCP's tools run through the API's own routes (auth, scopes, ownership, errors).
+    let mcp = crate::mcp::router(routes.clone(), &state);
+    routes
+        .merge(mcp)
         // After routing, so requests are counted by their route template.
         .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track_requests))
         .fallback(route_not_found)
@@ -76,7 +80,6 @@ pub fn router(state: AppState) -> Router {
                     json_error(ErrorCode::InternalError, "The server hit an internal error; it has been logged.")
                 })),
         )
-        .with_state(state)
 }
 
 async fn route_not_found(request: Request) -> Response {

@@ -46,6 +46,9 @@ pub fn start_background_tasks(state: &AppState) {
     listeners.on(crate::state::ABORT_CHANNEL, |_| {}, move |payload| turns.on_request(payload));
     crate::chat::import::spawn(state);
     crate::gateway::spawn(state);
+    if let Err(error) = crate::webhooks::spawn(state, &mut listeners) {
+        tracing::error!(error = format!("{error:#}"), "the webhook deliverer could not start");
+    }
     listeners.spawn(state.db.clone(), state.shutdown.clone());
     spawn_broker(state);
 }

@@ -32,6 +32,9 @@ crate::text_enum! {
         ChannelSet => "channel_set",
         ChannelRemoved => "channel_removed",
         ApprovalResolved => "approval_resolved",
+        WebhookCreated => "webhook_created",
+        WebhookDeleted => "webhook_deleted",
+        WebhookSecretRotated => "webhook_secret_rotated",
     }
 }
 

@@ -99,7 +99,7 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-async fn authenticate_key(state: &AppState, key: &str) -> AppResult<AuthUser> {
+pub async fn authenticate_key(state: &AppState, key: &str) -> AppResult<AuthUser> {
     let invalid = || AppError::unauthorized("The API key is not valid: it is unknown, revoked or expired.");
     if !secrets::looks_like_api_key(key) {
         return Err(invalid());

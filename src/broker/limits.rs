@@ -3,13 +3,15 @@
 //! subscription grant … --monthly-tokens N`) and the user's optional cap per instance
 //! (`PATCH /api/instances/{id}` `monthly_token_limit`). At 100 % the broker refuses with an
 //! OpenAI-style 429 (the running turn ends with that message); crossing 80 % posts one
-//! `system` message a month on the instance's chat feed. Months are calendar months in UTC.
+//! `system` message a month on the instance's chat feed and a `usage.threshold` webhook event.
+//! Months are calendar months in UTC.
 
 use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
 use uuid::Uuid;
 
 use super::repo::{self, Budget, TokenOwner};
 use crate::chat::models::{MessageStatus, Role};
+use crate::webhooks::models::{EventType, UsageSubject, UsageThresholdData};
 use sqlx::PgPool;
 
 /// Share of an allowance after which users are warned.
@@ -55,32 +57,58 @@ pub fn no_room(room: &super::repo::Room) -> String {
         .unwrap_or_else(|| "What is left of the monthly token allowance is reserved by model calls in flight; retry when they end.".to_owned())
 }
 
-/// (subject, message) of each allowance at or past 80 % (and not yet used up).
-fn near(budget: &Budget, owner: &TokenOwner) -> Vec<(Uuid, String)> {
+/// An allowance at or past 80 % (and not yet used up).
+struct Near {
+    subject: Uuid,
+    kind: UsageSubject,
+    used: i64,
+    limit: i64,
+}
+
+impl Near {
+    fn message(&self) -> String {
+        match self.kind {
+            UsageSubject::Instance => format!("This instance has used {} of its {} monthly tokens.", self.used, self.limit),
+            UsageSubject::Account => format!("The account has used {} of its {} monthly tokens.", self.used, self.limit),
+        }
+    }
+}
+
+fn near(budget: &Budget, owner: &TokenOwner) -> Vec<Near> {
     let mut warnings = Vec::new();
     if let Some(limit) = budget.instance_limit
         && budget.instance_used as f64 >= limit as f64 * WARN_AT
     {
-        warnings.push((owner.instance_id, format!("This instance has used {} of its {limit} monthly tokens.", budget.instance_used)));
+        warnings.push(Near { subject: owner.instance_id, kind: UsageSubject::Instance, used: budget.instance_used, limit });
     }
     if let Some(allowance) = budget.account_allowance
         && budget.account_used as f64 >= allowance as f64 * WARN_AT
     {
-        warnings.push((owner.user_id, format!("The account has used {} of its {allowance} monthly tokens.", budget.account_used)));
+        warnings.push(Near { subject: owner.user_id, kind: UsageSubject::Account, used: budget.account_used, limit: allowance });
     }
     warnings
 }
 
 /// After a call: warns once a month per allowance past 80 %, on the instance's latest chat
-/// session (a `system` message, which the event feed carries).
+/// session (a `system` message, which the event feed carries) and as a `usage.threshold`
+/// webhook event.
 pub async fn warn_if_near(db: &PgPool, owner: &TokenOwner) -> sqlx::Result<()> {
     let budget = repo::budget(db, owner.user_id, owner.instance_id).await?;
-    for (subject, message) in near(&budget, owner) {
-        if !repo::first_warning_this_month(db, subject).await? {
+    for warning in near(&budget, owner) {
+        if !repo::first_warning_this_month(db, warning.subject).await? {
             continue;
         }
+        let data = UsageThresholdData {
+            subject: warning.kind,
+            instance_id: owner.instance_id,
+            used_tokens: warning.used,
+            limit_tokens: warning.limit,
+            percent: (WARN_AT * 100.0) as u8,
+        };
+        let data = serde_json::to_value(&data).unwrap_or_default();
+        crate::webhooks::repo::emit(db, owner.user_id, EventType::UsageThreshold, &data).await?;
         let Some(session) = crate::chat::repo::latest_session(db, owner.instance_id).await? else { continue };
-        let text = format!("Warning: {message} Past the limit the model stops answering until {} (UTC).", next_month());
+        let text = format!("Warning: {} Past the limit the model stops answering until {} (UTC).", warning.message(), next_month());
         crate::chat::repo::insert_message(db, Uuid::now_v7(), session.id, Role::System, &text, MessageStatus::Complete).await?;
     }
     Ok(())
@@ -107,7 +135,7 @@ mod tests {
         let owner = TokenOwner { instance_id: Uuid::new_v4(), user_id: Uuid::new_v4(), sandbox_id: "s".into() };
         assert!(near(&budget((Some(100), 79), (Some(10), 7)), &owner).is_empty());
         let both = near(&budget((Some(100), 80), (Some(10), 9)), &owner);
-        assert_eq!(both.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [owner.instance_id, owner.user_id]);
+        assert_eq!(both.iter().map(|n| n.subject).collect::<Vec<_>>(), [owner.instance_id, owner.user_id]);
     }
 }
 

@@ -60,17 +60,9 @@ fn invalid(message: impl Into<String>) -> AppError {
 
 /// Checks the URL's form and that its host resolves to addresses the broker may call.
 pub(super) async fn check_base_url(raw: &str, allow_private: bool) -> AppResult<String> {
-    let url = url::Url::parse(raw.trim()).map_err(|_| invalid("`base_url` is not a URL."))?;
-    if !matches!(url.scheme(), "http" | "https") || raw.len() > MAX_URL || url.host_str().is_none() {
-        return Err(invalid(format!("`base_url` must be an http(s) URL of at most {MAX_URL} characters.")));
-    }
-    if !allow_private {
-        let host = url.host_str().unwrap_or_default();
-        let refused = crate::runtime::outbound::PublicOnly::default().check(host).await.err();
-        if let Some(why) = refused {
-            return Err(invalid(format!("{why}; this server only calls providers on the public internet.")));
-        }
-    }
+    let url = crate::runtime::outbound::check_url(raw, MAX_URL, allow_private)
+        .await
+        .map_err(|why| invalid(format!("`base_url`: {why}; this server only calls providers on the public internet.")))?;
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 

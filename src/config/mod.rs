@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// when running as root; `false`: only say which command would.
     #[arg(long, env = "OCAAS_AUTO_INSTALL", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_install: bool,
+    /// Let users aim webhooks at private, loopback or link-local addresses (receivers on the
+    /// LAN); off: only public addresses, so webhooks cannot reach the host's internal services.
+    #[arg(long, env = "OCAAS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
     #[command(flatten)]
     pub instances: InstanceArgs,
     #[command(flatten)]
@@ -189,6 +193,8 @@ pub struct Settings {
     /// The `ocaas` binary, run confined for work on what a sandbox sent that could cost
     /// unbounded CPU or memory (checking a configuration against the gateway's schema).
     pub helper_exe: std::path::PathBuf,
+    /// `OCAAS_WEBHOOK_ALLOW_PRIVATE`.
+    pub webhook_allow_private: bool,
 }
 
 /// Per-user caps on long-lived work at once.
@@ -260,6 +266,7 @@ impl Settings {
             idle: IdleSettings::from(&args.idle),
             snapshots: SnapshotSettings::from(&args.snapshots),
             helper_exe: std::env::current_exe().unwrap_or_else(|_| "ocaas".into()),
+            webhook_allow_private: args.webhook_allow_private,
         })
     }
 

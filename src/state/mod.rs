@@ -73,6 +73,8 @@ pub struct AppState {
     pub gateways: Arc<crate::runtime::gateway::Hub>,
     /// Where the model broker listens once it is bound (sandboxes are given its URL).
     pub broker_address: Arc<tokio::sync::watch::Sender<Option<std::net::SocketAddr>>>,
+    /// Wakes this process's webhook deliverer (`webhooks::deliver`).
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     /// Cancelled when the server shuts down; background tasks watch it.
     pub shutdown: CancellationToken,
 }
@@ -107,6 +109,7 @@ impl AppState {
             addresses: Arc::new(ttl_cache::addresses()),
             gateways,
             turns: Arc::default(),
+            webhook_wake: Arc::default(),
             shutdown,
         })
     }

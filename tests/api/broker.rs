@@ -12,20 +12,20 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, json as json_body, ready_instance, spawn_app_with_docker};
 use crate::isolation::{SECRET_SEARCH, tenant_sh};
 
-const OPERATOR_KEY: &str = "sk-operator-S3CRET-broker-91c2";
-const MODEL: &str = "scripted-model";
+pub const OPERATOR_KEY: &str = "sk-operator-S3CRET-broker-91c2";
+pub const MODEL: &str = "scripted-model";
 const ANSWER: [&str; 3] = ["Hi ", "from the ", "provider"];
 
 /// What the provider was sent: (Authorization header, JSON body), in order.
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
 /// A provider that streams `ANSWER` with a usage chunk, and remembers what it was sent.
-struct Provider {
-    url: String,
+pub struct Provider {
+    pub url: String,
     requests: Seen,
 }
 
-async fn scripted_provider() -> Provider {
+pub async fn scripted_provider() -> Provider {
     let requests: Seen = Arc::default();
     let seen = requests.clone();
     let handler = move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {

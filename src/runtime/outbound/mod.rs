@@ -57,6 +57,19 @@ impl PublicOnly {
     }
 }
 
+/// A tenant-given URL's form (`http(s)`, a host, at most `max` characters) and, unless
+/// `allow_private`, that its host is or resolves to public addresses only; else why not.
+pub async fn check_url(raw: &str, max: usize, allow_private: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|_| "not a URL".to_owned())?;
+    if !matches!(url.scheme(), "http" | "https") || raw.len() > max || url.host_str().is_none() {
+        return Err(format!("must be an http(s) URL of at most {max} characters"));
+    }
+    if !allow_private {
+        PublicOnly::default().check(url.host_str().unwrap_or_default()).await?;
+    }
+    Ok(url)
+}
+
 /// The address a URL's host names literally (`203.0.113.7`, `[::1]`), which no resolver sees.
 pub fn literal(host: &str) -> Option<IpAddr> {
     host.trim_matches(['[', ']']).parse().ok()

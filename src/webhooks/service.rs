@@ -1,0 +1,101 @@
+//! What a webhook change checks: the URL (public addresses only unless the operator allows
+//! private ones, like a bring-your-own-key model URL), the events, the description; and the
+//! secrets (`whsec_` + 32 random bytes in base64, sealed at rest).
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+
+use super::models::{EventType, WebhookView};
+use super::repo::EndpointRow;
+use crate::error::{AppError, AppResult, ErrorCode};
+
+const MAX_URL: usize = 2048;
+const MAX_DESCRIPTION: usize = 500;
+/// Endpoints an account may have.
+pub const MAX_ENDPOINTS: i64 = 20;
+/// How long the previous secret still signs after a rotation.
+pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
+
+fn invalid(message: impl Into<String>) -> AppError {
+    AppError::new(ErrorCode::InvalidRequest, message)
+}
+
+/// The URL as stored, if its form is right and its host may be called.
+pub async fn check_url(raw: &str, allow_private: bool) -> AppResult<String> {
+    crate::runtime::outbound::check_url(raw, MAX_URL, allow_private)
+        .await
+        .map(|url| url.to_string())
+        .map_err(|why| invalid(format!("`url`: {why}; webhooks go only to receivers on the public internet.")))
+}
+
+/// The events as stored: every event when left out; never none, never the test event.
+pub fn check_events(events: Option<Vec<EventType>>) -> AppResult<Vec<EventType>> {
+    let mut events = events.unwrap_or_else(|| EventType::ALL.iter().copied().filter(|e| *e != EventType::WebhookTest).collect());
+    events.sort_by_key(|e| e.as_str());
+    events.dedup();
+    if events.is_empty() || events.contains(&EventType::WebhookTest) {
+        return Err(invalid("`events` must name at least one event; `webhook.test` is sent by the test route only."));
+    }
+    Ok(events)
+}
+
+pub fn check_description(raw: Option<&str>) -> AppResult<Option<&str>> {
+    let text = raw.map(str::trim).filter(|d| !d.is_empty());
+    if text.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION || d.chars().any(char::is_control)) {
+        return Err(invalid(format!("`description` must be at most {MAX_DESCRIPTION} printable characters.")));
+    }
+    Ok(text)
+}
+
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+pub fn view(row: EndpointRow, now: DateTime<Utc>) -> WebhookView {
+    WebhookView {
+        id: row.id,
+        url: row.url,
+        events: row.events,
+        description: row.description,
+        disabled: row.disabled,
+        created_at: row.created_at,
+        previous_secret_until: row.previous_until.filter(|until| *until > now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_must_be_public_unless_allowed() {
+        assert!(check_url("https://93.184.216.34/hook", false).await.is_ok());
+        for refused in
+            ["http://127.0.0.1:9/x", "http://10.0.0.1/", "http://[::1]/", "http://169.254.169.254/latest", "ftp://93.184.216.34/", "not a url"]
+        {
+            assert!(check_url(refused, false).await.is_err(), "{refused}");
+        }
+        assert!(check_url("http://127.0.0.1:9/x", true).await.is_ok());
+    }
+
+    #[test]
+    fn events_default_to_all_but_the_test() {
+        let all = check_events(None).unwrap();
+        assert_eq!(all.len(), EventType::ALL.len() - 1);
+        assert!(check_events(Some(vec![])).is_err());
+        assert!(check_events(Some(vec![EventType::WebhookTest])).is_err());
+        let twice = check_events(Some(vec![EventType::SnapshotReady, EventType::SnapshotReady])).unwrap();
+        assert_eq!(twice, [EventType::SnapshotReady]);
+    }
+
+    #[test]
+    fn secrets_are_standard_webhooks_secrets() {
+        let secret = new_secret();
+        assert!(secret.starts_with("whsec_"));
+        assert!(standardwebhooks::Webhook::new(&secret).is_ok());
+        assert_ne!(secret, new_secret());
+    }
+}
