@@ -2,6 +2,7 @@
 // chat, terminal and desktop in dashboard.js.
 import { api, setCsrf, when, el } from '/static/api.js';
 import { startDashboard, stopDashboard } from '/static/dashboard.js';
+import { loadWebhooks } from '/static/webhooks.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -22,6 +23,7 @@ async function showAccount(account) {
   await loadKeys();
   await loadAudit();
   await loadUsage();
+  await loadWebhooks(guard);
   await startDashboard(account);
 }
 

@@ -16,6 +16,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("desktop-boot.js", JS, include_str!("../../static/desktop-boot.js")),
     ("model.js", JS, include_str!("../../static/model.js")),
     ("snapshots.js", JS, include_str!("../../static/snapshots.js")),
+    ("webhooks.js", JS, include_str!("../../static/webhooks.js")),
     ("ocaas.css", "text/css; charset=utf-8", include_str!("../../static/ocaas.css")),
 ];
 

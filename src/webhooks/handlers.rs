@@ -49,6 +49,8 @@ where
 }
 
 /// List webhook endpoints
+///
+/// The account's endpoints, newest first. Secrets are never shown again.
 #[utoipa::path(get, path = "/api/account/webhooks", tag = "webhooks",
     responses((status = 200, description = "The account's endpoints, newest first", body = [WebhookView])))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<Vec<WebhookView>>> {
@@ -91,6 +93,8 @@ pub async fn create(
 }
 
 /// A webhook endpoint
+///
+/// Its URL, events, whether it is disabled, and until when a rotated secret still signs.
 #[utoipa::path(get, path = "/api/account/webhooks/{webhookId}", tag = "webhooks",
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     responses(

@@ -329,7 +329,7 @@ async fn the_agent_tab_links_whatsapp_connects_a_channel_lets_a_sender_in_schedu
 }
 
 /// Chromium on `/account`, signed in as the seeded user.
-async fn signed_in(app: &crate::helpers::TestApp) -> Browser {
+pub async fn signed_in(app: &crate::helpers::TestApp) -> Browser {
     let browser = Browser::start().await;
     browser.goto_until_loaded(&app.url("/account"), "return !document.getElementById('auth').hidden", 3).await;
     browser.fill("#login-form input[name=email]", &app.user.email).await;

@@ -300,3 +300,38 @@ async fn webhook_endpoints_are_each_accounts_own() {
     assert!(changed.get("secret").is_none(), "the secret is shown only on creation and rotation");
     assert_eq!(app.api(Method::DELETE, &format!("/api/account/webhooks/{hook}")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
 }
+
+/// The Webhooks card in Chromium: an endpoint added on the page, its secret shown once, a test
+/// send verified by the receiver with that secret, the delivery log with the receiver's answer.
+#[tokio::test]
+async fn the_dashboard_adds_an_endpoint_sends_a_test_and_shows_the_receivers_answer() {
+    python_package("standardwebhooks");
+    let app = spawn_app_with(|s| s.webhook_allow_private = true).await;
+    let browser = crate::dashboard::signed_in(&app).await;
+    browser.wait_for("return document.getElementById('mcp-url').textContent.endsWith('/mcp')", 20).await;
+    let (port, dir) = (free_port(), scratch());
+    browser.fill("#webhook-url", &format!("http://127.0.0.1:{port}/from-the-page")).await;
+    browser.click("#webhook-events input[value='usage.threshold']").await;
+    browser.click("#webhook-add").await;
+    let secret = browser.wait_for("return document.getElementById('webhook-secret-value').textContent", 20).await;
+    let secret = secret.as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let _listening = receiver(port, &dir, &[&secret], None).await;
+    let events = browser.wait_for("const c = document.querySelector('#webhooks td.scopes'); return c && c.textContent", 20).await;
+    assert!(!events.as_str().unwrap().contains("usage.threshold") && events.as_str().unwrap().contains("snapshot.ready"), "{events}");
+
+    browser.click("#webhooks button.test").await;
+    until_received(&dir, &["webhook.test"], Duration::from_secs(20)).await;
+    assert_eq!(received(&dir)[0]["verified_with"], json!([0]), "the secret the page showed verifies the delivery");
+    browser.click("#webhooks button.deliveries").await;
+    let answer = browser.wait_for("const a = document.querySelector('#webhook-deliveries td.answer'); return a && a.textContent === 'HTTP 204' && a.textContent", 20).await;
+    assert_eq!(answer, "HTTP 204");
+    browser.screenshot(&crate::webdriver::artifact("dashboard-14-webhooks.png")).await;
+
+    browser.eval("window.confirm = () => true; return true").await;
+    browser.click("#webhooks button.delete").await;
+    browser.wait_for("return document.querySelectorAll('#webhooks tr').length === 0", 20).await;
+    let listed = json(app.api(Method::GET, "/api/account/webhooks").send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(listed, json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -113,6 +113,18 @@ export class Client {
     return this.request('POST', '/account/keys', { json: { name, ...(scopes ? { scopes } : {}), ...(instanceId ? { instance_id: instanceId } : {}), ...(expiresAt ? { expires_at: expiresAt } : {}) } });
   }
   async revokeKey(keyId) { return this.request('DELETE', `/account/keys/${keyId}`); }
+
+  // Webhooks (Standard Webhooks: verify each delivery with the endpoint's `secret`)
+  async webhooks() { return this.request('GET', '/account/webhooks'); }
+  /** A new endpoint; its signing secret is in `secret`, shown once. */
+  async createWebhook({ url, events, description } = {}) {
+    return this.request('POST', '/account/webhooks', { json: { url, ...(events ? { events } : {}), ...(description ? { description } : {}) } });
+  }
+  async updateWebhook(webhookId, change) { return this.request('PATCH', `/account/webhooks/${webhookId}`, { json: change }); }
+  async deleteWebhook(webhookId) { return this.request('DELETE', `/account/webhooks/${webhookId}`); }
+  async rotateWebhookSecret(webhookId) { return this.request('POST', `/account/webhooks/${webhookId}/rotate-secret`); }
+  async webhookDeliveries(webhookId) { return this.request('GET', `/account/webhooks/${webhookId}/deliveries`); }
+  async testWebhook(webhookId) { return this.request('POST', `/account/webhooks/${webhookId}/test`); }
   async accountUsage({ from, to } = {}) { return this.request('GET', `/account/usage${period(from, to)}`); }
   async audit({ before, limit } = {}) {
     const query = new URLSearchParams();
@@ -306,6 +318,7 @@ const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --ins
   root
   account audit [--limit N] [--before ID]
   account keys | create-key [--name N] [--scopes chat,files:read] [--key-instance ID] [--expires-at T] | revoke-key --key K
+  webhooks list | create --url U [--events a,b] [--description D] | disable|enable|delete|rotate|deliveries|test --webhook W
   instances list | create [--invite-code C] [--name N] [--from-snapshot S] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
   instances keep-awake --on true|false
   instances upgrade
@@ -349,6 +362,15 @@ export async function main(argv = process.argv.slice(2)) {
       return print(await client.createKey({ name: flags.name, scopes: flags.scopes ? String(flags.scopes).split(',') : undefined, instanceId: flags['key-instance'], expiresAt: flags['expires-at'] }));
     case 'account revoke-key': return print((await client.revokeKey(need(flags, 'key'))) ?? { revoked: flags.key });
     case 'account usage': return print(await client.accountUsage({ from: flags.from, to: flags.to }));
+    case 'webhooks list': return print(await client.webhooks());
+    case 'webhooks create':
+      return print(await client.createWebhook({ url: need(flags, 'url'), events: flags.events ? String(flags.events).split(',') : undefined, description: flags.description }));
+    case 'webhooks disable': return print(await client.updateWebhook(need(flags, 'webhook'), { disabled: true }));
+    case 'webhooks enable': return print(await client.updateWebhook(need(flags, 'webhook'), { disabled: false }));
+    case 'webhooks delete': return print((await client.deleteWebhook(need(flags, 'webhook'))) ?? { deleted: flags.webhook });
+    case 'webhooks rotate': return print(await client.rotateWebhookSecret(need(flags, 'webhook')));
+    case 'webhooks deliveries': return print(await client.webhookDeliveries(need(flags, 'webhook')));
+    case 'webhooks test': return print(await client.testWebhook(need(flags, 'webhook')));
     case 'instances limits': return print(await client.limits(id));
     case 'instances set-limit': return print(await client.setLimit(id, flags['monthly-tokens'] === 'none' ? null : Number(need(flags, 'monthly-tokens'))));
     case 'instances model': return print(await client.model(id));
