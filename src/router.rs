@@ -38,6 +38,7 @@ pub fn api_router(settings: &Settings) -> OpenApiRouter<AppState> {
         .merge(terminal::router())
         .merge(vnc::router())
         .merge(crate::webhooks::router())
+        .merge(crate::orgs::router())
 }
 
 /// The routes and the finished OpenAPI document.

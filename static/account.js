@@ -3,6 +3,7 @@
 import { api, setCsrf, when, el } from '/static/api.js';
 import { startDashboard, stopDashboard } from '/static/dashboard.js';
 import { loadWebhooks } from '/static/webhooks.js';
+import { loadOrgs } from '/static/orgs.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +25,7 @@ async function showAccount(account) {
   await loadAudit();
   await loadUsage();
   await loadWebhooks(guard);
+  await loadOrgs(guard);
   await startDashboard(account);
 }
 

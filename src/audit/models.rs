@@ -35,6 +35,12 @@ crate::text_enum! {
         WebhookCreated => "webhook_created",
         WebhookDeleted => "webhook_deleted",
         WebhookSecretRotated => "webhook_secret_rotated",
+        OrgCreated => "org_created",
+        OrgDeleted => "org_deleted",
+        OrgMemberInvited => "org_member_invited",
+        OrgMemberJoined => "org_member_joined",
+        OrgMemberChanged => "org_member_changed",
+        OrgMemberRemoved => "org_member_removed",
     }
 }
 

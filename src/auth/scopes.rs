@@ -26,7 +26,7 @@ crate::text_enum! {
         Snapshots => "snapshots",
         /// The always-on agent: configuration, channels, schedules, approvals.
         Agent => "agent",
-        /// The account: keys, usage, audit.
+        /// The account: keys, usage, audit, webhooks, organisations and invitations.
         Account => "account",
     }
 }
@@ -68,7 +68,7 @@ pub fn required(method: &Method, template: &str) -> Option<Scope> {
     let read = matches!(*method, Method::GET | Method::HEAD);
     let rest = template.strip_prefix("/api/instances/{instanceId}");
     let scope = match (template, rest) {
-        (t, None) if t.starts_with("/api/account") => Account,
+        (t, None) if t.starts_with("/api/account") || t.starts_with("/api/orgs") => Account,
         ("/api/instances", None) => {
             if read {
                 InstancesRead

@@ -167,12 +167,11 @@ pub struct Budget {
 pub async fn budget(db: &PgPool, user_id: Uuid, instance_id: Uuid) -> sqlx::Result<Budget> {
     sqlx::query_as!(
         Budget,
-        r#"SELECT (SELECT monthly_tokens FROM subscriptions WHERE user_id = $1) AS account_allowance,
-                  (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
-                    WHERE user_id = $1 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "account_used!",
+        r#"SELECT a.allowance AS account_allowance, a.used AS "account_used!",
                   (SELECT monthly_token_limit FROM instances WHERE id = $2) AS instance_limit,
                   (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
-                    WHERE instance_id = $2 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "instance_used!""#,
+                    WHERE instance_id = $2 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "instance_used!"
+             FROM token_allowance($1, $2) a"#,
         user_id,
         instance_id
     )
@@ -196,16 +195,18 @@ pub struct Room {
 pub async fn reserve(db: &PgPool, owner: &TokenOwner, wanted: i64, ttl_secs: f64) -> sqlx::Result<Result<Option<Uuid>, Room>> {
     let mut tx = db.begin().await?;
     sqlx::query_scalar!("SELECT id FROM users WHERE id = $1 FOR UPDATE", owner.user_id).fetch_optional(&mut *tx).await?;
+    // An organisation's instances share its allowance: their calls take turns on its row.
+    sqlx::query_scalar!("SELECT id FROM orgs WHERE id = (SELECT org_id FROM instances WHERE id = $1) FOR UPDATE", owner.instance_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let room = sqlx::query_as!(
         Room,
-        r#"SELECT (SELECT monthly_tokens FROM subscriptions WHERE user_id = $1) AS account_allowance,
-                  (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
-                    WHERE user_id = $1 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "account_used!",
-                  (SELECT coalesce(sum(tokens), 0) FROM token_reservations WHERE user_id = $1 AND expires_at > now())::bigint AS "account_reserved!",
+        r#"SELECT a.allowance AS account_allowance, a.used AS "account_used!", a.reserved AS "account_reserved!",
                   (SELECT monthly_token_limit FROM instances WHERE id = $2) AS instance_limit,
                   (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM model_usage
                     WHERE instance_id = $2 AND created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')::bigint AS "instance_used!",
-                  (SELECT coalesce(sum(tokens), 0) FROM token_reservations WHERE instance_id = $2 AND expires_at > now())::bigint AS "instance_reserved!""#,
+                  (SELECT coalesce(sum(tokens), 0) FROM token_reservations WHERE instance_id = $2 AND expires_at > now())::bigint AS "instance_reserved!"
+             FROM token_allowance($1, $2) a"#,
         owner.user_id,
         owner.instance_id
     )

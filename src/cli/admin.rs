@@ -29,6 +29,9 @@ pub enum AdminCommand {
     /// Subscriptions.
     #[command(subcommand)]
     Subscription(SubscriptionCommand),
+    /// Organisations and their plans.
+    #[command(subcommand)]
+    Org(super::orgs::OrgCommand),
     /// The audit log (logins, keys, instances, admin actions).
     Audit(super::audit::AuditArgs),
     /// Model usage through the broker, per user, day and model.
@@ -262,6 +265,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             .await?;
             Ok(format!("granted {} a subscription of {max_instances} instance(s), {allowance} model tokens a month", user.email))
         }
+        AdminCommand::Org(command) => super::orgs::run(db, command).await,
         AdminCommand::Audit(args) => super::audit::list(db, &args).await,
         AdminCommand::Usage { email, since } => usage(db, email.as_deref(), since).await,
         // `run` answers these itself; kept here so the match stays whole.

@@ -3,6 +3,7 @@
 pub mod admin;
 mod audit;
 mod egress;
+mod orgs;
 pub mod setup;
 mod storage;
 mod upgrade;

@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         (name = "agent", description = "The always-on agent: configuration, channels, DM pairings, schedules, approval requests, tool policy, its feed"),
         (name = "files", description = "Files inside an instance (as the sandbox user)"),
         (name = "terminal", description = "Commands and terminals inside an instance"),
+        (name = "orgs", description = "Organisations: members and roles, invitations by email, shared instances"),
         (name = "webhooks", description = "Outbound webhooks (Standard Webhooks): endpoints, signed deliveries, their log"),
     )
 )]

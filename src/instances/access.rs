@@ -21,6 +21,8 @@ pub struct Admission<'a> {
     pub name: Option<&'a str>,
     /// A clone's source snapshot (checked by `clone_source`).
     pub seed: Option<Uuid>,
+    /// The organisation it is made for (the caller must manage it).
+    pub org_id: Option<Uuid>,
 }
 
 /// The snapshot a clone starts from: one of the user's, `ready`; else 404 or 409.
@@ -39,34 +41,25 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
     let invite_code = request.invite_code.map(str::trim).filter(|c| !c.is_empty());
     let mut tx = state.db.begin().await?;
     repo::lock_creation(&mut *tx).await?;
-
-    let current = auth_repo::subscription(&mut *tx, user_id).await?;
-    let active = current.as_ref().filter(|s| s.expires_at.is_none_or(|at| at > Utc::now()));
-    let max_instances = match (active, invite_code) {
-        (Some(plan), _) => plan.max_instances,
-        (None, Some(code)) => {
-            auth_service::redeem_invite(&mut tx, user_id, code).await?;
-            auth_repo::subscription(&mut *tx, user_id).await?.map(|s| s.max_instances).unwrap_or(0)
-        }
-        (None, None) => {
-            let message = if current.is_some() {
-                "Your subscription has expired; pass an `invite_code` to renew it."
-            } else {
-                "Creating an instance needs an active subscription or an `invite_code`."
-            };
-            return Err(AppError::new(ErrorCode::SubscriptionRequired, message));
-        }
+    let max_instances = match request.org_id {
+        Some(org_id) => org_plan(&mut tx, user_id, org_id).await?,
+        None => user_plan(&mut tx, user_id, invite_code).await?,
     };
-    if repo::count_for_user(&mut *tx, user_id).await? >= i64::from(max_instances) {
+    let count = match request.org_id {
+        Some(org_id) => repo::count_for_org(&mut *tx, org_id).await?,
+        None => repo::count_for_user(&mut *tx, user_id).await?,
+    };
+    if count >= i64::from(max_instances) {
+        let whose = if request.org_id.is_some() { "The organisation's plan" } else { "Your plan" };
         return Err(AppError::new(
             ErrorCode::InstanceLimitReached,
-            format!("Your plan allows {max_instances} instance(s); delete one to create another."),
+            format!("{whose} allows {max_instances} instance(s); delete one to create another."),
         ));
     }
     // A warm sandbox, if the pool has one: the instance is `ready` at once (not for a clone,
     // whose storage must hold its snapshot before the gateway first starts).
     if request.seed.is_none()
-        && let Some(claimed) = super::pool::repo::claim(&mut tx, user_id, name, &state.settings.instances.image).await?
+        && let Some(claimed) = super::pool::repo::claim(&mut tx, user_id, request.org_id, name, &state.settings.instances.image).await?
     {
         tx.commit().await?;
         crate::state::user_data_written();
@@ -89,11 +82,46 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
         gateway_token: &token,
         seed_snapshot: request.seed,
         facts: &facts,
+        org_id: request.org_id,
     };
     let row = repo::insert(&mut *tx, &new).await?;
     tx.commit().await?;
     crate::state::user_data_written();
     Ok(row)
+}
+
+/// The organisation's `max_instances`, if the caller manages it (owner or admin).
+async fn org_plan(tx: &mut sqlx::PgConnection, user_id: Uuid, org_id: Uuid) -> AppResult<i32> {
+    let role = crate::orgs::repo::role(&mut *tx, org_id, user_id).await?;
+    let Some(role) = role else { return Err(AppError::new(ErrorCode::OrgNotFound, "`org_id` is not an organisation you belong to.")) };
+    if !role.manages() {
+        return Err(AppError::new(
+            ErrorCode::RoleInsufficient,
+            format!("Your role in the organisation ({role}) does not allow creating instances; owners and admins may."),
+        ));
+    }
+    Ok(crate::orgs::repo::lock_plan(tx, org_id).await?.unwrap_or(0))
+}
+
+/// The user's plan's `max_instances`: an active subscription, or one the invite code grants.
+async fn user_plan(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, user_id: Uuid, invite_code: Option<&str>) -> AppResult<i32> {
+    let current = auth_repo::subscription(&mut **tx, user_id).await?;
+    let active = current.as_ref().filter(|s| s.expires_at.is_none_or(|at| at > Utc::now()));
+    match (active, invite_code) {
+        (Some(plan), _) => Ok(plan.max_instances),
+        (None, Some(code)) => {
+            auth_service::redeem_invite(tx, user_id, code).await?;
+            Ok(auth_repo::subscription(&mut **tx, user_id).await?.map(|s| s.max_instances).unwrap_or(0))
+        }
+        (None, None) => {
+            let message = if current.is_some() {
+                "Your subscription has expired; pass an `invite_code` to renew it."
+            } else {
+                "Creating an instance needs an active subscription or an `invite_code`."
+            };
+            Err(AppError::new(ErrorCode::SubscriptionRequired, message))
+        }
+    }
 }
 
 /// A label as stored: trimmed, `None` when empty; refused when too long or not printable.

@@ -5,7 +5,8 @@
 //! paused one (see `power`), and counts as use of it. Each carries its own OpenAPI path
 //! parameter, so handlers only name it in `params(…)`.
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, MatchedPath};
+use axum::http::Method;
 use axum::http::request::Parts;
 use sqlx::PgPool;
 use utoipa::IntoParams;
@@ -33,15 +34,36 @@ pub struct RunningInstance {
     pub call: Call,
 }
 
-/// The instance if it belongs to `user_id`, else 404: found in the user's instance rows as
-/// remembered for `GET /api/instances` (kept honest as that list is), or read.
-pub async fn owned(db: &PgPool, lists: &UserViews, user_id: Uuid, id: Uuid) -> AppResult<InstanceRow> {
-    super::lists::find(db, lists, user_id, id).await?.ok_or_else(instance_not_found)
+/// What the caller is about to do with the instance: the operation's method and route
+/// template. On an organisation's instance the caller's role must allow it (`orgs::roles`).
+#[derive(Clone, Copy)]
+pub struct Intent<'a> {
+    pub method: &'a Method,
+    pub template: &'a str,
 }
 
-/// The instance if it belongs to `user_id`, woken up as `wake` allows; else 404 or 409.
-pub async fn running(state: &AppState, user_id: Uuid, id: Uuid, wake: Wake) -> AppResult<InstanceRow> {
-    let instance = owned(&state.db, &state.instance_lists, user_id, id).await?;
+impl<'a> Intent<'a> {
+    /// The operation a request is routed to.
+    pub fn of(parts: &'a Parts) -> Self {
+        Intent { method: &parts.method, template: parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str) }
+    }
+}
+
+/// The instance if it is `user_id`'s — their own, or an organisation's they are a member of
+/// whose role allows `intent` (403 `role_insufficient` otherwise) — else 404: found in the
+/// user's instance rows as remembered for `GET /api/instances` (kept honest as that list is),
+/// or read.
+pub async fn owned(db: &PgPool, lists: &UserViews, user_id: Uuid, id: Uuid, intent: Intent<'_>) -> AppResult<InstanceRow> {
+    let row = super::lists::find(db, lists, user_id, id).await?.ok_or_else(instance_not_found)?;
+    if let Some(org_id) = row.org_id {
+        crate::orgs::roles::check(db, org_id, user_id, intent.method, intent.template).await?;
+    }
+    Ok(row)
+}
+
+/// The instance if `user_id` may do `intent` with it, woken up as `wake` allows; else 404, 403 or 409.
+pub async fn running(state: &AppState, user_id: Uuid, id: Uuid, intent: Intent<'_>, wake: Wake) -> AppResult<InstanceRow> {
+    let instance = owned(&state.db, &state.instance_lists, user_id, id, intent).await?;
     power::awake(state, instance, wake).await
 }
 
@@ -61,7 +83,7 @@ where
     let user = AuthUser::from_request_parts(parts, state).await?;
     let InstanceId(id) = InstanceId::from_request_parts(parts, state).await?;
     let app = AppState::from_ref(state);
-    let instance = owned(&app.db, &app.instance_lists, user.user_id, id).await?;
+    let instance = owned(&app.db, &app.instance_lists, user.user_id, id, Intent::of(parts)).await?;
     Ok((user, instance))
 }
 
@@ -93,9 +115,9 @@ where
         // instance awake or wait on its freeze). Then the call is registered before the status
         // is read: a pause either sees it, or made its change before this read, which then
         // wakes the instance.
-        owned(&app.db, &app.instance_lists, user.user_id, id).await?;
+        owned(&app.db, &app.instance_lists, user.user_id, id, Intent::of(parts)).await?;
         let call = app.activity.call(id).await;
-        let instance = owned(&app.db, &app.instance_lists, user.user_id, id).await?;
+        let instance = owned(&app.db, &app.instance_lists, user.user_id, id, Intent::of(parts)).await?;
         let instance = power::awake(&app, instance, Wake::Resume).await?;
         Ok(RunningInstance { user, instance, call })
     }

@@ -60,7 +60,7 @@ pub async fn create(
         Some(id) => Some(access::clone_source(&state, user.user_id, id).await?),
         None => None,
     };
-    let request = access::Admission { invite_code: body.invite_code.as_deref(), name: body.name.as_deref(), seed };
+    let request = access::Admission { invite_code: body.invite_code.as_deref(), name: body.name.as_deref(), seed, org_id: body.org_id };
     let row = access::admit_and_insert(&state, user.user_id, &request).await?;
     crate::audit::record_action(&state.db, AuditAction::InstanceCreated, &user, client.as_deref(), Some(row.id.to_string())).await?;
     // A sandbox from the warm pool is ready already; a new one is provisioned in the background.

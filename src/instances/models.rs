@@ -63,7 +63,7 @@ pub struct DiskUsageView {
     "created_at": "2026-03-20T18:22:54.000Z", "updated_at": "2026-03-20T18:23:59.000Z",
     "name": null, "last_error": null, "image": "ocaas-sandbox:offline-0123456789abcdef",
     "last_active_at": "2026-03-20T18:23:59.000Z", "stop_reason": null, "keep_awake": false,
-    "openclaw_version": "2026.9.6"
+    "openclaw_version": "2026.9.6", "org_id": null
 }))]
 pub struct Instance {
     pub id: Uuid,
@@ -88,6 +88,8 @@ pub struct Instance {
     pub keep_awake: bool,
     /// The OpenClaw version its gateway reported when it last became ready.
     pub openclaw_version: Option<String>,
+    /// The organisation it belongs to (`null`: its creator's own).
+    pub org_id: Option<Uuid>,
 }
 
 impl From<InstanceRow> for Instance {
@@ -105,6 +107,7 @@ impl From<InstanceRow> for Instance {
             stop_reason: row.stop_reason,
             keep_awake: row.keep_awake,
             openclaw_version: row.openclaw_version,
+            org_id: row.org_id,
         }
     }
 }
@@ -121,6 +124,10 @@ pub struct CreateInstanceRequest {
     /// Clone: the new instance starts with the contents of this snapshot (one of yours).
     #[serde(default)]
     pub from_snapshot: Option<Uuid>,
+    /// Make it for this organisation (you must be its owner or admin); it counts against the
+    /// organisation's plan, and its members reach it as their roles allow.
+    #[serde(default)]
+    pub org_id: Option<Uuid>,
 }
 
 /// The changes `PATCH /api/instances/{id}` makes; absent fields stay as they are.

@@ -44,6 +44,8 @@ pub struct InstanceRow {
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
     pub pids: Option<i64>,
+    /// The organisation it belongs to (its members reach it as their role allows).
+    pub org_id: Option<Uuid>,
 }
 
 pub struct NewInstance<'a> {
@@ -57,16 +59,18 @@ pub struct NewInstance<'a> {
     pub seed_snapshot: Option<Uuid>,
     /// What it is made with, recorded with it.
     pub facts: &'a Facts,
+    /// The organisation it is made for.
+    pub org_id: Option<Uuid>,
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Result<InstanceRow> {
     sqlx::query_as!(
         InstanceRow,
         r#"INSERT INTO instances (id, user_id, sandbox_id, name, status, image, gateway_token, pending_snapshot_id,
-                storage_kind, storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids)
-         VALUES ($1, $2, $3, $4, 'provisioning', $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                storage_kind, storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id)
+         VALUES ($1, $2, $3, $4, 'provisioning', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id"#,
         Uuid::now_v7(),
         new.user_id,
         new.sandbox_id,
@@ -79,7 +83,8 @@ pub async fn insert(db: impl PgExecutor<'_>, new: &NewInstance<'_>) -> sqlx::Res
         new.facts.disk_quota_bytes,
         new.facts.memory_bytes,
         new.facts.nano_cpus,
-        new.facts.pids
+        new.facts.pids,
+        new.org_id
     )
     .fetch_one(db)
     .await
@@ -89,8 +94,9 @@ pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Insta
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
-         FROM instances WHERE user_id = $1 ORDER BY created_at DESC, id DESC"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id
+         FROM instances WHERE (user_id = $1 AND org_id IS NULL) OR org_id IN (SELECT org_id FROM org_members WHERE user_id = $1)
+         ORDER BY created_at DESC, id DESC"#,
         user_id
     )
     .fetch_all(db)
@@ -101,7 +107,7 @@ pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id
          FROM instances ORDER BY created_at"#
     )
     .fetch_all(db)
@@ -113,8 +119,9 @@ pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
-         FROM instances WHERE id = $1 AND user_id = $2"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id
+         FROM instances WHERE id = $1
+          AND ((user_id = $2 AND org_id IS NULL) OR org_id IN (SELECT org_id FROM org_members WHERE user_id = $2))"#,
         id,
         user_id
     )
@@ -126,7 +133,7 @@ pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,
         r#"SELECT id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id
          FROM instances WHERE id = $1"#,
         id
     )
@@ -167,7 +174,7 @@ pub async fn transition(
                 upgrade_from_image = CASE WHEN $10 THEN $11 ELSE upgrade_from_image END
          WHERE id = $1 AND status = ANY($2)
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id"#,
             id,
             from as &[InstanceStatus],
             to as InstanceStatus,
@@ -239,7 +246,7 @@ pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awak
             r#"UPDATE instances SET name = CASE WHEN $2 THEN $3 ELSE name END, keep_awake = COALESCE($4, keep_awake), updated_at = now()
          WHERE id = $1
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
-                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids"#,
+                last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id"#,
             id,
             name.is_some(),
             name.flatten(),
@@ -268,8 +275,14 @@ pub async fn delete(db: &PgPool, id: Uuid) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// The user's own instances (not those made for an organisation), against their plan.
 pub async fn count_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM instances WHERE user_id = $1"#, user_id).fetch_one(db).await
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM instances WHERE user_id = $1 AND org_id IS NULL"#, user_id).fetch_one(db).await
+}
+
+/// An organisation's instances, against its plan.
+pub async fn count_for_org(db: impl PgExecutor<'_>, org_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM instances WHERE org_id = $1"#, org_id).fetch_one(db).await
 }
 
 pub async fn count_all(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {

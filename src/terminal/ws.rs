@@ -10,7 +10,7 @@ use super::pty::{self, DEFAULT_COLS, DEFAULT_ROWS};
 use crate::auth::ws::WsCaller;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::ApiQuery;
-use crate::instances::extract::{RunningInstance, running};
+use crate::instances::extract::{Intent, RunningInstance, running};
 use crate::instances::power::Wake;
 use crate::state::AppState;
 use crate::wsbridge::{self, WsUpgrade};
@@ -76,7 +76,8 @@ pub async fn terminal_ws(
     if !pty::valid_size(cols, rows) {
         return Err(AppError::new(ErrorCode::InvalidRequest, "`cols` and `rows` must be between 1 and 1000."));
     }
-    let instance = running(&state, caller.user.user_id, caller.instance_id, Wake::Start).await?;
+    let intent = Intent { method: &axum::http::Method::GET, template: "/api/instances/{instanceId}/terminal/ws" };
+    let instance = running(&state, caller.user.user_id, caller.instance_id, intent, Wake::Start).await?;
     let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Terminal)?;
     let busy = state.activity.hold(instance.id);
     let sandbox = instance.sandbox_id;

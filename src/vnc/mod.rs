@@ -22,7 +22,7 @@ use crate::auth::tickets;
 use crate::auth::ws::DesktopCaller;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{PublicOrigin, ws_origin};
-use crate::instances::extract::{RunningInstance, running};
+use crate::instances::extract::{Intent, RunningInstance, running};
 use crate::instances::power::Wake;
 use crate::runtime::sandbox::VNC_PORT;
 use crate::state::AppState;
@@ -107,7 +107,8 @@ pub async fn vnc_url(
         (status = 502, description = "`desktop_unavailable`: the sandbox's VNC server does not answer", body = ErrorBody),
     ))]
 pub async fn vnc_ws(State(state): State<AppState>, DesktopCaller(caller): DesktopCaller, WsUpgrade(upgrade): WsUpgrade) -> AppResult<Response> {
-    let instance = running(&state, caller.user.user_id, caller.instance_id, Wake::Start).await?;
+    let intent = Intent { method: &axum::http::Method::GET, template: "/api/instances/{instanceId}/vnc/ws" };
+    let instance = running(&state, caller.user.user_id, caller.instance_id, intent, Wake::Start).await?;
     let slot = state.user_slots.acquire(caller.user.user_id, crate::state::SlotKind::Desktop)?;
     let busy = state.activity.hold(instance.id);
     // Connected before upgrading, so a desktop that is down is an HTTP error, not a dead socket.

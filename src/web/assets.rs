@@ -17,6 +17,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("model.js", JS, include_str!("../../static/model.js")),
     ("snapshots.js", JS, include_str!("../../static/snapshots.js")),
     ("webhooks.js", JS, include_str!("../../static/webhooks.js")),
+    ("orgs.js", JS, include_str!("../../static/orgs.js")),
     ("ocaas.css", "text/css; charset=utf-8", include_str!("../../static/ocaas.css")),
 ];
 

@@ -51,7 +51,7 @@ where
 /// List webhook endpoints
 ///
 /// The account's endpoints, newest first. Secrets are never shown again.
-#[utoipa::path(get, path = "/api/account/webhooks", tag = "webhooks",
+#[utoipa::path(operation_id = "list_webhooks", get, path = "/api/account/webhooks", tag = "webhooks",
     responses((status = 200, description = "The account's endpoints, newest first", body = [WebhookView])))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Json<Vec<WebhookView>>> {
     let now = Utc::now();
@@ -62,7 +62,7 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Js
 ///
 /// Answers the endpoint with its signing `secret` (shown this once). Every event of the kinds in
 /// `events` is then POSTed to `url`, signed as Standard Webhooks specifies.
-#[utoipa::path(post, path = "/api/account/webhooks", tag = "webhooks",
+#[utoipa::path(operation_id = "create_webhook", post, path = "/api/account/webhooks", tag = "webhooks",
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "The endpoint and its secret", body = WebhookWithSecret),
@@ -95,7 +95,7 @@ pub async fn create(
 /// A webhook endpoint
 ///
 /// Its URL, events, whether it is disabled, and until when a rotated secret still signs.
-#[utoipa::path(get, path = "/api/account/webhooks/{webhookId}", tag = "webhooks",
+#[utoipa::path(operation_id = "get_webhook", get, path = "/api/account/webhooks/{webhookId}", tag = "webhooks",
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 200, description = "The endpoint", body = WebhookView),
@@ -108,7 +108,7 @@ pub async fn get(OwnedWebhook { row, .. }: OwnedWebhook) -> Json<WebhookView> {
 /// Change a webhook endpoint
 ///
 /// The fields given change; `disabled: true` stops new events (queued ones are still sent).
-#[utoipa::path(patch, path = "/api/account/webhooks/{webhookId}", tag = "webhooks",
+#[utoipa::path(operation_id = "update_webhook", patch, path = "/api/account/webhooks/{webhookId}", tag = "webhooks",
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     request_body = UpdateWebhook,
     responses(
@@ -137,7 +137,7 @@ pub async fn update(
 /// Delete a webhook endpoint
 ///
 /// Its queued deliveries and their log go with it.
-#[utoipa::path(delete, path = "/api/account/webhooks/{webhookId}", tag = "webhooks",
+#[utoipa::path(operation_id = "delete_webhook", delete, path = "/api/account/webhooks/{webhookId}", tag = "webhooks",
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -155,7 +155,7 @@ pub async fn delete(State(state): State<AppState>, client: ClientAddr, OwnedWebh
 ///
 /// Answers the new secret. For 24 hours both sign every delivery (`webhook-signature` carries
 /// two `v1,` signatures), so a receiver can switch without missing one.
-#[utoipa::path(post, path = "/api/account/webhooks/{webhookId}/rotate-secret", tag = "webhooks",
+#[utoipa::path(operation_id = "rotate_webhook_secret", post, path = "/api/account/webhooks/{webhookId}/rotate-secret", tag = "webhooks",
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 200, description = "The endpoint and its new secret", body = WebhookWithSecret),
@@ -177,7 +177,7 @@ pub async fn rotate(
 /// An endpoint's deliveries
 ///
 /// The last 100, newest first, each with every attempt's status code or error.
-#[utoipa::path(get, path = "/api/account/webhooks/{webhookId}/deliveries", tag = "webhooks",
+#[utoipa::path(operation_id = "list_webhook_deliveries", get, path = "/api/account/webhooks/{webhookId}/deliveries", tag = "webhooks",
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 200, description = "Deliveries", body = [DeliveryView]),
@@ -215,7 +215,7 @@ pub async fn deliveries(State(state): State<AppState>, OwnedWebhook { row, .. }:
 ///
 /// Queues a `webhook.test` event for this endpoint (whatever its `events`); see its delivery
 /// in `…/deliveries`.
-#[utoipa::path(post, path = "/api/account/webhooks/{webhookId}/test", tag = "webhooks",
+#[utoipa::path(operation_id = "test_webhook", post, path = "/api/account/webhooks/{webhookId}/test", tag = "webhooks",
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 202, description = "Queued; the delivery's id", body = TestQueued),

@@ -190,6 +190,24 @@ async fn the_served_helper_client_drives_every_command() {
         assert!(ok(script, env, &["account", "keys"]).as_array().unwrap().iter().any(|k| k["name"] == "chat only"));
         ok(script, env, &["account", "revoke-key", "--key", scoped["id"].as_str().unwrap()]);
 
+        // Organisations and webhooks.
+        let org = ok(script, env, &["orgs", "create", "--name", "From node"]);
+        let org_id = org["id"].as_str().unwrap();
+        let invited = ok(script, env, &["orgs", "invite", "--org", org_id, "--email", "someone@example.com", "--role", "viewer"]);
+        assert_eq!(invited["role"], "viewer", "{invited}");
+        assert_eq!(ok(script, env, &["orgs", "members", "--org", org_id])[0]["role"], "owner");
+        assert_eq!(ok(script, env, &["orgs", "list"])[0]["name"], "From node");
+        let refused = node(script, env, &["webhooks", "create", "--url", "http://127.0.0.1:9/"]);
+        assert!(!refused.0 && refused.2.contains("invalid_request"), "a private receiver is refused: {refused:?}");
+        let hook = ok(script, env, &["webhooks", "create", "--url", "https://93.184.216.34/hook", "--events", "snapshot.ready"]);
+        assert!(hook["secret"].as_str().unwrap().starts_with("whsec_"), "{hook}");
+        let hook_id = hook["id"].as_str().unwrap();
+        assert_eq!(ok(script, env, &["webhooks", "disable", "--webhook", hook_id])["disabled"], true);
+        assert!(ok(script, env, &["webhooks", "rotate", "--webhook", hook_id])["previous_secret_until"].is_string());
+        assert!(ok(script, env, &["webhooks", "deliveries", "--webhook", hook_id]).is_array());
+        ok(script, env, &["webhooks", "delete", "--webhook", hook_id]);
+        assert_eq!(ok(script, env, &["webhooks", "list"]), serde_json::json!([]));
+
         // The always-on agent.
         assert!(ok(script, env, &["agent", "status"])["pending_approvals"].is_number());
         assert_eq!(ok(script, env, &["config", "patch", "--json", r#"{"logging":{"level":"warn"}}"#])["config"]["logging"]["level"], "warn");

@@ -28,6 +28,7 @@ mod mcp;
 mod meta;
 mod metrics;
 mod openapi;
+mod orgs;
 mod pool;
 mod quickstart;
 mod replicas;

@@ -20,7 +20,7 @@ fn expected(method: &str, path: &str) -> &'static str {
     let first = rest.trim_start_matches('/').split('/').next().unwrap_or("");
     let read = method == "get";
     match first {
-        _ if path.starts_with("/api/account") => "account",
+        _ if path.starts_with("/api/account") || path.starts_with("/api/orgs") => "account",
         "api" | "" if read => "instances:read",
         "api" | "" => "instances:write",
         "status" | "logs" | "usage" => "instances:read",

@@ -324,7 +324,9 @@ async fn the_dashboard_adds_an_endpoint_sends_a_test_and_shows_the_receivers_ans
     until_received(&dir, &["webhook.test"], Duration::from_secs(20)).await;
     assert_eq!(received(&dir)[0]["verified_with"], json!([0]), "the secret the page showed verifies the delivery");
     browser.click("#webhooks button.deliveries").await;
-    let answer = browser.wait_for("const a = document.querySelector('#webhook-deliveries td.answer'); return a && a.textContent === 'HTTP 204' && a.textContent", 20).await;
+    let answer = browser
+        .wait_for("const a = document.querySelector('#webhook-deliveries td.answer'); return a && a.textContent === 'HTTP 204' && a.textContent", 20)
+        .await;
     assert_eq!(answer, "HTTP 204");
     browser.screenshot(&crate::webdriver::artifact("dashboard-14-webhooks.png")).await;
 

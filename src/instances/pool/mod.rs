@@ -50,8 +50,16 @@ pub async fn fill_once(state: &AppState) -> anyhow::Result<()> {
         let sandbox_id = super::access::new_sandbox_id();
         let token = secrets::new_session_token();
         let facts = crate::instances::facts::Facts::for_new(&state.settings.instances, &sandbox_id);
-        let new =
-            NewInstance { user_id: None, sandbox_id: &sandbox_id, name: None, image, gateway_token: &token, seed_snapshot: None, facts: &facts };
+        let new = NewInstance {
+            user_id: None,
+            sandbox_id: &sandbox_id,
+            name: None,
+            image,
+            gateway_token: &token,
+            seed_snapshot: None,
+            facts: &facts,
+            org_id: None,
+        };
         added.push(instances_repo::insert(&mut *tx, &new).await?.id);
     }
     tx.commit().await?;

@@ -64,8 +64,9 @@ export class Client {
   // Meta and instances
   root() { return this.request('GET', ''); }
   listInstances() { return this.request('GET', '/instances'); }
-  createInstance({ inviteCode, name, fromSnapshot } = {}) {
+  createInstance({ inviteCode, name, fromSnapshot, orgId } = {}) {
     const json = {};
+    if (orgId) json.org_id = orgId;
     if (inviteCode) json.invite_code = inviteCode;
     if (name) json.name = name;
     if (fromSnapshot) json.from_snapshot = fromSnapshot;
@@ -113,6 +114,16 @@ export class Client {
     return this.request('POST', '/account/keys', { json: { name, ...(scopes ? { scopes } : {}), ...(instanceId ? { instance_id: instanceId } : {}), ...(expiresAt ? { expires_at: expiresAt } : {}) } });
   }
   async revokeKey(keyId) { return this.request('DELETE', `/account/keys/${keyId}`); }
+
+  // Organisations
+  async orgs() { return this.request('GET', '/orgs'); }
+  async createOrg(name) { return this.request('POST', '/orgs', { json: { name } }); }
+  async orgMembers(orgId) { return this.request('GET', `/orgs/${orgId}/members`); }
+  async invite(orgId, email, role) { return this.request('POST', `/orgs/${orgId}/invitations`, { json: { email, role } }); }
+  async setRole(orgId, userId, role) { return this.request('PATCH', `/orgs/${orgId}/members/${userId}`, { json: { role } }); }
+  async removeMember(orgId, userId) { return this.request('DELETE', `/orgs/${orgId}/members/${userId}`); }
+  async myInvitations() { return this.request('GET', '/account/invitations'); }
+  async acceptInvitation(invitationId) { return this.request('POST', `/account/invitations/${invitationId}/accept`); }
 
   // Webhooks (Standard Webhooks: verify each delivery with the endpoint's `secret`)
   async webhooks() { return this.request('GET', '/account/webhooks'); }
@@ -318,8 +329,10 @@ const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --ins
   root
   account audit [--limit N] [--before ID]
   account keys | create-key [--name N] [--scopes chat,files:read] [--key-instance ID] [--expires-at T] | revoke-key --key K
+  orgs list | create --name N | members --org O | invite --org O --email E --role admin|member|viewer
+       set-role --org O --user U --role R | remove --org O --user U | invitations | accept --invitation I
   webhooks list | create --url U [--events a,b] [--description D] | disable|enable|delete|rotate|deliveries|test --webhook W
-  instances list | create [--invite-code C] [--name N] [--from-snapshot S] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
+  instances list | create [--invite-code C] [--name N] [--from-snapshot S] [--org O] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
   instances keep-awake --on true|false
   instances upgrade
   snapshots list | create [--name N] | delete --snapshot S | download --snapshot S --out F | restore --snapshot S
@@ -362,6 +375,14 @@ export async function main(argv = process.argv.slice(2)) {
       return print(await client.createKey({ name: flags.name, scopes: flags.scopes ? String(flags.scopes).split(',') : undefined, instanceId: flags['key-instance'], expiresAt: flags['expires-at'] }));
     case 'account revoke-key': return print((await client.revokeKey(need(flags, 'key'))) ?? { revoked: flags.key });
     case 'account usage': return print(await client.accountUsage({ from: flags.from, to: flags.to }));
+    case 'orgs list': return print(await client.orgs());
+    case 'orgs create': return print(await client.createOrg(need(flags, 'name')));
+    case 'orgs members': return print(await client.orgMembers(need(flags, 'org')));
+    case 'orgs invite': return print(await client.invite(need(flags, 'org'), need(flags, 'email'), need(flags, 'role')));
+    case 'orgs set-role': return print(await client.setRole(need(flags, 'org'), need(flags, 'user'), need(flags, 'role')));
+    case 'orgs remove': return print((await client.removeMember(need(flags, 'org'), need(flags, 'user'))) ?? { removed: flags.user });
+    case 'orgs invitations': return print(await client.myInvitations());
+    case 'orgs accept': return print(await client.acceptInvitation(need(flags, 'invitation')));
     case 'webhooks list': return print(await client.webhooks());
     case 'webhooks create':
       return print(await client.createWebhook({ url: need(flags, 'url'), events: flags.events ? String(flags.events).split(',') : undefined, description: flags.description }));
@@ -378,7 +399,7 @@ export async function main(argv = process.argv.slice(2)) {
     case 'instances usage': return print(await client.usage(id, { from: flags.from, to: flags.to }));
     case 'account audit': return print(await client.audit({ before: flags.before, limit: flags.limit }));
     case 'instances list': return print(await client.listInstances());
-    case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name, fromSnapshot: flags['from-snapshot'] }));
+    case 'instances create': return print(await client.createInstance({ inviteCode: flags['invite-code'], name: flags.name, fromSnapshot: flags['from-snapshot'], orgId: flags.org }));
     case 'instances upgrade': return print(await client.lifecycle('upgrade', id));
     case 'snapshots list': return print(await client.snapshots(id));
     case 'snapshots create': return print(await client.takeSnapshot(id, flags.name));

@@ -1,0 +1,111 @@
+//! The rules of organisations: who may rename, delete, invite, change roles and remove; an
+//! organisation always keeps an owner; invitations are taken by the account with their email.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::models::{InvitationView, InviteRequest, OrgView, Role};
+use super::repo;
+use crate::error::{AppError, AppResult, ErrorCode};
+
+const MAX_NAME_CHARS: usize = 100;
+/// Organisations one user may belong to.
+const MAX_ORGS_PER_USER: usize = 50;
+
+pub fn org_not_found() -> AppError {
+    AppError::new(ErrorCode::OrgNotFound, "No organisation with this id has you as a member.")
+}
+
+pub fn invitation_not_found() -> AppError {
+    AppError::new(ErrorCode::InvitationNotFound, "No open invitation with this id.")
+}
+
+fn role_insufficient(role: Role, what: &str) -> AppError {
+    AppError::new(ErrorCode::RoleInsufficient, format!("Your role in this organisation ({role}) does not allow {what}."))
+}
+
+pub fn need_manager(org: &OrgView) -> AppResult<()> {
+    if org.role.manages() { Ok(()) } else { Err(role_insufficient(org.role, "this; it needs an owner or admin")) }
+}
+
+pub fn need_owner(org: &OrgView) -> AppResult<()> {
+    if org.role == Role::Owner { Ok(()) } else { Err(role_insufficient(org.role, "this; it needs an owner")) }
+}
+
+pub fn check_name(raw: &str) -> AppResult<&str> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be 1 to {MAX_NAME_CHARS} printable characters.")));
+    }
+    Ok(name)
+}
+
+pub async fn create(db: &PgPool, owner: Uuid, name: &str) -> AppResult<OrgView> {
+    let name = check_name(name)?;
+    if repo::list_for_user(db, owner).await?.len() >= MAX_ORGS_PER_USER {
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("You belong to {MAX_ORGS_PER_USER} organisations already.")));
+    }
+    let id = Uuid::now_v7();
+    let mut tx = db.begin().await?;
+    repo::create(&mut tx, id, name, owner).await?;
+    tx.commit().await?;
+    repo::get_for_member(db, id, owner).await?.ok_or_else(org_not_found)
+}
+
+/// Gives `member` the role `to`, or removes them (`None`), as the caller (`org.role`) may.
+pub async fn change(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role>) -> AppResult<()> {
+    change_as(db, org, member, to, false).await
+}
+
+/// `change`, or a member leaving by themselves (`leaving`: any role may).
+pub async fn change_as(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role>, leaving: bool) -> AppResult<()> {
+    let mut tx = db.begin().await?;
+    let owners = repo::lock_owners(&mut tx, org.id).await?;
+    let current = repo::role(&mut *tx, org.id, member)
+        .await?
+        .ok_or_else(|| AppError::new(ErrorCode::MemberNotFound, "The organisation has no such member."))?;
+    if !leaving {
+        need_manager(org)?;
+        let touches_owner = current == Role::Owner || to == Some(Role::Owner);
+        if touches_owner && org.role != Role::Owner {
+            return Err(role_insufficient(org.role, "changing an owner or making one"));
+        }
+    }
+    let loses_owner = current == Role::Owner && to != Some(Role::Owner);
+    if loses_owner && owners.len() <= 1 {
+        return Err(AppError::new(ErrorCode::LastOwner, "An organisation keeps at least one owner: make another member owner first."));
+    }
+    match to {
+        Some(role) => repo::set_role(&mut *tx, org.id, member, role).await?,
+        None => repo::remove(&mut *tx, org.id, member).await?,
+    };
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn invite(db: &PgPool, org: &OrgView, by: Uuid, request: &InviteRequest) -> AppResult<InvitationView> {
+    need_manager(org)?;
+    if request.role == Role::Owner {
+        return Err(AppError::new(ErrorCode::InvalidRequest, "Invite as `admin`, `member` or `viewer`; owners are made from members."));
+    }
+    let email = request.email.trim();
+    let valid = email.len() <= 254 && email.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));
+    if !valid || email.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(AppError::new(ErrorCode::InvalidRequest, "`email` is not an email address."));
+    }
+    Ok(repo::invite(db, org.id, &email.to_lowercase(), request.role, by).await?)
+}
+
+pub async fn email_of(db: &PgPool, user_id: Uuid) -> AppResult<String> {
+    repo::email_of(db, user_id).await?.ok_or_else(|| AppError::unauthorized("The account no longer exists."))
+}
+
+/// Joins the organisation of the invitation `id` addressed to the user's email.
+pub async fn accept(db: &PgPool, user_id: Uuid, id: Uuid) -> AppResult<OrgView> {
+    let email = email_of(db, user_id).await?;
+    let mut tx = db.begin().await?;
+    let (org_id, role) = repo::take_invitation(&mut tx, id, &email).await?.ok_or_else(invitation_not_found)?;
+    repo::join(&mut tx, org_id, user_id, role).await?;
+    tx.commit().await?;
+    repo::get_for_member(db, org_id, user_id).await?.ok_or_else(org_not_found)
+}
