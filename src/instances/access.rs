@@ -25,11 +25,21 @@ pub struct Admission<'a> {
     pub org_id: Option<Uuid>,
 }
 
-/// The snapshot a clone starts from: one of the user's, `ready`; else 404 or 409.
+/// The snapshot a clone starts from, `ready`: one of the user's own instances', or of an
+/// organisation's instance whose snapshots the user's role may download (not one of an
+/// organisation they left); else 404 or 409.
 pub async fn clone_source(state: &AppState, user_id: Uuid, snapshot_id: Uuid) -> AppResult<Uuid> {
-    let snapshot = crate::snapshots::repo::get_for_user(&state.db, snapshot_id, user_id)
-        .await?
-        .ok_or_else(|| AppError::new(ErrorCode::SnapshotNotFound, "`from_snapshot` is not one of your snapshots."))?;
+    let not_yours = || AppError::new(ErrorCode::SnapshotNotFound, "`from_snapshot` is not one of your snapshots.");
+    let snapshot = crate::snapshots::repo::get(&state.db, snapshot_id).await?.ok_or_else(not_yours)?;
+    let source = repo::get(&state.db, snapshot.instance_id).await?.ok_or_else(not_yours)?;
+    match source.org_id {
+        Some(org_id) => {
+            let download = "/api/instances/{instanceId}/snapshots/{snapshotId}/download";
+            crate::orgs::roles::check(&state.db, org_id, user_id, &axum::http::Method::GET, download).await.map_err(|_| not_yours())?;
+        }
+        None if snapshot.user_id != user_id => return Err(not_yours()),
+        None => {}
+    }
     if snapshot.status != crate::snapshots::models::SnapshotStatus::Ready {
         return Err(AppError::new(ErrorCode::InvalidState, format!("The snapshot is {}.", snapshot.status.as_str())));
     }

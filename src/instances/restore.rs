@@ -46,8 +46,10 @@ pub async fn seed(state: &AppState, instance: &InstanceRow) -> Result<(), DriveE
 }
 
 async fn pending(state: &AppState, instance: &InstanceRow) -> Result<Option<SnapshotRow>, DriveError> {
-    let (Some(id), Some(user_id)) = (instance.pending_snapshot_id, instance.user_id) else { return Ok(None) };
-    snapshot_repo::get_for_user(&state.db, id, user_id).await.map_err(failed)
+    // Who may use it was decided when the operation was admitted (`access::clone_source`, the
+    // restore's instance): an organisation's snapshot may be another member's.
+    let Some(id) = instance.pending_snapshot_id else { return Ok(None) };
+    snapshot_repo::get(&state.db, id).await.map_err(failed)
 }
 
 /// Replaces the storage's contents with the snapshot's.

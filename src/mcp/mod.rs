@@ -96,10 +96,18 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     let Some(key) = key else {
         return challenge(crate::error::AppError::unauthorized("The Authorization header must be `Bearer <API key>`."));
     };
-    match crate::auth::extractor::authenticate_key(&state, &key).await {
-        Ok(_) => next.run(request).await,
-        Err(error) => challenge(error),
+    let user = match crate::auth::extractor::authenticate_key(&state, &key).await {
+        Ok(user) => user,
+        Err(error) => return challenge(error),
+    };
+    // Counted against the user like any API request while the tool runs (`inflight`): the
+    // API requests a tool makes inside carry no slot of their own.
+    if let Some(held) = request.extensions().get::<crate::inflight::HeldSlot>()
+        && let Err(error) = held.hold_with(|| state.user_slots.acquire(user.user_id, crate::state::SlotKind::Request))
+    {
+        return error.into_response();
     }
+    next.run(request).await
 }
 
 fn challenge(error: crate::error::AppError) -> Response {

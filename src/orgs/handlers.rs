@@ -49,8 +49,8 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Js
 
 /// Create an organisation
 ///
-/// You become its owner. Its plan starts at one instance; the operator sets it
-/// (`ocaas admin org plan`).
+/// You become its owner. It has no plan (no instances, no model tokens) until the operator
+/// gives it one (`ocaas admin org plan`).
 #[utoipa::path(operation_id = "create_org", post, path = "/api/orgs", tag = "orgs", request_body = OrgRequest,
     responses(
         (status = 201, description = "Created", body = OrgView),

@@ -54,9 +54,14 @@ pub async fn rename(db: impl PgExecutor<'_>, id: Uuid, name: &str) -> sqlx::Resu
     Ok(())
 }
 
-/// Deletes the organisation if it has no instances; `false` when it has some.
-pub async fn delete_if_empty(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query!("DELETE FROM orgs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM instances WHERE org_id = $1)", id).execute(db).await?;
+/// Deletes the organisation if it has no instances; `false` when it has some. Its row is
+/// locked first (as a create for it does), so the check that follows sees every instance made.
+pub async fn delete_if_empty(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    sqlx::query_scalar!("SELECT id FROM orgs WHERE id = $1 FOR UPDATE", id).fetch_optional(&mut *tx).await?;
+    let done =
+        sqlx::query!("DELETE FROM orgs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM instances WHERE org_id = $1)", id).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -119,6 +124,12 @@ pub async fn invite(db: impl PgExecutor<'_>, org_id: Uuid, email: &str, role: Ro
     )
     .fetch_one(db)
     .await
+}
+
+/// Withdraws the open invitations `user_id` made in the organisation.
+pub async fn drop_invitations_by(db: impl PgExecutor<'_>, org_id: Uuid, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM org_invitations WHERE org_id = $1 AND invited_by = $2", org_id, user_id).execute(db).await?;
+    Ok(())
 }
 
 pub async fn invitations_of_org(db: impl PgExecutor<'_>, org_id: Uuid) -> sqlx::Result<Vec<InvitationView>> {

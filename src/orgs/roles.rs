@@ -15,6 +15,10 @@ use crate::error::{AppError, AppResult, ErrorCode};
 
 /// Whether `role` may run `method` on the route `template` of one of the organisation's instances.
 pub fn allows(role: Role, method: &Method, template: &str) -> bool {
+    // Reading a channel's login (a WhatsApp QR code) links the agent to whoever scans it.
+    if template.ends_with("/channels/{kind}/login") {
+        return role.manages();
+    }
     let read = matches!(*method, Method::GET | Method::HEAD);
     let Some(scope) = required(method, template) else { return role.manages() };
     let action = template.rsplit('/').next().unwrap_or("");
@@ -60,6 +64,7 @@ mod tests {
         assert!(allows(Role::Viewer, &get, "/api/instances/{instanceId}/files/read"));
         assert!(!allows(Role::Viewer, &post, chat) && !allows(Role::Viewer, &post, exec));
         assert!(!allows(Role::Viewer, &get, "/api/instances/{instanceId}/terminal/ws"), "a terminal is not reading");
+        assert!(!allows(Role::Viewer, &get, "/api/instances/{instanceId}/channels/{kind}/login"), "a QR code links the agent");
         assert!(
             !allows(Role::Member, &get, "/api/instances/{instanceId}/mystery") && allows(Role::Admin, &get, "/api/instances/{instanceId}/mystery")
         );

@@ -79,6 +79,10 @@ pub async fn change_as(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role
         Some(role) => repo::set_role(&mut *tx, org.id, member, role).await?,
         None => repo::remove(&mut *tx, org.id, member).await?,
     };
+    // Invitations outlive no inviter's right to make them.
+    if !to.is_some_and(Role::manages) {
+        repo::drop_invitations_by(&mut *tx, org.id, member).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

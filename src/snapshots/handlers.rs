@@ -16,9 +16,10 @@ use crate::instances::extract::OwnedInstance;
 use crate::instances::models::Instance;
 use crate::state::AppState;
 
-/// The snapshot `{snapshotId}` of the caller's instance, else 404 `snapshot_not_found`.
+/// The snapshot `{snapshotId}` of the caller's instance (whoever took it: an organisation's
+/// members share its instance's snapshots), else 404 `snapshot_not_found`.
 async fn owned_snapshot(state: &AppState, owned: &OwnedInstance, snapshot_id: Uuid) -> AppResult<SnapshotRow> {
-    repo::get_for_user(&state.db, snapshot_id, owned.user.user_id)
+    repo::get(&state.db, snapshot_id)
         .await?
         .filter(|s| s.instance_id == owned.instance.id)
         .ok_or_else(|| AppError::new(ErrorCode::SnapshotNotFound, "This instance has no snapshot with that id."))

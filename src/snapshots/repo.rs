@@ -108,6 +108,19 @@ pub async fn get_for_user(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<
     .await
 }
 
+/// The snapshot, whoever took it (the caller checks who may see it).
+pub async fn get(db: &PgPool, id: Uuid) -> sqlx::Result<Option<SnapshotRow>> {
+    sqlx::query_as!(
+        SnapshotRow,
+        r#"SELECT id, instance_id, user_id, name, kind AS "kind: SnapshotKind", status AS "status: SnapshotStatus", size_bytes, sha256,
+                  image, error, created_at
+         FROM snapshots WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
 pub async fn delete(db: &PgPool, id: Uuid) -> sqlx::Result<()> {
     sqlx::query!("DELETE FROM snapshots WHERE id = $1", id).execute(db).await?;
     Ok(())

@@ -67,7 +67,7 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> AppResult<Js
     responses(
         (status = 201, description = "The endpoint and its secret", body = WebhookWithSecret),
         (status = 400, description = "`invalid_request`: a bad URL (or one that is not public), event or description", body = ErrorBody),
-        (status = 403, description = "`webhook_limit_reached`, `insufficient_scope` or `csrf_failed`", body = ErrorBody),
+        (status = 403, description = "`webhook_limit_reached`, `csrf_failed`, or `insufficient_scope`: a key without the scopes of the events (or bound to one instance)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]
@@ -79,6 +79,7 @@ pub async fn create(
 ) -> AppResult<(StatusCode, Json<WebhookWithSecret>)> {
     let url = service::check_url(&body.url, state.settings.webhook_allow_private).await?;
     let events = service::check_events(body.events)?;
+    service::check_grant(user.grant(), &events)?;
     let description = service::check_description(body.description.as_deref())?;
     if repo::count_for_user(&state.db, user.user_id).await? >= service::MAX_ENDPOINTS {
         let message = format!("An account may have {} webhook endpoints; delete one first.", service::MAX_ENDPOINTS);
@@ -114,6 +115,7 @@ pub async fn get(OwnedWebhook { row, .. }: OwnedWebhook) -> Json<WebhookView> {
     responses(
         (status = 200, description = "The endpoint now", body = WebhookView),
         (status = 400, description = "`invalid_request`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: a key without the scopes of the events", body = ErrorBody),
         (status = 404, description = "`webhook_not_found`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
@@ -128,6 +130,7 @@ pub async fn update(
         None => None,
     };
     let events = body.events.map(|e| service::check_events(Some(e))).transpose()?;
+    service::check_grant(user.grant(), events.as_deref().unwrap_or(&row.events))?;
     let description = body.description.as_deref().map(|d| service::check_description(Some(d))).transpose()?;
     let change = repo::Change { url: url.as_deref(), events: events.as_deref(), description, disabled: body.disabled };
     let row = repo::update(&state.db, row.id, user.user_id, &change).await?.ok_or_else(not_found)?;
@@ -219,9 +222,15 @@ pub async fn deliveries(State(state): State<AppState>, OwnedWebhook { row, .. }:
     params(("webhookId" = Uuid, Path, description = "Endpoint id")),
     responses(
         (status = 202, description = "Queued; the delivery's id", body = TestQueued),
+        (status = 429, description = "`webhook_backlog`: 100 deliveries of the endpoint are pending", body = ErrorBody),
         (status = 404, description = "`webhook_not_found`", body = ErrorBody),
     ))]
 pub async fn test(State(state): State<AppState>, OwnedWebhook { row, .. }: OwnedWebhook) -> AppResult<(StatusCode, Json<TestQueued>)> {
+    if repo::pending_count(&state.db, row.id).await? >= service::MAX_PENDING_FOR_TEST {
+        let message =
+            format!("The endpoint has {} deliveries pending; send a test when they are delivered or given up.", service::MAX_PENDING_FOR_TEST);
+        return Err(AppError::new(ErrorCode::WebhookBacklog, message));
+    }
     let payload = serde_json::json!({
         "type": EventType::WebhookTest,
         "timestamp": crate::timefmt::rfc3339_millis(&Utc::now()),

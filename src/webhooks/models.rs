@@ -31,6 +31,19 @@ crate::text_enum! {
     }
 }
 
+impl EventType {
+    /// The scope a key needs to read what the event says through the API.
+    pub fn scope(self) -> crate::auth::scopes::Scope {
+        use crate::auth::scopes::Scope;
+        match self {
+            EventType::ChatMessageCompleted | EventType::ChatToolCompleted => Scope::Chat,
+            EventType::SnapshotReady | EventType::SnapshotFailed => Scope::Snapshots,
+            EventType::InstanceStatusChanged | EventType::InstanceIdle | EventType::UsageThreshold => Scope::InstancesRead,
+            EventType::WebhookTest => Scope::Account,
+        }
+    }
+}
+
 crate::text_enum! {
     /// Where a delivery is: waiting for its next attempt, answered 2xx, or given up.
     pub enum DeliveryStatus {

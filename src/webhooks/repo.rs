@@ -175,6 +175,13 @@ pub async fn emit(db: impl PgExecutor<'_>, owner: Uuid, kind: EventType, data: &
     Ok(())
 }
 
+/// Deliveries of the endpoint not yet delivered or given up.
+pub async fn pending_count(db: impl PgExecutor<'_>, endpoint_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'pending'"#, endpoint_id)
+        .fetch_one(db)
+        .await
+}
+
 /// Queues a `webhook.test` for one endpoint, whatever events it takes.
 pub async fn queue_test(db: impl PgExecutor<'_>, endpoint_id: Uuid, payload: &Value) -> sqlx::Result<Uuid> {
     sqlx::query_scalar!(
@@ -188,15 +195,20 @@ pub async fn queue_test(db: impl PgExecutor<'_>, endpoint_id: Uuid, payload: &Va
     .await
 }
 
-/// Claims up to `limit` due deliveries for `hold_secs`.
+/// Claims up to `limit` due deliveries for `hold_secs`: at most one per endpoint, and none of an
+/// endpoint with one in flight, so a receiver that stalls holds one attempt, not every one. (The
+/// `next_attempt_at` test is made again on the row as locked: two processes never claim the same.)
 pub async fn claim(db: impl PgExecutor<'_>, limit: i64, hold_secs: f64) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as!(
         Claimed,
-        r#"UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+        r#"UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2),
+                  claimed_until = now() + make_interval(secs => $2)
              FROM webhook_endpoints e
-            WHERE e.id = d.endpoint_id AND d.id IN (
-                  SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
-                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+            WHERE e.id = d.endpoint_id AND d.status = 'pending' AND d.next_attempt_at <= now() AND d.id IN (
+                  SELECT DISTINCT ON (p.endpoint_id) p.id FROM webhook_deliveries p
+                   WHERE p.status = 'pending' AND p.next_attempt_at <= now()
+                     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries c WHERE c.endpoint_id = p.endpoint_id AND c.claimed_until > now())
+                   ORDER BY p.endpoint_id, p.next_attempt_at LIMIT $1)
         RETURNING d.id, d.message_id, d.payload::text AS "payload!", d.attempts, e.url, e.secret_sealed,
                   e.previous_secret_sealed, e.previous_until"#,
         limit,
@@ -217,7 +229,7 @@ pub async fn finish(db: impl PgExecutor<'_>, claimed: &Claimed, outcome: &Outcom
         r#"WITH attempt AS (
                INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT DO NOTHING)
-           UPDATE webhook_deliveries SET status = $6, last_status_code = $3, last_error = $4,
+           UPDATE webhook_deliveries SET status = $6, last_status_code = $3, last_error = $4, claimed_until = NULL,
                   next_attempt_at = COALESCE($7, next_attempt_at),
                   delivered_at = CASE WHEN $6 = 'delivered' THEN now() END
             WHERE id = $1 AND attempts = $2"#,

@@ -8,12 +8,15 @@ use rand::RngCore;
 
 use super::models::{EventType, WebhookView};
 use super::repo::EndpointRow;
+use crate::auth::scopes::Grant;
 use crate::error::{AppError, AppResult, ErrorCode};
 
 const MAX_URL: usize = 2048;
 const MAX_DESCRIPTION: usize = 500;
 /// Endpoints an account may have.
 pub const MAX_ENDPOINTS: i64 = 20;
+/// Deliveries pending past which an endpoint takes no test send.
+pub const MAX_PENDING_FOR_TEST: i64 = 100;
 /// How long the previous secret still signs after a rotation.
 pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
 
@@ -38,6 +41,23 @@ pub fn check_events(events: Option<Vec<EventType>>) -> AppResult<Vec<EventType>>
         return Err(invalid("`events` must name at least one event; `webhook.test` is sent by the test route only."));
     }
     Ok(events)
+}
+
+/// A key may subscribe only to events it could read through the API: the scope of each, and on
+/// every instance (events come from all of the account's instances).
+pub fn check_grant(grant: Option<&Grant>, events: &[EventType]) -> AppResult<()> {
+    let Some(grant) = grant else { return Ok(()) };
+    if let Some(bound) = grant.instance_id {
+        return Err(AppError::new(
+            ErrorCode::InsufficientScope,
+            format!("This key works only on instance {bound}; webhooks carry every instance's events."),
+        ));
+    }
+    let Some(scopes) = &grant.scopes else { return Ok(()) };
+    match events.iter().map(|e| e.scope()).find(|needed| !scopes.contains(needed)) {
+        Some(needed) => Err(AppError::new(ErrorCode::InsufficientScope, format!("This key lacks the scope `{needed}` that these events need."))),
+        None => Ok(()),
+    }
 }
 
 pub fn check_description(raw: Option<&str>) -> AppResult<Option<&str>> {

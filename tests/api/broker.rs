@@ -490,3 +490,38 @@ async fn a_sandbox_flooding_the_broker_with_large_bodies_stays_bounded_and_anoth
     assert!(peak < 256.0, "the server's RSS reached {peak:.0} MiB (from {before:.0} MiB)");
     assert!(provider.requests.lock().unwrap().is_empty());
 }
+
+/// An organisation's instances spend the organisation's monthly tokens, not their creator's:
+/// the creator's own plan is untouched, and past the organisation's allowance its instances'
+/// calls are refused while the creator's own instance still answers.
+#[tokio::test]
+async fn an_organisations_instances_spend_its_allowance_not_their_creators() {
+    let provider = scripted_provider().await;
+    let app = app_with_provider(&provider).await;
+    let (own, _) = ready_instance(&app).await;
+    assert!(ocaas::auth::repo::set_monthly_tokens(&app.db, app.user.id, Some(20)).await.unwrap());
+    let org = json_body(app.api(Method::POST, "/api/orgs").json(&json!({"name": "Lab"})).send().await.unwrap(), StatusCode::CREATED).await;
+    let org_id: uuid::Uuid = org["id"].as_str().unwrap().parse().unwrap();
+    ocaas::orgs::repo::set_plan(&app.db, org_id, 1, Some(30)).await.unwrap();
+    let shared = app.api(Method::POST, "/api/instances").json(&json!({"org_id": org_id})).send().await.unwrap();
+    let shared = json_body(shared, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while json_body(app.api(Method::GET, &format!("/api/instances/{shared}")).send().await.unwrap(), StatusCode::OK).await["status"] != "ready" {
+        assert!(std::time::Instant::now() < deadline, "the organisation's instance never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // 17 + 17 = 34 past the organisation's 30 (each call is let through while some is left).
+    for _ in 0..2 {
+        assert_eq!(llm_turn(&app, &shared).await["assistant_message"]["status"], "complete");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let over = llm_turn(&app, &shared).await;
+    assert!(over["assistant_message"]["error"].as_str().unwrap().contains("monthly token allowance (30 tokens)"), "{over}");
+    // The user's own 20 is untouched: two calls (0 and 17 used before each) pass, the third not.
+    for _ in 0..2 {
+        assert_eq!(llm_turn(&app, &own).await["assistant_message"]["status"], "complete", "the creator's own allowance is untouched");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let over = llm_turn(&app, &own).await;
+    assert!(over["assistant_message"]["error"].as_str().unwrap().contains("monthly token allowance (20 tokens)"), "then the user's own: {over}");
+}

@@ -37,6 +37,10 @@ async fn join(app: &TestApp, org: &str, inviter: &str, email: &str, role: &str, 
 
 /// What a role may do with an organisation's instance, as a user would expect it.
 fn expected(role: &str, method: &str, path: &str) -> bool {
+    // Reading a channel's login hands out a QR code that links the agent to whoever scans it.
+    if path.ends_with("/channels/{kind}/login") {
+        return matches!(role, "owner" | "admin");
+    }
     let rest = path.strip_prefix("/api/instances/{instanceId}").unwrap_or("");
     let first = rest.trim_start_matches('/').split('/').next().unwrap_or("");
     let read = method == "get";
@@ -149,6 +153,31 @@ async fn each_role_reaches_an_organisations_instance_as_its_row_says_and_outside
     assert_eq!(theirs["instances"], 0);
     let ours = app.with_key(Method::GET, &format!("/api/orgs/{org}/members"), &outsider).send().await.unwrap();
     assert_error(ours, StatusCode::NOT_FOUND, "org_not_found").await;
+    // Its snapshots are every member's (a viewer downloads one the owner took); a creator who
+    // is removed can no longer clone from them.
+    let taken = app.api(Method::POST, &format!("/api/instances/{id}/snapshots")).json(&json!({"name": "shared"})).send().await.unwrap();
+    let snapshot = json(taken, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = json(app.api(Method::GET, &format!("/api/instances/{id}/snapshots")).send().await.unwrap(), StatusCode::OK).await;
+        let status = list.as_array().unwrap().iter().find(|s| s["id"] == snapshot.as_str()).map(|s| s["status"].clone());
+        if status == Some(json!("ready")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline && status != Some(json!("failed")), "the snapshot never became ready: {list}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let download = app.with_key(Method::GET, &format!("/api/instances/{id}/snapshots/{snapshot}/download"), &keys[3].1).send().await.unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    let members = json(app.api(Method::GET, &format!("/api/orgs/{org}/members")).send().await.unwrap(), StatusCode::OK).await;
+    let creator = members.as_array().unwrap().iter().find(|m| m["role"] == "admin").unwrap()["user_id"].as_str().unwrap().to_owned();
+    ocaas::auth::service::grant_subscription(&app.db, "admin@example.com", 2, None).await.unwrap();
+    assert_eq!(app.api(Method::DELETE, &format!("/api/orgs/{org}/members/{creator}")).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let clone = app.with_key(Method::POST, "/api/instances", &keys[1].1).json(&json!({"from_snapshot": snapshot})).send().await.unwrap();
+    assert_error(clone, StatusCode::NOT_FOUND, "snapshot_not_found").await;
+    let theirs = app.with_key(Method::GET, &format!("/api/instances/{id}"), &keys[1].1).send().await.unwrap();
+    assert_error(theirs, StatusCode::NOT_FOUND, "instance_not_found").await;
+
     // An organisation with an instance is not deleted; a removed member loses it at once.
     assert_error(app.api(Method::DELETE, &format!("/api/orgs/{org}")).send().await.unwrap(), StatusCode::CONFLICT, "org_not_empty").await;
     let members = json(app.api(Method::GET, &format!("/api/orgs/{org}/members")).send().await.unwrap(), StatusCode::OK).await;

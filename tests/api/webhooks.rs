@@ -289,6 +289,14 @@ async fn webhook_endpoints_are_each_accounts_own() {
     }
     let listed = json(app.with_key(Method::GET, "/api/account/webhooks", &other_key).send().await.unwrap(), StatusCode::OK).await;
     assert_eq!(listed, json!([]));
+    // A key subscribes only to what it could read: chat events need `chat`.
+    let scoped = app.api(Method::POST, "/api/account/keys").json(&json!({"name": "hooks", "scopes": ["account"]})).send().await.unwrap();
+    let scoped = json(scoped, StatusCode::CREATED).await["key"].as_str().unwrap().to_owned();
+    let chat_hook = app
+        .with_key(Method::POST, "/api/account/webhooks", &scoped)
+        .json(&json!({"url": "http://127.0.0.1:9/", "events": ["chat.message.completed"]}));
+    let refused = assert_error(chat_hook.send().await.unwrap(), StatusCode::FORBIDDEN, "insufficient_scope").await;
+    assert!(refused["message"].as_str().unwrap().contains("`chat`"), "{refused}");
     let changed = app
         .api(Method::PATCH, &format!("/api/account/webhooks/{hook}"))
         .json(&json!({"disabled": true, "events": ["snapshot.failed"]}))
