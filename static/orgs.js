@@ -30,6 +30,9 @@ async function openOrg(org) {
   opened = org;
   $('org-title').textContent = `${org.name} — you are ${org.role}`;
   const members = await api('GET', `/api/orgs/${org.id}/members`);
+  const t = (await api('GET', `/api/orgs/${org.id}/usage`)).totals;
+  const allowance = org.monthly_tokens === null ? 'no limit' : `${org.monthly_tokens} allowed`;
+  $('org-usage').textContent = `This month: ${t.requests} model request(s), ${t.prompt_tokens + t.completion_tokens} tokens (${allowance}); ${org.instances} of ${org.max_instances} instance(s).`;
   const manages = ['owner', 'admin'].includes(org.role);
   $('org-members').replaceChildren(...members.map((m) => el('tr', { dataset: { userId: m.user_id, role: m.role } },
     el('td', {}, m.email), el('td', { class: 'role' }, m.role),

@@ -64,26 +64,38 @@ pub async fn insert_usage(db: &PgPool, record: &UsageRecord) -> sqlx::Result<()>
     Ok(())
 }
 
-/// Totals per UTC day and model of a user's calls in [from, to), optionally of one instance.
-pub async fn usage_by_day(
-    db: &PgPool,
-    user_id: Uuid,
-    instance_id: Option<Uuid>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> sqlx::Result<Vec<UsageDay>> {
+/// Whose model calls a usage report counts.
+#[derive(Clone, Copy)]
+pub enum Whose {
+    /// A user's own instances' (deleted ones too), not those of organisations.
+    User(Uuid),
+    /// One instance's, whoever called through it.
+    Instance(Uuid),
+    /// An organisation's instances' (deleted ones too).
+    Org(Uuid),
+}
+
+/// Totals per UTC day and model of the calls of `whose` in [from, to).
+pub async fn usage_by_day(db: &PgPool, whose: Whose, from: DateTime<Utc>, to: DateTime<Utc>) -> sqlx::Result<Vec<UsageDay>> {
+    let (user, instance, org) = match whose {
+        Whose::User(id) => (Some(id), None, None),
+        Whose::Instance(id) => (None, Some(id), None),
+        Whose::Org(id) => (None, None, Some(id)),
+    };
     sqlx::query_as!(
         UsageDay,
         r#"SELECT (created_at AT TIME ZONE 'UTC')::date AS "day!", model, count(*) AS "requests!",
                   coalesce(sum(prompt_tokens), 0)::bigint AS "prompt_tokens!", coalesce(sum(completion_tokens), 0)::bigint AS "completion_tokens!",
                   count(*) FILTER (WHERE estimated) AS "estimated_requests!"
            FROM model_usage
-           WHERE user_id = $1 AND ($2::uuid IS NULL OR instance_id = $2) AND created_at >= $3 AND created_at < $4
+           WHERE ($1::uuid IS NULL OR (user_id = $1 AND org_id IS NULL)) AND ($2::uuid IS NULL OR instance_id = $2)
+             AND ($5::uuid IS NULL OR org_id = $5) AND created_at >= $3 AND created_at < $4
            GROUP BY 1, 2 ORDER BY 1, 2"#,
-        user_id,
-        instance_id,
+        user,
+        instance,
         from,
-        to
+        to,
+        org
     )
     .fetch_all(db)
     .await

@@ -10,11 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::repo;
+use super::repo::{self, Whose};
 use crate::auth::extractor::AuthUser;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::ApiQuery;
 use crate::instances::extract::OwnedInstance;
+use crate::orgs::extract::Membership;
 use crate::state::AppState;
 
 /// Longest period one answer covers.
@@ -95,18 +96,19 @@ fn report(from: DateTime<Utc>, to: DateTime<Utc>, days: Vec<UsageDay>) -> UsageR
     ))]
 pub async fn instance_usage(
     State(state): State<AppState>,
-    OwnedInstance { user, instance }: OwnedInstance,
+    OwnedInstance { instance, .. }: OwnedInstance,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> AppResult<Json<UsageReport>> {
     let (from, to) = period(&query)?;
-    let rows = repo::usage_by_day(&state.db, user.user_id, Some(instance.id), from, to).await?;
+    let rows = repo::usage_by_day(&state.db, Whose::Instance(instance.id), from, to).await?;
     Ok(Json(report(from, to, rows)))
 }
 
 /// Account model usage
 ///
-/// Tokens all of the account's instances used through the model broker (deleted instances
-/// included), per UTC day and model, over `from`/`to` (default: this month so far).
+/// Tokens all of the account's own instances used through the model broker (deleted instances
+/// included; organisations' instances count for the organisation), per UTC day and model, over
+/// `from`/`to` (default: this month so far).
 #[utoipa::path(get, path = "/api/account/usage", tag = "account",
     params(UsageQuery),
     responses(
@@ -115,10 +117,32 @@ pub async fn instance_usage(
     ))]
 pub async fn account_usage(State(state): State<AppState>, user: AuthUser, ApiQuery(query): ApiQuery<UsageQuery>) -> AppResult<Json<UsageReport>> {
     let (from, to) = period(&query)?;
-    let rows = repo::usage_by_day(&state.db, user.user_id, None, from, to).await?;
+    let rows = repo::usage_by_day(&state.db, Whose::User(user.user_id), from, to).await?;
+    Ok(Json(report(from, to, rows)))
+}
+
+/// Organisation model usage
+///
+/// Tokens all of the organisation's instances used through the model broker (deleted ones
+/// included) — what its `monthly_tokens` counts — per UTC day and model, over `from`/`to`
+/// (default: this month so far). Every member may see it.
+#[utoipa::path(get, path = "/api/orgs/{orgId}/usage", tag = "orgs", operation_id = "org_usage",
+    params(("orgId" = Uuid, Path, description = "Organisation id"), UsageQuery),
+    responses(
+        (status = 200, description = "Usage of the organisation", body = UsageReport),
+        (status = 400, description = "`invalid_request`: a bad period", body = ErrorBody),
+        (status = 404, description = "`org_not_found`", body = ErrorBody),
+    ))]
+pub async fn org_usage(
+    State(state): State<AppState>,
+    Membership { org, .. }: Membership,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> AppResult<Json<UsageReport>> {
+    let (from, to) = period(&query)?;
+    let rows = repo::usage_by_day(&state.db, Whose::Org(org.id), from, to).await?;
     Ok(Json(report(from, to, rows)))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(instance_usage)).routes(routes!(account_usage))
+    OpenApiRouter::new().routes(routes!(instance_usage)).routes(routes!(account_usage)).routes(routes!(org_usage))
 }

@@ -1,13 +1,13 @@
 //! HTTP handlers of `/api/orgs…` and the caller's invitations (`/api/account/invitations…`).
-//! `Membership` answers 404 `org_not_found` to anyone who is not a member before any handler
-//! code runs; what a role may do here is checked by `service`.
+//! `extract::Membership` answers 404 `org_not_found` to anyone who is not a member before any
+//! handler code runs; what a role may do here is checked by `service`.
 
 use axum::Json;
-use axum::extract::{FromRef, FromRequestParts, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use uuid::Uuid;
 
+use super::extract::Membership;
 use super::models::{InvitationView, InviteRequest, MemberView, OrgRequest, OrgView, RoleChange};
 use super::{repo, service};
 use crate::audit::AuditAction;
@@ -15,29 +15,6 @@ use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, ClientAddr};
 use crate::state::AppState;
-
-/// The caller and the organisation `{orgId}` they belong to, with their role.
-pub struct Membership {
-    pub user: AuthUser,
-    pub org: OrgView,
-}
-
-impl<S> FromRequestParts<S> for Membership
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let user = AuthUser::from_request_parts(parts, state).await?;
-        let params = axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state).await;
-        let id = params.ok().and_then(|p| p.get("orgId").and_then(|raw| raw.parse::<Uuid>().ok())).ok_or_else(service::org_not_found)?;
-        let app = AppState::from_ref(state);
-        let org = repo::get_for_member(&app.db, id, user.user_id).await?.ok_or_else(service::org_not_found)?;
-        Ok(Membership { user, org })
-    }
-}
 
 /// Your organisations
 ///

@@ -2,6 +2,7 @@
 //! invitations by email, and instances that belong to an organisation — reached by its members
 //! as their role allows (`roles`), counted against the organisation's own plan.
 
+pub mod extract;
 pub mod handlers;
 pub mod models;
 pub mod repo;

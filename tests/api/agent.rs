@@ -197,6 +197,7 @@ async fn the_served_helper_client_drives_every_command() {
         assert_eq!(invited["role"], "viewer", "{invited}");
         assert_eq!(ok(script, env, &["orgs", "members", "--org", org_id])[0]["role"], "owner");
         assert_eq!(ok(script, env, &["orgs", "list"])[0]["name"], "From node");
+        assert_eq!(ok(script, env, &["orgs", "usage", "--org", org_id])["totals"]["requests"], 0);
         let refused = node(script, env, &["webhooks", "create", "--url", "http://127.0.0.1:9/"]);
         assert!(!refused.0 && refused.2.contains("invalid_request"), "a private receiver is refused: {refused:?}");
         let hook = ok(script, env, &["webhooks", "create", "--url", "https://93.184.216.34/hook", "--events", "snapshot.ready"]);

@@ -524,4 +524,12 @@ async fn an_organisations_instances_spend_its_allowance_not_their_creators() {
     }
     let over = llm_turn(&app, &own).await;
     assert!(over["assistant_message"]["error"].as_str().unwrap().contains("monthly token allowance (20 tokens)"), "then the user's own: {over}");
+    // Each report counts its own: the organisation's, the account's, the shared instance's.
+    let tokens = |report: Value| report["totals"]["prompt_tokens"].as_i64().unwrap() + report["totals"]["completion_tokens"].as_i64().unwrap();
+    let org_usage = json_body(app.api(Method::GET, &format!("/api/orgs/{org_id}/usage")).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(tokens(org_usage), 34);
+    let account = json_body(app.api(Method::GET, "/api/account/usage").send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(tokens(account), 34, "the two calls of the user's own instance");
+    let instance = json_body(app.api(Method::GET, &format!("/api/instances/{shared}/usage")).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(tokens(instance), 34);
 }

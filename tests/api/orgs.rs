@@ -269,6 +269,8 @@ async fn the_dashboard_creates_an_organisation_invites_and_the_invitee_accepts()
     assert_eq!(whose, "Mine,Night shift", "the instance form offers the organisation");
     browser.click("#orgs button.open").await;
     browser.wait_for("return !document.getElementById('org-panel').hidden", 20).await;
+    let usage = browser.wait_for("return document.getElementById('org-usage').textContent", 20).await;
+    assert!(usage.as_str().unwrap().contains("0 model request(s), 0 tokens (0 allowed); 0 of 0 instance(s)"), "{usage}");
     browser.fill("#invite-email", "friend@example.com").await;
     browser.eval("document.getElementById('invite-role').value = 'viewer'; return true").await;
     browser.click("#invite-send").await;

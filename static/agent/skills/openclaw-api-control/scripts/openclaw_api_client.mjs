@@ -119,6 +119,7 @@ export class Client {
   async orgs() { return this.request('GET', '/orgs'); }
   async createOrg(name) { return this.request('POST', '/orgs', { json: { name } }); }
   async orgMembers(orgId) { return this.request('GET', `/orgs/${orgId}/members`); }
+  async orgUsage(orgId, { from, to } = {}) { return this.request('GET', `/orgs/${orgId}/usage${period(from, to)}`); }
   async invite(orgId, email, role) { return this.request('POST', `/orgs/${orgId}/invitations`, { json: { email, role } }); }
   async setRole(orgId, userId, role) { return this.request('PATCH', `/orgs/${orgId}/members/${userId}`, { json: { role } }); }
   async removeMember(orgId, userId) { return this.request('DELETE', `/orgs/${orgId}/members/${userId}`); }
@@ -329,7 +330,7 @@ const USAGE = `usage: openclaw_api_client.mjs <command> [flags]   (global: --ins
   root
   account audit [--limit N] [--before ID]
   account keys | create-key [--name N] [--scopes chat,files:read] [--key-instance ID] [--expires-at T] | revoke-key --key K
-  orgs list | create --name N | members --org O | invite --org O --email E --role admin|member|viewer
+  orgs list | create --name N | members --org O | usage --org O [--from T] [--to T] | invite --org O --email E --role admin|member|viewer
        set-role --org O --user U --role R | remove --org O --user U | invitations | accept --invitation I
   webhooks list | create --url U [--events a,b] [--description D] | disable|enable|delete|rotate|deliveries|test --webhook W
   instances list | create [--invite-code C] [--name N] [--from-snapshot S] [--org O] | get | status | reboot | shutdown | start | pause | resume | delete | vnc-url
@@ -378,6 +379,7 @@ export async function main(argv = process.argv.slice(2)) {
     case 'orgs list': return print(await client.orgs());
     case 'orgs create': return print(await client.createOrg(need(flags, 'name')));
     case 'orgs members': return print(await client.orgMembers(need(flags, 'org')));
+    case 'orgs usage': return print(await client.orgUsage(need(flags, 'org'), { from: flags.from, to: flags.to }));
     case 'orgs invite': return print(await client.invite(need(flags, 'org'), need(flags, 'email'), need(flags, 'role')));
     case 'orgs set-role': return print(await client.setRole(need(flags, 'org'), need(flags, 'user'), need(flags, 'role')));
     case 'orgs remove': return print((await client.removeMember(need(flags, 'org'), need(flags, 'user'))) ?? { removed: flags.user });
