@@ -142,6 +142,7 @@ pub async fn change_role(
 #[utoipa::path(operation_id = "remove_org_member", delete, path = "/api/orgs/{orgId}/members/{userId}", tag = "orgs",
     params(("orgId" = Uuid, Path, description = "Organisation id"), ("userId" = Uuid, Path, description = "The member's user id")),
     responses(
+        (status = 400, description = "`invalid_request`: an id is not a UUID", body = ErrorBody),
         (status = 204, description = "Removed"),
         (status = 403, description = "`role_insufficient`", body = ErrorBody),
         (status = 404, description = "`org_not_found` or `member_not_found`", body = ErrorBody),
@@ -210,6 +211,7 @@ pub async fn invite(
 #[utoipa::path(operation_id = "withdraw_org_invitation", delete, path = "/api/orgs/{orgId}/invitations/{invitationId}", tag = "orgs",
     params(("orgId" = Uuid, Path, description = "Organisation id"), ("invitationId" = Uuid, Path, description = "Invitation id")),
     responses(
+        (status = 400, description = "`invalid_request`: an id is not a UUID", body = ErrorBody),
         (status = 204, description = "Withdrawn"),
         (status = 403, description = "`role_insufficient`", body = ErrorBody),
         (status = 404, description = "`org_not_found` or `invitation_not_found`", body = ErrorBody),
@@ -241,6 +243,7 @@ pub async fn mine(State(state): State<AppState>, user: AuthUser) -> AppResult<Js
 #[utoipa::path(operation_id = "accept_invitation", post, path = "/api/account/invitations/{invitationId}/accept", tag = "orgs",
     params(("invitationId" = Uuid, Path, description = "Invitation id")),
     responses(
+        (status = 400, description = "`invalid_request`: an id is not a UUID", body = ErrorBody),
         (status = 200, description = "The organisation you joined", body = OrgView),
         (status = 404, description = "`invitation_not_found`", body = ErrorBody),
     ))]
@@ -255,7 +258,8 @@ pub async fn accept(State(state): State<AppState>, client: ClientAddr, user: Aut
 /// The invitation is gone; the organisation may invite you again.
 #[utoipa::path(operation_id = "decline_invitation", delete, path = "/api/account/invitations/{invitationId}", tag = "orgs",
     params(("invitationId" = Uuid, Path, description = "Invitation id")),
-    responses((status = 204, description = "Declined"), (status = 404, description = "`invitation_not_found`", body = ErrorBody)))]
+    responses(
+        (status = 400, description = "`invalid_request`: an id is not a UUID", body = ErrorBody), (status = 204, description = "Declined"), (status = 404, description = "`invitation_not_found`", body = ErrorBody)))]
 pub async fn decline(State(state): State<AppState>, user: AuthUser, ApiPath(id): ApiPath<Uuid>) -> AppResult<StatusCode> {
     let email = service::email_of(&state.db, user.user_id).await?;
     let mut tx = state.db.begin().await?;

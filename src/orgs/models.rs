@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 crate::text_enum! {
     /// What a member may do (`docs/api.md`, "Organisations", has the table).
-    pub enum Role {
+    pub enum OrgRole {
         /// Everything, the organisation itself and its owners included.
         Owner => "owner",
         /// Everything on its instances; members, invitations, the organisation's name.
@@ -19,10 +19,10 @@ crate::text_enum! {
     }
 }
 
-impl Role {
+impl OrgRole {
     /// Runs the organisation's people and instances.
     pub fn manages(self) -> bool {
-        matches!(self, Role::Owner | Role::Admin)
+        matches!(self, OrgRole::Owner | OrgRole::Admin)
     }
 }
 
@@ -33,7 +33,7 @@ pub struct OrgView {
     pub id: Uuid,
     pub name: String,
     /// The caller's role in it.
-    pub role: Role,
+    pub role: OrgRole,
     /// Its plan: instances at once (set by the operator).
     pub max_instances: i32,
     /// Its plan: model tokens a month for all its instances; `null`: unlimited.
@@ -57,7 +57,7 @@ pub struct OrgRequest {
 pub struct MemberView {
     pub user_id: Uuid,
     pub email: String,
-    pub role: Role,
+    pub role: OrgRole,
     #[serde(with = "crate::timefmt")]
     pub joined_at: DateTime<Utc>,
 }
@@ -66,7 +66,7 @@ pub struct MemberView {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"role": "viewer"}))]
 pub struct RoleChange {
-    pub role: Role,
+    pub role: OrgRole,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -76,7 +76,7 @@ pub struct InviteRequest {
     /// Who may join: the account registered with this email accepts it after signing in.
     pub email: String,
     /// `admin`, `member` or `viewer` (owners are made by owners, from members).
-    pub role: Role,
+    pub role: OrgRole,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -88,7 +88,7 @@ pub struct InvitationView {
     pub org_id: Uuid,
     pub org_name: String,
     pub email: String,
-    pub role: Role,
+    pub role: OrgRole,
     #[serde(with = "crate::timefmt")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::timefmt")]

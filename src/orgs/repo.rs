@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::models::{InvitationView, MemberView, OrgView, Role};
+use super::models::{InvitationView, MemberView, OrgRole, OrgView};
 
 /// How long an invitation may be accepted.
 pub const INVITATION_DAYS: i32 = 7;
@@ -11,7 +11,7 @@ pub const INVITATION_DAYS: i32 = 7;
 pub async fn list_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<OrgView>> {
     sqlx::query_as!(
         OrgView,
-        r#"SELECT o.id, o.name, m.role AS "role: Role", o.max_instances, o.monthly_tokens, o.created_at,
+        r#"SELECT o.id, o.name, m.role AS "role: OrgRole", o.max_instances, o.monthly_tokens, o.created_at,
                   (SELECT count(*) FROM instances i WHERE i.org_id = o.id) AS "instances!"
              FROM orgs o JOIN org_members m ON m.org_id = o.id AND m.user_id = $1
             ORDER BY o.created_at, o.id"#,
@@ -25,7 +25,7 @@ pub async fn list_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Resu
 pub async fn get_for_member(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> sqlx::Result<Option<OrgView>> {
     sqlx::query_as!(
         OrgView,
-        r#"SELECT o.id, o.name, m.role AS "role: Role", o.max_instances, o.monthly_tokens, o.created_at,
+        r#"SELECT o.id, o.name, m.role AS "role: OrgRole", o.max_instances, o.monthly_tokens, o.created_at,
                   (SELECT count(*) FROM instances i WHERE i.org_id = o.id) AS "instances!"
              FROM orgs o JOIN org_members m ON m.org_id = o.id AND m.user_id = $2
             WHERE o.id = $1"#,
@@ -36,8 +36,8 @@ pub async fn get_for_member(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) ->
     .await
 }
 
-pub async fn role(db: impl PgExecutor<'_>, org_id: Uuid, user_id: Uuid) -> sqlx::Result<Option<Role>> {
-    sqlx::query_scalar!(r#"SELECT role AS "role: Role" FROM org_members WHERE org_id = $1 AND user_id = $2"#, org_id, user_id)
+pub async fn role(db: impl PgExecutor<'_>, org_id: Uuid, user_id: Uuid) -> sqlx::Result<Option<OrgRole>> {
+    sqlx::query_scalar!(r#"SELECT role AS "role: OrgRole" FROM org_members WHERE org_id = $1 AND user_id = $2"#, org_id, user_id)
         .fetch_optional(db)
         .await
 }
@@ -80,7 +80,7 @@ pub async fn lock_plan(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<i
 pub async fn members(db: impl PgExecutor<'_>, org_id: Uuid) -> sqlx::Result<Vec<MemberView>> {
     sqlx::query_as!(
         MemberView,
-        r#"SELECT m.user_id, u.email, m.role AS "role: Role", m.created_at AS joined_at
+        r#"SELECT m.user_id, u.email, m.role AS "role: OrgRole", m.created_at AS joined_at
              FROM org_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY m.created_at, u.email"#,
         org_id
     )
@@ -93,8 +93,9 @@ pub async fn lock_owners(tx: &mut PgConnection, org_id: Uuid) -> sqlx::Result<Ve
     sqlx::query_scalar!("SELECT user_id FROM org_members WHERE org_id = $1 AND role = 'owner' FOR UPDATE", org_id).fetch_all(tx).await
 }
 
-pub async fn set_role(db: impl PgExecutor<'_>, org_id: Uuid, user_id: Uuid, role: Role) -> sqlx::Result<bool> {
-    let done = sqlx::query!("UPDATE org_members SET role = $3 WHERE org_id = $1 AND user_id = $2", org_id, user_id, role as Role).execute(db).await?;
+pub async fn set_role(db: impl PgExecutor<'_>, org_id: Uuid, user_id: Uuid, role: OrgRole) -> sqlx::Result<bool> {
+    let done =
+        sqlx::query!("UPDATE org_members SET role = $3 WHERE org_id = $1 AND user_id = $2", org_id, user_id, role as OrgRole).execute(db).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -104,7 +105,7 @@ pub async fn remove(db: impl PgExecutor<'_>, org_id: Uuid, user_id: Uuid) -> sql
 }
 
 /// An invitation (a second one to the same address replaces the first).
-pub async fn invite(db: impl PgExecutor<'_>, org_id: Uuid, email: &str, role: Role, by: Uuid) -> sqlx::Result<InvitationView> {
+pub async fn invite(db: impl PgExecutor<'_>, org_id: Uuid, email: &str, role: OrgRole, by: Uuid) -> sqlx::Result<InvitationView> {
     sqlx::query_as!(
         InvitationView,
         r#"WITH made AS (
@@ -113,12 +114,12 @@ pub async fn invite(db: impl PgExecutor<'_>, org_id: Uuid, email: &str, role: Ro
                ON CONFLICT (org_id, email) DO UPDATE SET role = EXCLUDED.role, invited_by = EXCLUDED.invited_by,
                       created_at = now(), expires_at = EXCLUDED.expires_at
                RETURNING id, org_id, email, role, created_at, expires_at)
-           SELECT made.id, made.org_id, o.name AS org_name, made.email, made.role AS "role: Role", made.created_at, made.expires_at
+           SELECT made.id, made.org_id, o.name AS org_name, made.email, made.role AS "role: OrgRole", made.created_at, made.expires_at
              FROM made JOIN orgs o ON o.id = made.org_id"#,
         Uuid::now_v7(),
         org_id,
         email,
-        role as Role,
+        role as OrgRole,
         by,
         INVITATION_DAYS,
     )
@@ -135,7 +136,7 @@ pub async fn drop_invitations_by(db: impl PgExecutor<'_>, org_id: Uuid, user_id:
 pub async fn invitations_of_org(db: impl PgExecutor<'_>, org_id: Uuid) -> sqlx::Result<Vec<InvitationView>> {
     sqlx::query_as!(
         InvitationView,
-        r#"SELECT v.id, v.org_id, o.name AS org_name, v.email, v.role AS "role: Role", v.created_at, v.expires_at
+        r#"SELECT v.id, v.org_id, o.name AS org_name, v.email, v.role AS "role: OrgRole", v.created_at, v.expires_at
              FROM org_invitations v JOIN orgs o ON o.id = v.org_id
             WHERE v.org_id = $1 AND v.expires_at > now() ORDER BY v.created_at DESC"#,
         org_id
@@ -148,7 +149,7 @@ pub async fn invitations_of_org(db: impl PgExecutor<'_>, org_id: Uuid) -> sqlx::
 pub async fn invitations_for(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Vec<InvitationView>> {
     sqlx::query_as!(
         InvitationView,
-        r#"SELECT v.id, v.org_id, o.name AS org_name, v.email, v.role AS "role: Role", v.created_at, v.expires_at
+        r#"SELECT v.id, v.org_id, o.name AS org_name, v.email, v.role AS "role: OrgRole", v.created_at, v.expires_at
              FROM org_invitations v JOIN orgs o ON o.id = v.org_id
             WHERE lower(v.email) = lower($1) AND v.expires_at > now() ORDER BY v.created_at DESC"#,
         email
@@ -163,10 +164,10 @@ pub async fn cancel_invitation(db: impl PgExecutor<'_>, org_id: Uuid, id: Uuid) 
 }
 
 /// Takes the open invitation `id` addressed to `email`: (organisation, role), and it is gone.
-pub async fn take_invitation(tx: &mut PgConnection, id: Uuid, email: &str) -> sqlx::Result<Option<(Uuid, Role)>> {
+pub async fn take_invitation(tx: &mut PgConnection, id: Uuid, email: &str) -> sqlx::Result<Option<(Uuid, OrgRole)>> {
     let taken = sqlx::query!(
         r#"DELETE FROM org_invitations WHERE id = $1 AND lower(email) = lower($2) AND expires_at > now()
-           RETURNING org_id, role AS "role: Role""#,
+           RETURNING org_id, role AS "role: OrgRole""#,
         id,
         email
     )
@@ -176,12 +177,12 @@ pub async fn take_invitation(tx: &mut PgConnection, id: Uuid, email: &str) -> sq
 }
 
 /// Makes `user_id` a member with `role`; one who is a member already keeps their role.
-pub async fn join(tx: &mut PgConnection, org_id: Uuid, user_id: Uuid, role: Role) -> sqlx::Result<()> {
+pub async fn join(tx: &mut PgConnection, org_id: Uuid, user_id: Uuid, role: OrgRole) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT (org_id, user_id) DO NOTHING",
         org_id,
         user_id,
-        role as Role
+        role as OrgRole
     )
     .execute(tx)
     .await?;

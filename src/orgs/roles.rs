@@ -9,12 +9,12 @@ use axum::http::Method;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::models::Role;
+use super::models::OrgRole;
 use crate::auth::scopes::{Scope, required};
 use crate::error::{AppError, AppResult, ErrorCode};
 
 /// Whether `role` may run `method` on the route `template` of one of the organisation's instances.
-pub fn allows(role: Role, method: &Method, template: &str) -> bool {
+pub fn allows(role: OrgRole, method: &Method, template: &str) -> bool {
     // Reading a channel's login (a WhatsApp QR code) links the agent to whoever scans it.
     if template.ends_with("/channels/{kind}/login") {
         return role.manages();
@@ -23,13 +23,13 @@ pub fn allows(role: Role, method: &Method, template: &str) -> bool {
     let Some(scope) = required(method, template) else { return role.manages() };
     let action = template.rsplit('/').next().unwrap_or("");
     match role {
-        Role::Owner | Role::Admin => true,
-        Role::Member => match scope {
+        OrgRole::Owner | OrgRole::Admin => true,
+        OrgRole::Member => match scope {
             Scope::InstancesWrite => matches!(action, "start" | "shutdown" | "reboot" | "pause" | "resume"),
             Scope::Agent => read,
             _ => true,
         },
-        Role::Viewer => read && scope != Scope::Exec,
+        OrgRole::Viewer => read && scope != Scope::Exec,
     }
 }
 
@@ -56,17 +56,18 @@ mod tests {
         let exec = "/api/instances/{instanceId}/terminal/exec";
         let chat = "/api/instances/{instanceId}/chat";
         let config = "/api/instances/{instanceId}/config";
-        assert!(allows(Role::Admin, &delete, instance) && allows(Role::Owner, &Method::PATCH, config));
-        assert!(allows(Role::Member, &post, exec) && allows(Role::Member, &post, chat));
-        assert!(allows(Role::Member, &post, "/api/instances/{instanceId}/shutdown"));
-        assert!(!allows(Role::Member, &delete, instance) && !allows(Role::Member, &post, "/api/instances/{instanceId}/upgrade"));
-        assert!(!allows(Role::Member, &Method::PATCH, config) && allows(Role::Member, &get, config));
-        assert!(allows(Role::Viewer, &get, "/api/instances/{instanceId}/files/read"));
-        assert!(!allows(Role::Viewer, &post, chat) && !allows(Role::Viewer, &post, exec));
-        assert!(!allows(Role::Viewer, &get, "/api/instances/{instanceId}/terminal/ws"), "a terminal is not reading");
-        assert!(!allows(Role::Viewer, &get, "/api/instances/{instanceId}/channels/{kind}/login"), "a QR code links the agent");
+        assert!(allows(OrgRole::Admin, &delete, instance) && allows(OrgRole::Owner, &Method::PATCH, config));
+        assert!(allows(OrgRole::Member, &post, exec) && allows(OrgRole::Member, &post, chat));
+        assert!(allows(OrgRole::Member, &post, "/api/instances/{instanceId}/shutdown"));
+        assert!(!allows(OrgRole::Member, &delete, instance) && !allows(OrgRole::Member, &post, "/api/instances/{instanceId}/upgrade"));
+        assert!(!allows(OrgRole::Member, &Method::PATCH, config) && allows(OrgRole::Member, &get, config));
+        assert!(allows(OrgRole::Viewer, &get, "/api/instances/{instanceId}/files/read"));
+        assert!(!allows(OrgRole::Viewer, &post, chat) && !allows(OrgRole::Viewer, &post, exec));
+        assert!(!allows(OrgRole::Viewer, &get, "/api/instances/{instanceId}/terminal/ws"), "a terminal is not reading");
+        assert!(!allows(OrgRole::Viewer, &get, "/api/instances/{instanceId}/channels/{kind}/login"), "a QR code links the agent");
         assert!(
-            !allows(Role::Member, &get, "/api/instances/{instanceId}/mystery") && allows(Role::Admin, &get, "/api/instances/{instanceId}/mystery")
+            !allows(OrgRole::Member, &get, "/api/instances/{instanceId}/mystery")
+                && allows(OrgRole::Admin, &get, "/api/instances/{instanceId}/mystery")
         );
     }
 }

@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::models::{InvitationView, InviteRequest, OrgView, Role};
+use super::models::{InvitationView, InviteRequest, OrgRole, OrgView};
 use super::repo;
 use crate::error::{AppError, AppResult, ErrorCode};
 
@@ -20,7 +20,7 @@ pub fn invitation_not_found() -> AppError {
     AppError::new(ErrorCode::InvitationNotFound, "No open invitation with this id.")
 }
 
-fn role_insufficient(role: Role, what: &str) -> AppError {
+fn role_insufficient(role: OrgRole, what: &str) -> AppError {
     AppError::new(ErrorCode::RoleInsufficient, format!("Your role in this organisation ({role}) does not allow {what}."))
 }
 
@@ -29,7 +29,7 @@ pub fn need_manager(org: &OrgView) -> AppResult<()> {
 }
 
 pub fn need_owner(org: &OrgView) -> AppResult<()> {
-    if org.role == Role::Owner { Ok(()) } else { Err(role_insufficient(org.role, "this; it needs an owner")) }
+    if org.role == OrgRole::Owner { Ok(()) } else { Err(role_insufficient(org.role, "this; it needs an owner")) }
 }
 
 pub fn check_name(raw: &str) -> AppResult<&str> {
@@ -53,12 +53,12 @@ pub async fn create(db: &PgPool, owner: Uuid, name: &str) -> AppResult<OrgView> 
 }
 
 /// Gives `member` the role `to`, or removes them (`None`), as the caller (`org.role`) may.
-pub async fn change(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role>) -> AppResult<()> {
+pub async fn change(db: &PgPool, org: &OrgView, member: Uuid, to: Option<OrgRole>) -> AppResult<()> {
     change_as(db, org, member, to, false).await
 }
 
 /// `change`, or a member leaving by themselves (`leaving`: any role may).
-pub async fn change_as(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role>, leaving: bool) -> AppResult<()> {
+pub async fn change_as(db: &PgPool, org: &OrgView, member: Uuid, to: Option<OrgRole>, leaving: bool) -> AppResult<()> {
     let mut tx = db.begin().await?;
     let owners = repo::lock_owners(&mut tx, org.id).await?;
     let current = repo::role(&mut *tx, org.id, member)
@@ -66,12 +66,12 @@ pub async fn change_as(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role
         .ok_or_else(|| AppError::new(ErrorCode::MemberNotFound, "The organisation has no such member."))?;
     if !leaving {
         need_manager(org)?;
-        let touches_owner = current == Role::Owner || to == Some(Role::Owner);
-        if touches_owner && org.role != Role::Owner {
+        let touches_owner = current == OrgRole::Owner || to == Some(OrgRole::Owner);
+        if touches_owner && org.role != OrgRole::Owner {
             return Err(role_insufficient(org.role, "changing an owner or making one"));
         }
     }
-    let loses_owner = current == Role::Owner && to != Some(Role::Owner);
+    let loses_owner = current == OrgRole::Owner && to != Some(OrgRole::Owner);
     if loses_owner && owners.len() <= 1 {
         return Err(AppError::new(ErrorCode::LastOwner, "An organisation keeps at least one owner: make another member owner first."));
     }
@@ -80,7 +80,7 @@ pub async fn change_as(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role
         None => repo::remove(&mut *tx, org.id, member).await?,
     };
     // Invitations outlive no inviter's right to make them.
-    if !to.is_some_and(Role::manages) {
+    if !to.is_some_and(OrgRole::manages) {
         repo::drop_invitations_by(&mut *tx, org.id, member).await?;
     }
     tx.commit().await?;
@@ -89,7 +89,7 @@ pub async fn change_as(db: &PgPool, org: &OrgView, member: Uuid, to: Option<Role
 
 pub async fn invite(db: &PgPool, org: &OrgView, by: Uuid, request: &InviteRequest) -> AppResult<InvitationView> {
     need_manager(org)?;
-    if request.role == Role::Owner {
+    if request.role == OrgRole::Owner {
         return Err(AppError::new(ErrorCode::InvalidRequest, "Invite as `admin`, `member` or `viewer`; owners are made from members."));
     }
     let email = request.email.trim();
