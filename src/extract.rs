@@ -99,6 +99,16 @@ fn inner_text(text: &str) -> String {
 }
 
 /// 404 for an instance id that is malformed, unknown or someone else's (never revealed).
+/// A label from a request as stored: trimmed, `None` when empty; 400 naming `field` when longer
+/// than `max` characters or not printable.
+pub fn printable_label<'a>(raw: &'a str, field: &str, max: usize) -> Result<Option<&'a str>, AppError> {
+    let text = Some(raw.trim()).filter(|t| !t.is_empty());
+    if text.is_some_and(|t| t.chars().count() > max || t.chars().any(char::is_control)) {
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`{field}` must be at most {max} printable characters.")));
+    }
+    Ok(text)
+}
+
 pub fn instance_not_found() -> AppError {
     AppError::new(ErrorCode::InstanceNotFound, "No instance with this id exists on your account.")
 }

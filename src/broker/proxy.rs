@@ -134,10 +134,8 @@ async fn upstream_for(state: &BrokerState, instance_id: uuid::Uuid) -> Result<Up
             })?;
             // A name is resolved and checked by `public_http` as it connects, to the very
             // addresses checked; a literal address is never resolved, so it is checked here.
-            let host = url::Url::parse(&custom.base_url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
             let private = !settings.instances.model_allow_private;
-            let literal_refused = private && crate::runtime::outbound::literal(&host).is_some_and(|ip| !crate::runtime::egress::is_public(ip));
-            if literal_refused {
+            if private && crate::runtime::outbound::private_literal(&custom.base_url).is_some() {
                 return Err(openai_error(StatusCode::BAD_GATEWAY, "upstream_error", "The instance's own provider is not on a public address."));
             }
             let client = if private { state.public_http.clone() } else { state.http.clone() };

@@ -136,11 +136,7 @@ async fn user_plan(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, user_id: Uuid
 
 /// A label as stored: trimmed, `None` when empty; refused when too long or not printable.
 pub fn check_name(raw: &str) -> AppResult<Option<&str>> {
-    let name = Some(raw.trim()).filter(|n| !n.is_empty());
-    if name.is_some_and(|n| n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control)) {
-        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be at most {MAX_NAME_CHARS} printable characters.")));
-    }
-    Ok(name)
+    crate::extract::printable_label(raw, "name", MAX_NAME_CHARS)
 }
 
 pub fn new_sandbox_id() -> String {

@@ -8,32 +8,29 @@ use super::models::{InvitationView, MemberView, OrgRole, OrgView};
 /// How long an invitation may be accepted.
 pub const INVITATION_DAYS: i32 = 7;
 
-pub async fn list_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<OrgView>> {
+/// The organisations `user_id` belongs to (only `id`, when given), as they see them.
+async fn of_member(db: impl PgExecutor<'_>, user_id: Uuid, id: Option<Uuid>) -> sqlx::Result<Vec<OrgView>> {
     sqlx::query_as!(
         OrgView,
         r#"SELECT o.id, o.name, m.role AS "role: OrgRole", o.max_instances, o.monthly_tokens, o.created_at,
                   (SELECT count(*) FROM instances i WHERE i.org_id = o.id) AS "instances!"
              FROM orgs o JOIN org_members m ON m.org_id = o.id AND m.user_id = $1
+            WHERE $2::uuid IS NULL OR o.id = $2
             ORDER BY o.created_at, o.id"#,
-        user_id
+        user_id,
+        id
     )
     .fetch_all(db)
     .await
 }
 
+pub async fn list_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<OrgView>> {
+    of_member(db, user_id, None).await
+}
+
 /// The organisation as `user_id` sees it; `None` when they are not a member.
 pub async fn get_for_member(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> sqlx::Result<Option<OrgView>> {
-    sqlx::query_as!(
-        OrgView,
-        r#"SELECT o.id, o.name, m.role AS "role: OrgRole", o.max_instances, o.monthly_tokens, o.created_at,
-                  (SELECT count(*) FROM instances i WHERE i.org_id = o.id) AS "instances!"
-             FROM orgs o JOIN org_members m ON m.org_id = o.id AND m.user_id = $2
-            WHERE o.id = $1"#,
-        id,
-        user_id
-    )
-    .fetch_optional(db)
-    .await
+    Ok(of_member(db, user_id, Some(id)).await?.pop())
 }
 
 pub async fn role(db: impl PgExecutor<'_>, org_id: Uuid, user_id: Uuid) -> sqlx::Result<Option<OrgRole>> {
@@ -133,29 +130,28 @@ pub async fn drop_invitations_by(db: impl PgExecutor<'_>, org_id: Uuid, user_id:
     Ok(())
 }
 
-pub async fn invitations_of_org(db: impl PgExecutor<'_>, org_id: Uuid) -> sqlx::Result<Vec<InvitationView>> {
+/// Open invitations, newest first: of the organisation `org_id`, or to the address `email`.
+async fn open_invitations(db: impl PgExecutor<'_>, org_id: Option<Uuid>, email: Option<&str>) -> sqlx::Result<Vec<InvitationView>> {
     sqlx::query_as!(
         InvitationView,
         r#"SELECT v.id, v.org_id, o.name AS org_name, v.email, v.role AS "role: OrgRole", v.created_at, v.expires_at
              FROM org_invitations v JOIN orgs o ON o.id = v.org_id
-            WHERE v.org_id = $1 AND v.expires_at > now() ORDER BY v.created_at DESC"#,
-        org_id
+            WHERE v.expires_at > now() AND ($1::uuid IS NULL OR v.org_id = $1) AND ($2::text IS NULL OR lower(v.email) = lower($2))
+            ORDER BY v.created_at DESC"#,
+        org_id,
+        email
     )
     .fetch_all(db)
     .await
 }
 
+pub async fn invitations_of_org(db: impl PgExecutor<'_>, org_id: Uuid) -> sqlx::Result<Vec<InvitationView>> {
+    open_invitations(db, Some(org_id), None).await
+}
+
 /// Open invitations to the account with `email`.
 pub async fn invitations_for(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Vec<InvitationView>> {
-    sqlx::query_as!(
-        InvitationView,
-        r#"SELECT v.id, v.org_id, o.name AS org_name, v.email, v.role AS "role: OrgRole", v.created_at, v.expires_at
-             FROM org_invitations v JOIN orgs o ON o.id = v.org_id
-            WHERE lower(v.email) = lower($1) AND v.expires_at > now() ORDER BY v.created_at DESC"#,
-        email
-    )
-    .fetch_all(db)
-    .await
+    open_invitations(db, None, Some(email)).await
 }
 
 pub async fn cancel_invitation(db: impl PgExecutor<'_>, org_id: Uuid, id: Uuid) -> sqlx::Result<bool> {

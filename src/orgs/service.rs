@@ -33,11 +33,10 @@ pub fn need_owner(org: &OrgView) -> AppResult<()> {
 }
 
 pub fn check_name(raw: &str) -> AppResult<&str> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be 1 to {MAX_NAME_CHARS} printable characters.")));
+    match crate::extract::printable_label(raw, "name", MAX_NAME_CHARS) {
+        Ok(Some(name)) => Ok(name),
+        _ => Err(AppError::new(ErrorCode::InvalidRequest, format!("`name` must be 1 to {MAX_NAME_CHARS} printable characters."))),
     }
-    Ok(name)
 }
 
 pub async fn create(db: &PgPool, owner: Uuid, name: &str) -> AppResult<OrgView> {

@@ -103,11 +103,9 @@ impl Deliverer {
 
     /// The receiver's status code, or why there is none.
     async fn send(&self, delivery: &Claimed) -> Result<u16, String> {
-        let host = url::Url::parse(&delivery.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
         // A name is checked as the client connects; a literal address is never resolved.
         if !self.allow_private
-            && let Some(ip) = crate::runtime::outbound::literal(&host)
-            && !crate::runtime::egress::is_public(ip)
+            && let Some(host) = crate::runtime::outbound::private_literal(&delivery.url)
         {
             return Err(format!("`{host}` is not a public address"));
         }

@@ -61,11 +61,7 @@ pub fn check_grant(grant: Option<&Grant>, events: &[EventType]) -> AppResult<()>
 }
 
 pub fn check_description(raw: Option<&str>) -> AppResult<Option<&str>> {
-    let text = raw.map(str::trim).filter(|d| !d.is_empty());
-    if text.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION || d.chars().any(char::is_control)) {
-        return Err(invalid(format!("`description` must be at most {MAX_DESCRIPTION} printable characters.")));
-    }
-    Ok(text)
+    Ok(raw.map(|d| crate::extract::printable_label(d, "description", MAX_DESCRIPTION)).transpose()?.flatten())
 }
 
 pub fn new_secret() -> String {

@@ -505,11 +505,7 @@ async fn an_organisations_instances_spend_its_allowance_not_their_creators() {
     ocaas::orgs::repo::set_plan(&app.db, org_id, 1, Some(30)).await.unwrap();
     let shared = app.api(Method::POST, "/api/instances").json(&json!({"org_id": org_id})).send().await.unwrap();
     let shared = json_body(shared, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while json_body(app.api(Method::GET, &format!("/api/instances/{shared}")).send().await.unwrap(), StatusCode::OK).await["status"] != "ready" {
-        assert!(std::time::Instant::now() < deadline, "the organisation's instance never became ready");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    crate::helpers::until_ready(&app, &shared).await;
     // 17 + 17 = 34 past the organisation's 30 (each call is let through while some is left).
     for _ in 0..2 {
         assert_eq!(llm_turn(&app, &shared).await["assistant_message"]["status"], "complete");

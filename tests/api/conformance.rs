@@ -10,12 +10,6 @@ use serde_json::json;
 
 use crate::helpers::{TestApp, json, ready_instance, spawn_app_with_docker};
 
-/// A Python tool the test command installs (`.ci/run`); missing, the test fails and says so.
-fn python_tool(module: &str) {
-    let found = std::process::Command::new("python3").args(["-c", &format!("import {module}")]).output();
-    assert!(found.is_ok_and(|o| o.status.success()), "this test needs the Python package `{module}` (the test command `./.ci/run` installs it)");
-}
-
 /// A ready instance with something in each list: a chat exchange, a file, a snapshot.
 async fn lived_in(app: &TestApp) -> (String, String) {
     let (id, _) = ready_instance(app).await;
@@ -54,7 +48,7 @@ async fn run(program: &str, args: &[&str], dir: &std::path::Path, limit: Duratio
 
 #[tokio::test]
 async fn schemathesis_finds_no_answer_outside_the_document_and_no_server_error() {
-    python_tool("schemathesis");
+    crate::helpers::python_package("schemathesis");
     let app = spawn_app_with_docker(|_| {}).await;
     let (id, snapshot) = lived_in(&app).await;
     let dir = Scratch::new();
@@ -103,7 +97,7 @@ async fn schemathesis_finds_no_answer_outside_the_document_and_no_server_error()
 
 #[tokio::test]
 async fn a_client_generated_from_the_served_spec_walks_a_users_first_steps() {
-    python_tool("openapi_python_client");
+    crate::helpers::python_package("openapi_python_client");
     let app = spawn_app_with_docker(|_| {}).await;
     ocaas::auth::service::grant_subscription(&app.db, &app.user.email, 1, None).await.unwrap();
     let dir = Scratch::new();
@@ -160,7 +154,7 @@ pub fn values_match(spec: &serde_json::Value, reference: &str, items: &[serde_js
 
 #[tokio::test]
 async fn every_streamed_event_is_one_the_document_describes() {
-    python_tool("jsonschema");
+    crate::helpers::python_package("jsonschema");
     let app = spawn_app_with_docker(|_| {}).await;
     let (id, _) = ready_instance(&app).await;
     let spec: serde_json::Value = app.anon(Method::GET, "/api/openapi.json").send().await.unwrap().json().await.unwrap();

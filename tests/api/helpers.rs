@@ -206,16 +206,28 @@ pub async fn ready_instance(app: &TestApp) -> (String, String) {
     let response = app.api(Method::POST, "/api/instances").send().await.unwrap();
     let created = json(response, StatusCode::CREATED).await;
     let id = created["id"].as_str().unwrap().to_owned();
+    until_ready(app, &id).await;
+    (id, created["sandbox_id"].as_str().unwrap().to_owned())
+}
+
+/// Waits (up to 2 minutes) until the instance `id`, as the seeded user sees it, is `ready`.
+pub async fn until_ready(app: &TestApp, id: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let body = json(app.api(Method::GET, &format!("/api/instances/{id}")).send().await.unwrap(), StatusCode::OK).await;
         match body["status"].as_str() {
-            Some("ready") => return (id, created["sandbox_id"].as_str().unwrap().to_owned()),
+            Some("ready") => return,
             Some("error") => panic!("instance failed: {body}"),
             _ => assert!(std::time::Instant::now() < deadline, "instance never became ready: {body}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A Python package the test command installs (`.ci/run`); missing, the test fails and says so.
+pub fn python_package(module: &str) {
+    let found = std::process::Command::new("python3").args(["-c", &format!("import {module}")]).output();
+    assert!(found.is_ok_and(|o| o.status.success()), "this test needs the Python package `{module}` (the test command `./.ci/run` installs it)");
 }
 
 /// Runs the docker CLI (the test's own view of the engine); its trimmed standard output.

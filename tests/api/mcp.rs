@@ -12,8 +12,7 @@ use crate::helpers::{assert_error, json, spawn_app_with_docker};
 
 #[tokio::test]
 async fn an_mcp_client_creates_an_instance_chats_and_reads_what_the_agent_wrote() {
-    let found = std::process::Command::new("python3").args(["-c", "import mcp"]).output();
-    assert!(found.is_ok_and(|o| o.status.success()), "this test needs the Python package `mcp` (the test command `./.ci/run` installs it)");
+    crate::helpers::python_package("mcp");
     let app = spawn_app_with_docker(|_| {}).await;
     ocaas::auth::service::grant_subscription(&app.db, &app.user.email, 2, None).await.unwrap();
     let narrow = json(

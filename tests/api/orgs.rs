@@ -84,11 +84,7 @@ async fn each_role_reaches_an_organisations_instance_as_its_row_says_and_outside
     assert_eq!(created["org_id"], org.as_str());
     let second = app.api(Method::POST, "/api/instances").json(&json!({"org_id": org})).send().await.unwrap();
     assert_error(second, StatusCode::FORBIDDEN, "instance_limit_reached").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while json(app.api(Method::GET, &format!("/api/instances/{id}")).send().await.unwrap(), StatusCode::OK).await["status"] != "ready" {
-        assert!(std::time::Instant::now() < deadline, "the organisation's instance never became ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::helpers::until_ready(&app, &id).await;
 
     // Every member lists it; the outsider (owner of another organisation) does not.
     for (role, key) in &keys {

@@ -12,11 +12,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ChildGuard, TestApp, assert_error, json, ready_instance, serve_process_with, spawn_app_with, spawn_app_with_docker};
 
-fn python_package(module: &str) {
-    let found = std::process::Command::new("python3").args(["-c", &format!("import {module}")]).output();
-    assert!(found.is_ok_and(|o| o.status.success()), "this test needs the Python package `{module}` (the test command `./.ci/run` installs it)");
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -74,7 +69,7 @@ async fn endpoint(app: &TestApp, url: &str, events: Option<Value>) -> (String, S
 
 #[tokio::test]
 async fn every_event_arrives_signed_and_as_documented() {
-    python_package("standardwebhooks");
+    crate::helpers::python_package("standardwebhooks");
     let provider = crate::broker::scripted_provider().await;
     let llm = provider.url.clone();
     let app = spawn_app_with_docker(move |s| {
@@ -161,7 +156,7 @@ async fn every_event_arrives_signed_and_as_documented() {
 
 #[tokio::test]
 async fn a_receiver_down_for_30_s_gets_every_event_across_a_server_restart() {
-    python_package("standardwebhooks");
+    crate::helpers::python_package("standardwebhooks");
     let (db, database_url) = crate::helpers::fresh_database().await;
     let user = ocaas::auth::service::create_user(&db, "hooks@example.com", "a long passphrase", None).await.unwrap();
     let key = ocaas::auth::service::create_api_key(&db, user.id, Some("k"), None).await.unwrap().key;
@@ -224,7 +219,7 @@ async fn a_receiver_down_for_30_s_gets_every_event_across_a_server_restart() {
 
 #[tokio::test]
 async fn private_and_redirecting_receivers_are_refused() {
-    python_package("standardwebhooks");
+    crate::helpers::python_package("standardwebhooks");
     let strict = crate::helpers::spawn_app().await;
     for url in [
         "http://127.0.0.1:9/",
@@ -313,7 +308,7 @@ async fn webhook_endpoints_are_each_accounts_own() {
 /// send verified by the receiver with that secret, the delivery log with the receiver's answer.
 #[tokio::test]
 async fn the_dashboard_adds_an_endpoint_sends_a_test_and_shows_the_receivers_answer() {
-    python_package("standardwebhooks");
+    crate::helpers::python_package("standardwebhooks");
     let app = spawn_app_with(|s| s.webhook_allow_private = true).await;
     let browser = crate::dashboard::signed_in(&app).await;
     browser.wait_for("return document.getElementById('mcp-url').textContent.endsWith('/mcp')", 20).await;

@@ -70,6 +70,14 @@ pub async fn check_url(raw: &str, max: usize, allow_private: bool) -> Result<url
     Ok(url)
 }
 
+/// The host of `url` when it is a literal address that is not public (`http://10.0.0.1/…`,
+/// `http://[::1]/…`): no resolver sees those, so a client resolving through `PublicOnly` would
+/// connect to it unchecked; callers refuse it before sending.
+pub fn private_literal(url: &str) -> Option<String> {
+    let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
+    literal(&host).is_some_and(|ip| !is_public(ip)).then_some(host)
+}
+
 /// The address a URL's host names literally (`203.0.113.7`, `[::1]`), which no resolver sees.
 pub fn literal(host: &str) -> Option<IpAddr> {
     host.trim_matches(['[', ']']).parse().ok()

@@ -103,3 +103,12 @@ fn every_special_range_and_every_v6_form_of_one_is_not_public() {
         assert!(is_public(ip.parse().unwrap()), "{ip} counted as not public");
     }
 }
+
+#[test]
+fn a_literal_private_host_is_named_and_a_public_or_named_one_is_not() {
+    assert_eq!(super::private_literal("http://10.0.0.1:8080/x").as_deref(), Some("10.0.0.1"));
+    assert_eq!(super::private_literal("https://[::1]/hook").as_deref(), Some("[::1]"));
+    assert_eq!(super::private_literal("https://93.184.216.34/hook"), None);
+    assert_eq!(super::private_literal("https://hooks.example.com/"), None, "names are checked as they are resolved");
+    assert_eq!(super::private_literal("not a url"), None);
+}
