@@ -42,7 +42,8 @@ async fn until_each<const N: usize>(response: reqwest::Response, needles: [&str;
 async fn paired(addr: std::net::SocketAddr, token: &str, device: &Device, sandbox: &str) -> anyhow::Result<std::sync::Arc<conn::Connection>> {
     for _ in 0..3 {
         let sinks = ocaas::runtime::gateway::Sinks { foreign: tokio::sync::mpsc::channel(16).0, notices: tokio::sync::mpsc::channel(16).0 };
-        match conn::connect(addr, token, device, uuid::Uuid::nil(), sinks).await {
+        let tunnel: ocaas::runtime::dial::Tunnel = Box::new(tokio::net::TcpStream::connect(addr).await?);
+        match conn::connect(tunnel, token, device, uuid::Uuid::nil(), sinks).await {
             Ok(connection) => return Ok(connection),
             Err(ConnectError::NotPaired { request_id }) => {
                 docker(&["exec", "-u", "1000", sandbox, "openclaw", "devices", "approve", &request_id]);

@@ -3,12 +3,11 @@
 //! `x-openclaw-session-key`), and a parser for its SSE (`data:` chunks, `data: [DONE]`, the
 //! in-stream `{"error":…}`) and its non-2xx JSON errors.
 
-use std::net::{IpAddr, SocketAddr};
-
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 
+use crate::runtime::Runtime;
 use crate::runtime::sandbox::GATEWAY_PORT;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,34 +31,34 @@ pub enum GatewayError {
 }
 
 pub struct Turn<'a> {
-    pub ip: IpAddr,
+    pub runtime: &'a dyn Runtime,
+    pub sandbox: &'a str,
     pub token: &'a str,
     pub session_key: &'a str,
     pub message: &'a str,
 }
 
 /// Starts a streaming completion; the stream yields deltas, then `Done`, or an error.
-pub async fn stream_turn(
-    http: &reqwest::Client,
-    turn: Turn<'_>,
-) -> Result<impl Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, GatewayError> {
-    let url = format!("http://{}/v1/chat/completions", SocketAddr::new(turn.ip, GATEWAY_PORT));
+pub async fn stream_turn(turn: Turn<'_>) -> Result<impl Stream<Item = Result<GatewayEvent, GatewayError>> + use<>, GatewayError> {
     let body = json!({"model": "openclaw/default", "stream": true, "messages": [{"role": "user", "content": turn.message}]});
-    let response = http
-        .post(url)
-        .bearer_auth(turn.token)
+    let request = hyper::Request::post("/v1/chat/completions")
+        .header("host", "gateway")
+        .header("authorization", format!("Bearer {}", turn.token))
         .header("x-openclaw-session-key", turn.session_key)
-        .json(&body)
-        .send()
-        .await
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
         .map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+    let response =
+        crate::runtime::dial::http(turn.runtime, turn.sandbox, GATEWAY_PORT, request).await.map_err(|e| GatewayError::Unreachable(e.to_string()))?;
     let status = response.status();
+    let mut bytes = Box::pin(
+        http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| std::future::ready(frame.map(|f| f.into_data().ok()).transpose())),
+    );
     if !status.is_success() {
         // An error body is a short JSON message: read at most a few KiB of whatever is sent.
-        let mut body = response.bytes_stream();
         let mut raw = Vec::new();
         while raw.len() < MAX_ERROR_BODY {
-            match body.next().await {
+            match bytes.next().await {
                 Some(Ok(chunk)) => raw.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - raw.len())]),
                 _ => break,
             }
@@ -68,7 +67,6 @@ pub async fn stream_turn(
         return Err(GatewayError::Http { status: status.as_u16(), message: error_message(&text).unwrap_or(text) });
     }
     let mut parser = SseParser::default();
-    let bytes = response.bytes_stream();
     Ok(bytes
         .map(move |chunk| match chunk {
             Ok(chunk) => parser.push(&chunk),

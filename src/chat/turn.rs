@@ -100,8 +100,6 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
     let job = Job {
         db: state.db.clone(),
         runtime: state.runtime.clone(),
-        addresses: state.addresses.clone(),
-        http: state.http.clone(),
         link: (state.settings.gateway_protocol == GatewayProtocol::Auto).then(|| Link::of(state)),
         turns: state.turns.clone(),
         timeout: state.settings.chat_timeout,
@@ -127,8 +125,6 @@ pub async fn start(state: &AppState, instance: &InstanceRow, session_id: Option<
 pub(super) struct Job {
     pub db: sqlx::PgPool,
     pub runtime: std::sync::Arc<dyn Runtime>,
-    pub addresses: std::sync::Arc<crate::state::Addresses>,
-    pub http: reqwest::Client,
     /// `None` when the operator chose HTTP only.
     pub link: Option<Link>,
     pub turns: std::sync::Arc<Cancels>,

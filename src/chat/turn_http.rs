@@ -45,25 +45,16 @@ impl Job {
         let mut attempt = 1;
         loop {
             let sandbox = &self.instance.sandbox_id;
-            let ip = match self.addresses.get(sandbox) {
-                Some(ip) => ip,
-                None => {
-                    let ip = match self.runtime.inspect(sandbox).await {
-                        Ok(info) if info.running => info.ip,
-                        Ok(info) => return Err(format!("the sandbox is {}", info.state)),
-                        Err(e) => return Err(e.to_string()),
-                    };
-                    let Some(ip) = ip else { return Err("the sandbox has no address on the sandbox network".into()) };
-                    self.addresses.put(sandbox.clone(), ip);
-                    ip
-                }
+            let turn = gateway::Turn {
+                runtime: self.runtime.as_ref(),
+                sandbox,
+                token: &self.instance.gateway_token,
+                session_key: &self.session_key,
+                message: &self.text,
             };
-            let turn = gateway::Turn { ip, token: &self.instance.gateway_token, session_key: &self.session_key, message: &self.text };
-            match gateway::stream_turn(&self.http, turn).await {
+            match gateway::stream_turn(turn).await {
                 Ok(stream) => return Ok(stream),
                 Err(GatewayError::Unreachable(reason)) if attempt < CONNECT_ATTEMPTS => {
-                    // Maybe it moved: ask the engine next time.
-                    self.addresses.forget(sandbox);
                     self.emit(TurnEvent::Notice {
                         level: "warning",
                         message: format!("The agent is not reachable yet ({reason}); retrying ({attempt}/{}).", CONNECT_ATTEMPTS - 1),

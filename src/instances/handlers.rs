@@ -2,7 +2,7 @@
 
 use super::access;
 use super::extract::OwnedInstance;
-use super::lifecycle::{self, gateway_ready};
+use super::lifecycle;
 use super::machine::{self, Op};
 use super::models::*;
 use crate::audit::AuditAction;
@@ -121,18 +121,18 @@ pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, use
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
 pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<InstanceStatusView>> {
-    let (container, running, ip) = match state.runtime.inspect(&instance.sandbox_id).await {
+    let (container, running) = match state.runtime.inspect(&instance.sandbox_id).await {
         Ok(info) => {
             let view = ContainerStatus { state: info.state.clone(), started_at: info.started_at, exit_code: info.exit_code };
             // A frozen gateway would not answer: not asked.
-            (view, info.running && !info.paused, info.ip)
+            (view, info.running && !info.paused)
         }
-        Err(RuntimeError::NotFound(_)) => (ContainerStatus { state: "missing".into(), started_at: None, exit_code: None }, false, None),
+        Err(RuntimeError::NotFound(_)) => (ContainerStatus { state: "missing".into(), started_at: None, exit_code: None }, false),
         Err(error) => return Err(error.into()),
     };
-    let agent_ready = match ip {
-        Some(ip) if running => gateway_ready(&state.http, ip).await,
-        _ => false,
+    let agent_ready = match running {
+        true => crate::runtime::dial::gateway_ready(state.runtime.as_ref(), &instance.sandbox_id).await,
+        false => false,
     };
     let upgrade = match (instance.status, &instance.upgrade_from_image) {
         (InstanceStatus::Upgrading | InstanceStatus::RollingBack, Some(from)) => {

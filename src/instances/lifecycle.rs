@@ -15,7 +15,7 @@ use super::machine::{self, Op};
 use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
 use crate::runtime::disk::DiskSpec;
-use crate::runtime::sandbox::{GATEWAY_PORT, HOME_DIR, STATE_DIR};
+use crate::runtime::sandbox::{HOME_DIR, STATE_DIR};
 use crate::runtime::{LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED, LABEL_USER, Runtime, RuntimeError, SandboxSpec};
 use crate::state::AppState;
 
@@ -60,8 +60,6 @@ async fn drive(state: &AppState, id: Uuid, token: &CancellationToken) {
     };
     let status = instance.status;
     let started = std::time::Instant::now();
-    // Whatever happens next may move the sandbox to another address.
-    state.addresses.forget(&instance.sandbox_id);
     let outcome = match status {
         InstanceStatus::Provisioning => provision(state, &instance, token).await,
         InstanceStatus::Rebooting => reboot(state, &instance, token).await,
@@ -249,9 +247,7 @@ async fn wait_until_ready(state: &AppState, instance: &InstanceRow, token: &Canc
             let code = info.exit_code.map(|c| format!(" with code {c}")).unwrap_or_default();
             return Err(DriveError::Failed(format!("the sandbox container exited{code} before its gateway was ready")));
         }
-        if let Some(ip) = info.ip
-            && gateway_ready(&state.http, ip).await
-        {
+        if info.running && crate::runtime::dial::gateway_ready(state.runtime.as_ref(), &instance.sandbox_id).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -266,11 +262,6 @@ async fn wait_until_ready(state: &AppState, instance: &InstanceRow, token: &Canc
             () = tokio::time::sleep(READY_POLL) => {}
         }
     }
-}
-
-pub async fn gateway_ready(http: &reqwest::Client, ip: std::net::IpAddr) -> bool {
-    let url = format!("http://{}/readyz", std::net::SocketAddr::new(ip, GATEWAY_PORT));
-    matches!(http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
 }
 
 #[cfg(test)]

@@ -102,7 +102,6 @@ async fn converge(state: &AppState, instance: &repo::InstanceRow) -> anyhow::Res
         InstanceStatus::Ready | InstanceStatus::Paused | InstanceStatus::Pooled if !running => {
             let problem = sandbox_problem(runtime, name).await?.unwrap_or_else(|| "the sandbox container is not running".into());
             tracing::warn!(id = %instance.id, %problem, "reconcile: marking instance as error");
-            state.addresses.forget(&instance.sandbox_id);
             machine::apply_with_error(&state.db, instance.id, Op::Died, Some(&problem)).await?;
             "marked_error"
         }

@@ -101,10 +101,15 @@ async fn roll_back_with(state: &AppState, instance: &InstanceRow, token: &Cancel
 
 /// A real chat round trip through the gateway (outside the user's sessions).
 async fn health_turn(state: &AppState, instance: &InstanceRow) -> Result<(), String> {
-    let ip = state.runtime.inspect(&instance.sandbox_id).await.map_err(|e| e.to_string())?.ip.ok_or("the sandbox has no address")?;
-    let turn = Turn { ip, token: &instance.gateway_token, session_key: "ocaas-upgrade-check", message: "ocaas upgrade check: please reply." };
+    let turn = Turn {
+        runtime: state.runtime.as_ref(),
+        sandbox: &instance.sandbox_id,
+        token: &instance.gateway_token,
+        session_key: "ocaas-upgrade-check",
+        message: "ocaas upgrade check: please reply.",
+    };
     let answered = async {
-        let mut events = Box::pin(stream_turn(&state.http, turn).await.map_err(|e| e.to_string())?);
+        let mut events = Box::pin(stream_turn(turn).await.map_err(|e| e.to_string())?);
         let mut answer = 0usize;
         while let Some(event) = events.next().await {
             match event.map_err(|e| e.to_string())? {

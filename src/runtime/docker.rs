@@ -223,6 +223,18 @@ impl Runtime for DockerRuntime {
         self.logs_stream(name, tail, follow)
     }
 
+    async fn connect(&self, name: &str, port: u16) -> RuntimeResult<dial::Tunnel> {
+        let info = self.inspect(name).await?;
+        let ip = info.ip.filter(|_| info.running && !info.paused).ok_or_else(|| RuntimeError::Unavailable(format!("{name} is not running")))?;
+        let connecting = tokio::net::TcpStream::connect(std::net::SocketAddr::new(ip, port));
+        let stream = tokio::time::timeout(dial::CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| RuntimeError::Unavailable(format!("connecting to port {port} of {name} timed out")))?
+            .map_err(|e| RuntimeError::Unavailable(format!("port {port} of {name}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(stream))
+    }
+
     async fn resources(&self, name: &str) -> RuntimeResult<Resources> {
         let options = StatsOptions { stream: false, one_shot: false };
         let stats =

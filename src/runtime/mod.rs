@@ -2,6 +2,7 @@
 //! Docker implementation (`docker.rs`, the only code in ocaas that speaks to Docker).
 
 pub mod confined;
+pub mod dial;
 pub mod disk;
 pub mod docker;
 mod docker_config;
@@ -189,4 +190,7 @@ pub trait Runtime: Send + Sync {
     async fn resources(&self, name: &str) -> RuntimeResult<Resources>;
     /// The container's last `tail` lines of output, then (with `follow`) what it prints next.
     fn logs(&self, name: &str, tail: u32, follow: bool) -> LogStream;
+    /// A byte stream to `port` inside the running sandbox (its gateway, its desktop): callers
+    /// never learn or dial a sandbox's address, so the sandbox may live on another host.
+    async fn connect(&self, name: &str, port: u16) -> RuntimeResult<dial::Tunnel>;
 }

@@ -14,7 +14,6 @@ mod user_views;
 mod watch;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +26,7 @@ pub use drivers::{DriverHold, Drivers};
 pub use events::EventHub;
 pub use keyed_locks::KeyedLocks;
 pub use slots::{Counts, Held, Slot, SlotKind, UserSlots};
-pub use ttl_cache::{Addresses, TtlCache};
+pub use ttl_cache::TtlCache;
 pub use user_views::{CachedJson, UserViews, follow, user_data_written};
 
 use crate::config::Settings;
@@ -63,10 +62,6 @@ pub struct AppState {
     pub auth_limits: Arc<AuthLimits>,
     /// Long-lived work per user (commands, terminals, desktops, event streams).
     pub user_slots: Arc<UserSlots>,
-    /// For talking to sandbox gateways.
-    pub http: reqwest::Client,
-    /// Sandbox addresses, remembered briefly (chat turns).
-    pub addresses: Arc<Addresses>,
     /// Chat turns running in this process, stoppable from any (`POST …/chat/abort`).
     pub turns: Arc<Cancels>,
     /// This process's connections to the instances' gateways (their WebSocket protocol).
@@ -103,10 +98,7 @@ impl AppState {
             metrics: Arc::default(),
             auth_limits,
             user_slots: Arc::new(UserSlots::new(user_slots_limits)),
-            // Gateways are tenant-controlled: no redirect is followed (`runtime::outbound`).
-            http: crate::runtime::outbound::client(Duration::from_secs(3), None, None)?,
             broker_address: Arc::new(tokio::sync::watch::Sender::new(None)),
-            addresses: Arc::new(ttl_cache::addresses()),
             gateways,
             turns: Arc::default(),
             webhook_wake: Arc::default(),

@@ -1,6 +1,5 @@
-//! A small map whose entries are trusted for a fixed time: sandbox addresses for chat turns
-//! (so a turn does not ask the engine on every message) and the broker's known callers (so a
-//! model call costs no database or engine round trip to authenticate). Bounded: past
+//! A small map whose entries are trusted for a fixed time: the broker's known callers (so a
+//! model call costs no database or engine round trip to authenticate) and who keys belong to. Bounded: past
 //! `max_entries` it starts over, so a flood of keys cannot grow it.
 
 use std::collections::HashMap;
@@ -42,24 +41,13 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     }
 }
 
-/// Sandbox name → its address on the sandbox network. Lifecycle changes made through ocaas
-/// forget the entry; the short lifetime bounds how long a change behind ocaas's back (the
-/// engine restarted a container, which may get another address) goes unnoticed, and a turn
-/// that cannot reach the remembered address forgets it and asks the engine.
-pub type Addresses = TtlCache<String, std::net::IpAddr>;
-
-/// How long a sandbox address is trusted without asking the engine, and how many are kept.
-pub fn addresses() -> Addresses {
-    TtlCache::new(Duration::from_secs(5), 100_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn entries_are_remembered_until_forgotten_or_stale_and_the_map_stays_bounded() {
-        let book = addresses();
+        let book = TtlCache::new(Duration::from_secs(5), 100);
         let key = "sandy-a".to_owned();
         assert_eq!(book.get(&key), None);
         book.put(key.clone(), std::net::IpAddr::from([172, 18, 0, 5]));

@@ -4,7 +4,6 @@
 
 pub mod rfb; // public for the benchmark's direct connection
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +12,6 @@ use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::net::TcpStream;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,6 +22,7 @@ use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{PublicOrigin, ws_origin};
 use crate::instances::extract::{Intent, RunningInstance, running};
 use crate::instances::power::Wake;
+use crate::runtime::dial::Tunnel;
 use crate::runtime::sandbox::VNC_PORT;
 use crate::state::AppState;
 use crate::wsbridge::{self, Upstream, WsUpgrade};
@@ -121,7 +120,7 @@ pub async fn vnc_ws(State(state): State<AppState>, DesktopCaller(caller): Deskto
     Ok(upgrade.protocols(["binary"]).on_upgrade(move |mut socket| async move {
         let _open = (slot, state.metrics.stream_open("vnc"), busy);
         let Ok(early) = rfb::greet_client(&mut socket).await else { return };
-        let (from_vnc, mut to_vnc) = vnc.into_split();
+        let (from_vnc, mut to_vnc) = tokio::io::split(vnc);
         if tokio::io::AsyncWriteExt::write_all(&mut to_vnc, &early).await.is_err() {
             return;
         }
@@ -130,18 +129,17 @@ pub async fn vnc_ws(State(state): State<AppState>, DesktopCaller(caller): Deskto
     }))
 }
 
-async fn connect(state: &AppState, sandbox: &str) -> AppResult<TcpStream> {
+async fn connect(state: &AppState, sandbox: &str) -> AppResult<Tunnel> {
     let unavailable = || AppError::new(ErrorCode::DesktopUnavailable, "The sandbox's desktop (VNC server) does not answer.");
     let info = state.runtime.inspect(sandbox).await?;
-    let address = SocketAddr::new(info.ip.filter(|_| info.running).ok_or_else(unavailable)?, VNC_PORT);
+    if !info.running {
+        return Err(unavailable());
+    }
     // The VNC server starts beside the gateway and may be a moment behind it (or restarting).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(address)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
+        match state.runtime.connect(sandbox, VNC_PORT).await {
+            Ok(stream) => return Ok(stream),
             _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
             _ => return Err(unavailable()),
         }

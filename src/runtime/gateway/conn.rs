@@ -7,7 +7,6 @@
 //! `chat.history`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,22 +100,23 @@ impl Connection {
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Socket = tokio_tungstenite::WebSocketStream<crate::runtime::dial::Tunnel>;
 
 /// Opens a connection and completes the handshake as `device`.
-pub async fn connect(addr: SocketAddr, token: &str, device: &Device, instance_id: Uuid, sinks: Sinks) -> Result<Arc<Connection>, ConnectError> {
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| ConnectError::Unreachable("connecting timed out".into()))?
-        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
+pub async fn connect(
+    tunnel: crate::runtime::dial::Tunnel,
+    token: &str,
+    device: &Device,
+    instance_id: Uuid,
+    sinks: Sinks,
+) -> Result<Arc<Connection>, ConnectError> {
     let config = tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(8 << 10)
         .write_buffer_size(0)
         .max_write_buffer_size(1 << 20)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
-    let upgrade = tokio_tungstenite::client_async_with_config(format!("ws://{addr}/"), tcp, Some(config));
+    let upgrade = tokio_tungstenite::client_async_with_config("ws://gateway/", tunnel, Some(config));
     let (mut socket, _) = match tokio::time::timeout(HANDSHAKE, upgrade).await {
         Err(_) => return Err(ConnectError::Unreachable("the WebSocket upgrade timed out".into())),
         Ok(Err(tungstenite::Error::Http(response))) => {

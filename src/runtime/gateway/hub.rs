@@ -5,7 +5,6 @@
 //! remembered as such (callers use HTTP) and looked at again every 30 s.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -229,9 +228,8 @@ impl Supervisor {
         if !info.running || info.paused {
             return Err(ConnectError::Unreachable(format!("the sandbox is {}", info.state)));
         }
-        let ip = info.ip.ok_or_else(|| ConnectError::Unreachable("the sandbox has no address".into()))?;
-        let addr = SocketAddr::new(ip, GATEWAY_PORT);
-        conn::connect(addr, &self.target.token, &self.target.device, self.target.instance_id, self.sinks.clone()).await
+        let tunnel = self.runtime.connect(&self.target.sandbox, GATEWAY_PORT).await.map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        conn::connect(tunnel, &self.target.token, &self.target.device, self.target.instance_id, self.sinks.clone()).await
     }
 
     /// Approves ocaas's pending pairing request with the gateway's own CLI, inside the sandbox.

@@ -65,7 +65,8 @@ async fn serve(name: &'static str, mangle: fn(usize, String) -> Option<String>) 
 async fn run(addr: std::net::SocketAddr, runs: &[&str], session: &str) -> (Vec<Vec<RunEvent>>, History, mpsc::Receiver<Foreign>) {
     let (foreign, foreign_rx) = mpsc::channel(64);
     let sinks = super::Sinks { foreign, notices: mpsc::channel(64).0 };
-    let connection = conn::connect(addr, "oc-test-token-1234567890", &Device::generate(), uuid::Uuid::nil(), sinks).await.unwrap();
+    let tunnel: crate::runtime::dial::Tunnel = Box::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let connection = conn::connect(tunnel, "oc-test-token-1234567890", &Device::generate(), uuid::Uuid::nil(), sinks).await.unwrap();
     let mut all = Vec::new();
     for run_id in runs {
         let mut feed = connection.subscribe(run_id);
