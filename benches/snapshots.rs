@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let unpack_target = data_dir.join("unpacked");
     let t0 = Instant::now();
     let (from, into) = (ours.clone(), unpack_target.clone());
-    tokio::task::spawn_blocking(move || ocaas::snapshots::archive::unpack(&mut std::fs::File::open(from)?, &into)).await??;
+    tokio::task::spawn_blocking(move || ocaas::runtime::archive::unpack(&mut std::fs::File::open(from)?, &into)).await??;
     let unpack_time = t0.elapsed();
     let rate = |d: Duration| mib as f64 / seconds(d);
     println!("(a) {mib} MiB workspace (half random, half text), gzip on both sides");

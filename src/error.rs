@@ -120,6 +120,8 @@ error_codes! {
     OrgNotEmpty = (CONFLICT, "org_not_empty", "An organisation with instances cannot be deleted; delete them first."),
     WebhookNotFound = (NOT_FOUND, "webhook_not_found", "The account has no webhook endpoint with that id."),
     WebhookBacklog = (TOO_MANY_REQUESTS, "webhook_backlog", "A test send to an endpoint with 100 deliveries pending."),
+    JoinTokenInvalid = (UNAUTHORIZED, "join_token_invalid", "`ocaas node` joined with a token that is unknown, used or expired (`ocaas admin nodes join-token` makes one)."),
+    NodeExists = (CONFLICT, "node_exists", "A node of that name has joined already (`ocaas admin nodes remove` it first)."),
     WebhookLimitReached = (FORBIDDEN, "webhook_limit_reached", "The account has the most webhook endpoints allowed (20)."),
     PairingNotFound = (NOT_FOUND, "pairing_not_found", "No pending DM pairing request with that id."),
     TerminalViewerMissing = (SERVICE_UNAVAILABLE, "terminal_viewer_missing", "xterm.js (Debian's `node-xterm`) is not installed for the dashboard's terminal."),

@@ -31,6 +31,7 @@ pub mod gateway;
 pub mod health;
 pub mod instances;
 pub mod mcp;
+pub mod nodes;
 pub mod orgs;
 pub mod snapshots;
 pub mod terminal;

@@ -26,6 +26,11 @@ pub struct Metrics {
     /// `fix`: `resumed`, `marked_error`, `orphan_removed`, `turn_interrupted`.
     pub reconcile_fixes: IntCounterVec,
     pub instances: IntGaugeVec,
+    /// Per node (`ocaas node`): 1 when it answered the last ping.
+    pub node_up: IntGaugeVec,
+    /// Per node: instances placed on it, and its capacity.
+    pub node_instances: IntGaugeVec,
+    pub node_capacity: IntGaugeVec,
     pub db_pool_size: IntGauge,
     pub db_pool_idle: IntGauge,
 }
@@ -68,6 +73,9 @@ impl Metrics {
             reconcile_passes: counter("reconcile_passes_total", "Reconciler passes by outcome.", &["outcome"])?,
             reconcile_fixes: counter("reconcile_fixes_total", "What the reconciler repaired.", &["fix"])?,
             instances: gauges("instances", "Instances by status (read at scrape time).", &["status"])?,
+            node_up: gauges("node_up", "1 when the node answered this server's last ping.", &["node"])?,
+            node_instances: gauges("node_instances", "Instances placed on the node.", &["node"])?,
+            node_capacity: gauges("node_capacity", "Instances the node may hold.", &["node"])?,
             db_pool_size: gauge("db_pool_connections", "Connections in the database pool.")?,
             db_pool_idle: gauge("db_pool_idle_connections", "Idle connections in the database pool.")?,
             registry,

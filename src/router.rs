@@ -55,8 +55,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     let (api, spec) = api_and_spec(&state.settings);
-    let routes: Router =
-        api.merge(docs::spec_routes(spec)).merge(web::router(&state.settings)).merge(health::metrics_route()).with_state(state.clone());
+    let routes: Router = api
+        .merge(docs::spec_routes(spec))
+        .merge(web::router(&state.settings))
+        .merge(health::metrics_route())
+        .merge(crate::nodes::router())
+        .with_state(state.clone());
     // MCP's tools run through the API's own routes (auth, scopes, ownership, errors).
     let mcp = crate::mcp::router(routes.clone(), &state);
     routes

@@ -48,14 +48,11 @@ impl SecretKey {
 
     /// The key in `path`, created with a random one if the file does not exist.
     pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         match std::fs::read_to_string(path) {
             Ok(text) => SecretKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = SecretKey::random();
-                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-                writeln!(file, "{}", key.to_hex())?;
+                write_private(path, format!("{}\n", key.to_hex()).as_bytes())?;
                 Ok(key)
             }
             Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
@@ -79,6 +76,14 @@ impl SecretKey {
         let (nonce, body) = sealed.split_at(NONCE_BYTES);
         ChaCha20Poly1305::new(Key::from_slice(&self.0)).decrypt(Nonce::from_slice(nonce), body).ok()
     }
+}
+
+/// Creates `path` readable by its owner only, holding `bytes`; an existing file is an error.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
 }
 
 #[cfg(test)]

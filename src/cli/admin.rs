@@ -32,6 +32,9 @@ pub enum AdminCommand {
     /// Organisations and their plans.
     #[command(subcommand)]
     Org(super::orgs::OrgCommand),
+    /// Docker hosts running sandboxes for this server (`ocaas node`).
+    #[command(subcommand)]
+    Nodes(super::nodes::NodesCommand),
     /// The audit log (logins, keys, instances, admin actions).
     Audit(super::audit::AuditArgs),
     /// Model usage through the broker, per user, day and model.
@@ -266,6 +269,7 @@ async fn execute(db: &sqlx::PgPool, command: AdminCommand) -> Result<String, App
             Ok(format!("granted {} a subscription of {max_instances} instance(s), {allowance} model tokens a month", user.email))
         }
         AdminCommand::Org(command) => super::orgs::run(db, command).await,
+        AdminCommand::Nodes(command) => super::nodes::run(db, command).await,
         AdminCommand::Audit(args) => super::audit::list(db, &args).await,
         AdminCommand::Usage { email, since } => usage(db, email.as_deref(), since).await,
         // `run` answers these itself; kept here so the match stays whole.

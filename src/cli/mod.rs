@@ -3,6 +3,8 @@
 pub mod admin;
 mod audit;
 mod egress;
+pub mod node;
+mod nodes;
 mod orgs;
 pub mod setup;
 mod storage;
@@ -35,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server (runs migrations first).
     Serve(Box<ServeArgs>),
+    /// Serve this host's Docker engine to the API replicas (one per Docker host).
+    Node(node::NodeArgs),
     /// Run database migrations and exit.
     Migrate,
     /// Manage users, keys, invites and subscriptions.
@@ -52,10 +56,11 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
-    init_tracing(cli.global.log_format, matches!(cli.command, Command::Serve(_)));
+    init_tracing(cli.global.log_format, matches!(cli.command, Command::Serve(_) | Command::Node(_)));
     let result = match cli.command {
         Command::Serve(args) => serve(&cli.global, *args).await,
         Command::Migrate => migrate(&cli.global).await,
+        Command::Node(args) => node::run(args).await,
         Command::Admin(command) => return admin::run(&cli.global, command).await,
         Command::Openapi { out } => write_openapi(&out),
         Command::CheckConfig => crate::gateway::config::check_config_stdin(),
@@ -86,12 +91,15 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     // Multipart uploads are spooled under the data dir; what a crash left there goes now.
     let _ = std::fs::remove_dir_all(&settings.instances.spool_dir);
     std::fs::create_dir_all(&settings.instances.spool_dir)?;
-    let runtime = Arc::new(DockerRuntime::connect()?);
+    let docker: Arc<dyn crate::runtime::Runtime> = Arc::new(DockerRuntime::connect()?);
     let listener = TcpListener::bind(settings.bind).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", settings.bind))?;
     let database = Database::open(global, ClusterUse::Server).await?;
     let result = async {
         db::migrate(&database.pool).await?;
-        let state = AppState::new(database.pool.clone(), settings, runtime).await?;
+        // Sandboxes on this host's engine, or on the node each was placed on (`nodes`).
+        let fleet = crate::runtime::fleet::Fleet::new(docker, crate::nodes::placement(database.pool.clone()));
+        let state = AppState::new(database.pool.clone(), settings, Arc::new(fleet.clone())).await?;
+        crate::nodes::spawn(&state, fleet);
         server::start_background_tasks(&state);
         tracing::info!(address = %listener.local_addr()?, "ocaas listening");
         server::serve(listener, state, server::shutdown_signal()).await

@@ -65,7 +65,8 @@ async fn receive(
     field: Field<'_>,
 ) -> AppResult<(u64, Received)> {
     let max = state.settings.instances.max_upload_bytes;
-    if let (Some(target_dir), Some(name)) = (target_dir, name) {
+    let here = state.runtime.storage_here(&instance.sandbox_id).await;
+    if let (Some(target_dir), Some(name), true) = (target_dir, name, here) {
         let dir = SandboxPath::parse(target_dir)?;
         let path = dir.join(name)?;
         let disk = crate::instances::lifecycle::disk_spec(state, instance);
@@ -86,7 +87,7 @@ async fn receive(
     // The spool is on the host's disk: it may hold no more than the instance's storage has room
     // for (what it will take anyway), so an upload spooled counts against the quota.
     let disk = crate::instances::lifecycle::disk_spec(state, instance);
-    let room = tokio::task::spawn_blocking(move || crate::runtime::disk::usage(&disk)).await.ok().flatten();
+    let room = state.runtime.disk_usage(&disk).await;
     let free = room.and_then(|usage| usage.limit_bytes.map(|limit| limit.saturating_sub(usage.used_bytes))).filter(|free| *free < max);
     let spool_dir = &state.settings.instances.spool_dir;
     tokio::fs::create_dir_all(spool_dir).await?;

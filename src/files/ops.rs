@@ -196,11 +196,13 @@ pub async fn write_archive(runtime: &dyn Runtime, sandbox: &str, dir: &SandboxPa
 pub async fn write(runtime: &dyn Runtime, disk: &DiskSpec, sandbox: &str, path: &SandboxPath, content: Bytes) -> AppResult<()> {
     let size = content.len() as u64;
     on_storage_checked(path)?;
-    let (dir, name) = match direct::prepare(disk, path).await {
+    // Directly only where the storage is on this host (not on another node).
+    let here = runtime.storage_here(sandbox).await;
+    let (dir, name) = match if here { direct::prepare(disk, path).await } else { None } {
         Some(target) => return fill_and_commit(target, path, content).await,
         None => prepare_write(runtime, sandbox, path).await?,
     };
-    match direct::open(disk, &dir).await {
+    match if here { direct::open(disk, &dir).await } else { None } {
         Some(target) => fill_and_commit(target, path, content).await,
         None => write_archive(runtime, sandbox, &dir, name, size, bytes_stream(content)).await,
     }

@@ -207,11 +207,7 @@ fn path_of(pointer: &str) -> String {
 
 /// Keeps the file the gateway runs with now, sealed (it holds secrets), as the last good one.
 pub async fn keep_last_good(link: &Link, disk: &DiskSpec, instance: &InstanceRow) -> AppResult<()> {
-    let dir = disk.state();
-    let read = tokio::task::spawn_blocking(move || crate::runtime::fsys::read_small_beneath(&dir, FILE, MAX_FILE))
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
-    match read {
+    match link.runtime.read_state_file(disk, FILE, MAX_FILE).await {
         Ok(content) if serde_json::from_slice::<Map<String, Value>>(&content).is_ok() => {
             repo::set_last_good(&link.db, instance.id, &link.key.seal(&content), Utc::now()).await?;
             Ok(())

@@ -72,6 +72,8 @@ pub fn spawn(state: &AppState) {
 #[derive(Clone)]
 pub struct Link {
     pub hub: Arc<Hub>,
+    /// Where the instance's files are read (this host, or its node).
+    pub runtime: Arc<dyn crate::runtime::Runtime>,
     db: PgPool,
     key: SecretKey,
     activity: Arc<Activity>,
@@ -84,6 +86,7 @@ impl Link {
     pub fn of(state: &AppState) -> Self {
         Link {
             hub: state.gateways.clone(),
+            runtime: state.runtime.clone(),
             db: state.db.clone(),
             key: state.settings.secret_key.clone(),
             activity: state.activity.clone(),

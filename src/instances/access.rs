@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::repo::{self, InstanceRow, NewInstance};
 use crate::auth::{repo as auth_repo, secrets, service as auth_service};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::nodes::service::Pick;
 use crate::state::AppState;
 
 /// Seconds a client is told to wait when the server is full.
@@ -81,6 +82,11 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
             AppError::new(ErrorCode::CapacityExhausted, "The server is at capacity; try again later.").with_retry_after(CAPACITY_RETRY_AFTER_SECS)
         );
     }
+    let pick = crate::nodes::service::pick(&mut tx).await?;
+    if matches!(pick, Pick::Full) {
+        return Err(AppError::new(ErrorCode::CapacityExhausted, "No node has room for another instance; try again later.")
+            .with_retry_after(CAPACITY_RETRY_AFTER_SECS));
+    }
     let sandbox_id = new_sandbox_id();
     let token = secrets::new_session_token();
     let facts = super::facts::Facts::for_new(&state.settings.instances, &sandbox_id);
@@ -95,6 +101,9 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
         org_id: request.org_id,
     };
     let row = repo::insert(&mut *tx, &new).await?;
+    if let Pick::Node(node) = pick {
+        crate::nodes::repo::assign(&mut tx, row.id, node).await?;
+    }
     tx.commit().await?;
     crate::state::user_data_written();
     Ok(row)

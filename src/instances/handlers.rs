@@ -155,7 +155,10 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
     } else {
         None
     };
-    let disk = crate::runtime::disk::usage(&super::lifecycle::disk_spec(&state, &instance))
+    let disk = state
+        .runtime
+        .disk_usage(&super::lifecycle::disk_spec(&state, &instance))
+        .await
         .and_then(|usage| Some(DiskUsageView { used_bytes: usage.used_bytes, limit_bytes: usage.limit_bytes? }));
     Ok(Json(InstanceStatusView {
         id: instance.id,

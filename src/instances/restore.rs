@@ -56,9 +56,7 @@ async fn pending(state: &AppState, instance: &InstanceRow) -> Result<Option<Snap
 pub async fn unpack(state: &AppState, instance: &InstanceRow, snapshot: &SnapshotRow) -> Result<(), DriveError> {
     let disk = disk_spec(state, instance);
     state.runtime.prepare_storage(&disk).await?;
-    service::unpack_into(state, snapshot, disk.dir.clone())
-        .await
-        .map_err(|e| DriveError::Failed(format!("restoring snapshot {}: {e:#}", snapshot.id)))
+    service::unpack_into(state, snapshot, &disk).await.map_err(|e| DriveError::Failed(format!("restoring snapshot {}: {e:#}", snapshot.id)))
 }
 
 pub fn failed(error: impl std::fmt::Display) -> DriveError {

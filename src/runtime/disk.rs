@@ -17,7 +17,7 @@ pub const WORKSPACE: &str = "workspace";
 pub const STATE: &str = "state";
 
 /// Where one instance's storage lives and how big it may get.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskSpec {
     /// The mount point (with a quota) or plain directory (without).
     pub dir: PathBuf,
@@ -45,7 +45,7 @@ impl DiskSpec {
 }
 
 /// Used and total bytes of an instance's storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskUsage {
     pub used_bytes: u64,
     /// The quota; `None` without one.

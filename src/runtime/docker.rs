@@ -169,7 +169,9 @@ impl Runtime for DockerRuntime {
             .and_then(|endpoint| endpoint.ip_address)
             .and_then(|ip| ip.parse().ok());
         let running = state.running.unwrap_or(false);
+        let managed = info.config.and_then(|c| c.labels).is_some_and(|labels| labels.get(LABEL_MANAGED).is_some_and(|v| v == "true"));
         Ok(ContainerInfo {
+            managed,
             state: state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
             running,
             paused: state.paused.unwrap_or(false),

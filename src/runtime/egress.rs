@@ -78,7 +78,7 @@ fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<Ipv4Addr> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum EgressMode {
     /// The public internet and ocaas's own endpoints; nothing private, local or on the host.
     #[default]
@@ -90,7 +90,7 @@ pub enum EgressMode {
 }
 
 /// One allowlist entry: `CIDR` or `CIDR:PORT` (TCP), e.g. `10.20.0.0/16` or `10.0.0.5/32:5432`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AllowRule {
     pub net: Ipv4Addr,
     pub prefix: u8,
@@ -112,7 +112,7 @@ impl FromStr for AllowRule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct EgressPolicy {
     pub mode: EgressMode,
     pub allow: Vec<AllowRule>,

@@ -112,7 +112,8 @@ impl Runtime for MemoryRuntime {
         let running = state == "running" || state == "paused";
         let paused = state == "paused";
         let exit_code = (state == "exited").then_some(137);
-        Ok(ContainerInfo { state, running, paused, exit_code, started_at: None, ip: None, error: None })
+        let managed = self.containers.lock().unwrap().get(name).is_some_and(|(_, labels)| labels.get(LABEL_MANAGED).is_some_and(|v| v == "true"));
+        Ok(ContainerInfo { state, running, paused, exit_code, started_at: None, ip: None, error: None, managed })
     }
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
         let containers = self.containers.lock().unwrap();

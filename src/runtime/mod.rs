@@ -1,6 +1,7 @@
 //! The container runtime: the `Runtime` trait every domain uses to manage sandboxes, and its
 //! Docker implementation (`docker.rs`, the only code in ocaas that speaks to Docker).
 
+pub mod archive;
 pub mod confined;
 pub mod dial;
 pub mod disk;
@@ -9,12 +10,14 @@ mod docker_config;
 mod docker_exec;
 mod docker_logs;
 pub mod egress;
+pub mod fleet;
 pub mod fsys;
 pub mod gateway;
 mod host;
 pub mod image;
 #[cfg(test)]
 pub mod memory;
+pub mod node;
 pub mod outbound;
 pub mod sandbox;
 pub mod tree;
@@ -24,6 +27,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 pub use docker::DockerRuntime;
 
@@ -44,7 +48,7 @@ pub enum RuntimeError {
 pub type RuntimeResult<T> = Result<T, RuntimeError>;
 
 /// Everything needed to create one sandbox container and its storage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxSpec {
     pub name: String,
     pub image: String,
@@ -56,7 +60,7 @@ pub struct SandboxSpec {
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Limits {
     pub memory_bytes: i64,
     pub nano_cpus: i64,
@@ -65,7 +69,7 @@ pub struct Limits {
     pub log_bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerInfo {
     /// Docker's state word: `created`, `running`, `exited`, `restarting`, …
     pub state: String,
@@ -77,15 +81,17 @@ pub struct ContainerInfo {
     pub started_at: Option<DateTime<Utc>>,
     pub ip: Option<IpAddr>,
     pub error: Option<String>,
+    /// Labelled as ocaas's (`ocaas.managed=true`): a node touches no other container.
+    pub managed: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManagedContainer {
     pub name: String,
     pub labels: HashMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExecRequest {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
@@ -108,7 +114,7 @@ pub struct ExecOutput {
 }
 
 /// An interactive command on a pseudo-terminal.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TtyRequest {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
@@ -138,7 +144,7 @@ pub struct LogChunk {
 
 pub type LogStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = RuntimeResult<LogChunk>> + Send>>;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Resources {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
@@ -193,4 +199,32 @@ pub trait Runtime: Send + Sync {
     /// A byte stream to `port` inside the running sandbox (its gateway, its desktop): callers
     /// never learn or dial a sandbox's address, so the sandbox may live on another host.
     async fn connect(&self, name: &str, port: u16) -> RuntimeResult<dial::Tunnel>;
+    /// Whether the sandbox's storage directories are on this host, where ocaas may write into
+    /// them directly (`files::direct`) and pack them (snapshots); else only through the sandbox.
+    async fn storage_here(&self, _name: &str) -> bool {
+        true
+    }
+    /// A small regular file of the agent's state directory (`disk`'s `state/`), read without
+    /// following links; at most `max` bytes, else an error.
+    async fn read_state_file(&self, disk: &disk::DiskSpec, name: &str, max: u64) -> RuntimeResult<Vec<u8>> {
+        let (dir, name) = (disk.state(), name.to_owned());
+        let read = tokio::task::spawn_blocking(move || fsys::read_small_beneath(&dir, &name, max)).await;
+        read.map_err(|e| RuntimeError::Other(e.to_string()))?
+            .map_err(|e| RuntimeError::Other(format!("reading the agent's {}: {e}", disk.dir.display())))
+    }
+    /// The archive of the instance's storage (`runtime::archive`), made where it lives.
+    fn pack_storage(&self, disk: &disk::DiskSpec, bounds: archive::Bounds) -> archive::PackStream {
+        archive::pack_stream(disk.dir.clone(), bounds)
+    }
+    /// Replaces the instance's storage contents with `archive`'s.
+    async fn unpack_storage(&self, disk: &disk::DiskSpec, archive: ByteStream) -> RuntimeResult<()> {
+        archive::unpack_stream(archive, disk.dir.clone())
+            .await
+            .map_err(|e| RuntimeError::Other(format!("unpacking into the instance's storage: {e}")))
+    }
+    /// How full the instance's storage is; `None` when that cannot be told.
+    async fn disk_usage(&self, disk: &disk::DiskSpec) -> Option<disk::DiskUsage> {
+        let disk = disk.clone();
+        tokio::task::spawn_blocking(move || disk::usage(&disk)).await.ok().flatten()
+    }
 }

@@ -2,7 +2,6 @@
 //! and before restores and upgrades, kept compressed in a `SnapshotStore`, listed,
 //! downloaded, deleted, restored into the instance and cloned into a new one.
 
-pub mod archive;
 pub mod handlers;
 pub mod models;
 pub mod repo;

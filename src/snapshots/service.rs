@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::archive;
 use super::models::{SnapshotKind, SnapshotStatus};
 use super::repo::{self, NewSnapshot, SnapshotRow};
 use super::store::{self, LocalStore, SnapshotStore};
@@ -16,6 +15,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::lifecycle::disk_spec;
 use crate::instances::models::InstanceStatus;
 use crate::instances::repo::InstanceRow;
+use crate::runtime::archive;
 use crate::state::{AppState, KeyedLocks};
 
 /// How long a snapshot waits for commands and file operations to finish before it copies a
@@ -85,16 +85,11 @@ pub async fn take_locked(state: &AppState, instance: &InstanceRow, kind: Snapsho
         state.activity.thaw(instance.id);
         return Err(error.into());
     }
-    let (store, key, root) = (store(state), store::key(user_id, row.id), disk.dir.clone());
+    let (store, key) = (store(state), store::key(user_id, row.id));
     let bounds = archive::Bounds { max_bytes, deadline: std::time::Instant::now() + PACK_TIME_LIMIT };
-    let packed = tokio::task::spawn_blocking(move || -> Result<archive::Packed, archive::PackError> {
-        // An error drops the writer, which removes the partial file.
-        let mut writer = store.create(&key)?;
-        let packed = archive::pack(&root, &mut writer, bounds)?;
-        writer.commit()?;
-        Ok(packed)
-    })
-    .await;
+    // Made where the storage is (this host or its node), kept here.
+    let made = state.runtime.pack_storage(&disk, bounds);
+    let packed = tokio::task::spawn_blocking(move || keep(store.as_ref(), &key, made, max_bytes)).await;
     if freeze {
         let thawed = state.runtime.unpause(&instance.sandbox_id).await;
         state.activity.thaw(instance.id);
@@ -102,6 +97,28 @@ pub async fn take_locked(state: &AppState, instance: &InstanceRow, kind: Snapsho
     }
     drop(permit);
     finish(state, user_id, row.id, packed).await
+}
+
+/// Writes the archive into the store as it arrives, counting and hashing it here (whoever made
+/// it), and stops past `max_bytes`. An error drops the writer, which removes the partial file.
+fn keep(store: &dyn SnapshotStore, key: &str, mut made: archive::PackStream, max_bytes: u64) -> Result<archive::Packed, archive::PackError> {
+    use futures_util::StreamExt;
+    use sha2::Digest;
+    use std::io::Write;
+    let handle = tokio::runtime::Handle::current();
+    let mut writer = store.create(key)?;
+    let (mut size, mut hash) = (0u64, sha2::Sha256::new());
+    while let Some(chunk) = handle.block_on(made.next()) {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            return Err(archive::PackError::TooLarge(max_bytes));
+        }
+        hash.update(&chunk);
+        writer.write_all(&chunk)?;
+    }
+    writer.commit()?;
+    Ok(archive::Packed { size, sha256: format!("{:x}", hash.finalize()) })
 }
 
 type PackOutcome = Result<Result<archive::Packed, archive::PackError>, tokio::task::JoinError>;
@@ -131,15 +148,15 @@ async fn finish(state: &AppState, user_id: Uuid, id: Uuid, packed: PackOutcome) 
     Ok(done)
 }
 
-/// Puts the snapshot's contents into the storage at `root` (replacing what is there).
-pub async fn unpack_into(state: &AppState, snapshot: &SnapshotRow, root: std::path::PathBuf) -> anyhow::Result<()> {
+/// Puts the snapshot's contents into the instance's storage `disk` (replacing what is there),
+/// wherever that storage is.
+pub async fn unpack_into(state: &AppState, snapshot: &SnapshotRow, disk: &crate::runtime::disk::DiskSpec) -> anyhow::Result<()> {
     anyhow::ensure!(snapshot.status == SnapshotStatus::Ready, "snapshot {} is {}", snapshot.id, snapshot.status.as_str());
     let (store, key) = (store(state), store::key(snapshot.user_id, snapshot.id));
     let _permit = ARCHIVE_WORK.acquire().await.expect("never closed");
     let reader = store.open(&key)?;
-    // Read asynchronously, unpacked on the blocking pool.
-    let mut bridge = tokio_util::io::SyncIoBridge::new(reader);
-    tokio::task::spawn_blocking(move || archive::unpack(&mut bridge, &root)).await??;
+    let archive = Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10));
+    state.runtime.unpack_storage(disk, archive).await?;
     Ok(())
 }
 

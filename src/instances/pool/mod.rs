@@ -47,6 +47,11 @@ pub async fn fill_once(state: &AppState) -> anyhow::Result<()> {
     let room = i64::from(state.settings.instances.max_instances) - instances_repo::count_all(&mut *tx).await?;
     let mut added = Vec::new();
     for _ in 0..(target - warm).min(room).max(0) {
+        // With nodes, each warm sandbox goes where a create would put it.
+        let pick = crate::nodes::service::pick(&mut tx).await?;
+        if matches!(pick, crate::nodes::service::Pick::Full) {
+            break;
+        }
         let sandbox_id = super::access::new_sandbox_id();
         let token = secrets::new_session_token();
         let facts = crate::instances::facts::Facts::for_new(&state.settings.instances, &sandbox_id);
@@ -60,7 +65,11 @@ pub async fn fill_once(state: &AppState) -> anyhow::Result<()> {
             facts: &facts,
             org_id: None,
         };
-        added.push(instances_repo::insert(&mut *tx, &new).await?.id);
+        let id = instances_repo::insert(&mut *tx, &new).await?.id;
+        if let crate::nodes::service::Pick::Node(node) = pick {
+            crate::nodes::repo::assign(&mut tx, id, node).await?;
+        }
+        added.push(id);
     }
     tx.commit().await?;
     for id in added {

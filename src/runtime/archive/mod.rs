@@ -21,6 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::runtime::tree::{self, Entry, Kind};
 
+mod stream;
+pub use stream::{PackStream, pack_stream, unpack_stream};
+
 /// The directories a snapshot holds, as named in the archive.
 pub const PARTS: [&str; 2] = ["workspace", "state"];
 

@@ -1,0 +1,203 @@
+//! The runtime the server uses when nodes are registered: every call about a sandbox goes to
+//! the runtime of the node that holds it (this host's engine, in process, when it is on none),
+//! which the `nodes` domain tells it (`Placement`). Calls about the whole fleet (the network,
+//! listing ocaas's containers) go to every node that answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use super::disk::{DiskSpec, DiskUsage};
+use super::*;
+
+/// Where a sandbox lives: `Some(node)` or `None` for this host's own engine.
+pub type Placement = Arc<dyn Fn(String) -> BoxFuture<'static, RuntimeResult<Option<Uuid>>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Fleet {
+    local: Arc<dyn Runtime>,
+    nodes: Arc<RwLock<HashMap<Uuid, Arc<dyn Runtime>>>>,
+    placement: Placement,
+}
+
+impl Fleet {
+    pub fn new(local: Arc<dyn Runtime>, placement: Placement) -> Self {
+        Fleet { local, nodes: Arc::default(), placement }
+    }
+
+    /// Adds or replaces the runtime of `node`.
+    pub fn set_node(&self, node: Uuid, runtime: Arc<dyn Runtime>) {
+        self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(node, runtime);
+    }
+
+    pub fn remove_node(&self, node: Uuid) {
+        self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&node);
+    }
+
+    pub fn node(&self, node: Uuid) -> Option<Arc<dyn Runtime>> {
+        self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&node).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<dyn Runtime>> {
+        let nodes = self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::iter::once(self.local.clone()).chain(nodes.values().cloned()).collect()
+    }
+
+    /// The node holding `name`; `None` for this host (always so while no node is registered:
+    /// a one-box server asks nothing more than before).
+    async fn placed(&self, name: &str) -> RuntimeResult<Option<Uuid>> {
+        if self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
+            return Ok(None);
+        }
+        (self.placement)(name.to_owned()).await
+    }
+
+    async fn route(&self, name: &str) -> RuntimeResult<Arc<dyn Runtime>> {
+        match self.placed(name).await? {
+            None => Ok(self.local.clone()),
+            Some(node) => self.node(node).ok_or_else(|| RuntimeError::Unavailable(format!("node {node} is not known to this server"))),
+        }
+    }
+
+    /// A stream from the sandbox's runtime, routed first.
+    fn routed<T: Send + 'static>(
+        &self,
+        name: &str,
+        open: impl FnOnce(&dyn Runtime) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = T> + Send>> + Send + 'static,
+        failed: impl FnOnce(RuntimeError) -> T + Send + 'static,
+    ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = T> + Send>> {
+        let (this, name) = (self.clone(), name.to_owned());
+        Box::pin(
+            futures_util::stream::once(async move {
+                match this.route(&name).await {
+                    Ok(runtime) => open(runtime.as_ref()),
+                    Err(e) => futures_util::stream::once(std::future::ready(failed(e))).boxed(),
+                }
+            })
+            .flatten(),
+        )
+    }
+}
+
+#[async_trait]
+impl Runtime for Fleet {
+    async fn ping(&self) -> RuntimeResult<()> {
+        self.local.ping().await
+    }
+    async fn ensure_network(&self, egress: &egress::EgressPolicy) -> RuntimeResult<()> {
+        // Each node applies it to its own bridge; one that is down gets it when it is back.
+        for runtime in self.all().iter().skip(1) {
+            if let Err(error) = runtime.ensure_network(egress).await {
+                tracing::warn!(%error, "a node did not take the sandbox network");
+            }
+        }
+        self.local.ensure_network(egress).await
+    }
+    async fn sandbox_gateway(&self) -> RuntimeResult<IpAddr> {
+        self.local.sandbox_gateway().await
+    }
+    async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
+        self.route(&spec.name).await?.create_sandbox(spec).await
+    }
+    async fn prepare_storage(&self, disk: &DiskSpec) -> RuntimeResult<()> {
+        self.route(&sandbox_of(disk)).await?.prepare_storage(disk).await
+    }
+    async fn start(&self, name: &str) -> RuntimeResult<()> {
+        self.route(name).await?.start(name).await
+    }
+    async fn stop(&self, name: &str, grace_secs: i32) -> RuntimeResult<()> {
+        self.route(name).await?.stop(name, grace_secs).await
+    }
+    async fn restart(&self, name: &str, grace_secs: i32) -> RuntimeResult<()> {
+        self.route(name).await?.restart(name, grace_secs).await
+    }
+    async fn pause(&self, name: &str) -> RuntimeResult<()> {
+        self.route(name).await?.pause(name).await
+    }
+    async fn unpause(&self, name: &str) -> RuntimeResult<()> {
+        self.route(name).await?.unpause(name).await
+    }
+    async fn remove_container(&self, name: &str) -> RuntimeResult<()> {
+        self.route(name).await?.remove_container(name).await
+    }
+    async fn remove_sandbox(&self, name: &str, disk: &DiskSpec) -> RuntimeResult<()> {
+        self.route(name).await?.remove_sandbox(name, disk).await
+    }
+    async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo> {
+        self.route(name).await?.inspect(name).await
+    }
+    async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
+        // The reconciler treats what is listed as all there is: a node that does not answer
+        // makes the list fail rather than look empty.
+        let mut all = Vec::new();
+        for runtime in self.all() {
+            all.extend(runtime.list_managed(deployment).await?);
+        }
+        Ok(all)
+    }
+    async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput> {
+        self.route(name).await?.exec(name, request).await
+    }
+    async fn exec_tty(&self, name: &str, request: TtyRequest) -> RuntimeResult<TtySession> {
+        let runtime = self.route(name).await?;
+        let mut session = runtime.exec_tty(name, request).await?;
+        // The exec id is resolved by the same node later: remember which.
+        session.exec_id = format!("{name}/{}", session.exec_id);
+        Ok(session)
+    }
+    async fn resize_tty(&self, exec_id: &str, cols: u16, rows: u16) -> RuntimeResult<()> {
+        let (name, id) = split_exec(exec_id)?;
+        self.route(name).await?.resize_tty(id, cols, rows).await
+    }
+    async fn exec_exit_code(&self, exec_id: &str) -> RuntimeResult<Option<i64>> {
+        let (name, id) = split_exec(exec_id)?;
+        self.route(name).await?.exec_exit_code(id).await
+    }
+    async fn upload_archive(&self, name: &str, dir: &str, tar: ByteStream) -> RuntimeResult<()> {
+        self.route(name).await?.upload_archive(name, dir, tar).await
+    }
+    fn download_archive(&self, name: &str, path: &str) -> ByteStream {
+        let (n, path) = (name.to_owned(), path.to_owned());
+        self.routed(name, move |runtime| runtime.download_archive(&n, &path), |e| Err(std::io::Error::other(e.to_string())))
+    }
+    async fn resources(&self, name: &str) -> RuntimeResult<Resources> {
+        self.route(name).await?.resources(name).await
+    }
+    fn logs(&self, name: &str, tail: u32, follow: bool) -> LogStream {
+        let n = name.to_owned();
+        self.routed(name, move |runtime| runtime.logs(&n, tail, follow), Err)
+    }
+    async fn connect(&self, name: &str, port: u16) -> RuntimeResult<dial::Tunnel> {
+        self.route(name).await?.connect(name, port).await
+    }
+    async fn storage_here(&self, name: &str) -> bool {
+        matches!(self.placed(name).await, Ok(None))
+    }
+    fn pack_storage(&self, disk: &DiskSpec, bounds: archive::Bounds) -> archive::PackStream {
+        let failed = |e: RuntimeError| Err(archive::PackError::Io(std::io::Error::other(e.to_string())));
+        let d = disk.clone();
+        self.routed(&sandbox_of(disk), move |runtime| runtime.pack_storage(&d, bounds), failed)
+    }
+    async fn unpack_storage(&self, disk: &DiskSpec, archive: ByteStream) -> RuntimeResult<()> {
+        self.route(&sandbox_of(disk)).await?.unpack_storage(disk, archive).await
+    }
+    async fn read_state_file(&self, disk: &DiskSpec, name: &str, max: u64) -> RuntimeResult<Vec<u8>> {
+        self.route(&sandbox_of(disk)).await?.read_state_file(disk, name, max).await
+    }
+    async fn disk_usage(&self, disk: &DiskSpec) -> Option<DiskUsage> {
+        self.route(&sandbox_of(disk)).await.ok()?.disk_usage(disk).await
+    }
+}
+
+/// The sandbox a storage belongs to: its directory is named after it.
+fn sandbox_of(disk: &DiskSpec) -> String {
+    disk.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn split_exec(exec_id: &str) -> RuntimeResult<(&str, &str)> {
+    exec_id.split_once('/').ok_or_else(|| RuntimeError::NotFound(exec_id.to_owned()))
+}
