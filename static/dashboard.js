@@ -114,6 +114,8 @@ async function showUsage(id) {
   const status = await api('GET', `/api/instances/${id}/status`);
   if (openId !== id) return;
   const parts = [];
+  // Where it runs, on a server with several Docker hosts; a host that does not answer is said.
+  if (status.node) parts.push(status.node.reachable ? `Host: ${status.node.name}` : `Host: ${status.node.name} (not answering: calls fail until it is back)`);
   if (status.disk) parts.push(`Storage: ${mib(status.disk.used_bytes)} of ${mib(status.disk.limit_bytes)}`);
   if (status.resources) parts.push(`Memory: ${mib(status.resources.memory_bytes)} of ${mib(status.resources.memory_limit_bytes)}`);
   const model = await api('GET', `/api/instances/${id}/usage`);

@@ -49,6 +49,15 @@ impl Bench {
 
     /// Like `start`, with the settings adjusted by `configure` before the server starts.
     pub async fn start_with(max_instances: u32, configure: impl FnOnce(&mut Settings)) -> anyhow::Result<Bench> {
+        Self::start_on(max_instances, Arc::new(DockerRuntime::connect()?), configure).await
+    }
+
+    /// Like `start_with`, with sandboxes on `runtime` (e.g. behind an `ocaas node`).
+    pub async fn start_on(
+        max_instances: u32,
+        runtime: Arc<dyn ocaas::runtime::Runtime>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Bench> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/offline/build.sh");
         let image = image::resolve(None, std::path::Path::new(script))?;
         let cluster = EmbeddedPostgres::new(&std::env::temp_dir().join("ocaas-bench-pg"))?;
@@ -70,7 +79,7 @@ impl Bench {
         // A scheduled backup freezes an instance for its copy: not in the middle of a measurement.
         settings.snapshots.backup_interval = Duration::ZERO;
         configure(&mut settings);
-        let state = AppState::new(pool.clone(), settings, Arc::new(DockerRuntime::connect()?)).await?;
+        let state = AppState::new(pool.clone(), settings, runtime).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         serve::start_background_tasks(&state);

@@ -33,6 +33,38 @@ pub enum NodesCommand {
     Remove { name: String },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MoveArgs {
+    /// The instance.
+    #[arg(long)]
+    pub id: uuid::Uuid,
+    /// The node to move it to; absent: the least-loaded other node with room.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// `ocaas admin instances move`: the instance goes to the other node through a snapshot, its
+/// old sandbox removed once the new one serves (`instances::relocate`).
+pub async fn move_instance(global: &crate::config::GlobalArgs, db: &sqlx::PgPool, args: MoveArgs) -> Result<String, AppError> {
+    let (state, fleet) = super::upgrade::admin_fleet(global, db, "").await?;
+    let nodes = repo::all(db).await?;
+    let from = repo::node_id_of(db, args.id).await?;
+    let target = match &args.to {
+        Some(name) => {
+            nodes.iter().find(|n| &n.name == name).ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("No node is called {name}.")))?
+        }
+        None => {
+            let mut open: Vec<_> = nodes.iter().filter(|n| Some(n.id) != from && !n.draining && n.instances < i64::from(n.capacity)).collect();
+            open.sort_by(|a, b| (a.instances as f64 / f64::from(a.capacity.max(1))).total_cmp(&(b.instances as f64 / f64::from(b.capacity.max(1)))));
+            *open.first().ok_or_else(|| AppError::new(ErrorCode::CapacityExhausted, "No other node has room."))?
+        }
+    };
+    let started = std::time::Instant::now();
+    crate::instances::relocate::relocate(&state, &fleet, args.id, target.id, &target.name).await?;
+    state.shutdown.cancel();
+    Ok(format!("instance {} moved to node {} in {:.1} s", args.id, target.name, started.elapsed().as_secs_f64()))
+}
+
 fn labels(raw: &[String]) -> Result<serde_json::Value, AppError> {
     let mut map = serde_json::Map::new();
     for label in raw {

@@ -18,6 +18,7 @@ use crate::config::{GlobalArgs, Settings};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::instances::models::InstanceStatus;
 use crate::instances::{repo, upgrade};
+use crate::runtime::fleet::Fleet;
 use crate::state::AppState;
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +28,8 @@ pub enum InstancesCommand {
     /// Move instances' storage to what `OCAAS_INSTANCE_DISK` says now (a plain directory, or a
     /// quota'd image of that size); their data goes along through a safety snapshot.
     MigrateStorage(super::storage::MigrateArgs),
+    /// Move an instance to another node (its files go along through a snapshot; docs/nodes.md).
+    Move(super::nodes::MoveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,13 +54,19 @@ pub struct UpgradeArgs {
 /// An admin command's state: the server's own settings (its storage, limits and egress policy,
 /// from the environment), never the defaults; older instances' facts recorded first.
 pub(super) async fn admin_state(global: &GlobalArgs, db: &PgPool, image: &str) -> AppResult<AppState> {
+    Ok(admin_fleet(global, db, image).await?.0)
+}
+
+/// `admin_state` and its fleet: instances on nodes are reached on their nodes, as `serve` does.
+pub(super) async fn admin_fleet(global: &GlobalArgs, db: &PgPool, image: &str) -> AppResult<(AppState, Fleet)> {
     let serve_args = Settings::args_from_env().map_err(AppError::Internal)?;
     let image = serve_args.instances.sandbox_image.clone().unwrap_or_else(|| image.to_owned());
     let settings = super::settings(global, &serve_args, image).map_err(AppError::Internal)?;
-    let runtime = Arc::new(crate::runtime::DockerRuntime::connect().map_err(AppError::Internal)?);
-    let state = AppState::new(db.clone(), settings, runtime).await.map_err(AppError::Internal)?;
+    let docker = Arc::new(crate::runtime::DockerRuntime::connect().map_err(AppError::Internal)?);
+    let fleet = crate::nodes::fleet_now(db, &settings.secret_key, docker).await.map_err(AppError::Internal)?;
+    let state = AppState::new(db.clone(), settings, Arc::new(fleet.clone())).await.map_err(AppError::Internal)?;
     crate::instances::facts::backfill(db, &state.settings.instances).await?;
-    Ok(state)
+    Ok((state, fleet))
 }
 
 /// The user `--email` names, or everyone's.
@@ -72,6 +81,7 @@ pub async fn run(global: &GlobalArgs, db: &PgPool, command: InstancesCommand) ->
     let args = match command {
         InstancesCommand::Upgrade(args) => args,
         InstancesCommand::MigrateStorage(args) => return super::storage::run(global, db, args).await,
+        InstancesCommand::Move(args) => return super::nodes::move_instance(global, db, args).await,
     };
     let state = admin_state(global, db, &args.image).await?;
     let user = only_user(db, &args.email).await?;

@@ -160,8 +160,10 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         .disk_usage(&super::lifecycle::disk_spec(&state, &instance))
         .await
         .and_then(|usage| Some(DiskUsageView { used_bytes: usage.used_bytes, limit_bytes: usage.limit_bytes? }));
+    let node = crate::nodes::repo::node_of_instance(&state.db, instance.id, crate::nodes::FRESH_SECS).await?;
     Ok(Json(InstanceStatusView {
         id: instance.id,
+        node: node.map(|(name, reachable)| NodePlacement { name, reachable }),
         status: instance.status,
         container,
         agent: AgentStatus { ready: agent_ready },

@@ -16,6 +16,7 @@ pub mod models;
 pub mod pool;
 pub mod power;
 pub mod reconciler;
+pub mod relocate;
 pub mod repo;
 pub mod restore;
 pub mod storage_move;

@@ -167,6 +167,15 @@ pub struct ResourceUsage {
     pub memory_limit_bytes: u64,
 }
 
+/// Where an instance runs, when that is a node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodePlacement {
+    /// The node's name (`ocaas admin nodes list`).
+    pub name: String,
+    /// Whether the node answered this server lately (within 15 s).
+    pub reachable: bool,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": "8b21f18f-20eb-44ce-a31a-06798aea3e50", "status": "ready",
@@ -177,6 +186,11 @@ pub struct ResourceUsage {
 }))]
 pub struct InstanceStatusView {
     pub id: Uuid,
+    /// The node (Docker host) the instance runs on; absent when it runs on the server's own
+    /// engine. `reachable: false` while that node does not answer: calls then get 503
+    /// `engine_unavailable`, and the instance is left as it is until the node is back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodePlacement>,
     pub status: InstanceStatus,
     pub container: ContainerStatus,
     pub agent: AgentStatus,

@@ -66,8 +66,15 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
             }
             continue;
         }
-        if let Some(fix) = converge(state, &instance).await? {
-            state.metrics.reconcile_fixes.with_label_values(&[fix]).inc();
+        match converge(state, &instance).await {
+            Ok(Some(fix)) => state.metrics.reconcile_fixes.with_label_values(&[fix]).inc(),
+            Ok(None) => {}
+            // Its node does not answer: it is left as it is (nothing is recreated behind the
+            // user's back) and looked at again once the node is back; the others go on.
+            Err(error) if matches!(error.downcast_ref::<RuntimeError>(), Some(RuntimeError::Unavailable(_))) => {
+                tracing::debug!(id = %instance.id, %error, "reconcile: the instance's host does not answer");
+            }
+            Err(error) => return Err(error),
         }
     }
 

@@ -26,7 +26,7 @@ use crate::runtime::egress::EgressPolicy;
 use crate::runtime::fleet::{Fleet, Placement};
 use crate::runtime::node::client::RemoteRuntime;
 use crate::secrets::SecretKey;
-use crate::state::{AppState, TtlCache};
+use crate::state::AppState;
 
 /// A node that has not answered for this long takes no new instances (and reports down).
 pub const FRESH_SECS: i64 = 15;
@@ -42,22 +42,28 @@ async fn join(State(state): State<AppState>, ApiJson(request): ApiJson<service::
     Ok(axum::Json(service::join(&state.db, &state.settings.secret_key, &request).await?))
 }
 
-/// Where each sandbox is, from the instances table, remembered for a few seconds.
+/// Where each sandbox is, from the instances table (the fleet remembers it briefly).
 pub fn placement(db: PgPool) -> Placement {
-    let cache = Arc::new(TtlCache::<String, Option<uuid::Uuid>>::new(Duration::from_secs(5), 100_000));
     Arc::new(move |sandbox: String| {
-        let (db, cache) = (db.clone(), cache.clone());
+        let db = db.clone();
         Box::pin(async move {
-            if let Some(node) = cache.get(&sandbox) {
-                return Ok(node);
-            }
-            let node = repo::node_of_sandbox(&db, &sandbox)
+            repo::node_of_sandbox(&db, &sandbox)
                 .await
-                .map_err(|e| crate::runtime::RuntimeError::Unavailable(format!("where {sandbox} runs is unknown: {e}")))?;
-            cache.put(sandbox, node);
-            Ok(node)
+                .map_err(|e| crate::runtime::RuntimeError::Unavailable(format!("where {sandbox} runs is unknown: {e}")))
         })
     })
+}
+
+/// A fleet with a runtime for every registered node now (for a command that does not watch:
+/// `ocaas admin`); `serve` keeps its own in step with `watch`.
+pub async fn fleet_now(db: &PgPool, key: &SecretKey, local: Arc<dyn Runtime>) -> anyhow::Result<Fleet> {
+    let fleet = Fleet::new(local, placement(db.clone()));
+    for node in repo::all(db).await? {
+        let credential = key.open(&node.credential).and_then(|c| String::from_utf8(c).ok());
+        let credential = credential.ok_or_else(|| anyhow::anyhow!("node {}: its credential does not open with this secret key", node.name))?;
+        fleet.set_node(node.id, Arc::new(RemoteRuntime::new(node.address.clone(), &node.fingerprint, credential)?));
+    }
+    Ok(fleet)
 }
 
 /// Starts the watcher for `fleet`, the runtime `state` was made with.

@@ -118,6 +118,19 @@ pub async fn assign(db: &mut PgConnection, instance_id: Uuid, node: Uuid) -> sql
     sqlx::query!("UPDATE instances SET node_id = $2 WHERE id = $1", instance_id, node).execute(db).await.map(drop)
 }
 
+/// The node an instance is on (`None`: the server's own engine).
+pub async fn node_id_of(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar!("SELECT node_id FROM instances WHERE id = $1", instance_id).fetch_optional(db).await?.flatten())
+}
+
+/// Moves the instance's record to `node` with `snapshot` as what its new storage holds.
+pub async fn set_moved(db: &PgPool, instance_id: Uuid, node: Uuid, snapshot: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE instances SET node_id = $2, pending_snapshot_id = $3, updated_at = now() WHERE id = $1", instance_id, node, snapshot)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
 /// The node an instance's sandbox is on (`None`: the server's own engine, or no such row).
 pub async fn node_of_sandbox(db: &PgPool, sandbox_id: &str) -> sqlx::Result<Option<Uuid>> {
     Ok(sqlx::query_scalar!("SELECT node_id FROM instances WHERE sandbox_id = $1", sandbox_id).fetch_optional(db).await?.flatten())

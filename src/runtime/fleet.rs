@@ -4,7 +4,8 @@
 //! listing ocaas's containers) go to every node that answers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -17,16 +18,35 @@ use super::*;
 /// Where a sandbox lives: `Some(node)` or `None` for this host's own engine.
 pub type Placement = Arc<dyn Fn(String) -> BoxFuture<'static, RuntimeResult<Option<Uuid>>> + Send + Sync>;
 
+/// How long where a sandbox is stays trusted without asking again (a move forgets it at once
+/// in the process that moves; others learn within this time).
+pub const PLACED_FOR: Duration = Duration::from_secs(5);
+const MAX_PLACED: usize = 100_000;
+
 #[derive(Clone)]
 pub struct Fleet {
     local: Arc<dyn Runtime>,
     nodes: Arc<RwLock<HashMap<Uuid, Arc<dyn Runtime>>>>,
     placement: Placement,
+    placed: Arc<Mutex<Placed>>,
 }
+
+/// Sandbox → its node (`None`: this host) and when that was read.
+type Placed = HashMap<String, (Option<Uuid>, Instant)>;
 
 impl Fleet {
     pub fn new(local: Arc<dyn Runtime>, placement: Placement) -> Self {
-        Fleet { local, nodes: Arc::default(), placement }
+        Fleet { local, nodes: Arc::default(), placement, placed: Arc::default() }
+    }
+
+    /// This host's own engine.
+    pub fn local(&self) -> Arc<dyn Runtime> {
+        self.local.clone()
+    }
+
+    /// Forgets where `name` was: the next call asks the placement again.
+    pub fn forget(&self, name: &str) {
+        self.placed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
     }
 
     /// Adds or replaces the runtime of `node`.
@@ -53,7 +73,18 @@ impl Fleet {
         if self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
             return Ok(None);
         }
-        (self.placement)(name.to_owned()).await
+        if let Some((node, at)) = self.placed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name)
+            && at.elapsed() < PLACED_FOR
+        {
+            return Ok(*node);
+        }
+        let node = (self.placement)(name.to_owned()).await?;
+        let mut placed = self.placed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if placed.len() >= MAX_PLACED {
+            placed.clear();
+        }
+        placed.insert(name.to_owned(), (node, Instant::now()));
+        Ok(node)
     }
 
     async fn route(&self, name: &str) -> RuntimeResult<Arc<dyn Runtime>> {
@@ -131,11 +162,15 @@ impl Runtime for Fleet {
         self.route(name).await?.inspect(name).await
     }
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
-        // The reconciler treats what is listed as all there is: a node that does not answer
-        // makes the list fail rather than look empty.
-        let mut all = Vec::new();
-        for runtime in self.all() {
-            all.extend(runtime.list_managed(deployment).await?);
+        // What is listed is only ever removed when no row knows it (orphans), so a node that
+        // does not answer is left out rather than failing the list: its containers are
+        // neither listed nor touched. This host's own engine must answer.
+        let mut all = self.local.list_managed(deployment).await?;
+        for runtime in self.all().iter().skip(1) {
+            match runtime.list_managed(deployment).await {
+                Ok(listed) => all.extend(listed),
+                Err(error) => tracing::debug!(%error, "a node did not list its sandboxes"),
+            }
         }
         Ok(all)
     }

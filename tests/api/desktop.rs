@@ -13,7 +13,7 @@ use crate::webdriver::{Browser, artifact};
 use crate::ws::{self, Ws, assert_refused, send_bytes};
 
 /// Reads exactly `n` bytes of the RFB stream, whatever the websocket framing.
-async fn read_exact(ws: &mut Ws, buffer: &mut Vec<u8>, n: usize) -> Vec<u8> {
+pub async fn read_exact(ws: &mut Ws, buffer: &mut Vec<u8>, n: usize) -> Vec<u8> {
     while buffer.len() < n {
         let message = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("RFB bytes in time");
         match message.expect("the websocket stays open").unwrap() {

@@ -168,7 +168,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     configure(&mut settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let runtime = Arc::new(DockerRuntime::connect().expect("a Docker client"));
+    let runtime = host_runtime(&settings).await;
     let state = AppState::new(pool.clone(), settings, runtime).await.expect("building the app state");
     start_background_tasks(&state);
     tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
@@ -177,6 +177,18 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let key = service::create_api_key(&pool, user.id, Some("seed"), None).await.expect("seeding a key").key;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     TestApp { address, db: pool, database_url, client, user: SeededUser { id: user.id, email: user.email, key }, state, owns_storage: true }
+}
+
+/// The runtime a test server uses: this host's engine in process, or — the one switch,
+/// `OCAAS_TEST_NODE=local` — the same engine behind an `ocaas node` served on loopback, reached
+/// over its pinned-TLS link like a remote node, so the whole suite runs through the seam.
+pub async fn host_runtime(settings: &Settings) -> Arc<dyn ocaas::runtime::Runtime> {
+    let docker: Arc<dyn ocaas::runtime::Runtime> = Arc::new(DockerRuntime::connect().expect("a Docker client"));
+    if std::env::var("OCAAS_TEST_NODE").as_deref() != Ok("local") {
+        return docker;
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    Arc::new(ocaas::runtime::node::serve_loopback(docker, settings.instances.disk_root.clone(), shutdown).await.expect("a loopback node"))
 }
 
 /// A second server process on the same database as `app` (as after a restart).
@@ -191,7 +203,7 @@ pub async fn respawn_with(app: &TestApp, configure: impl FnOnce(&mut Settings)) 
     let mut settings = (*app.state.settings).clone();
     settings.instances.reconcile_interval = Duration::from_secs(1);
     configure(&mut settings);
-    let runtime = Arc::new(DockerRuntime::connect().unwrap());
+    let runtime = host_runtime(&settings).await;
     let state = AppState::new(app.db.clone(), settings, runtime).await.unwrap();
     start_background_tasks(&state);
     tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
@@ -444,6 +456,7 @@ impl Drop for ChildGuard {
 pub struct ServerProcess {
     child: std::process::Child,
     pub port: u16,
+    pub host: String,
 }
 
 pub fn serve_process(database_url: &str, data_dir: &std::path::Path, image: &str) -> ServerProcess {
@@ -452,7 +465,12 @@ pub fn serve_process(database_url: &str, data_dir: &std::path::Path, image: &str
 
 /// `serve_process` with more environment.
 pub fn serve_process_with(database_url: &str, data_dir: &std::path::Path, image: &str, env: &[(&str, &str)]) -> ServerProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    serve_process_on("127.0.0.1", database_url, data_dir, image, env)
+}
+
+/// `serve_process_with` listening on `host` (an address of a network the test made).
+pub fn serve_process_on(host: &str, database_url: &str, data_dir: &std::path::Path, image: &str, env: &[(&str, &str)]) -> ServerProcess {
+    let port = std::net::TcpListener::bind((host, 0)).unwrap().local_addr().unwrap().port();
     // The same egress policy as every other test server on this host.
     let child = same_host_policy(&mut std::process::Command::new(env!("CARGO_BIN_EXE_ocaas")))
         .env("DATABASE_URL", database_url)
@@ -463,16 +481,16 @@ pub fn serve_process_with(database_url: &str, data_dir: &std::path::Path, image:
         .env("OCAAS_INSTANCE_DISK", "1g")
         .env("OCAAS_AUTO_INSTALL", "false")
         .envs(env.iter().copied())
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--bind", &format!("{host}:{port}")])
         .spawn()
         .unwrap();
-    ServerProcess { child, port }
+    ServerProcess { child, port, host: host.to_owned() }
 }
 
 impl ServerProcess {
     pub async fn ready(self) -> Self {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !matches!(reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port)).await, Ok(r) if r.status() == reqwest::StatusCode::OK) {
+        while !matches!(reqwest::get(format!("http://{}:{}/readyz", self.host, self.port)).await, Ok(r) if r.status() == reqwest::StatusCode::OK) {
             assert!(Instant::now() < deadline, "ocaas serve did not become ready");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -136,7 +136,9 @@ impl RemoteRuntime {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("https://{SERVER_NAME}{path}"))
-            .header("authorization", format!("Bearer {}", self.credential));
+            .header("authorization", format!("Bearer {}", self.credential))
+            // Calls with a body other than JSON (streams) do not read it as JSON either.
+            .header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(*name, value);
         }

@@ -25,3 +25,21 @@ pub fn new_credential() -> String {
     rand::rng().fill_bytes(&mut bytes);
     format!("ocaasnode_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
+
+/// `runtime` served as a node on a loopback port of this process, and the `RemoteRuntime` that
+/// reaches it over the real link (TLS, credential, HTTP/2): what the test suite's
+/// `OCAAS_TEST_NODE=local` switch and the node benchmark run the server through. The node
+/// stops when `shutdown` is cancelled.
+pub async fn serve_loopback(
+    runtime: std::sync::Arc<dyn super::Runtime>,
+    disk_root: std::path::PathBuf,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<client::RemoteRuntime> {
+    let identity = tls::Identity::generate()?;
+    let credential = new_credential();
+    let node = std::sync::Arc::new(server::Node { runtime, credential: credential_hash(&credential), disk_root, execs: Default::default() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    tokio::spawn(server::serve(listener, identity.server_config()?, server::router(node), shutdown));
+    client::RemoteRuntime::new(address, &identity.fingerprint(), credential)
+}

@@ -363,7 +363,11 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
             let service =
                 hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| app.clone().oneshot(request.map(Body::new)));
             let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder.http2().keep_alive_interval(Duration::from_secs(5)).keep_alive_timeout(Duration::from_secs(5));
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5));
             let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}

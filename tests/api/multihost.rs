@@ -1,0 +1,244 @@
+//! Many hosts: instances placed across real nodes (each its own Docker engine and address)
+//! by capacity, used through either API replica as if they ran beside the server — chat over
+//! SSE, the terminal and desktop websockets, files, commands, disk quota — and what happens
+//! when a node's agent restarts, when a node stops, and when it is cut off from the network.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::fleet::{Fleet, node_docker, start_agent, stop_agent};
+use crate::helpers::json;
+use crate::sse::SseReader;
+use crate::ws;
+
+async fn create(fleet: &Fleet, server: usize) -> reqwest::Response {
+    fleet.api(server, Method::POST, "/api/instances").json(&json!({})).send().await.unwrap()
+}
+
+async fn until_ready(fleet: &Fleet, id: &str) -> Value {
+    until_ready_on(fleet, 0, id).await
+}
+
+async fn until_ready_on(fleet: &Fleet, server: usize, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let body = json(fleet.api(server, Method::GET, &format!("/api/instances/{id}")).send().await.unwrap(), StatusCode::OK).await;
+        if body["status"] == "ready" {
+            return body;
+        }
+        assert!(body["status"] != "error" && Instant::now() < deadline, "instance {id} did not become ready: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn exec(fleet: &Fleet, server: usize, id: &str, command: &str) -> reqwest::Response {
+    fleet.api(server, Method::POST, &format!("/api/instances/{id}/terminal/exec")).json(&json!({"command": command})).send().await.unwrap()
+}
+
+/// Where the status endpoint says the instance runs, and whether that node answers.
+async fn placement(fleet: &Fleet, id: &str) -> Value {
+    json(fleet.api(1, Method::GET, &format!("/api/instances/{id}/status")).send().await.unwrap(), StatusCode::OK).await["node"].clone()
+}
+
+/// The exec call's status and how long it took to answer.
+async fn timed_exec(fleet: &Fleet, server: usize, id: &str) -> (StatusCode, Duration, Value) {
+    let started = Instant::now();
+    let response = exec(fleet, server, id, "echo alive").await;
+    let status = response.status();
+    (status, started.elapsed(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn until_exec_works(fleet: &Fleet, id: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, _, body) = timed_exec(fleet, 0, id).await;
+        if status == StatusCode::OK && body["stdout"] == "alive\n" {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "the instance did not come back: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn instances_spread_over_nodes_work_through_either_replica_and_survive_node_trouble() {
+    let fleet = Fleet::start(&[1, 2]).await;
+
+    // Placement: the least-loaded node with room; then none has room.
+    let mut ids = Vec::new();
+    for server in [0, 1, 0] {
+        let created = json(create(&fleet, server).await, StatusCode::CREATED).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let full = create(&fleet, 1).await;
+    crate::helpers::assert_error(full, StatusCode::SERVICE_UNAVAILABLE, "capacity_exhausted").await;
+    let mut sandboxes = Vec::new();
+    for id in &ids {
+        sandboxes.push(until_ready(&fleet, id).await["sandbox_id"].as_str().unwrap().to_owned());
+    }
+    let on = |node: &str| node_docker(fleet.host(node), &["ps", "--format", "{{.Names}}", "--filter", "label=ocaas.managed=true"]);
+    assert_eq!(on("node-a").lines().collect::<Vec<_>>(), vec![sandboxes[0].as_str()], "node-a holds its one");
+    let mut on_b: Vec<String> = on("node-b").lines().map(str::to_owned).collect();
+    on_b.sort();
+    let mut expected = vec![sandboxes[1].clone(), sandboxes[2].clone()];
+    expected.sort();
+    assert_eq!(on_b, expected, "node-b holds the other two");
+    assert_eq!(placement(&fleet, &ids[0]).await, json!({"name": "node-a", "reachable": true}));
+    assert_eq!(placement(&fleet, &ids[1]).await, json!({"name": "node-b", "reachable": true}));
+    let counts: Vec<(String, i64)> =
+        fleet.nodes().iter().map(|n| (n["name"].as_str().unwrap().to_owned(), n["instances"].as_i64().unwrap())).collect();
+    assert_eq!(counts, vec![("node-a".to_owned(), 1), ("node-b".to_owned(), 2)]);
+
+    // An instance on node B, through either replica.
+    let b = ids[1].clone();
+    let ran = json(exec(&fleet, 0, &b, "hostname; cat /proc/1/cgroup | head -1").await, StatusCode::OK).await;
+    assert_eq!(ran["exit_code"], 0, "{ran}");
+    let written = fleet
+        .api(1, Method::POST, &format!("/api/instances/{b}/files/write"))
+        .json(&json!({"path": "/workspace/far.txt", "content": "on node b"}))
+        .send()
+        .await
+        .unwrap();
+    json(written, StatusCode::OK).await;
+    let read = fleet.api(0, Method::GET, &format!("/api/instances/{b}/files/read")).query(&[("path", "/workspace/far.txt")]).send().await.unwrap();
+    assert_eq!(json(read, StatusCode::OK).await["content"], "on node b");
+    assert_eq!(
+        node_docker(fleet.host("node-b"), &["exec", &sandboxes[1], "cat", "/workspace/far.txt"]),
+        "on node b",
+        "the file is on node b's engine"
+    );
+
+    let stream =
+        fleet.api(1, Method::POST, &format!("/api/instances/{b}/chat/stream")).json(&json!({"message": "/echo far away node"})).send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let events = SseReader::new(stream).all(Duration::from_secs(60)).await;
+    let answer: String = events.iter().filter_map(|e| e.data.get("delta").and_then(Value::as_str)).collect();
+    assert!(answer.contains("far away node"), "{events:?}");
+    assert_eq!(events.last().unwrap().event, "complete");
+
+    let term_url = format!("{}/api/instances/{b}/terminal/ws", fleet.bases[0].replacen("http", "ws", 1));
+    let mut term = ws::open_with_key(&term_url, &fleet.key).await.expect("a terminal on node b");
+    ws::send_bytes(&mut term, b"echo term-$((40+2)) $(cat /workspace/far.txt)\n").await;
+    ws::read_until(&mut term, "term-42 on node b").await;
+    drop(term);
+
+    let urls = json(fleet.api(1, Method::GET, &format!("/api/instances/{b}/vnc-url")).send().await.unwrap(), StatusCode::OK).await;
+    let mut vnc = ws::open(urls["ws_url"].as_str().unwrap(), &[("sec-websocket-protocol", "binary")]).await.expect("the desktop on node b");
+    let greeting = crate::desktop::read_exact(&mut vnc, &mut Vec::new(), 12).await;
+    assert!(String::from_utf8_lossy(&greeting).starts_with("RFB 003.00"), "{greeting:?}");
+    drop(vnc);
+
+    // The disk quota holds on node B (a loop-mounted ext4 there).
+    let fill = json(exec(&fleet, 0, &b, "head -c 400000000 /dev/zero > /workspace/fill.bin; echo rc=$?").await, StatusCode::OK).await;
+    assert!(fill["stdout"].as_str().unwrap().contains("rc=1") && fill["stderr"].as_str().unwrap().contains("No space left"), "{fill}");
+    json(exec(&fleet, 0, &b, "rm /workspace/fill.bin").await, StatusCode::OK).await;
+
+    // Egress on node B: the sandbox cannot reach a private address its node can.
+    let port = fleet.bases[0].rsplit(':').next().unwrap().to_owned();
+    let probe = format!("python3 -c \"import socket; socket.create_connection(('{}', {port}), 3); print('reached')\"", fleet.gateway);
+    let blocked = json(exec(&fleet, 0, &b, &probe).await, StatusCode::OK).await;
+    assert!(blocked["exit_code"] != 0 && !blocked["stdout"].as_str().unwrap().contains("reached"), "{blocked}");
+    let from_node = crate::helpers::docker(&[
+        "exec",
+        &fleet.hosts[1].container,
+        "bash",
+        "-c",
+        &format!("timeout 3 bash -c '</dev/tcp/{}/{port}' && echo open", fleet.gateway),
+    ]);
+    assert_eq!(from_node, "open", "the node itself reaches it: the sandbox was stopped by its egress rules");
+
+    // The node's agent restarts: its sandboxes keep running, untouched.
+    let started_at = |sandbox: &str| node_docker(fleet.host("node-b"), &["inspect", "-f", "{{.State.StartedAt}}", sandbox]);
+    let before = started_at(&sandboxes[1]);
+    stop_agent(fleet.host("node-b"));
+    let (status, took, _) = timed_exec(&fleet, 1, &b).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_secs(5), "an agent that is down answers 503 within 5 s: {took:?}");
+    start_agent(fleet.host("node-b"), None);
+    until_exec_works(&fleet, &b, Duration::from_secs(20)).await;
+    assert_eq!(started_at(&sandboxes[1]), before, "the sandbox was not restarted");
+
+    // Node B stops (frozen): calls for its instances answer 503 quickly, node A's still work;
+    // then node B is cut off the network instead. Each time it comes back by itself.
+    let a = ids[0].clone();
+    for (fault, heal) in [
+        (vec!["pause", &fleet.hosts[1].container], vec!["unpause", &fleet.hosts[1].container]),
+        (
+            vec!["network", "disconnect", &fleet.network, &fleet.hosts[1].container],
+            vec!["network", "connect", "--ip", &fleet.hosts[1].ip, &fleet.network, &fleet.hosts[1].container],
+        ),
+    ] {
+        crate::helpers::docker(&fault);
+        for server in [0, 1] {
+            let (status, took, body) = timed_exec(&fleet, server, &b).await;
+            assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("engine_unavailable")), "{fault:?}: {body}");
+            assert!(took < Duration::from_secs(5), "{fault:?}: answered in {took:?}");
+        }
+        let (status, took, body) = timed_exec(&fleet, 1, &a).await;
+        assert_eq!((status, body["stdout"].as_str()), (StatusCode::OK, Some("alive\n")), "node a is unaffected: {body}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        let listed = fleet.api(0, Method::GET, "/api/instances").send().await.unwrap();
+        assert_eq!(listed.status(), StatusCode::OK, "listing does not wait for a node");
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        assert_eq!(placement(&fleet, &b).await, json!({"name": "node-b", "reachable": false}), "{fault:?}");
+        let row = json(fleet.api(0, Method::GET, &format!("/api/instances/{b}")).send().await.unwrap(), StatusCode::OK).await;
+        assert_eq!(row["status"], "ready", "nothing was recreated or marked failed behind the user's back: {row}");
+        crate::helpers::docker(&heal);
+        let back = until_exec_works(&fleet, &b, Duration::from_secs(30)).await;
+        eprintln!("{fault:?}: back after {back:?}");
+        assert_eq!(started_at(&sandboxes[1]), before, "the sandbox was not restarted");
+    }
+}
+
+/// What a sandbox's files look like: every file's checksum, links and modes under /workspace.
+async fn listing(fleet: &Fleet, server: usize, id: &str) -> String {
+    let command = "cd /workspace && find . -printf '%p %y %m %l\\n' | sort && find . -type f -exec sha256sum {} + | sort";
+    let ran = json(exec(fleet, server, id, command).await, StatusCode::OK).await;
+    assert_eq!(ran["exit_code"], 0, "{ran}");
+    ran["stdout"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_drained_node_is_emptied_by_moves_with_identical_files_and_a_replica_killed_mid_create_is_taken_over() {
+    let mut fleet = Fleet::start(&[2, 2]).await;
+    let first = json(create(&fleet, 0).await, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    let sandbox = until_ready(&fleet, &first).await["sandbox_id"].as_str().unwrap().to_owned();
+    assert_eq!(placement(&fleet, &first).await["name"], "node-a");
+    let made = "mkdir -p deep/er && head -c 3000000 /dev/urandom > deep/er/blob.bin && echo moved intact > keep.txt && ln -s keep.txt link && chmod 640 keep.txt";
+    json(exec(&fleet, 0, &first, &format!("cd /workspace && {made}")).await, StatusCode::OK).await;
+    let before = listing(&fleet, 1, &first).await;
+    assert!(before.contains("./link l 777 keep.txt") && before.contains("./keep.txt f 640"), "{before}");
+
+    // Draining: node A takes nothing new.
+    fleet.admin(&["nodes", "drain", "node-a"]);
+    let second = json(create(&fleet, 1).await, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    until_ready(&fleet, &second).await;
+    assert_eq!(placement(&fleet, &second).await["name"], "node-b");
+
+    // The move: the same files on node B, nothing left on node A, which can then be removed.
+    let moved = fleet.admin(&["instances", "move", "--id", &first]);
+    assert!(moved.contains("moved to node node-b"), "{moved}");
+    let row = json(fleet.api(1, Method::GET, &format!("/api/instances/{first}")).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!((row["status"].as_str(), row["sandbox_id"].as_str()), (Some("ready"), Some(sandbox.as_str())), "{row}");
+    assert_eq!(placement(&fleet, &first).await["name"], "node-b");
+    assert_eq!(listing(&fleet, 0, &first).await, before, "identical files, links and modes on node b");
+    assert_eq!(node_docker(fleet.host("node-a"), &["ps", "-aq", "--filter", "label=ocaas.managed=true"]), "", "no sandbox left on node a");
+    let leftover = crate::helpers::docker(&["exec", &fleet.hosts[0].container, "ls", "-A", "/var/lib/ocaas-node/instances"]);
+    assert_eq!(leftover, "", "no storage left on node a");
+    assert!(fleet.admin(&["nodes", "remove", "node-a"]).contains("removed"));
+    assert_eq!(fleet.nodes().len(), 1);
+
+    // A replica killed right after it accepted a create: the other takes the instance over.
+    let third = json(create(&fleet, 0).await, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    drop(fleet.servers.remove(0));
+    let ready = until_ready_on(&fleet, 1, &third).await;
+    let containers = node_docker(
+        fleet.host("node-b"),
+        &["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("name={}", ready["sandbox_id"].as_str().unwrap())],
+    );
+    assert_eq!(containers.lines().count(), 1, "exactly one sandbox for it: {containers}");
+    let ran = json(exec(&fleet, 1, &third, "echo taken over").await, StatusCode::OK).await;
+    assert_eq!(ran["stdout"], "taken over\n");
+}
