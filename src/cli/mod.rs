@@ -97,7 +97,8 @@ async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let result = async {
         db::migrate(&database.pool).await?;
         // Sandboxes on this host's engine, or on the node each was placed on (`nodes`).
-        let fleet = crate::runtime::fleet::Fleet::new(docker, crate::nodes::placement(database.pool.clone()));
+        // Every registered node is known before the first request or reconcile pass.
+        let fleet = crate::nodes::fleet_now(&database.pool, &settings.secret_key, docker).await?;
         let state = AppState::new(database.pool.clone(), settings, Arc::new(fleet.clone())).await?;
         crate::nodes::spawn(&state, fleet);
         server::start_background_tasks(&state);

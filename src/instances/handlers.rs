@@ -121,6 +121,7 @@ pub async fn delete(State(state): State<AppState>, OwnedInstance { instance, use
         (status = 404, description = "`instance_not_found`", body = ErrorBody),
     ))]
 pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<InstanceStatusView>> {
+    let node = crate::nodes::repo::node_of_instance(&state.db, instance.id, crate::nodes::FRESH_SECS).await?;
     let (container, running) = match state.runtime.inspect(&instance.sandbox_id).await {
         Ok(info) => {
             let view = ContainerStatus { state: info.state.clone(), started_at: info.started_at, exit_code: info.exit_code };
@@ -128,6 +129,10 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
             (view, info.running && !info.paused)
         }
         Err(RuntimeError::NotFound(_)) => (ContainerStatus { state: "missing".into(), started_at: None, exit_code: None }, false),
+        // Its node does not answer: said here (`node.reachable`), not an error of this call.
+        Err(RuntimeError::Unavailable(_)) if node.is_some() => {
+            (ContainerStatus { state: "unreachable".into(), started_at: None, exit_code: None }, false)
+        }
         Err(error) => return Err(error.into()),
     };
     let agent_ready = match running {
@@ -160,7 +165,6 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
         .disk_usage(&super::lifecycle::disk_spec(&state, &instance))
         .await
         .and_then(|usage| Some(DiskUsageView { used_bytes: usage.used_bytes, limit_bytes: usage.limit_bytes? }));
-    let node = crate::nodes::repo::node_of_instance(&state.db, instance.id, crate::nodes::FRESH_SECS).await?;
     Ok(Json(InstanceStatusView {
         id: instance.id,
         node: node.map(|(name, reachable)| NodePlacement { name, reachable }),

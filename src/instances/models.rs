@@ -146,7 +146,8 @@ pub struct UpdateInstanceRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContainerStatus {
-    /// Docker's state: `created`, `running`, `exited`, … or `missing`.
+    /// Docker's state: `created`, `running`, `exited`, …, `missing`, or `unreachable` while the
+    /// instance's node does not answer.
     pub state: String,
     #[serde(with = "crate::timefmt::option")]
     pub started_at: Option<DateTime<Utc>>,

@@ -1,75 +1,93 @@
 //! Moving an instance to another node (`ocaas admin instances move`), through the restore
-//! path: while it is `restoring` (calls wait or are refused as during any restore), its
-//! container on the old node stops, a snapshot of its storage is packed there, the instance is
-//! recorded on the new node, the snapshot is unpacked there and the sandbox created and
-//! started; the old node's copy is removed only once the new one serves. Held under the
-//! instance's driver lease throughout, so no server drives it meanwhile.
+//! path. Under the instance's driver lease, while it is `restoring` (its calls are refused as
+//! during any restore): its container on the old node stops, a snapshot of its storage is packed
+//! there, and the instance is recorded on the new node with that snapshot pending. Then the
+//! lease is let go and a server's restore driver does the rest as for any restore — the storage
+//! unpacked on the new node, the sandbox created there (with that server's broker) and started.
+//! The old node's copy is removed only once the instance is `ready` on the new one; if it does
+//! not get there, the instance is recorded back on the old node, whose copy is intact.
 
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::lifecycle::{self, disk_spec};
 use super::machine::{self, Extra, Op};
+use super::models::InstanceStatus;
 use super::repo::{self, InstanceRow};
-use super::restore;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::runtime::fleet::{Fleet, PLACED_FOR};
 use crate::snapshots::models::SnapshotKind;
 use crate::state::AppState;
 
+/// How long the new node may take to serve the instance.
+const ARRIVAL: Duration = Duration::from_secs(300);
+
 fn failed(error: impl std::fmt::Display) -> AppError {
     AppError::Internal(anyhow::anyhow!("moving the instance: {error}"))
 }
 
-fn drive_failed(error: lifecycle::DriveError) -> AppError {
-    match error {
-        lifecycle::DriveError::Cancelled => failed("cancelled"),
-        lifecycle::DriveError::Failed(why) => failed(why),
-    }
-}
-
 pub async fn relocate(state: &AppState, fleet: &Fleet, id: Uuid, to: Uuid, to_name: &str) -> AppResult<InstanceRow> {
-    let _held = state.drivers.hold(id).await;
     let from = crate::nodes::repo::node_id_of(&state.db, id).await?;
     if from == Some(to) {
         return Err(AppError::new(ErrorCode::InvalidState, format!("The instance is on node {to_name} already.")));
     }
+    let held = state.drivers.hold(id).await;
     let current = machine::allowing(&state.db, id, Op::Restore).await?;
-    let moving = machine::apply_with(&state.db, id, Op::Restore, Extra::default()).await?.ok_or_else(|| machine::refusal(&current, Op::Restore))?;
-    match carry(state, fleet, &moving, from, to, to_name).await {
-        Ok(moved) => Ok(moved),
-        Err(error) => {
-            // Its snapshot (if one was taken) holds the files; the instance says what failed.
-            let message = error.to_string();
-            machine::apply_with_error(&state.db, id, Op::Failed(moving.status), Some(&message)).await?;
-            Err(error)
-        }
+    if current.user_id.is_none() {
+        return Err(AppError::new(ErrorCode::InvalidState, "A warm pool sandbox is not moved; it is replaced."));
     }
-}
-
-async fn carry(state: &AppState, fleet: &Fleet, instance: &InstanceRow, from: Option<Uuid>, to: Uuid, to_name: &str) -> AppResult<InstanceRow> {
-    let sandbox = instance.sandbox_id.as_str();
-    lifecycle::stop_container(state, sandbox).await.map_err(drive_failed)?;
-    let name = format!("moving to node {to_name}");
-    let snapshot = crate::snapshots::service::take_locked(state, instance, SnapshotKind::Safety, Some(&name)).await?;
-    crate::nodes::repo::set_moved(&state.db, instance.id, to, snapshot.id).await?;
-    let switched = Instant::now();
-    fleet.forget(sandbox);
-    let moved = repo::get(&state.db, instance.id).await?.ok_or_else(crate::extract::instance_not_found)?;
-    restore::unpack(state, &moved, &snapshot).await.map_err(drive_failed)?;
-    lifecycle::start_and_wait(state, &moved, &CancellationToken::new()).await.map_err(drive_failed)?;
-    // The old node's copy goes only now, straight to that node (the placement says the new one).
+    let moving = machine::apply_with(&state.db, id, Op::Restore, Extra::default()).await?.ok_or_else(|| machine::refusal(&current, Op::Restore))?;
+    let packed = async {
+        let stopped = lifecycle::stop_container(state, &moving.sandbox_id).await;
+        stopped.map_err(|e| {
+            failed(match e {
+                lifecycle::DriveError::Failed(why) => why,
+                lifecycle::DriveError::Cancelled => "cancelled".into(),
+            })
+        })?;
+        crate::snapshots::service::take_locked(state, &moving, SnapshotKind::Safety, Some(&format!("moving to node {to_name}"))).await
+    };
+    let snapshot = match packed.await {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            // Nothing moved: the instance stays where it is, stopped, and says why.
+            machine::apply_with_error(&state.db, id, Op::Failed(InstanceStatus::Restoring), Some(&error.to_string())).await?;
+            return Err(error);
+        }
+    };
+    crate::nodes::repo::set_moved(&state.db, id, Some(to), Some(snapshot.id)).await?;
+    fleet.forget(&moving.sandbox_id);
+    // Servers may route to the old node for `PLACED_FOR` after the switch: their restore
+    // driver starts only after that.
+    tokio::time::sleep(PLACED_FOR + Duration::from_millis(500)).await;
+    // A server's reconciler resumes the restore (this command has no broker to give it).
+    drop(held);
+    let arrived = until_settled(state, id).await?;
+    if arrived.status != InstanceStatus::Ready {
+        crate::nodes::repo::set_moved(&state.db, id, from, None).await?;
+        fleet.forget(&moving.sandbox_id);
+        let why = arrived.last_error.unwrap_or_else(|| format!("it is {}", arrived.status));
+        return Err(failed(format!("it did not start on node {to_name} ({why}); it is recorded on its old node again, whose copy is intact")));
+    }
     let old = match from {
         Some(node) => fleet.node(node).ok_or_else(|| failed("the old node is not known"))?,
         None => fleet.local(),
     };
-    if let Err(error) = old.remove_sandbox(sandbox, &disk_spec(state, &moved)).await {
-        tracing::warn!(%error, sandbox, "move: the old node's copy could not be removed; remove it there");
+    if let Err(error) = old.remove_sandbox(&moving.sandbox_id, &disk_spec(state, &moving)).await {
+        tracing::warn!(%error, sandbox = %moving.sandbox_id, "move: the old node's copy could not be removed; remove it there");
     }
-    // Other servers may route to the old node for `PLACED_FOR` after the switch: the instance
-    // is announced ready only after that.
-    tokio::time::sleep(PLACED_FOR.saturating_sub(switched.elapsed()) + Duration::from_millis(500)).await;
-    machine::apply(&state.db, instance.id, Op::Restored).await?.ok_or_else(|| failed("the instance changed while it moved"))
+    Ok(arrived)
+}
+
+/// The instance once its restore has ended, one way or the other.
+async fn until_settled(state: &AppState, id: Uuid) -> AppResult<InstanceRow> {
+    let deadline = Instant::now() + ARRIVAL;
+    loop {
+        let instance = repo::get(&state.db, id).await?.ok_or_else(crate::extract::instance_not_found)?;
+        if instance.status != InstanceStatus::Restoring || Instant::now() > deadline {
+            return Ok(instance);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

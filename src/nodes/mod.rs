@@ -144,7 +144,9 @@ async fn ping(db: &PgPool, runtime: &dyn Runtime, egress: &EgressPolicy, node: &
         return false;
     }
     if !was_up {
-        if let Err(error) = runtime.ensure_network(egress).await {
+        // Capped: one slow node must not hold up the round that keeps the others seen.
+        let network = tokio::time::timeout(Duration::from_secs(20), runtime.ensure_network(egress));
+        if let Err(error) = network.await.unwrap_or_else(|_| Err(crate::runtime::RuntimeError::Unavailable("timed out".into()))) {
             tracing::warn!(node = %node.name, %error, "nodes: the sandbox network could not be set up");
             return false;
         }

@@ -123,8 +123,8 @@ pub async fn node_id_of(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Option<U
     Ok(sqlx::query_scalar!("SELECT node_id FROM instances WHERE id = $1", instance_id).fetch_optional(db).await?.flatten())
 }
 
-/// Moves the instance's record to `node` with `snapshot` as what its new storage holds.
-pub async fn set_moved(db: &PgPool, instance_id: Uuid, node: Uuid, snapshot: Uuid) -> sqlx::Result<()> {
+/// Records the instance on `node` (`None`: this host) with `snapshot` pending for its storage.
+pub async fn set_moved(db: &PgPool, instance_id: Uuid, node: Option<Uuid>, snapshot: Option<Uuid>) -> sqlx::Result<()> {
     sqlx::query!("UPDATE instances SET node_id = $2, pending_snapshot_id = $3, updated_at = now() WHERE id = $1", instance_id, node, snapshot)
         .execute(db)
         .await

@@ -78,13 +78,19 @@ impl Fleet {
         {
             return Ok(*node);
         }
+        // Read before asking: an answer racing a move is then never trusted past its time.
+        let asked = Instant::now();
         let node = (self.placement)(name.to_owned()).await?;
+        self.remember(name, node, asked);
+        Ok(node)
+    }
+
+    fn remember(&self, name: &str, node: Option<Uuid>, at: Instant) {
         let mut placed = self.placed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if placed.len() >= MAX_PLACED {
             placed.clear();
         }
-        placed.insert(name.to_owned(), (node, Instant::now()));
-        Ok(node)
+        placed.insert(name.to_owned(), (node, at));
     }
 
     async fn route(&self, name: &str) -> RuntimeResult<Arc<dyn Runtime>> {
@@ -165,10 +171,20 @@ impl Runtime for Fleet {
         // What is listed is only ever removed when no row knows it (orphans), so a node that
         // does not answer is left out rather than failing the list: its containers are
         // neither listed nor touched. This host's own engine must answer.
+        // Where each was listed is where it is: an orphan (no row says where) is then removed
+        // on the node that holds it.
+        let at = Instant::now();
         let mut all = self.local.list_managed(deployment).await?;
-        for runtime in self.all().iter().skip(1) {
+        let nodes: Vec<(Uuid, Arc<dyn Runtime>)> =
+            self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(id, r)| (*id, r.clone())).collect();
+        for (node, runtime) in nodes {
             match runtime.list_managed(deployment).await {
-                Ok(listed) => all.extend(listed),
+                Ok(listed) => {
+                    for container in &listed {
+                        self.remember(&container.name, Some(node), at);
+                    }
+                    all.extend(listed);
+                }
                 Err(error) => tracing::debug!(%error, "a node did not list its sandboxes"),
             }
         }

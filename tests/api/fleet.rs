@@ -208,7 +208,16 @@ impl Fleet {
 
     /// `ocaas admin …` on the fleet's database; its output.
     pub fn admin(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_ocaas")).arg("admin").args(args).env("DATABASE_URL", &self.database_url).output().unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_ocaas"))
+            .arg("admin")
+            .args(args)
+            .env("DATABASE_URL", &self.database_url)
+            // The replicas' data dir: its secret key opens the nodes' credentials.
+            .env("OCAAS_DATA_DIR", &self.data_dir)
+            .env("OCAAS_SANDBOX_IMAGE", &self.image)
+            .env("OCAAS_INSTANCE_DISK", "256m")
+            .output()
+            .unwrap();
         assert!(output.status.success(), "ocaas admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }

@@ -44,13 +44,21 @@ struct Link {
     failed_at: Option<(Instant, String)>,
 }
 
-/// Cheap to clone: clones share the one connection.
+/// Which connection a call goes on: calls that answer at once apart from long streams, so a
+/// stream that stalls (a sandbox that stops reading) never holds back a create or a ping.
+#[derive(Clone, Copy)]
+enum Lane {
+    Calls = 0,
+    Streams = 1,
+}
+
+/// Cheap to clone: clones share the connections.
 #[derive(Clone)]
 pub struct RemoteRuntime {
     address: Arc<str>,
     tls: Arc<rustls::ClientConfig>,
     credential: Arc<str>,
-    link: Arc<tokio::sync::Mutex<Link>>,
+    links: Arc<[tokio::sync::Mutex<Link>; 2]>,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> RuntimeError {
@@ -78,12 +86,12 @@ impl RemoteRuntime {
     /// A runtime for the node at `address` (`host:port`) whose certificate has fingerprint `pin`.
     pub fn new(address: String, pin: &str, credential: String) -> anyhow::Result<Self> {
         let tls = super::tls::client_config(pin)?;
-        let link = Arc::new(tokio::sync::Mutex::new(Link { sender: None, failed_at: None }));
-        Ok(RemoteRuntime { address: address.into(), tls, credential: credential.into(), link })
+        let link = || tokio::sync::Mutex::new(Link { sender: None, failed_at: None });
+        Ok(RemoteRuntime { address: address.into(), tls, credential: credential.into(), links: Arc::new([link(), link()]) })
     }
 
-    async fn sender(&self) -> RuntimeResult<SendRequest<Body>> {
-        let mut link = self.link.lock().await;
+    async fn sender(&self, lane: Lane) -> RuntimeResult<SendRequest<Body>> {
+        let mut link = self.links[lane as usize].lock().await;
         if let Some(sender) = link.sender.as_ref().filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
@@ -115,6 +123,8 @@ impl RemoteRuntime {
             .keep_alive_interval(Duration::from_secs(2))
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true)
+            .initial_stream_window_size(super::server::STREAM_WINDOW)
+            .initial_connection_window_size(super::server::CONNECTION_WINDOW)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
@@ -127,6 +137,7 @@ impl RemoteRuntime {
     /// Sends one call; its answer's head within `wait`, errors mapped back to `RuntimeError`.
     async fn call(
         &self,
+        lane: Lane,
         method: hyper::Method,
         path: &str,
         headers: &[(&str, String)],
@@ -143,7 +154,7 @@ impl RemoteRuntime {
             request = request.header(*name, value);
         }
         let request = request.body(body).map_err(|e| RuntimeError::Other(e.to_string()))?;
-        let mut sender = self.sender().await?;
+        let mut sender = self.sender(lane).await?;
         let sent = tokio::time::timeout(wait, async {
             sender.ready().await?;
             sender.send_request(request).await
@@ -151,7 +162,7 @@ impl RemoteRuntime {
         let response = match sent.await {
             Err(_) => return Err(unavailable("it did not answer in time")),
             Ok(Err(e)) => {
-                self.link.lock().await.sender = None;
+                self.links[lane as usize].lock().await.sender = None;
                 return Err(unavailable(e));
             }
             Ok(Ok(response)) => response,
@@ -160,21 +171,22 @@ impl RemoteRuntime {
         if status.is_success() {
             return Ok(response);
         }
-        let raw = http_body_util::Limited::new(response.into_body(), 16 << 10).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let read = tokio::time::timeout(QUICK, http_body_util::Limited::new(response.into_body(), 16 << 10).collect());
+        let raw = read.await.ok().and_then(Result::ok).map(|c| c.to_bytes()).unwrap_or_default();
         let failure =
             serde_json::from_slice::<Failure>(&raw).unwrap_or(Failure { kind: "other".into(), message: String::from_utf8_lossy(&raw).into_owned() });
         Err(failure.into_error(status.as_u16()))
     }
 
     async fn json<T: DeserializeOwned>(&self, method: hyper::Method, path: &str, body: Body, wait: Duration) -> RuntimeResult<T> {
-        let response = self.call(method, path, &[], body, wait).await?;
+        let response = self.call(Lane::Calls, method, path, &[], body, wait).await?;
         let read = tokio::time::timeout(wait, http_body_util::Limited::new(response.into_body(), MAX_ANSWER).collect());
         let raw = read.await.map_err(|_| unavailable("its answer stalled"))?.map_err(unavailable)?.to_bytes();
         serde_json::from_slice(&raw).map_err(|e| RuntimeError::Other(format!("the node's answer is unreadable: {e}")))
     }
 
     async fn unit(&self, method: hyper::Method, path: &str, body: Body, wait: Duration) -> RuntimeResult<()> {
-        self.call(method, path, &[], body, wait).await.map(drop)
+        self.call(Lane::Calls, method, path, &[], body, wait).await.map(drop)
     }
 
     async fn verb(&self, name: &str, verb: &str, body: serde_json::Value, wait: Duration) -> RuntimeResult<()> {
@@ -185,7 +197,7 @@ impl RemoteRuntime {
     async fn duplex(&self, path: &str, headers: &[(&str, String)]) -> RuntimeResult<(hyper::Response<()>, dial::Tunnel)> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let up = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
-        let response = self.call(hyper::Method::POST, path, headers, StreamBody::new(up).boxed_unsync(), QUICK).await?;
+        let response = self.call(Lane::Streams, hyper::Method::POST, path, headers, StreamBody::new(up).boxed_unsync(), QUICK).await?;
         let (head, body) = response.into_parts();
         let writer = SinkWriter::new(CopyToBytes::new(PollSender::new(tx).sink_map_err(std::io::Error::other)));
         let reader = StreamReader::new(Box::pin(data(body)));
@@ -281,14 +293,14 @@ impl Runtime for RemoteRuntime {
     }
     async fn upload_archive(&self, name: &str, dir: &str, tar: ByteStream) -> RuntimeResult<()> {
         let path = format!("/v1/sandboxes/{}/archive?path={}", segment(name), segment(dir));
-        self.unit(hyper::Method::PUT, &path, streamed(tar), Duration::from_secs(3600)).await
+        self.call(Lane::Streams, hyper::Method::PUT, &path, &[], streamed(tar), Duration::from_secs(3600)).await.map(drop)
     }
     fn download_archive(&self, name: &str, path: &str) -> ByteStream {
         let path = format!("/v1/sandboxes/{}/archive?path={}", segment(name), segment(path));
         let this = self.clone();
         Box::pin(
             futures_util::stream::once(async move {
-                match this.call(hyper::Method::GET, &path, &[], full(""), QUICK).await {
+                match this.call(Lane::Streams, hyper::Method::GET, &path, &[], full(""), QUICK).await {
                     Ok(response) => data(response.into_body()).boxed(),
                     Err(e) => futures_util::stream::once(std::future::ready(Err(std::io::Error::other(e.to_string())))).boxed(),
                 }
@@ -304,7 +316,7 @@ impl Runtime for RemoteRuntime {
         let this = self.clone();
         Box::pin(
             futures_util::stream::once(async move {
-                let response = match this.call(hyper::Method::GET, &path, &[], full(""), QUICK).await {
+                let response = match this.call(Lane::Streams, hyper::Method::GET, &path, &[], full(""), QUICK).await {
                     Ok(response) => response,
                     Err(e) => return futures_util::stream::once(std::future::ready(Err(e))).boxed(),
                 };
@@ -324,7 +336,7 @@ impl Runtime for RemoteRuntime {
         let failed = |e: RuntimeError| PackError::Io(std::io::Error::other(e.to_string()));
         Box::pin(
             futures_util::stream::once(async move {
-                let response = match this.call(hyper::Method::POST, "/v1/storage/pack", &[], body, QUICK).await {
+                let response = match this.call(Lane::Streams, hyper::Method::POST, "/v1/storage/pack", &[], body, QUICK).await {
                     Ok(response) => response,
                     Err(e) => return futures_util::stream::once(std::future::ready(Err(failed(e)))).boxed(),
                 };
@@ -343,14 +355,14 @@ impl Runtime for RemoteRuntime {
     }
     async fn unpack_storage(&self, disk: &DiskSpec, archive: ByteStream) -> RuntimeResult<()> {
         let headers = [(wire::DISK_HEADER, wire::encode_json(disk))];
-        self.call(hyper::Method::PUT, "/v1/storage/unpack", &headers, streamed(archive), Duration::from_secs(3600)).await.map(drop)
+        self.call(Lane::Streams, hyper::Method::PUT, "/v1/storage/unpack", &headers, streamed(archive), Duration::from_secs(3600)).await.map(drop)
     }
     async fn storage_here(&self, _name: &str) -> bool {
         false
     }
     async fn read_state_file(&self, disk: &DiskSpec, name: &str, max: u64) -> RuntimeResult<Vec<u8>> {
         let body = json_body(&serde_json::json!({"disk": disk, "name": name, "max": max}));
-        let response = self.call(hyper::Method::POST, "/v1/storage/read", &[], body, QUICK).await?;
+        let response = self.call(Lane::Calls, hyper::Method::POST, "/v1/storage/read", &[], body, QUICK).await?;
         let limit = usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1);
         let read = http_body_util::Limited::new(response.into_body(), limit).collect();
         Ok(tokio::time::timeout(QUICK, read).await.map_err(|_| unavailable("its answer stalled"))?.map_err(unavailable)?.to_bytes().to_vec())

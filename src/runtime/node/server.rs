@@ -28,6 +28,12 @@ use crate::runtime::egress::EgressPolicy;
 use crate::runtime::sandbox::{GATEWAY_PORT, LABEL_MANAGED, VNC_PORT};
 use crate::runtime::{ExecRequest, Runtime, RuntimeError, SandboxSpec};
 
+/// Streams one replica may hold open on one connection (links, terminals, desktops, logs).
+pub const MAX_STREAMS: u32 = 10_000;
+/// HTTP/2 flow-control windows: per stream, and for a whole connection.
+pub const STREAM_WINDOW: u32 = 256 << 10;
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+
 /// Terminals whose ids this node remembers (resize, exit code); older ones are forgotten.
 const MAX_EXECS: usize = 10_000;
 
@@ -72,18 +78,28 @@ impl IntoResponse for NodeError {
 
 type Answer<T> = Result<T, NodeError>;
 
+/// What sandbox names, storage directories and exec ids look like.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 impl Node {
     /// `disk` moved under this node's own storage directory (its last component kept).
     fn confine(&self, disk: DiskSpec) -> Answer<DiskSpec> {
         let name = disk.dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !plain_name(name) {
             return Err(refused("a storage directory must be named like a sandbox"));
         }
         Ok(DiskSpec { dir: self.disk_root.join(name), quota_bytes: disk.quota_bytes })
     }
 
-    /// Refuses a container that exists and is not ocaas's; `Ok(false)` when it does not exist.
+    /// Refuses a container that exists and is not ocaas's, or a name no sandbox has (which the
+    /// engine might read as something else, e.g. `x?force=true`); `Ok(false)` when it does not
+    /// exist.
     async fn ours(&self, name: &str) -> Answer<bool> {
+        if !plain_name(name) {
+            return Err(refused("not a sandbox's name"));
+        }
         match self.runtime.inspect(name).await {
             Ok(info) if info.managed => Ok(true),
             Ok(_) => Err(refused(format!("{name} is not an ocaas sandbox"))),
@@ -136,6 +152,7 @@ async fn network(State(node): State<Arc<Node>>, Json(policy): Json<EgressPolicy>
 }
 
 async fn create(State(node): State<Arc<Node>>, Json(mut spec): Json<SandboxSpec>) -> Answer<()> {
+    // `ours` checks the name.
     if spec.labels.get(LABEL_MANAGED).map(String::as_str) != Some("true") {
         return Err(refused("a sandbox must be labelled as ocaas's"));
     }
@@ -286,6 +303,9 @@ struct Size {
 }
 
 fn known_exec(node: &Node, id: &str) -> Answer<()> {
+    if !plain_name(id) {
+        return Err(refused("not an exec id"));
+    }
     match node.execs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(id) {
         true => Ok(()),
         false => Err(RuntimeError::NotFound(id.to_owned()).into()),
@@ -363,11 +383,17 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
             let service =
                 hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| app.clone().oneshot(request.map(Body::new)));
             let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Every terminal, desktop and gateway link is a stream for as long as it lasts.
+            // Small per-stream windows: a sandbox that stops reading holds back its own stream
+            // only (the replicas also keep calls and streams on separate connections).
             builder
                 .http2()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5));
+                .keep_alive_timeout(Duration::from_secs(5))
+                .max_concurrent_streams(MAX_STREAMS)
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW);
             let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
