@@ -30,6 +30,10 @@ pub struct NodeArgs {
     /// First start only: `host:port` where the replicas reach this node.
     #[arg(long, env = "OCAAS_NODE_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Let the join go over plain `http://` (a lab or a test network): its answer carries the
+    /// credential, so anyone on the path could take it.
+    #[arg(long)]
+    pub insecure_join: bool,
 }
 
 const CREDENTIAL_FILE: &str = "credential.sha256";
@@ -68,6 +72,11 @@ async fn join(args: &NodeArgs, identity: &Identity) -> anyhow::Result<[u8; 32]> 
         anyhow::bail!("this node has not joined yet: pass --join, --api and --advertise (see `ocaas admin nodes join-token`)");
     };
     let url = format!("{}/internal/nodes/join", api.trim_end_matches('/'));
+    let loopback =
+        url::Url::parse(&url).ok().and_then(|u| u.host_str().map(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]")).unwrap_or(false);
+    if !url.starts_with("https://") && !loopback && !args.insecure_join {
+        anyhow::bail!("--api must be https:// (the join's answer is the node's credential); --insecure-join allows http:// on a trusted network");
+    }
     let body = serde_json::json!({"token": token, "address": advertise, "fingerprint": identity.fingerprint()});
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).redirect(reqwest::redirect::Policy::none()).build()?;
     let response = client.post(&url).json(&body).send().await.map_err(|e| anyhow::anyhow!("joining through {url}: {e}"))?;

@@ -51,7 +51,12 @@ pub async fn move_instance(global: &crate::config::GlobalArgs, db: &sqlx::PgPool
     let from = repo::node_id_of(db, args.id).await?;
     let target = match &args.to {
         Some(name) => {
-            nodes.iter().find(|n| &n.name == name).ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("No node is called {name}.")))?
+            let node =
+                nodes.iter().find(|n| &n.name == name).ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("No node is called {name}.")))?;
+            if node.draining || node.instances >= i64::from(node.capacity) {
+                return Err(AppError::new(ErrorCode::CapacityExhausted, format!("Node {name} is draining or full.")));
+            }
+            node
         }
         None => {
             let mut open: Vec<_> = nodes.iter().filter(|n| Some(n.id) != from && !n.draining && n.instances < i64::from(n.capacity)).collect();

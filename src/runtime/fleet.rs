@@ -29,6 +29,9 @@ pub struct Fleet {
     nodes: Arc<RwLock<HashMap<Uuid, Arc<dyn Runtime>>>>,
     placement: Placement,
     placed: Arc<Mutex<Placed>>,
+    /// The node each container was listed on last (only consulted for a container no row
+    /// places: an orphan).
+    listed: Arc<Mutex<HashMap<String, Uuid>>>,
 }
 
 /// Sandbox → its node (`None`: this host) and when that was read.
@@ -36,7 +39,7 @@ type Placed = HashMap<String, (Option<Uuid>, Instant)>;
 
 impl Fleet {
     pub fn new(local: Arc<dyn Runtime>, placement: Placement) -> Self {
-        Fleet { local, nodes: Arc::default(), placement, placed: Arc::default() }
+        Fleet { local, nodes: Arc::default(), placement, placed: Arc::default(), listed: Arc::default() }
     }
 
     /// This host's own engine.
@@ -94,7 +97,8 @@ impl Fleet {
     }
 
     async fn route(&self, name: &str) -> RuntimeResult<Arc<dyn Runtime>> {
-        match self.placed(name).await? {
+        let listed = || self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).copied();
+        match self.placed(name).await?.or_else(listed) {
             None => Ok(self.local.clone()),
             Some(node) => self.node(node).ok_or_else(|| RuntimeError::Unavailable(format!("node {node} is not known to this server"))),
         }
@@ -171,23 +175,22 @@ impl Runtime for Fleet {
         // What is listed is only ever removed when no row knows it (orphans), so a node that
         // does not answer is left out rather than failing the list: its containers are
         // neither listed nor touched. This host's own engine must answer.
-        // Where each was listed is where it is: an orphan (no row says where) is then removed
-        // on the node that holds it.
-        let at = Instant::now();
+        // Which node listed a container is kept for containers no row places (orphans), so
+        // they are removed where they are.
         let mut all = self.local.list_managed(deployment).await?;
         let nodes: Vec<(Uuid, Arc<dyn Runtime>)> =
             self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(id, r)| (*id, r.clone())).collect();
+        let mut listed = HashMap::new();
         for (node, runtime) in nodes {
             match runtime.list_managed(deployment).await {
-                Ok(listed) => {
-                    for container in &listed {
-                        self.remember(&container.name, Some(node), at);
-                    }
-                    all.extend(listed);
+                Ok(containers) => {
+                    listed.extend(containers.iter().map(|c| (c.name.clone(), node)));
+                    all.extend(containers);
                 }
                 Err(error) => tracing::debug!(%error, "a node did not list its sandboxes"),
             }
         }
+        *self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = listed;
         Ok(all)
     }
     async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput> {

@@ -275,7 +275,8 @@ fn wait_for_engine(container: &str) {
 pub fn start_agent(host: &Host, join: Option<(&str, &str)>) {
     let mut command = format!("exec ocaas node --dir /var/lib/ocaas-node --listen 0.0.0.0:7443 --advertise {}:7443", host.ip);
     if let Some((token, api)) = join {
-        command.push_str(&format!(" --join {token} --api {api}"));
+        // The test's own bridge network: plain HTTP, allowed for it explicitly.
+        command.push_str(&format!(" --join {token} --api {api} --insecure-join"));
     }
     command.push_str(" >>/var/log/ocaas-node.log 2>&1");
     run("docker", &["exec", "-d", &host.container, "sh", "-c", &command]);
