@@ -202,7 +202,7 @@ async fn listing(fleet: &Fleet, server: usize, id: &str) -> String {
 
 #[tokio::test]
 async fn a_drained_node_is_emptied_by_moves_with_identical_files_and_a_replica_killed_mid_create_is_taken_over() {
-    let mut fleet = Fleet::start(&[2, 2]).await;
+    let mut fleet = Fleet::start(&[2, 3]).await;
     let first = json(create(&fleet, 0).await, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
     let sandbox = until_ready(&fleet, &first).await["sandbox_id"].as_str().unwrap().to_owned();
     assert_eq!(placement(&fleet, &first).await["name"], "node-a");
