@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -20,19 +19,17 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio_util::io::{ReaderStream, StreamReader};
-use tokio_util::sync::CancellationToken;
+
+mod listen;
+mod storage;
+
+pub use listen::{CONNECTION_WINDOW, MAX_STREAMS, STREAM_WINDOW, serve};
 
 use super::wire::{self, Failure, Output};
 use crate::runtime::disk::DiskSpec;
 use crate::runtime::egress::EgressPolicy;
 use crate::runtime::sandbox::{GATEWAY_PORT, LABEL_MANAGED, VNC_PORT};
 use crate::runtime::{ExecRequest, Runtime, RuntimeError, SandboxSpec};
-
-/// Streams one replica may hold open on one connection (links, terminals, desktops, logs).
-pub const MAX_STREAMS: u32 = 10_000;
-/// HTTP/2 flow-control windows: per stream, and for a whole connection.
-pub const STREAM_WINDOW: u32 = 256 << 10;
-pub const CONNECTION_WINDOW: u32 = 64 << 20;
 
 /// Terminals whose ids this node remembers (resize, exit code); older ones are forgotten.
 const MAX_EXECS: usize = 10_000;
@@ -123,10 +120,10 @@ pub fn router(node: Arc<Node>) -> axum::Router {
         .route("/v1/network", post(network))
         .route("/v1/gateway", get(async |State(n): State<Arc<Node>>| Ok::<_, NodeError>(Json(n.runtime.sandbox_gateway().await?))))
         .route("/v1/sandboxes", post(create).get(list))
-        .route("/v1/storage/{verb}", post(storage))
-        .route("/v1/storage/read", post(read_state_file))
-        .route("/v1/storage/pack", post(pack))
-        .route("/v1/storage/unpack", axum::routing::put(unpack))
+        .route("/v1/storage/{verb}", post(storage::verb))
+        .route("/v1/storage/read", post(storage::read_state_file))
+        .route("/v1/storage/pack", post(storage::pack))
+        .route("/v1/storage/unpack", axum::routing::put(storage::unpack))
         .route("/v1/sandboxes/{name}", get(inspect))
         .route("/v1/sandboxes/{name}/{verb}", post(verb))
         .route("/v1/sandboxes/{name}/exec", post(exec))
@@ -168,63 +165,6 @@ struct Deployment {
 
 async fn list(State(node): State<Arc<Node>>, Query(q): Query<Deployment>) -> Answer<Json<Vec<crate::runtime::ManagedContainer>>> {
     Ok(Json(node.runtime.list_managed(&q.deployment).await?))
-}
-
-async fn storage(State(node): State<Arc<Node>>, Path(verb): Path<String>, Json(disk): Json<DiskSpec>) -> Answer<Response> {
-    let disk = node.confine(disk)?;
-    match verb.as_str() {
-        "prepare" => Ok(node.runtime.prepare_storage(&disk).await.map(|()| ().into_response())?),
-        "usage" => Ok(Json(node.runtime.disk_usage(&disk).await).into_response()),
-        _ => Err(RuntimeError::NotFound(verb).into()),
-    }
-}
-
-#[derive(Deserialize)]
-struct ReadFile {
-    disk: DiskSpec,
-    name: String,
-    max: u64,
-}
-
-async fn read_state_file(State(node): State<Arc<Node>>, Json(q): Json<ReadFile>) -> Answer<Response> {
-    let disk = node.confine(q.disk)?;
-    // A plain name in the state directory, at most what a JSON answer can carry comfortably.
-    if q.name.is_empty() || q.name.contains('/') || q.name.starts_with('.') || q.max > 4 << 20 {
-        return Err(refused("a plain file name and at most 4 MiB"));
-    }
-    let bytes = node.runtime.read_state_file(&disk, &q.name, q.max).await?;
-    Ok(Body::from(bytes).into_response())
-}
-
-#[derive(Deserialize)]
-struct Pack {
-    disk: DiskSpec,
-    max_bytes: u64,
-    /// Time left for it.
-    millis: u64,
-}
-
-async fn pack(State(node): State<Arc<Node>>, Json(q): Json<Pack>) -> Answer<Response> {
-    use crate::runtime::archive::{Bounds, PackError};
-    let disk = node.confine(q.disk)?;
-    let bounds = Bounds { max_bytes: q.max_bytes, deadline: std::time::Instant::now() + Duration::from_millis(q.millis.min(3_600_000)) };
-    let frames = node.runtime.pack_storage(&disk, bounds).map(|item| {
-        Ok::<_, std::io::Error>(match item {
-            Ok(bytes) => wire::frame(wire::PACK_DATA, &bytes),
-            Err(PackError::TooLarge(limit)) => wire::frame(wire::PACK_TOO_LARGE, limit.to_string().as_bytes()),
-            Err(PackError::TimedOut) => wire::frame(wire::PACK_TIMED_OUT, b""),
-            Err(PackError::Io(error)) => wire::frame(wire::PACK_FAILED, error.to_string().as_bytes()),
-        })
-    });
-    Ok(Body::from_stream(frames).into_response())
-}
-
-async fn unpack(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Answer<()> {
-    let disk: DiskSpec =
-        headers.get(wire::DISK_HEADER).and_then(|v| v.to_str().ok()).and_then(wire::decode_json).ok_or_else(|| refused("which storage"))?;
-    let disk = node.confine(disk)?;
-    let archive = Box::pin(body.into_data_stream().map(|r| r.map_err(std::io::Error::other)));
-    Ok(node.runtime.unpack_storage(&disk, archive).await?)
 }
 
 async fn inspect(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Answer<Response> {
@@ -361,44 +301,4 @@ async fn connect(State(node): State<Arc<Node>>, Path((name, port)): Path<(String
     let (from, to) = tokio::io::split(node.runtime.connect(&name, port).await?);
     pump_in(body, to);
     Ok(Body::from_stream(ReaderStream::new(from)).into_response())
-}
-
-/// Serves `app` over TLS on `listener` until `shutdown`; each connection is HTTP/2 with
-/// keep-alive pings, so a vanished API replica's streams end.
-pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, app: axum::Router, shutdown: CancellationToken) {
-    use tower::ServiceExt;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(100)).await; continue }
-            },
-            () = shutdown.cancelled() => return,
-        };
-        let (acceptor, app, shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
-            let service =
-                hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| app.clone().oneshot(request.map(Body::new)));
-            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            // Every terminal, desktop and gateway link is a stream for as long as it lasts.
-            // Small per-stream windows: a sandbox that stops reading holds back its own stream
-            // only (the replicas also keep calls and streams on separate connections).
-            builder
-                .http2()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .max_concurrent_streams(MAX_STREAMS)
-                .initial_stream_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW);
-            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                () = shutdown.cancelled() => {}
-            }
-        });
-    }
 }
