@@ -88,7 +88,7 @@ error_codes! {
     DirectoryNotEmpty = (CONFLICT, "directory_not_empty", "Deleting a non-empty directory without `recursive`."),
     EmailTaken = (CONFLICT, "email_taken", "An account with that email exists."),
     PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large", "The request body is larger than the route accepts."),
-    FileTooLarge = (PAYLOAD_TOO_LARGE, "file_too_large", "A file over `OCAAS_MAX_READ_BYTES` (read) or `OCAAS_MAX_UPLOAD_BYTES` (write, upload)."),
+    FileTooLarge = (PAYLOAD_TOO_LARGE, "file_too_large", "A file over `OCAAS_MAX_READ_BYTES` (read) or `OCAAS_MAX_UPLOAD_BYTES` (write, upload), or one the instance's storage has no room for (`OCAAS_INSTANCE_DISK`)."),
     NotText = (UNSUPPORTED_MEDIA_TYPE, "not_text", "`files/read` of a file that is not UTF-8 (use `files/download`)."),
     UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "A body that is not JSON (or multipart where allowed)."),
     TooManyConcurrent = (TOO_MANY_REQUESTS, "too_many_concurrent", "The user already has the most commands, terminals, desktop sockets or event streams allowed at once."),

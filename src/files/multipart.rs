@@ -96,7 +96,7 @@ async fn receive(
     let size = match free {
         Some(free) => capped::copy(chunks(field), &mut file, free, AppError::from).await.map_err(|error| match error {
             AppError::Client { code: ErrorCode::FileTooLarge, .. } => {
-                AppError::new(ErrorCode::FileTooLarge, format!("The instance's storage has room for {free} more bytes."))
+                AppError::new(ErrorCode::FileTooLarge, format!("The instance's storage is full for this file: it has room for {free} more bytes."))
             }
             other => other,
         })?,
@@ -109,6 +109,8 @@ pub async fn upload(state: &AppState, instance: &InstanceRow, mut multipart: Mul
     let sandbox = instance.sandbox_id.as_str();
     let bad = |message: String| AppError::new(ErrorCode::InvalidRequest, message);
     let (mut target_dir, mut file_name, mut received) = (None::<String>, None::<String>, None);
+    // The `targetDir` the file arrived under, if one came before it.
+    let mut dir_at_file = None::<String>;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or("") {
             "targetDir" => target_dir = Some(field.text().await.map_err(|e| bad(e.body_text()))?),
@@ -116,12 +118,18 @@ pub async fn upload(state: &AppState, instance: &InstanceRow, mut multipart: Mul
             "file" if received.is_none() => {
                 let part_name = field.file_name().map(str::to_owned);
                 let name = file_name.clone().or(part_name.clone());
+                dir_at_file = target_dir.clone();
                 let (size, where_to) = receive(state, instance, target_dir.as_deref(), name.as_deref(), field).await?;
                 received = Some((size, part_name, where_to));
             }
             "file" => return Err(bad("The form has more than one `file` part; upload one file per request.".into())),
             other => return Err(bad(format!("Unknown form field `{other}`; send targetDir, fileName and file."))),
         }
+    }
+    // A `targetDir` sent again after the file part, changed, is refused whether the file went
+    // straight into the storage or was spooled first.
+    if dir_at_file.as_ref().is_some_and(|before| target_dir.as_ref() != Some(before)) {
+        return Err(bad("`targetDir` changed after the file part; send it once, before the file.".into()));
     }
     let target_dir = target_dir.ok_or_else(|| bad("The form needs a `targetDir` field.".into()))?;
     let (size, part_name, where_to) = received.ok_or_else(|| bad("The form needs a `file` part.".into()))?;

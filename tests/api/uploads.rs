@@ -133,7 +133,7 @@ async fn a_spooled_upload_holds_no_more_than_the_instance_has_room_for() {
         app.api(Method::POST, &format!("/api/instances/{id}/files/upload")).multipart(form).send()
     };
     let refused = assert_error(upload(30 << 20).await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE, "file_too_large").await;
-    assert!(refused["message"].as_str().unwrap().contains("has room for"), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("storage is full for this file: it has room for"), "{refused}");
     assert_eq!(std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0), 0, "nothing stays in the spool");
     assert_eq!(upload(4 << 20).await.unwrap().status(), StatusCode::OK, "what fits goes in");
     assert_eq!(sandbox_sh(&sandbox, "stat -c %s /workspace/spooled.bin"), (4 << 20).to_string());

@@ -156,7 +156,8 @@ pub async fn open(disk: &DiskSpec, dir: &SandboxPath) -> Option<Target> {
 fn storage_error(error: std::io::Error) -> AppError {
     match error.raw_os_error() {
         Some(libc::ENOSPC | libc::EDQUOT) => {
-            AppError::new(ErrorCode::OperationFailed, "The instance's storage is full (OCAAS_INSTANCE_DISK): delete files and retry.")
+            // The same answer as when an upload is found not to fit before it is written.
+            AppError::new(ErrorCode::FileTooLarge, "The instance's storage is full (OCAAS_INSTANCE_DISK): delete files and retry.")
         }
         _ => AppError::Internal(anyhow::anyhow!("writing into the instance's storage: {error}")),
     }

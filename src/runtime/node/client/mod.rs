@@ -90,6 +90,17 @@ impl RemoteRuntime {
         Ok(RemoteRuntime { address: address.into(), tls, credential: credential.into(), links: Arc::new([link(), link()]) })
     }
 
+    /// Where the node listens.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The same node presenting another credential (on connections of its own).
+    pub fn with_credential(&self, credential: &str) -> Self {
+        let link = || tokio::sync::Mutex::new(Link { sender: None, failed_at: None });
+        RemoteRuntime { credential: credential.into(), links: Arc::new([link(), link()]), ..self.clone() }
+    }
+
     async fn sender(&self, lane: Lane) -> RuntimeResult<SendRequest<Body>> {
         let mut link = self.links[lane as usize].lock().await;
         if let Some(sender) = link.sender.as_ref().filter(|s| !s.is_closed()) {

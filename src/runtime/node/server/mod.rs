@@ -302,3 +302,6 @@ async fn connect(State(node): State<Arc<Node>>, Path((name, port)): Path<(String
     pump_in(body, to);
     Ok(Body::from_stream(ReaderStream::new(from)).into_response())
 }
+
+#[cfg(test)]
+mod tests;
