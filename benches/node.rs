@@ -33,8 +33,7 @@ async fn start_node() -> anyhow::Result<(NodeProcess, RemoteRuntime)> {
     let dir = std::env::temp_dir().join(format!("ocaas-bench-node-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let credential = new_credential();
-    let hex: String = credential_hash(&credential).iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(dir.join("credential.sha256"), hex)?;
+    std::fs::write(dir.join("credential.sha256"), ocaas::secrets::hex(&credential_hash(&credential)))?;
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_ocaas"))
         .args(["node", "--dir", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .env("OCAAS_LOG", "warn")

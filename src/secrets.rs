@@ -35,15 +35,11 @@ impl SecretKey {
         if hex.len() != 64 || !hex.is_ascii() {
             return Err(bad());
         }
-        let mut key = [0u8; 32];
-        for (i, slot) in key.iter_mut().enumerate() {
-            *slot = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(SecretKey(key))
+        parse_hex32(hex).map(SecretKey).ok_or_else(bad)
     }
 
     fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     /// The key in `path`, created with a random one if the file does not exist.
@@ -76,6 +72,23 @@ impl SecretKey {
         let (nonce, body) = sealed.split_at(NONCE_BYTES);
         ChaCha20Poly1305::new(Key::from_slice(&self.0)).decrypt(Nonce::from_slice(nonce), body).ok()
     }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 bytes from exactly 64 hex digits; `None` for anything else.
+pub fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Creates `path` readable by its owner only, holding `bytes`; an existing file is an error.

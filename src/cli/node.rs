@@ -42,7 +42,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let identity = Identity::load_or_create(&args.dir)?;
     let credential = match std::fs::read_to_string(args.dir.join(CREDENTIAL_FILE)) {
-        Ok(hex) => parse_hash(hex.trim()).ok_or_else(|| anyhow::anyhow!("{CREDENTIAL_FILE} is damaged; remove the node and join again"))?,
+        Ok(hex) => {
+            crate::secrets::parse_hex32(hex.trim()).ok_or_else(|| anyhow::anyhow!("{CREDENTIAL_FILE} is damaged; remove the node and join again"))?
+        }
         Err(_) => join(&args, &identity).await?,
     };
     let docker: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect()?);
@@ -59,11 +61,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     });
     serve(listener, identity.server_config()?, router(node), shutdown).await;
     Ok(())
-}
-
-fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect::<Option<_>>()?;
-    bytes.try_into().ok()
 }
 
 /// Trades the join token for a credential; its hash, also written to the node's directory.
@@ -87,8 +84,7 @@ async fn join(args: &NodeArgs, identity: &Identity) -> anyhow::Result<[u8; 32]> 
     }
     let joined: crate::nodes::service::Joined = serde_json::from_str(&text)?;
     let hash = credential_hash(&joined.credential);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    crate::secrets::write_private(&args.dir.join(CREDENTIAL_FILE), hex.as_bytes())?;
+    crate::secrets::write_private(&args.dir.join(CREDENTIAL_FILE), crate::secrets::hex(&hash).as_bytes())?;
     tracing::info!(node = %joined.name, id = %joined.node_id, "joined the server");
     Ok(hash)
 }

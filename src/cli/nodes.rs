@@ -59,9 +59,13 @@ pub async fn move_instance(global: &crate::config::GlobalArgs, db: &sqlx::PgPool
             node
         }
         None => {
-            let mut open: Vec<_> = nodes.iter().filter(|n| Some(n.id) != from && !n.draining && n.instances < i64::from(n.capacity)).collect();
-            open.sort_by(|a, b| (a.instances as f64 / f64::from(a.capacity.max(1))).total_cmp(&(b.instances as f64 / f64::from(b.capacity.max(1)))));
-            *open.first().ok_or_else(|| AppError::new(ErrorCode::CapacityExhausted, "No other node has room."))?
+            // The placement's own choice, leaving out the node it is on.
+            let picked = repo::pick(&mut *db.acquire().await?, crate::nodes::FRESH_SECS, from).await?;
+            let picked = picked.ok_or_else(|| AppError::new(ErrorCode::CapacityExhausted, "No other node that answers has room."))?;
+            nodes
+                .iter()
+                .find(|n| n.id == picked)
+                .ok_or_else(|| AppError::new(ErrorCode::CapacityExhausted, "No other node that answers has room."))?
         }
     };
     let started = std::time::Instant::now();

@@ -59,11 +59,16 @@ pub fn placement(db: PgPool) -> Placement {
 pub async fn fleet_now(db: &PgPool, key: &SecretKey, local: Arc<dyn Runtime>) -> anyhow::Result<Fleet> {
     let fleet = Fleet::new(local, placement(db.clone()));
     for node in repo::all(db).await? {
-        let credential = key.open(&node.credential).and_then(|c| String::from_utf8(c).ok());
-        let credential = credential.ok_or_else(|| anyhow::anyhow!("node {}: its credential does not open with this secret key", node.name))?;
-        fleet.set_node(node.id, Arc::new(RemoteRuntime::new(node.address.clone(), &node.fingerprint, credential)?));
+        fleet.set_node(node.id, Arc::new(remote(key, &node)?));
     }
     Ok(fleet)
+}
+
+/// The runtime that reaches `node`: its address, its pinned certificate, its credential opened.
+fn remote(key: &SecretKey, node: &models::NodeRow) -> anyhow::Result<RemoteRuntime> {
+    let credential = key.open(&node.credential).and_then(|c| String::from_utf8(c).ok());
+    let credential = credential.ok_or_else(|| anyhow::anyhow!("node {}: its credential does not open with this server's secret key", node.name))?;
+    RemoteRuntime::new(node.address.clone(), &node.fingerprint, credential)
 }
 
 /// Starts the watcher for `fleet`, the runtime `state` was made with.
@@ -117,14 +122,10 @@ fn link(key: &SecretKey, fleet: &Fleet, known: &mut Known, node: &models::NodeRo
     let was_up = match known.get(&node.id) {
         Some((seen, up)) if *seen == identity => *up,
         _ => {
-            let Some(credential) = key.open(&node.credential).and_then(|c| String::from_utf8(c).ok()) else {
-                tracing::error!(node = %node.name, "nodes: the credential cannot be opened with this server's secret key");
-                return None;
-            };
-            match RemoteRuntime::new(node.address.clone(), &node.fingerprint, credential) {
+            match remote(key, node) {
                 Ok(runtime) => fleet.set_node(node.id, Arc::new(runtime)),
                 Err(error) => {
-                    tracing::error!(node = %node.name, %error, "nodes: cannot set up the link");
+                    tracing::error!(node = %node.name, error = format!("{error:#}"), "nodes: cannot set up the link");
                     return None;
                 }
             }

@@ -99,16 +99,19 @@ pub async fn any(db: &mut PgConnection) -> sqlx::Result<bool> {
     sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM nodes) AS "any!""#).fetch_one(db).await
 }
 
-/// The least-loaded node that answers, is not draining and has room; `None` if none has.
-/// `fresh_secs`: how recently a node must have answered. Call with the creation lock held.
-pub async fn pick(db: &mut PgConnection, fresh_secs: i64) -> sqlx::Result<Option<Uuid>> {
+/// The least-loaded node that answers, is not draining and has room, other than `except`;
+/// `None` if none has. `fresh_secs`: how recently a node must have answered. Call with the
+/// creation lock held when the choice is for a new instance.
+pub async fn pick(db: &mut PgConnection, fresh_secs: i64, except: Option<Uuid>) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar!(
         r#"SELECT n.id AS "id!" FROM nodes n
            LEFT JOIN LATERAL (SELECT count(*) AS held FROM instances i WHERE i.node_id = n.id) c ON true
            WHERE NOT n.draining AND n.last_seen > now() - make_interval(secs => $1) AND c.held < n.capacity
+             AND n.id IS DISTINCT FROM $2
            ORDER BY c.held::float8 / n.capacity, n.name
            LIMIT 1"#,
-        fresh_secs as f64
+        fresh_secs as f64,
+        except
     )
     .fetch_optional(db)
     .await

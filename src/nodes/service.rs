@@ -57,7 +57,7 @@ pub async fn pick(tx: &mut sqlx::PgConnection) -> sqlx::Result<Pick> {
     if !repo::any(&mut *tx).await? {
         return Ok(Pick::Here);
     }
-    Ok(repo::pick(tx, super::FRESH_SECS).await?.map_or(Pick::Full, Pick::Node))
+    Ok(repo::pick(tx, super::FRESH_SECS, None).await?.map_or(Pick::Full, Pick::Node))
 }
 
 fn check_address(address: &str) -> AppResult<()> {

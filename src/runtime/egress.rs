@@ -157,7 +157,7 @@ pub fn ruleset(policy: &EgressPolicy, nameservers: &[Ipv4Addr]) -> String {
 
 fn digest(policy: &EgressPolicy, nameservers: &[Ipv4Addr]) -> String {
     let hash = Sha256::digest(format!("{policy:?} {nameservers:?} v1"));
-    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::secrets::hex(&hash[..8])
 }
 
 /// Non-loopback IPv4 name servers of the host (the engine's embedded DNS forwards to them).

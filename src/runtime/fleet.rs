@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
@@ -112,15 +111,7 @@ impl Fleet {
         failed: impl FnOnce(RuntimeError) -> T + Send + 'static,
     ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = T> + Send>> {
         let (this, name) = (self.clone(), name.to_owned());
-        Box::pin(
-            futures_util::stream::once(async move {
-                match this.route(&name).await {
-                    Ok(runtime) => open(runtime.as_ref()),
-                    Err(e) => futures_util::stream::once(std::future::ready(failed(e))).boxed(),
-                }
-            })
-            .flatten(),
-        )
+        deferred(async move { Ok(open(this.route(&name).await?.as_ref())) }, failed)
     }
 }
 

@@ -144,6 +144,24 @@ pub struct LogChunk {
 
 pub type LogStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = RuntimeResult<LogChunk>> + Send>>;
 
+/// A stream that exists once `open` has answered (a call to a node, a routing step): its
+/// items, or the one item `failed` makes of `open`'s error. For the `Runtime` methods that
+/// return a stream at once.
+pub fn deferred<T: Send + 'static, E: Send + 'static>(
+    open: impl std::future::Future<Output = Result<futures_util::stream::BoxStream<'static, T>, E>> + Send + 'static,
+    failed: impl FnOnce(E) -> T + Send + 'static,
+) -> futures_util::stream::BoxStream<'static, T> {
+    use futures_util::StreamExt;
+    futures_util::stream::once(async move {
+        match open.await {
+            Ok(stream) => stream,
+            Err(error) => futures_util::stream::once(std::future::ready(failed(error))).boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Resources {
     pub cpu_percent: f64,

@@ -31,5 +31,5 @@ pub const LABEL_USER: &str = "ocaas.user";
 pub fn vnc_password(gateway_token: &str) -> String {
     use sha2::Digest;
     let hash = sha2::Sha256::digest(format!("ocaas-vnc:{gateway_token}"));
-    hash.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    crate::secrets::hex(&hash[..4])
 }

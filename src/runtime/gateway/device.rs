@@ -42,7 +42,7 @@ impl Device {
     }
 
     pub fn id(&self) -> String {
-        Sha256::digest(self.key.verifying_key().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        crate::secrets::hex(&Sha256::digest(self.key.verifying_key().as_bytes()))
     }
 
     pub fn public_key(&self) -> String {

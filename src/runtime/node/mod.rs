@@ -23,7 +23,7 @@ pub fn new_credential() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("ocaasnode_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("ocaasnode_{}", crate::secrets::hex(&bytes))
 }
 
 /// `runtime` served as a node on a loopback port of this process, and the `RemoteRuntime` that

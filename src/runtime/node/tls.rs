@@ -61,7 +61,7 @@ impl Identity {
 
 /// Lowercase hex SHA-256 of a certificate's DER.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    Sha256::digest(cert.as_ref()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::secrets::hex(&Sha256::digest(cert.as_ref()))
 }
 
 /// *ring* rather than aws-lc-rs: no cmake and a much shorter build on small machines. Its

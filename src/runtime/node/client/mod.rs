@@ -44,6 +44,14 @@ struct Link {
     failed_at: Option<(Instant, String)>,
 }
 
+impl Link {
+    /// Both lanes, not yet dialled.
+    fn fresh() -> Arc<[tokio::sync::Mutex<Link>; 2]> {
+        let link = || tokio::sync::Mutex::new(Link { sender: None, failed_at: None });
+        Arc::new([link(), link()])
+    }
+}
+
 /// Which connection a call goes on: calls that answer at once apart from long streams, so a
 /// stream that stalls (a sandbox that stops reading) never holds back a create or a ping.
 #[derive(Clone, Copy)]
@@ -86,8 +94,7 @@ impl RemoteRuntime {
     /// A runtime for the node at `address` (`host:port`) whose certificate has fingerprint `pin`.
     pub fn new(address: String, pin: &str, credential: String) -> anyhow::Result<Self> {
         let tls = super::tls::client_config(pin)?;
-        let link = || tokio::sync::Mutex::new(Link { sender: None, failed_at: None });
-        Ok(RemoteRuntime { address: address.into(), tls, credential: credential.into(), links: Arc::new([link(), link()]) })
+        Ok(RemoteRuntime { address: address.into(), tls, credential: credential.into(), links: Link::fresh() })
     }
 
     /// Where the node listens.
@@ -97,8 +104,7 @@ impl RemoteRuntime {
 
     /// The same node presenting another credential (on connections of its own).
     pub fn with_credential(&self, credential: &str) -> Self {
-        let link = || tokio::sync::Mutex::new(Link { sender: None, failed_at: None });
-        RemoteRuntime { credential: credential.into(), links: Arc::new([link(), link()]), ..self.clone() }
+        RemoteRuntime { credential: credential.into(), links: Link::fresh(), ..self.clone() }
     }
 
     async fn sender(&self, lane: Lane) -> RuntimeResult<SendRequest<Body>> {

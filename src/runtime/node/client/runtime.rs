@@ -102,15 +102,8 @@ impl Runtime for RemoteRuntime {
     fn download_archive(&self, name: &str, path: &str) -> ByteStream {
         let path = format!("/v1/sandboxes/{}/archive?path={}", segment(name), segment(path));
         let this = self.clone();
-        Box::pin(
-            futures_util::stream::once(async move {
-                match this.call(Lane::Streams, hyper::Method::GET, &path, &[], full(""), QUICK).await {
-                    Ok(response) => data(response.into_body()).boxed(),
-                    Err(e) => futures_util::stream::once(std::future::ready(Err(std::io::Error::other(e.to_string())))).boxed(),
-                }
-            })
-            .flatten(),
-        )
+        let open = async move { Ok(data(this.call(Lane::Streams, hyper::Method::GET, &path, &[], full(""), QUICK).await?.into_body()).boxed()) };
+        deferred(open, |e: RuntimeError| Err(std::io::Error::other(e.to_string())))
     }
     async fn resources(&self, name: &str) -> RuntimeResult<Resources> {
         self.json(hyper::Method::POST, &format!("/v1/sandboxes/{}/resources", segment(name)), json_body(&serde_json::json!({})), QUICK).await
@@ -118,16 +111,11 @@ impl Runtime for RemoteRuntime {
     fn logs(&self, name: &str, tail: u32, follow: bool) -> LogStream {
         let path = format!("/v1/sandboxes/{}/logs?tail={tail}&follow={follow}", segment(name));
         let this = self.clone();
-        Box::pin(
-            futures_util::stream::once(async move {
-                let response = match this.call(Lane::Streams, hyper::Method::GET, &path, &[], full(""), QUICK).await {
-                    Ok(response) => response,
-                    Err(e) => return futures_util::stream::once(std::future::ready(Err(e))).boxed(),
-                };
-                frames(response.into_body()).map(|frame| frame.map(|(kind, bytes)| LogChunk { stderr: kind != 0, bytes })).boxed()
-            })
-            .flatten(),
-        )
+        let open = async move {
+            let response = this.call(Lane::Streams, hyper::Method::GET, &path, &[], full(""), QUICK).await?;
+            Ok(frames(response.into_body()).map(|frame| frame.map(|(kind, bytes)| LogChunk { stderr: kind != 0, bytes })).boxed())
+        };
+        deferred(open, Err)
     }
     async fn connect(&self, name: &str, port: u16) -> RuntimeResult<dial::Tunnel> {
         Ok(self.duplex(&format!("/v1/sandboxes/{}/connect/{port}", segment(name)), &[]).await?.1)
@@ -138,24 +126,19 @@ impl Runtime for RemoteRuntime {
         let body = json_body(&serde_json::json!({"disk": disk, "max_bytes": bounds.max_bytes, "millis": millis}));
         let this = self.clone();
         let failed = |e: RuntimeError| PackError::Io(std::io::Error::other(e.to_string()));
-        Box::pin(
-            futures_util::stream::once(async move {
-                let response = match this.call(Lane::Streams, hyper::Method::POST, "/v1/storage/pack", &[], body, QUICK).await {
-                    Ok(response) => response,
-                    Err(e) => return futures_util::stream::once(std::future::ready(Err(failed(e)))).boxed(),
-                };
-                frames(response.into_body())
-                    .map(move |frame| match frame {
-                        Ok((wire::PACK_DATA, bytes)) => Ok(bytes),
-                        Ok((wire::PACK_TOO_LARGE, _)) => Err(PackError::TooLarge(bounds.max_bytes)),
-                        Ok((wire::PACK_TIMED_OUT, _)) => Err(PackError::TimedOut),
-                        Ok((_, message)) => Err(PackError::Io(std::io::Error::other(String::from_utf8_lossy(&message).into_owned()))),
-                        Err(e) => Err(failed(e)),
-                    })
-                    .boxed()
-            })
-            .flatten(),
-        )
+        let open = async move {
+            let response = this.call(Lane::Streams, hyper::Method::POST, "/v1/storage/pack", &[], body, QUICK).await?;
+            Ok(frames(response.into_body())
+                .map(move |frame| match frame {
+                    Ok((wire::PACK_DATA, bytes)) => Ok(bytes),
+                    Ok((wire::PACK_TOO_LARGE, _)) => Err(PackError::TooLarge(bounds.max_bytes)),
+                    Ok((wire::PACK_TIMED_OUT, _)) => Err(PackError::TimedOut),
+                    Ok((_, message)) => Err(PackError::Io(std::io::Error::other(String::from_utf8_lossy(&message).into_owned()))),
+                    Err(e) => Err(failed(e)),
+                })
+                .boxed())
+        };
+        deferred(open, move |e| Err(failed(e)))
     }
     async fn unpack_storage(&self, disk: &DiskSpec, archive: ByteStream) -> RuntimeResult<()> {
         let headers = [(wire::DISK_HEADER, wire::encode_json(disk))];
