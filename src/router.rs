@@ -63,8 +63,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     // MCP's tools run through the API's own routes (auth, scopes, ownership, errors).
     let mcp = crate::mcp::router(routes.clone(), &state);
+    // Model calls that nodes relay for their sandboxes.
+    let relay = crate::broker::relay::router(state.clone()).unwrap_or_else(|error| {
+        tracing::error!(error = format!("{error:#}"), "model broker: cannot build its client; nodes' sandboxes get no model");
+        Router::new()
+    });
     routes
         .merge(mcp)
+        .merge(relay)
         // After routing, so requests are counted by their route template.
         .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track_requests))
         .fallback(route_not_found)

@@ -89,6 +89,19 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
 /// Connections one sandbox may hold open to the broker (the rest are for the others).
 const BROKER_CONNECTIONS_PER_SANDBOX: usize = 64;
 
+/// A node's model broker relay (`runtime::node::server::relay`) on its sandbox network, with
+/// the broker's own connection limits.
+pub async fn serve_sandboxes(listener: TcpListener, app: axum::Router, token: tokio_util::sync::CancellationToken) {
+    let limits = crate::config::ServerLimits {
+        max_connections: 4096,
+        max_inflight: 1024,
+        addr_max_inflight: BROKER_CONNECTIONS_PER_SANDBOX,
+        body_timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(10),
+    };
+    accept_loop(listener, app, &limits, Some(BROKER_CONNECTIONS_PER_SANDBOX), token).await;
+}
+
 /// Serves `app` on `listener` until `token` is cancelled, then drains: at most
 /// `max_connections` at once (and `per_peer` from one address), slow headers and idle keep-alive connections closed after the
 /// header timeout, each request carrying its peer's address.

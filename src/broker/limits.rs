@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn warnings_start_at_eighty_percent() {
-        let owner = TokenOwner { instance_id: Uuid::new_v4(), user_id: Uuid::new_v4(), sandbox_id: "s".into() };
+        let owner = TokenOwner { instance_id: Uuid::new_v4(), user_id: Uuid::new_v4(), sandbox_id: "s".into(), node_id: None };
         assert!(near(&budget((Some(100), 79), (Some(10), 7)), &owner).is_empty());
         let both = near(&budget((Some(100), 80), (Some(10), 9)), &owner);
         assert_eq!(both.iter().map(|n| n.subject).collect::<Vec<_>>(), [owner.instance_id, owner.user_id]);

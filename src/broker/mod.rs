@@ -9,6 +9,7 @@ pub mod limits;
 pub mod meter;
 pub mod model;
 pub mod proxy;
+pub mod relay;
 pub mod repo;
 pub mod usage;
 
@@ -34,6 +35,9 @@ const CALLER_TTL: Duration = Duration::from_secs(30);
 /// Callers remembered at most (a flood of made-up tokens is not remembered at all).
 const CALLER_CACHE_MAX: usize = 10_000;
 
+/// A token's owner, with its sandbox's address on this host once it called here directly.
+pub type Caller = (repo::TokenOwner, Option<std::net::IpAddr>);
+
 /// What the broker's handlers use: the app's state, a client for the provider, and the
 /// tokens recently seen.
 #[derive(Clone)]
@@ -43,12 +47,12 @@ pub struct BrokerState {
     pub http: reqwest::Client,
     /// For users' own providers: public addresses only, resolved once per connection.
     pub public_http: reqwest::Client,
-    /// Token hash → (owner, its sandbox's address), for `CALLER_TTL`: a model call then costs
+    /// Token hash → (owner, its sandbox's address on this host if it called here directly), for `CALLER_TTL`: a model call then costs
     /// no database or engine round trip to authenticate. Safe to keep that long because a
     /// token only changes with a new container (the old one, and its address, are gone with it).
     /// What sandboxes may make the broker hold at once (`bounds`).
     pub bounds: std::sync::Arc<bounds::Bounds>,
-    pub callers: std::sync::Arc<TtlCache<Vec<u8>, (repo::TokenOwner, std::net::IpAddr)>>,
+    pub callers: std::sync::Arc<TtlCache<Vec<u8>, Caller>>,
 }
 
 /// The routes of the broker's own listener; everything else is an OpenAI-style 404.

@@ -53,7 +53,6 @@ impl FromRequestParts<BrokerState> for BrokerCaller {
             .and_then(bearer_token)
             .ok_or_else(|| refuse("Missing bearer token: use the instance's broker token."))?;
         let hash = crate::auth::secrets::sha256(token);
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let (owner, own) = match state.callers.get(&hash) {
             Some(known) => known,
             None => {
@@ -61,15 +60,37 @@ impl FromRequestParts<BrokerState> for BrokerCaller {
                     .await
                     .map_err(|_| openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check tokens right now."))?
                     .ok_or_else(|| refuse("Unknown broker token."))?;
-                let own = state.app.runtime.inspect(&owner.sandbox_id).await.ok().and_then(|info| info.ip);
-                let own = own.ok_or_else(|| refuse("This broker token's sandbox is not running."))?;
-                state.callers.put(hash, (owner.clone(), own));
-                (owner, own)
+                (owner, None)
             }
         };
-        // The token is only good from its own sandbox's address.
-        if peer != Some(own) {
-            return Err(refuse("This broker token belongs to another sandbox."));
+        let other = || refuse("This broker token belongs to another sandbox.");
+        match parts.extensions.get::<super::relay::Relayed>() {
+            // Relayed by a node: the node named the calling sandbox by its address there.
+            Some(relayed) => {
+                if owner.node_id != Some(relayed.node) || owner.sandbox_id != relayed.sandbox {
+                    return Err(other());
+                }
+                state.callers.put(hash, (owner.clone(), own));
+            }
+            // On this host's sandbox network: the token is only good from its own sandbox's address.
+            None => {
+                let own = match own {
+                    Some(own) => own,
+                    None => state
+                        .app
+                        .runtime
+                        .inspect(&owner.sandbox_id)
+                        .await
+                        .ok()
+                        .and_then(|info| info.ip)
+                        .ok_or_else(|| refuse("This broker token's sandbox is not running."))?,
+                };
+                state.callers.put(hash, (owner.clone(), Some(own)));
+                let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+                if peer != Some(own) {
+                    return Err(other());
+                }
+            }
         }
         // The agent's own work keeps its instance awake.
         state.app.activity.touch(owner.instance_id);

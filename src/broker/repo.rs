@@ -13,6 +13,8 @@ pub struct TokenOwner {
     pub instance_id: Uuid,
     pub user_id: Uuid,
     pub sandbox_id: String,
+    /// The node its sandbox runs on (`None`: this server's own engine).
+    pub node_id: Option<Uuid>,
 }
 
 /// Replaces the instance's broker token (before a container is created with the new one).
@@ -25,7 +27,7 @@ pub async fn owner_of(db: &PgPool, hash: &[u8]) -> sqlx::Result<Option<TokenOwne
     sqlx::query_as!(
         TokenOwner,
         // A pool sandbox (no owner yet) has no model: nobody's budget would pay for it.
-        r#"SELECT id AS instance_id, user_id AS "user_id!", sandbox_id FROM instances
+        r#"SELECT id AS instance_id, user_id AS "user_id!", sandbox_id, node_id FROM instances
            WHERE broker_token_hash = $1 AND status <> 'deleting' AND user_id IS NOT NULL"#,
         hash
     )

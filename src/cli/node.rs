@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::runtime::node::credential_hash;
+use crate::runtime::node::server::relay::{Relay, RelayConfig, ServeFn};
 use crate::runtime::node::server::{Node, router, serve};
 use crate::runtime::node::tls::Identity;
+use crate::runtime::node::{credential_hash, relay_key};
 use crate::runtime::{DockerRuntime, Runtime};
 
 #[derive(Debug, Clone, Args)]
@@ -24,7 +25,9 @@ pub struct NodeArgs {
     /// First start only: the join token.
     #[arg(long, env = "OCAAS_NODE_JOIN_TOKEN", hide_env_values = true)]
     pub join: Option<String>,
-    /// First start only: the server's base URL (https:// in production).
+    /// The server's base URL (https:// in production); several replicas' URLs may be given,
+    /// comma-separated: the first joins, and the model broker relay tries them in order. Needed
+    /// on the first start; later starts keep the URLs they were last given.
     #[arg(long, env = "OCAAS_NODE_API")]
     pub api: Option<String>,
     /// First start only: `host:port` where the replicas reach this node.
@@ -37,6 +40,8 @@ pub struct NodeArgs {
 }
 
 const CREDENTIAL_FILE: &str = "credential.sha256";
+/// The relay's configuration (`RelayConfig`): node id, relay key, the server's URLs.
+const RELAY_FILE: &str = "relay.json";
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
@@ -49,11 +54,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let docker: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect()?);
     docker.ping().await.map_err(|e| anyhow::anyhow!("the Docker engine does not answer: {e}"))?;
-    let node = Arc::new(Node { runtime: docker, credential, disk_root: args.dir.join("instances"), execs: Default::default() });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let relay = relay(&args, docker.clone(), shutdown.clone())?;
+    let node = Arc::new(Node { runtime: docker, credential, disk_root: args.dir.join("instances"), execs: Default::default(), relay });
     std::fs::create_dir_all(&node.disk_root)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, fingerprint = %identity.fingerprint(), "ocaas node listening");
-    let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         crate::serve::shutdown_signal().await;
@@ -63,12 +69,37 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn api_urls(api: &str) -> Vec<String> {
+    api.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty()).collect()
+}
+
+/// The model broker relay, from what the join left (the server's URLs updated from `--api`).
+fn relay(args: &NodeArgs, docker: Arc<dyn Runtime>, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<Option<Arc<Relay>>> {
+    let path = args.dir.join(RELAY_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        tracing::warn!("{RELAY_FILE} is missing (a node joined by an older version): sandboxes here get no model broker; join again");
+        return Ok(None);
+    };
+    let mut config: RelayConfig = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{RELAY_FILE} is damaged: {e}"))?;
+    if let Some(api) = args.api.as_deref().map(api_urls).filter(|urls| *urls != config.api) {
+        config.api = api;
+        // Replaced whole: written beside it, then renamed over it.
+        let next = path.with_extension("json.new");
+        let _ = std::fs::remove_file(&next);
+        crate::secrets::write_private(&next, serde_json::to_string(&config)?.as_bytes())?;
+        std::fs::rename(&next, &path)?;
+    }
+    let serve: ServeFn = Arc::new(move |listener, router| Box::pin(crate::serve::serve_sandboxes(listener, router, shutdown.clone())));
+    Ok(Some(Arc::new(Relay::new(config, docker, serve)?)))
+}
+
 /// Trades the join token for a credential; its hash, also written to the node's directory.
 async fn join(args: &NodeArgs, identity: &Identity) -> anyhow::Result<[u8; 32]> {
     let (Some(token), Some(api), Some(advertise)) = (&args.join, &args.api, &args.advertise) else {
         anyhow::bail!("this node has not joined yet: pass --join, --api and --advertise (see `ocaas admin nodes join-token`)");
     };
-    let url = format!("{}/internal/nodes/join", api.trim_end_matches('/'));
+    let urls = api_urls(api);
+    let url = format!("{}/internal/nodes/join", urls.first().ok_or_else(|| anyhow::anyhow!("--api names no URL"))?);
     let loopback =
         url::Url::parse(&url).ok().and_then(|u| u.host_str().map(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]")).unwrap_or(false);
     if !url.starts_with("https://") && !loopback && !args.insecure_join {
@@ -84,6 +115,8 @@ async fn join(args: &NodeArgs, identity: &Identity) -> anyhow::Result<[u8; 32]> 
     }
     let joined: crate::nodes::service::Joined = serde_json::from_str(&text)?;
     let hash = credential_hash(&joined.credential);
+    let relay = RelayConfig { node_id: joined.node_id, key: relay_key(&joined.credential), api: urls };
+    crate::secrets::write_private(&args.dir.join(RELAY_FILE), serde_json::to_string(&relay)?.as_bytes())?;
     crate::secrets::write_private(&args.dir.join(CREDENTIAL_FILE), crate::secrets::hex(&hash).as_bytes())?;
     tracing::info!(node = %joined.name, id = %joined.node_id, "joined the server");
     Ok(hash)

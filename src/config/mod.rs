@@ -16,7 +16,7 @@ pub use idle::{IdleArgs, IdleSettings, parse_duration};
 pub(crate) use instances::at_least_one;
 use instances::secret;
 pub use instances::{InstanceArgs, InstanceSettings, LlmSettings, parse_size};
-pub use snapshots::{SnapshotArgs, SnapshotSettings};
+pub use snapshots::{S3Location, SnapshotArgs, SnapshotSettings};
 
 /// Where the database is and how logs look; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -264,7 +264,7 @@ impl Settings {
             },
             instances: InstanceSettings::from_args(&args.instances, image),
             idle: IdleSettings::from(&args.idle),
-            snapshots: SnapshotSettings::from(&args.snapshots),
+            snapshots: SnapshotSettings::from_args(&args.snapshots).map_err(anyhow::Error::msg)?,
             helper_exe: std::env::current_exe().unwrap_or_else(|_| "ocaas".into()),
             webhook_allow_private: args.webhook_allow_private,
         })

@@ -66,3 +66,24 @@ pub async fn ask_to_cancel(db: &PgPool, instance_id: Uuid, process: Uuid) -> sql
     sqlx::query_scalar!(r#"SELECT pg_notify($1, $2)::text AS "sent""#, CANCEL_CHANNEL, format!("{instance_id} {process}")).fetch_one(db).await?;
     Ok(())
 }
+
+/// Claims (or renews) the reconciler's lease on `scope` for `holder`; whether it holds it now.
+pub async fn claim_scope(db: &PgPool, scope: &str, holder: Uuid, ttl: Duration) -> sqlx::Result<bool> {
+    let held = sqlx::query_scalar!(
+        r#"INSERT INTO reconcile_leases (scope, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
+           ON CONFLICT (scope) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+               WHERE reconcile_leases.expires_at < now() OR reconcile_leases.holder = EXCLUDED.holder
+           RETURNING holder"#,
+        scope,
+        holder,
+        ttl.as_secs_f64()
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Lets go of every scope `holder` reconciles (at shutdown: another replica takes over now).
+pub async fn release_scopes(db: &PgPool, holder: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM reconcile_leases WHERE holder = $1", holder).execute(db).await.map(drop)
+}

@@ -70,7 +70,8 @@ pub async fn admit_and_insert(state: &AppState, user_id: Uuid, request: &Admissi
     // A warm sandbox, if the pool has one: the instance is `ready` at once (not for a clone,
     // whose storage must hold its snapshot before the gateway first starts).
     if request.seed.is_none()
-        && let Some(claimed) = super::pool::repo::claim(&mut tx, user_id, request.org_id, name, &state.settings.instances.image).await?
+        && let Some(claimed) =
+            super::pool::repo::claim(&mut tx, user_id, request.org_id, name, &state.settings.instances.image, crate::nodes::FRESH_SECS).await?
     {
         tx.commit().await?;
         crate::state::user_data_written();

@@ -137,7 +137,12 @@ async fn create_and_start(state: &AppState, instance: &InstanceRow) -> Result<()
         Ok(_) => runtime.prepare_storage(&disk_spec(state, instance)).await?,
         Err(RuntimeError::NotFound(_)) => {
             runtime.ensure_network(&state.settings.instances.egress).await?;
-            let url = crate::broker::url(state).await.unwrap_or_else(|| {
+            // A node's own relay for a sandbox there; else this server's listener.
+            let url = match runtime.broker_relay(&instance.sandbox_id).await? {
+                Some(relay) => Some(format!("http://{relay}/v1")),
+                None => crate::broker::url(state).await,
+            };
+            let url = url.unwrap_or_else(|| {
                 tracing::warn!(id = %instance.id, "the model broker is not listening: the sandbox gets no model endpoint");
                 String::new()
             });

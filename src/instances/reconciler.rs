@@ -6,10 +6,13 @@
 //! become `error`; instances left mid-operation get a driver again; containers of this
 //! deployment without a row are removed. An instance whose lock is held (a driver or a
 //! request at work on it) is left for the next pass. Containers of other deployments (another
-//! database on the same engine) are never touched.
+//! database on the same engine) are never touched. Each host (the servers' own engine, each
+//! node) is reconciled by one replica at a time, under a lease in `reconcile_leases`.
 
 use std::collections::HashSet;
 use std::time::Duration;
+
+use uuid::Uuid;
 
 use super::lifecycle;
 use super::machine::{self, Op};
@@ -22,8 +25,10 @@ use crate::state::AppState;
 /// A streaming message untouched for this long belongs to a turn nobody runs any more
 /// (running turns touch theirs at least every 5 s).
 const STALE_TURN_SECS: f64 = 30.0;
+/// The shortest a host's reconcile lease lasts (else three passes).
+const LEASE_MIN: Duration = Duration::from_secs(3);
 
-/// Runs `reconcile_once` now and every `interval` until shutdown.
+/// Runs `reconcile_once` now and every `interval` until shutdown, then lets go of its hosts.
 pub fn spawn(state: AppState, interval: Duration) {
     tokio::spawn(async move {
         loop {
@@ -37,22 +42,56 @@ pub fn spawn(state: AppState, interval: Duration) {
                 () = tokio::time::sleep(interval) => {}
             }
         }
+        // Another replica takes these hosts over at its next pass instead of after expiry.
+        let _ = crate::db::leases::release_scopes(&state.db, state.drivers.process()).await;
     });
+}
+
+/// The hosts this process reconciles now: each is reconciled by one replica at a time, under a
+/// lease it renews every pass (`None`: the servers' own engine; else a node).
+async fn held_hosts(state: &AppState) -> anyhow::Result<Vec<Option<Uuid>>> {
+    let ttl = (state.settings.instances.reconcile_interval * 3).max(LEASE_MIN);
+    let mut held = Vec::new();
+    let hosts = std::iter::once(None).chain(crate::nodes::repo::ids(&state.db).await?.into_iter().map(Some));
+    for host in hosts {
+        let scope = host.map_or_else(|| "local".to_owned(), |id| id.to_string());
+        if crate::db::leases::claim_scope(&state.db, &scope, state.drivers.process(), ttl).await? {
+            held.push(host);
+        }
+    }
+    Ok(held)
 }
 
 pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     // Instances made before their facts were recorded get them first (once; cheap after).
     super::facts::backfill(&state.db, &state.settings.instances).await?;
+    let hosts = held_hosts(state).await?;
     // Containers first: a container created after this listing has its row committed already,
-    // so it can never be mistaken for an orphan below.
-    let containers = state.runtime.list_managed(&state.deployment_id.to_string()).await?;
+    // so it can never be mistaken for an orphan below. A node that does not answer is left
+    // alone this pass; the servers' own engine must answer.
+    let deployment = state.deployment_id.to_string();
+    let mut containers = Vec::new();
+    for host in &hosts {
+        match state.runtime.list_managed_on(*host, &deployment).await {
+            Ok(listed) => containers.push(listed),
+            Err(error) if host.is_some() => tracing::debug!(%error, "reconcile: a node did not list its sandboxes"),
+            Err(error) => return Err(error.into()),
+        }
+    }
     let instances = repo::list_all(&state.db).await?;
-    if !containers.is_empty() {
+    let placed = repo::placements(&state.db).await?;
+    if containers.iter().any(|c| !c.is_empty()) {
         // The egress rules again, in case an engine or firewall restart dropped them.
         state.runtime.ensure_network(&state.settings.instances.egress).await?;
     }
 
     for listed in &instances {
+        // Abandoned drivers are resumed by any replica (the driver lease guards them); the
+        // engine is made to follow only on the hosts this replica holds.
+        let on_held = placed.get(&listed.id).is_some_and(|host| hosts.contains(host));
+        if !on_held && !listed.status.is_transitional() {
+            continue;
+        }
         // Work under way on the instance decides; the next pass looks again.
         let Some(held) = state.drivers.try_hold(listed.id).await else { continue };
         // Read again under the lock: the listing may be out of date.
@@ -64,6 +103,9 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
                 state.metrics.reconcile_fixes.with_label_values(&["resumed"]).inc();
                 lifecycle::spawn_drive(state, instance.id);
             }
+            continue;
+        }
+        if !on_held {
             continue;
         }
         match converge(state, &instance).await {
@@ -90,8 +132,10 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
 
     let known: HashSet<String> = instances.iter().map(|i| i.id.to_string()).collect();
     let disk_of = |name: &str| lifecycle::orphan_disk_spec(state, name);
-    let removed = remove_orphans(state.runtime.as_ref(), &containers, &known, &disk_of).await?;
-    state.metrics.reconcile_fixes.with_label_values(&["orphan_removed"]).inc_by(removed as u64);
+    for listed in &containers {
+        let removed = remove_orphans(state.runtime.as_ref(), listed, &known, &disk_of).await?;
+        state.metrics.reconcile_fixes.with_label_values(&["orphan_removed"]).inc_by(removed as u64);
+    }
     Ok(())
 }
 

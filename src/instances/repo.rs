@@ -103,6 +103,12 @@ pub async fn list_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Insta
     .await
 }
 
+/// Every instance's node (`None`: the servers' own engine).
+pub async fn placements(db: &PgPool) -> sqlx::Result<std::collections::HashMap<Uuid, Option<Uuid>>> {
+    let rows = sqlx::query!("SELECT id, node_id FROM instances").fetch_all(db).await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.node_id)).collect())
+}
+
 pub async fn list_all(db: &PgPool) -> sqlx::Result<Vec<InstanceRow>> {
     sqlx::query_as!(
         InstanceRow,

@@ -70,6 +70,16 @@ pub async fn all(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<NodeRow>> {
     .await
 }
 
+/// A node's sealed credential.
+pub async fn credential_of(db: &PgPool, id: Uuid) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar!("SELECT credential FROM nodes WHERE id = $1", id).fetch_optional(db).await
+}
+
+/// Every node's id.
+pub async fn ids(db: &PgPool) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!("SELECT id FROM nodes ORDER BY name").fetch_all(db).await
+}
+
 pub async fn seen(db: &PgPool, id: Uuid) -> sqlx::Result<()> {
     sqlx::query!("UPDATE nodes SET last_seen = now() WHERE id = $1", id).execute(db).await.map(drop)
 }

@@ -95,3 +95,12 @@ pub async fn join(db: &PgPool, key: &SecretKey, request: &JoinRequest) -> AppRes
     tracing::info!(node = %joining.name, address = %request.address, "nodes: a node joined");
     Ok(Joined { node_id, name: joining.name, credential })
 }
+
+/// Whether `presented` is the relay key of node `id` (`runtime::node::relay_key`).
+pub async fn relay_key_is(db: &PgPool, key: &SecretKey, id: Uuid, presented: &str) -> sqlx::Result<bool> {
+    use subtle::ConstantTimeEq;
+    let Some(sealed) = repo::credential_of(db, id).await? else { return Ok(false) };
+    let Some(credential) = key.open(&sealed).and_then(|c| String::from_utf8(c).ok()) else { return Ok(false) };
+    let expected = crate::runtime::node::relay_key(&credential);
+    Ok(bool::from(expected.as_bytes().ct_eq(presented.as_bytes())))
+}

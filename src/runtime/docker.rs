@@ -88,6 +88,16 @@ impl Runtime for DockerRuntime {
             .ok_or_else(|| RuntimeError::Other("the sandbox network has no IPv4 gateway".into()))
     }
 
+    async fn sandbox_at(&self, ip: IpAddr) -> RuntimeResult<Option<String>> {
+        let containers = self.sandbox_network().await?.containers.unwrap_or_default();
+        let at = |address: &str| address.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) == Some(ip);
+        let Some(name) = containers.into_values().find(|c| c.ipv4_address.as_deref().is_some_and(at)).and_then(|c| c.name) else {
+            return Ok(None);
+        };
+        // Only ocaas's own sandboxes are named to the server.
+        Ok(self.inspect(&name).await.ok().filter(|info| info.managed && info.ip == Some(ip)).map(|_| name))
+    }
+
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         disk::prepare(&spec.disk).await?;
         let body = ContainerCreateBody {

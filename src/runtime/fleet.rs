@@ -184,6 +184,16 @@ impl Runtime for Fleet {
         *self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = listed;
         Ok(all)
     }
+    async fn list_managed_on(&self, node: Option<Uuid>, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
+        let Some(id) = node else { return self.local.list_managed(deployment).await };
+        let runtime = self.node(id).ok_or_else(|| RuntimeError::Unavailable(format!("node {id} is not known to this server")))?;
+        let containers = runtime.list_managed(deployment).await?;
+        // Orphans listed here are removed where they are.
+        let mut listed = self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        listed.retain(|_, on| *on != id);
+        listed.extend(containers.iter().map(|c| (c.name.clone(), id)));
+        Ok(containers)
+    }
     async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput> {
         self.route(name).await?.exec(name, request).await
     }
@@ -218,6 +228,9 @@ impl Runtime for Fleet {
     }
     async fn connect(&self, name: &str, port: u16) -> RuntimeResult<dial::Tunnel> {
         self.route(name).await?.connect(name, port).await
+    }
+    async fn broker_relay(&self, name: &str) -> RuntimeResult<Option<std::net::SocketAddr>> {
+        self.route(name).await?.broker_relay(name).await
     }
     async fn storage_here(&self, name: &str) -> bool {
         matches!(self.placed(name).await, Ok(None))

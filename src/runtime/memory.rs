@@ -20,6 +20,8 @@ pub struct MemoryRuntime {
     pub disks: Mutex<Vec<std::path::PathBuf>>,
     /// Every call, in order, as `verb name`.
     pub calls: Mutex<Vec<String>>,
+    /// The sandbox ends of connections (kept open, never read: a sandbox that stops reading).
+    pub far_ends: Mutex<Vec<tokio::io::DuplexStream>>,
 }
 
 impl MemoryRuntime {
@@ -149,10 +151,14 @@ impl Runtime for MemoryRuntime {
     }
 
     async fn connect(&self, name: &str, _port: u16) -> RuntimeResult<dial::Tunnel> {
-        // A running entry answers with an empty stream: enough for callers' decisions.
+        // A running entry answers with a stream whose far end never reads nor writes.
         self.record("connect", name);
         match self.state_of(name).as_deref() {
-            Some("running") => Ok(Box::new(tokio::io::duplex(64).0)),
+            Some("running") => {
+                let (near, far) = tokio::io::duplex(64);
+                self.far_ends.lock().unwrap().push(far);
+                Ok(Box::new(near))
+            }
             Some(_) => Err(RuntimeError::Unavailable(format!("{name} is not running"))),
             None => Err(RuntimeError::NotFound(name.to_owned())),
         }

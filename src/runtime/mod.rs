@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod confined;
+pub mod conformance;
 pub mod dial;
 pub mod disk;
 pub mod docker;
@@ -198,6 +199,14 @@ pub trait Runtime: Send + Sync {
     async fn inspect(&self, name: &str) -> RuntimeResult<ContainerInfo>;
     /// Containers (running or not) labelled as managed by `deployment`.
     async fn list_managed(&self, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>>;
+    /// `list_managed` of one host only: the server's own engine (`None`) or a node's (the
+    /// reconciler works host by host, each under its lease).
+    async fn list_managed_on(&self, node: Option<uuid::Uuid>, deployment: &str) -> RuntimeResult<Vec<ManagedContainer>> {
+        match node {
+            None => self.list_managed(deployment).await,
+            Some(_) => Ok(Vec::new()),
+        }
+    }
     /// Runs a command without a TTY; stdout and stderr apart, with the exit code.
     async fn exec(&self, name: &str, request: ExecRequest) -> RuntimeResult<ExecOutput>;
     /// Starts a command on a pseudo-terminal, attached both ways.
@@ -239,6 +248,17 @@ pub trait Runtime: Send + Sync {
         archive::unpack_stream(archive, disk.dir.clone())
             .await
             .map_err(|e| RuntimeError::Other(format!("unpacking into the instance's storage: {e}")))
+    }
+    /// Where a sandbox on this host reaches the model broker when it is not the server's own
+    /// listener: a node's relay (`node::server::relay`), which names its callers to the
+    /// server. `None`: the in-process broker (`broker::url`).
+    async fn broker_relay(&self, _name: &str) -> RuntimeResult<Option<std::net::SocketAddr>> {
+        Ok(None)
+    }
+    /// The managed sandbox with `ip` on the sandbox network of this host, if any: how a node's
+    /// relay tells which sandbox called it.
+    async fn sandbox_at(&self, _ip: IpAddr) -> RuntimeResult<Option<String>> {
+        Ok(None)
     }
     /// How full the instance's storage is; `None` when that cannot be told.
     async fn disk_usage(&self, disk: &disk::DiskSpec) -> Option<disk::DiskUsage> {

@@ -5,6 +5,7 @@
 pub mod handlers;
 pub mod models;
 pub mod repo;
+pub mod s3;
 pub mod schedule;
 pub mod service;
 pub mod store;

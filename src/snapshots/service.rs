@@ -32,8 +32,12 @@ pub const PACK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 /// taking the other global permit.
 static USER_PACKS: std::sync::LazyLock<KeyedLocks<Uuid>> = std::sync::LazyLock::new(KeyedLocks::default);
 
+/// The configured store: the bucket if there is one, else the local directory.
 pub fn store(state: &AppState) -> Arc<dyn SnapshotStore> {
-    Arc::new(LocalStore::new(&state.settings.snapshots.root))
+    match &state.settings.snapshots.s3 {
+        Some(location) => Arc::new(super::s3::S3Store::new(location)),
+        None => Arc::new(LocalStore::new(&state.settings.snapshots.root)),
+    }
 }
 
 /// The user's snapshot storage: bytes used and the plan's quota.

@@ -92,6 +92,11 @@ impl Drivers {
         }
     }
 
+    /// This process's id (it holds leases under it).
+    pub fn process(&self) -> Uuid {
+        self.process
+    }
+
     pub fn is_driving(&self, id: Uuid) -> bool {
         self.lock().contains_key(&id)
     }

@@ -14,7 +14,7 @@ use crate::isolation::{SECRET_SEARCH, tenant_sh};
 
 pub const OPERATOR_KEY: &str = "sk-operator-S3CRET-broker-91c2";
 pub const MODEL: &str = "scripted-model";
-const ANSWER: [&str; 3] = ["Hi ", "from the ", "provider"];
+pub const ANSWER: [&str; 3] = ["Hi ", "from the ", "provider"];
 
 /// What the provider was sent: (Authorization header, JSON body), in order.
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;

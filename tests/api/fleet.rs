@@ -71,6 +71,8 @@ pub struct Fleet {
     pub gateway: String,
     data_dir: std::path::PathBuf,
     image: String,
+    /// The operator's model provider the replicas' brokers call (on this host's loopback).
+    pub provider: crate::broker::Provider,
 }
 
 impl Drop for Fleet {
@@ -113,6 +115,9 @@ fn image_tar(image: &str) -> std::path::PathBuf {
     tar
 }
 
+/// The fleet's one user.
+pub const EMAIL: &str = "fleet@example.com";
+
 impl Fleet {
     /// `capacities.len()` nodes (named node-a, node-b, …) with those capacities, joined.
     pub async fn start(capacities: &[u32]) -> Fleet {
@@ -130,7 +135,9 @@ impl Fleet {
         run("docker", &["network", "create", "--subnet", &subnet, "--gateway", &gateway, &network]);
         let data_dir = std::env::temp_dir().join(format!("ocaas-fleet-{id}"));
         std::fs::create_dir_all(&data_dir).unwrap();
+        let provider = crate::broker::scripted_provider().await;
         let mut fleet = Fleet {
+            provider,
             db,
             database_url,
             key: String::new(),
@@ -163,15 +170,16 @@ impl Fleet {
         for load in loads {
             load.await.unwrap();
         }
-        let user = service::create_user(&fleet.db, "fleet@example.com", PASSWORD, None).await.unwrap();
+        let user = service::create_user(&fleet.db, EMAIL, PASSWORD, None).await.unwrap();
         fleet.key = service::create_api_key(&fleet.db, user.id, None, None).await.unwrap().key;
-        service::grant_subscription(&fleet.db, "fleet@example.com", 10, None).await.unwrap();
+        service::grant_subscription(&fleet.db, EMAIL, 10, None).await.unwrap();
         for _ in 0..2 {
             fleet.add_server().await;
         }
         for (host, capacity) in fleet.hosts.iter().zip(capacities) {
             let token = fleet.admin(&["nodes", "join-token", "--name", &host.name, "--capacity", &capacity.to_string()]);
-            start_agent(host, Some((&token, &fleet.bases[0])));
+            // Both replicas: the node's model broker relay tries the second when the first is gone.
+            start_agent(host, Some((&token, &fleet.bases.join(","))));
         }
         fleet.until_nodes_up(capacities.len()).await;
         fleet
@@ -200,7 +208,15 @@ impl Fleet {
 
     /// Another `ocaas serve` replica on the fleet's database and network.
     pub async fn add_server(&mut self) {
-        let env = [("OCAAS_READY_TIMEOUT_SECS", "90"), ("OCAAS_WARM_POOL", "0"), ("OCAAS_INSTANCE_DISK", "256m"), ("OCAAS_DRIVER_LEASE_SECS", "3")];
+        let env = [
+            ("OCAAS_READY_TIMEOUT_SECS", "90"),
+            ("OCAAS_WARM_POOL", "0"),
+            ("OCAAS_INSTANCE_DISK", "256m"),
+            ("OCAAS_DRIVER_LEASE_SECS", "3"),
+            ("OCAAS_LLM_BASE_URL", &self.provider.url),
+            ("OCAAS_LLM_API_KEY", crate::broker::OPERATOR_KEY),
+            ("OCAAS_LLM_MODEL", crate::broker::MODEL),
+        ];
         let server = serve_process_on(&self.gateway, &self.database_url, &self.data_dir, &self.image, &env).ready().await;
         self.bases.push(format!("http://{}:{}", self.gateway, server.port));
         self.servers.push(server);

@@ -35,6 +35,8 @@ mod pool;
 mod quickstart;
 mod replicas;
 mod request_errors;
+mod runtimes;
+mod s3;
 mod scopes;
 mod seams;
 mod serve;

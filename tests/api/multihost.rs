@@ -1,6 +1,7 @@
 //! Many hosts: instances placed across real nodes (each its own Docker engine and address)
 //! by capacity, used through either API replica as if they ran beside the server — chat over
-//! SSE, the terminal and desktop websockets, files, commands, disk quota — and what happens
+//! SSE, model calls through the node's broker relay, the terminal and desktop websockets,
+//! files, commands, disk quota — and what happens
 //! when a node's agent restarts, when a node stops, and when it is cut off from the network.
 
 use std::time::{Duration, Instant};
@@ -118,6 +119,21 @@ async fn instances_spread_over_nodes_work_through_either_replica_and_survive_nod
     assert!(answer.contains("far away node"), "{events:?}");
     assert_eq!(events.last().unwrap().event, "complete");
 
+    // A model call from node B's sandbox: node B's relay, a replica's broker, the provider.
+    assert_eq!(llm_turn(&fleet, 1, &b).await, crate::broker::ANSWER.concat());
+    let usage = json(fleet.api(0, Method::GET, &format!("/api/instances/{b}/usage")).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(usage["totals"], json!({"requests": 1, "prompt_tokens": 12, "completion_tokens": 5}), "metered for it: {usage}");
+    // The relay names the sandbox that called: node B's sandbox with node A's token is refused.
+    let a_token = node_env(&fleet, "node-a", &sandboxes[0], "OCAAS_LLM_API_KEY");
+    let b_token = node_env(&fleet, "node-b", &sandboxes[1], "OCAAS_LLM_API_KEY");
+    assert!(a_token.starts_with("ocb_") && b_token.starts_with("ocb_") && a_token != b_token);
+    let (status, body) = broker_models(&fleet, &b, &a_token).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("another sandbox"), "{body}");
+    let (status, body) = broker_models(&fleet, &b, &b_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(crate::broker::MODEL), "{body}");
+
     let term_url = format!("{}/api/instances/{b}/terminal/ws", fleet.bases[0].replacen("http", "ws", 1));
     let mut term = ws::open_with_key(&term_url, &fleet.key).await.expect("a terminal on node b");
     ws::send_bytes(&mut term, b"echo term-$((40+2)) $(cat /workspace/far.txt)\n").await;
@@ -160,6 +176,19 @@ async fn instances_spread_over_nodes_work_through_either_replica_and_survive_nod
     until_exec_works(&fleet, &b, Duration::from_secs(20)).await;
     assert_eq!(started_at(&sandboxes[1]), before, "the sandbox was not restarted");
 
+    // The dashboard, in Chromium through replica 0, says where the instance runs.
+    let browser = crate::webdriver::Browser::start_reaching(&[&fleet.gateway]).await;
+    let page = format!("{}/account", fleet.bases[0]);
+    browser.goto_until_loaded(&page, "return !document.getElementById('auth').hidden", 3).await;
+    browser.fill("#login-form input[name=email]", crate::fleet::EMAIL).await;
+    browser.fill("#login-form input[name=password]", crate::helpers::PASSWORD).await;
+    browser.click("#login-form button[type=submit]").await;
+    let open = format!(".instance[data-instance-id='{b}'] button[data-action=open]");
+    browser.wait_for(&format!("return document.querySelector(\"{open}\") !== null"), 20).await;
+    browser.click(&open).await;
+    let usage = "document.getElementById('panel-usage').textContent";
+    browser.wait_for(&format!("return {usage}.startsWith('Host: node-b · ') && {usage}.includes('Model: 17 tokens')"), 20).await;
+
     // Node B stops (frozen): calls for its instances answer 503 quickly, node A's still work;
     // then node B is cut off the network instead. Each time it comes back by itself.
     let a = ids[0].clone();
@@ -183,6 +212,8 @@ async fn instances_spread_over_nodes_work_through_either_replica_and_survive_nod
         assert_eq!(listed.status(), StatusCode::OK, "listing does not wait for a node");
         tokio::time::sleep(Duration::from_secs(16)).await;
         assert_eq!(placement(&fleet, &b).await, json!({"name": "node-b", "reachable": false}), "{fault:?}");
+        browser.click(&open).await;
+        browser.wait_for(&format!("return {usage}.startsWith('Host: node-b (not answering')"), 20).await;
         let row = json(fleet.api(0, Method::GET, &format!("/api/instances/{b}")).send().await.unwrap(), StatusCode::OK).await;
         assert_eq!(row["status"], "ready", "nothing was recreated or marked failed behind the user's back: {row}");
         crate::helpers::docker(&heal);
@@ -190,6 +221,33 @@ async fn instances_spread_over_nodes_work_through_either_replica_and_survive_nod
         eprintln!("{fault:?}: back after {back:?}");
         assert_eq!(started_at(&sandboxes[1]), before, "the sandbox was not restarted");
     }
+}
+
+/// A chat turn that the agent answers with the model (`/llm`); the answer.
+async fn llm_turn(fleet: &Fleet, server: usize, id: &str) -> String {
+    let turn = fleet.api(server, Method::POST, &format!("/api/instances/{id}/chat")).json(&json!({"message": "/llm hello from a node"})).send().await;
+    let turn = json(turn.unwrap(), StatusCode::OK).await;
+    turn["assistant_message"]["content"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A variable of a sandbox's environment, as its node's engine has it.
+fn node_env(fleet: &Fleet, node: &str, sandbox: &str, name: &str) -> String {
+    let env = node_docker(fleet.host(node), &["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", sandbox]);
+    env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_default().to_owned()
+}
+
+/// From inside the sandbox: `GET {its broker}/models` with `token`; (status, body).
+async fn broker_models(fleet: &Fleet, id: &str, token: &str) -> (u16, String) {
+    let script = format!(
+        "python3 - <<'EOF'\nimport os, urllib.request, urllib.error\n\
+         req = urllib.request.Request(os.environ['OCAAS_LLM_BASE_URL'] + '/models', headers={{'Authorization': 'Bearer {token}'}})\n\
+         try:\n    r = urllib.request.urlopen(req, timeout=10); print(r.status, r.read().decode())\n\
+         except urllib.error.HTTPError as e: print(e.code, e.read().decode())\nEOF"
+    );
+    let ran = json(exec(fleet, 0, id, &script).await, StatusCode::OK).await;
+    let text = ran["stdout"].as_str().unwrap_or_default().trim().to_owned();
+    let (status, body) = text.split_once(' ').unwrap_or_else(|| panic!("no answer from the broker: {ran}"));
+    (status.parse().unwrap(), body.to_owned())
 }
 
 /// What a sandbox's files look like: every file's checksum, links and modes under /workspace.
@@ -241,4 +299,28 @@ async fn a_drained_node_is_emptied_by_moves_with_identical_files_and_a_replica_k
     assert_eq!(containers.lines().count(), 1, "exactly one sandbox for it: {containers}");
     let ran = json(exec(&fleet, 1, &third, "echo taken over").await, StatusCode::OK).await;
     assert_eq!(ran["stdout"], "taken over\n");
+    // Its model calls: node B's relay finds the first replica gone and uses the other.
+    assert_eq!(llm_turn(&fleet, 1, &third).await, crate::broker::ANSWER.concat());
+    assert_eq!(llm_turn(&fleet, 1, &first).await, crate::broker::ANSWER.concat(), "the moved instance's too");
+
+    // Node B's reconciler lease passes to the surviving replica, which removes a container of
+    // this deployment that no instance knows (an orphan) from node B.
+    let deployment = ocaas::db::deployment_id(&fleet.db).await.unwrap().to_string();
+    let image = node_docker(fleet.host("node-b"), &["inspect", "-f", "{{.Config.Image}}", ready["sandbox_id"].as_str().unwrap()]);
+    let orphan = format!("ocaas-orphan-{}", &deployment[..8]);
+    let labels = ["ocaas.managed=true".to_owned(), format!("ocaas.deployment={deployment}"), format!("ocaas.instance={}", uuid::Uuid::new_v4())];
+    let mut run = vec!["run", "-d", "--name", &orphan, "--entrypoint", "sleep"];
+    for label in &labels {
+        run.extend(["--label", label]);
+    }
+    run.extend([image.as_str(), "600"]);
+    node_docker(fleet.host("node-b"), &run);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node_docker(fleet.host("node-b"), &["ps", "-aq", "--filter", &format!("name={orphan}")]).is_empty() {
+        assert!(Instant::now() < deadline, "the orphan on node b was not removed by the surviving replica");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let holders: Vec<(String, uuid::Uuid)> = sqlx::query_as("SELECT scope, holder FROM reconcile_leases").fetch_all(&fleet.db).await.unwrap();
+    let node_b = fleet.nodes()[0]["id"].as_str().unwrap().to_owned();
+    assert!(holders.iter().any(|(scope, _)| *scope == node_b), "node b is reconciled under a lease: {holders:?}");
 }

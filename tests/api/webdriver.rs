@@ -38,6 +38,12 @@ pub fn artifact(name: &str) -> PathBuf {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Self::start_reaching(&[]).await
+    }
+
+    /// A browser that reaches `hosts` (addresses of networks a test made) besides loopback;
+    /// every other name resolves to nothing.
+    pub async fn start_reaching(hosts: &[&str]) -> Browser {
         let driver_path = which(&["chromedriver"]).expect("browser tests need Debian's `chromium-driver` package (.ci/run installs it)");
         let chromium = chromium();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -64,7 +70,7 @@ impl Browser {
             "--disable-background-networking",
             "--disable-component-update",
             "--window-size=1280,900",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1{}", hosts.iter().map(|h| format!(", EXCLUDE {h}")).collect::<String>()),
             format!("--user-data-dir={}", profile.display()),
         ]);
         let capabilities = json!({"capabilities": {"alwaysMatch": {

@@ -11,11 +11,23 @@ pub mod server;
 pub mod tls;
 mod wire;
 
+pub use wire::{NODE_HEADER, RELAY_KEY_HEADER, SANDBOX_HEADER};
+
 use sha2::{Digest, Sha256};
 
 /// SHA-256 of a node credential: what a node keeps instead of the credential itself.
 pub fn credential_hash(credential: &str) -> [u8; 32] {
     Sha256::digest(credential.as_bytes()).into()
+}
+
+/// The key a node presents when it relays a sandbox's broker call to the server: derived
+/// from its credential, so the server (which can open the credential) checks it without
+/// storing anything new, and a node keeps neither the credential nor anything that drives it.
+pub fn relay_key(credential: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"ocaas node broker relay\n");
+    hash.update(credential.as_bytes());
+    crate::secrets::hex(&hash.finalize())
 }
 
 /// A new random node credential.
@@ -37,7 +49,8 @@ pub async fn serve_loopback(
 ) -> anyhow::Result<client::RemoteRuntime> {
     let identity = tls::Identity::generate()?;
     let credential = new_credential();
-    let node = std::sync::Arc::new(server::Node { runtime, credential: credential_hash(&credential), disk_root, execs: Default::default() });
+    let node =
+        std::sync::Arc::new(server::Node { runtime, credential: credential_hash(&credential), disk_root, execs: Default::default(), relay: None });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?.to_string();
     tokio::spawn(server::serve(listener, identity.server_config()?, server::router(node), shutdown));

@@ -12,6 +12,11 @@ use crate::runtime::{ExecOutput, RuntimeError};
 pub const TTY_HEADER: &str = "x-ocaas-tty";
 /// Header naming the exec a terminal runs as.
 pub const EXEC_ID_HEADER: &str = "x-ocaas-exec-id";
+/// On a broker call a node relays to the server: which node relays it, the node's relay key
+/// (`super::relay_key`) and the sandbox that made the call, as the node found it by address.
+pub const NODE_HEADER: &str = "x-ocaas-node";
+pub const RELAY_KEY_HEADER: &str = "x-ocaas-relay-key";
+pub const SANDBOX_HEADER: &str = "x-ocaas-sandbox";
 
 #[derive(Serialize, Deserialize)]
 pub struct Output {

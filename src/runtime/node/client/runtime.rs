@@ -43,6 +43,9 @@ impl Runtime for RemoteRuntime {
     async fn sandbox_gateway(&self) -> RuntimeResult<IpAddr> {
         self.json(hyper::Method::GET, "/v1/gateway", full(""), QUICK).await
     }
+    async fn broker_relay(&self, _name: &str) -> RuntimeResult<Option<std::net::SocketAddr>> {
+        self.json(hyper::Method::GET, "/v1/broker", full(""), QUICK).await
+    }
     async fn create_sandbox(&self, spec: &SandboxSpec) -> RuntimeResult<()> {
         self.unit(hyper::Method::POST, "/v1/sandboxes", json_body(spec), SLOW).await
     }

@@ -4,9 +4,8 @@
 //! ocaas's; storage is confined to this node's own directory whatever path the API names; and
 //! only the sandbox's gateway and desktop ports can be reached.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
@@ -20,7 +19,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio_util::io::{ReaderStream, StreamReader};
 
+mod execs;
 mod listen;
+pub mod relay;
 mod storage;
 
 pub use listen::{CONNECTION_WINDOW, MAX_STREAMS, STREAM_WINDOW, serve};
@@ -31,16 +32,16 @@ use crate::runtime::egress::EgressPolicy;
 use crate::runtime::sandbox::{GATEWAY_PORT, LABEL_MANAGED, VNC_PORT};
 use crate::runtime::{ExecRequest, Runtime, RuntimeError, SandboxSpec};
 
-/// Terminals whose ids this node remembers (resize, exit code); older ones are forgotten.
-const MAX_EXECS: usize = 10_000;
-
 pub struct Node {
     pub runtime: Arc<dyn Runtime>,
     /// SHA-256 of the credential the API presents.
     pub credential: [u8; 32],
     /// Where this node keeps instance storage, whatever directory the API names.
     pub disk_root: PathBuf,
-    pub execs: Mutex<HashSet<String>>,
+    pub execs: execs::Execs,
+    /// The model broker's relay for this host's sandboxes (`None`: they use the server's
+    /// own listener, as on a node in the same process).
+    pub relay: Option<Arc<relay::Relay>>,
 }
 
 struct NodeError(StatusCode, RuntimeError);
@@ -119,6 +120,7 @@ pub fn router(node: Arc<Node>) -> axum::Router {
         .route("/v1/ping", get(async |State(n): State<Arc<Node>>| n.runtime.ping().await.map_err(NodeError::from)))
         .route("/v1/network", post(network))
         .route("/v1/gateway", get(async |State(n): State<Arc<Node>>| Ok::<_, NodeError>(Json(n.runtime.sandbox_gateway().await?))))
+        .route("/v1/broker", get(broker))
         .route("/v1/sandboxes", post(create).get(list))
         .route("/v1/storage/{verb}", post(storage::verb))
         .route("/v1/storage/read", post(storage::read_state_file))
@@ -145,7 +147,18 @@ async fn authenticate(State(node): State<Arc<Node>>, request: Request, next: Nex
 }
 
 async fn network(State(node): State<Arc<Node>>, Json(policy): Json<EgressPolicy>) -> Answer<()> {
+    if let Some(relay) = &node.relay {
+        relay.policy(&policy);
+    }
     Ok(node.runtime.ensure_network(&policy).await?)
+}
+
+/// Where this host's sandboxes reach the model broker (`None`: the server's own listener).
+async fn broker(State(node): State<Arc<Node>>) -> Answer<Json<Option<std::net::SocketAddr>>> {
+    match &node.relay {
+        Some(relay) => Ok(Json(Some(relay.address().await?))),
+        None => Ok(Json(None)),
+    }
 }
 
 async fn create(State(node): State<Arc<Node>>, Json(mut spec): Json<SandboxSpec>) -> Answer<()> {
@@ -225,13 +238,7 @@ async fn tty(State(node): State<Arc<Node>>, Path(name): Path<String>, headers: H
         headers.get(wire::TTY_HEADER).and_then(|v| v.to_str().ok()).and_then(wire::decode_json).ok_or_else(|| refused("no terminal request"))?;
     node.existing(&name).await?;
     let session = node.runtime.exec_tty(&name, request).await?;
-    {
-        let mut execs = node.execs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if execs.len() >= MAX_EXECS {
-            execs.clear();
-        }
-        execs.insert(session.exec_id.clone());
-    }
+    node.execs.insert(session.exec_id.clone());
     pump_in(body, session.input);
     Ok(([(wire::EXEC_ID_HEADER, session.exec_id)], Body::from_stream(session.output)).into_response())
 }
@@ -246,7 +253,7 @@ fn known_exec(node: &Node, id: &str) -> Answer<()> {
     if !plain_name(id) {
         return Err(refused("not an exec id"));
     }
-    match node.execs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(id) {
+    match node.execs.contains(id) {
         true => Ok(()),
         false => Err(RuntimeError::NotFound(id.to_owned()).into()),
     }

@@ -79,3 +79,32 @@ async fn a_silent_node_is_unavailable_within_seconds_and_callers_do_not_queue() 
     assert!(answers.iter().all(|a| matches!(a, Err(RuntimeError::Unavailable(_)))));
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_sandbox_that_stops_reading_holds_back_its_own_stream_only() {
+    use tokio::io::AsyncWriteExt;
+    let memory = two_containers();
+    let remote = node(memory.clone()).await;
+    let mut stalled = remote.connect("sandy-ours", GATEWAY_PORT).await.unwrap();
+    // 16 MiB towards a sandbox that reads nothing: held back once the windows are full.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 << 10];
+        for _ in 0..256 {
+            if stalled.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!writer.is_finished(), "the writes wait for the sandbox");
+    // The link itself goes on: calls and new streams are answered at once.
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        assert!(remote.inspect("sandy-ours").await.unwrap().running);
+    }
+    let mut other = remote.connect("sandy-ours", GATEWAY_PORT).await.unwrap();
+    other.write_all(b"hello").await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "held up by another stream: {:?}", started.elapsed());
+    assert!(!writer.is_finished());
+    writer.abort();
+}
