@@ -74,6 +74,11 @@ impl FromRequestParts<BrokerState> for BrokerCaller {
             }
             // On this host's sandbox network: the token is only good from its own sandbox's address.
             None => {
+                // A sandbox on a node calls through its node's relay, never here: sandbox
+                // addresses repeat from host to host.
+                if owner.node_id.is_some() {
+                    return Err(other());
+                }
                 let own = match own {
                     Some(own) => own,
                     None => state

@@ -69,8 +69,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn api_urls(api: &str) -> Vec<String> {
-    api.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty()).collect()
+/// The server's URLs from `--api`: each must be https:// or loopback (the join's answer is the
+/// node's credential, and the relay carries the relay key and sandboxes' broker tokens) unless
+/// `insecure` (a lab or test network).
+fn api_urls(api: &str, insecure: bool) -> anyhow::Result<Vec<String>> {
+    let urls: Vec<String> = api.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty()).collect();
+    for url in &urls {
+        let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--api: `{url}` is not a URL: {e}"))?;
+        let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && (loopback || insecure)) {
+            anyhow::bail!("--api must be https:// (it carries the node's credentials); --insecure-join allows http:// on a trusted network");
+        }
+    }
+    anyhow::ensure!(!urls.is_empty(), "--api names no URL");
+    Ok(urls)
 }
 
 /// The model broker relay, from what the join left (the server's URLs updated from `--api`).
@@ -81,7 +93,8 @@ fn relay(args: &NodeArgs, docker: Arc<dyn Runtime>, shutdown: tokio_util::sync::
         return Ok(None);
     };
     let mut config: RelayConfig = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{RELAY_FILE} is damaged: {e}"))?;
-    if let Some(api) = args.api.as_deref().map(api_urls).filter(|urls| *urls != config.api) {
+    let given = args.api.as_deref().map(|api| api_urls(api, args.insecure_join)).transpose()?;
+    if let Some(api) = given.filter(|urls| *urls != config.api) {
         config.api = api;
         // Replaced whole: written beside it, then renamed over it.
         let next = path.with_extension("json.new");
@@ -98,13 +111,8 @@ async fn join(args: &NodeArgs, identity: &Identity) -> anyhow::Result<[u8; 32]> 
     let (Some(token), Some(api), Some(advertise)) = (&args.join, &args.api, &args.advertise) else {
         anyhow::bail!("this node has not joined yet: pass --join, --api and --advertise (see `ocaas admin nodes join-token`)");
     };
-    let urls = api_urls(api);
-    let url = format!("{}/internal/nodes/join", urls.first().ok_or_else(|| anyhow::anyhow!("--api names no URL"))?);
-    let loopback =
-        url::Url::parse(&url).ok().and_then(|u| u.host_str().map(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]")).unwrap_or(false);
-    if !url.starts_with("https://") && !loopback && !args.insecure_join {
-        anyhow::bail!("--api must be https:// (the join's answer is the node's credential); --insecure-join allows http:// on a trusted network");
-    }
+    let urls = api_urls(api, args.insecure_join)?;
+    let url = format!("{}/internal/nodes/join", urls[0]);
     let body = serde_json::json!({"token": token, "address": advertise, "fingerprint": identity.fingerprint()});
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).redirect(reqwest::redirect::Policy::none()).build()?;
     let response = client.post(&url).json(&body).send().await.map_err(|e| anyhow::anyhow!("joining through {url}: {e}"))?;

@@ -51,11 +51,11 @@ pub struct S3Location {
 impl S3Location {
     /// From `http(s)://host[:port]/bucket[/prefix]` and the credentials.
     pub fn parse(url: &str, region: &str, access_key_id: &str, secret_access_key: &str) -> Result<Self, String> {
-        let bad =
-            |why: &str| format!("OCAAS_SNAPSHOT_S3_URL `{url}`: {why} (like https://s3.example.com/bucket or http://127.0.0.1:9000/bucket/prefix)");
+        // The URL is not quoted back: it might hold credentials.
+        let bad = |why: &str| format!("OCAAS_SNAPSHOT_S3_URL: {why} (like https://s3.example.com/bucket or http://127.0.0.1:9000/bucket/prefix)");
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-        if parsed.query().is_some() || !parsed.username().is_empty() {
-            return Err(bad("no query or user name"));
+        if parsed.query().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad("no query, user name or password (the keys have variables of their own)"));
         }
         let mut parts = parsed.path_segments().into_iter().flatten().filter(|p| !p.is_empty());
         let bucket = parts.next().ok_or_else(|| bad("no bucket"))?.to_owned();

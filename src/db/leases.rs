@@ -83,6 +83,11 @@ pub async fn claim_scope(db: &PgPool, scope: &str, holder: Uuid, ttl: Duration) 
     Ok(held.is_some())
 }
 
+/// Lets go of one scope (its host did not answer this holder: another replica may reach it).
+pub async fn release_scope(db: &PgPool, scope: &str, holder: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM reconcile_leases WHERE scope = $1 AND holder = $2", scope, holder).execute(db).await.map(drop)
+}
+
 /// Lets go of every scope `holder` reconciles (at shutdown: another replica takes over now).
 pub async fn release_scopes(db: &PgPool, holder: Uuid) -> sqlx::Result<()> {
     sqlx::query!("DELETE FROM reconcile_leases WHERE holder = $1", holder).execute(db).await.map(drop)

@@ -47,6 +47,10 @@ pub fn spawn(state: AppState, interval: Duration) {
     });
 }
 
+fn scope_of(host: Option<Uuid>) -> String {
+    host.map_or_else(|| "local".to_owned(), |id| id.to_string())
+}
+
 /// The hosts this process reconciles now: each is reconciled by one replica at a time, under a
 /// lease it renews every pass (`None`: the servers' own engine; else a node).
 async fn held_hosts(state: &AppState) -> anyhow::Result<Vec<Option<Uuid>>> {
@@ -54,8 +58,7 @@ async fn held_hosts(state: &AppState) -> anyhow::Result<Vec<Option<Uuid>>> {
     let mut held = Vec::new();
     let hosts = std::iter::once(None).chain(crate::nodes::repo::ids(&state.db).await?.into_iter().map(Some));
     for host in hosts {
-        let scope = host.map_or_else(|| "local".to_owned(), |id| id.to_string());
-        if crate::db::leases::claim_scope(&state.db, &scope, state.drivers.process(), ttl).await? {
+        if crate::db::leases::claim_scope(&state.db, &scope_of(host), state.drivers.process(), ttl).await? {
             held.push(host);
         }
     }
@@ -71,13 +74,22 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<()> {
     // alone this pass; the servers' own engine must answer.
     let deployment = state.deployment_id.to_string();
     let mut containers = Vec::new();
-    for host in &hosts {
-        match state.runtime.list_managed_on(*host, &deployment).await {
-            Ok(listed) => containers.push(listed),
-            Err(error) if host.is_some() => tracing::debug!(%error, "reconcile: a node did not list its sandboxes"),
+    let mut hosts_listed = Vec::new();
+    for host in hosts {
+        match state.runtime.list_managed_on(host, &deployment).await {
+            Ok(listed) => {
+                containers.push(listed);
+                hosts_listed.push(host);
+            }
+            // Let go of it: a replica that reaches it takes it at its next pass.
+            Err(error) if host.is_some() => {
+                tracing::debug!(%error, "reconcile: a node did not list its sandboxes");
+                crate::db::leases::release_scope(&state.db, &scope_of(host), state.drivers.process()).await?;
+            }
             Err(error) => return Err(error.into()),
         }
     }
+    let hosts = hosts_listed;
     let instances = repo::list_all(&state.db).await?;
     let placed = repo::placements(&state.db).await?;
     if containers.iter().any(|c| !c.is_empty()) {

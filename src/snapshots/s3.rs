@@ -22,8 +22,10 @@ use crate::config::S3Location;
 const PART: usize = 16 << 20;
 /// How long a signed request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
-/// Most of an error body kept for the message.
-const MAX_ERROR: usize = 2048;
+/// Most of an answer's body read when it is not an archive (errors, upload ids, results).
+const MAX_ERROR: usize = 16 << 10;
+/// The longest one request to the bucket may take (a part is 16 MiB).
+const CALL_LIMIT: Duration = Duration::from_secs(300);
 
 /// One client for every store: connections to the bucket are reused.
 static HTTP: LazyLock<reqwest::Client> = LazyLock::new(|| {
@@ -50,17 +52,37 @@ fn failed(what: &str, error: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("the snapshot bucket: {what}: {error}"))
 }
 
+/// A request's failure without its URL (a signed URL names the access key and would work).
+fn unsent(what: &str, error: reqwest::Error) -> io::Error {
+    failed(what, error.without_url())
+}
+
+/// At most `MAX_ERROR` bytes of an answer's body, as text.
+async fn bounded_text(mut answer: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = answer.chunk().await {
+        body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR - body.len())]);
+        if body.len() >= MAX_ERROR {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// The answer if it is a success, else an error naming the status and the start of the body.
 async fn checked(what: &str, sent: reqwest::Result<reqwest::Response>) -> io::Result<reqwest::Response> {
-    let answer = sent.map_err(|e| failed(what, e))?;
+    let answer = sent.map_err(|e| unsent(what, e))?;
     if answer.status().is_success() {
         return Ok(answer);
     }
     let status = answer.status();
     let kind = if status == reqwest::StatusCode::NOT_FOUND { io::ErrorKind::NotFound } else { io::ErrorKind::Other };
-    let body = answer.bytes().await.unwrap_or_default();
-    let body = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR)]).into_owned();
-    Err(io::Error::new(kind, format!("the snapshot bucket: {what}: {status}: {body}")))
+    Err(io::Error::new(kind, format!("the snapshot bucket: {what}: {status}: {}", bounded_text(answer).await)))
+}
+
+/// Runs one request to the bucket on the blocking thread, within `CALL_LIMIT`.
+fn block_on<T>(handle: &Handle, what: &str, call: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    handle.block_on(async { tokio::time::timeout(CALL_LIMIT, call).await.unwrap_or_else(|_| Err(failed(what, "timed out"))) })
 }
 
 impl SnapshotStore for S3Store {
@@ -75,7 +97,7 @@ impl SnapshotStore for S3Store {
         let body = crate::runtime::deferred(
             async move {
                 let answer = checked("reading an archive", HTTP.get(url).send().await).await?;
-                Ok(answer.bytes_stream().map_err(|e| failed("reading an archive", e)).boxed())
+                Ok(answer.bytes_stream().map_err(|e| unsent("reading an archive", e)).boxed())
             },
             Err,
         );
@@ -86,7 +108,7 @@ impl SnapshotStore for S3Store {
         let handle = Handle::try_current().map_err(|e| failed("no runtime", e))?;
         let url = self.bucket.delete_object(Some(&self.credentials), &self.object(key)).sign(SIGNED_FOR);
         // S3 answers 204 for a missing object too.
-        handle.block_on(async { checked("deleting an archive", HTTP.delete(url).send().await).await.map(drop) })
+        block_on(&handle, "deleting an archive", async { checked("deleting an archive", HTTP.delete(url).send().await).await.map(drop) })
     }
 }
 
@@ -110,9 +132,8 @@ impl S3Writer {
             Some(id) => id.clone(),
             None => {
                 let url = CreateMultipartUpload::new(bucket, Some(credentials), object).sign(SIGNED_FOR);
-                let text = self.handle.block_on(async {
-                    let answer = checked("starting an upload", HTTP.post(url).send().await).await?;
-                    answer.text().await.map_err(|e| failed("starting an upload", e))
+                let text = block_on(&self.handle, "starting an upload", async {
+                    Ok(bounded_text(checked("starting an upload", HTTP.post(url).send().await).await?).await)
                 })?;
                 let id = CreateMultipartUpload::parse_response(&text).map_err(|e| failed("starting an upload", e))?.upload_id().to_owned();
                 self.upload = Some(id.clone());
@@ -121,7 +142,7 @@ impl S3Writer {
         };
         let number = u16::try_from(self.etags.len() + 1).map_err(|_| failed("uploading", "more than 10000 parts"))?;
         let url = UploadPart::new(bucket, Some(credentials), object, number, &upload).sign(SIGNED_FOR);
-        let etag = self.handle.block_on(async {
+        let etag = block_on(&self.handle, "uploading a part", async {
             let answer = checked("uploading a part", HTTP.put(url).body(body).send().await).await?;
             let etag = answer.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
             etag.ok_or_else(|| failed("uploading a part", "no ETag in the answer"))
@@ -152,7 +173,9 @@ impl ObjectWriter for S3Writer {
             // Smaller than a part: one PUT.
             let url = self.bucket.put_object(Some(&self.credentials), &self.object).sign(SIGNED_FOR);
             let body = std::mem::take(&mut self.buffer);
-            return self.handle.block_on(async { checked("writing an archive", HTTP.put(url).body(body).send().await).await.map(drop) });
+            return block_on(&self.handle, "writing an archive", async {
+                checked("writing an archive", HTTP.put(url).body(body).send().await).await.map(drop)
+            });
         };
         if !self.buffer.is_empty() {
             self.send_part()?;
@@ -161,9 +184,8 @@ impl ObjectWriter for S3Writer {
         let action = CompleteMultipartUpload::new(&self.bucket, Some(&self.credentials), &self.object, &upload, etags.iter().map(String::as_str));
         let url = action.sign(SIGNED_FOR);
         let body = action.body();
-        let completed = self.handle.block_on(async {
-            let answer = checked("finishing an upload", HTTP.post(url).body(body).send().await).await?;
-            answer.text().await.map_err(|e| failed("finishing an upload", e))
+        let completed = block_on(&self.handle, "finishing an upload", async {
+            Ok(bounded_text(checked("finishing an upload", HTTP.post(url).body(body).send().await).await?).await)
         });
         // S3 may answer 200 and still report an error in the body (an `<Error>` document; the
         // success document's root is spelt differently by different servers).
@@ -181,7 +203,8 @@ impl Drop for S3Writer {
     fn drop(&mut self) {
         if let Some(upload) = self.upload.take() {
             let url = AbortMultipartUpload::new(&self.bucket, Some(&self.credentials), &self.object, &upload).sign(SIGNED_FOR);
-            let _ = self.handle.block_on(async { HTTP.delete(url).send().await });
+            let _ =
+                block_on(&self.handle, "aborting an upload", async { HTTP.delete(url).send().await.map_err(|e| unsent("aborting an upload", e)) });
         }
     }
 }

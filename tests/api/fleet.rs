@@ -73,6 +73,8 @@ pub struct Fleet {
     image: String,
     /// The operator's model provider the replicas' brokers call (on this host's loopback).
     pub provider: crate::broker::Provider,
+    /// The snapshot store the replicas and admin commands share: an S3 bucket (moto).
+    pub bucket: crate::s3::Moto,
 }
 
 impl Drop for Fleet {
@@ -136,8 +138,10 @@ impl Fleet {
         let data_dir = std::env::temp_dir().join(format!("ocaas-fleet-{id}"));
         std::fs::create_dir_all(&data_dir).unwrap();
         let provider = crate::broker::scripted_provider().await;
+        let bucket = crate::s3::moto().await;
         let mut fleet = Fleet {
             provider,
+            bucket,
             db,
             database_url,
             key: String::new(),
@@ -214,12 +218,20 @@ impl Fleet {
             ("OCAAS_INSTANCE_DISK", "256m"),
             ("OCAAS_DRIVER_LEASE_SECS", "3"),
             ("OCAAS_LLM_BASE_URL", &self.provider.url),
+            ("OCAAS_SNAPSHOT_S3_URL", &self.bucket_url()),
+            ("OCAAS_SNAPSHOT_S3_ACCESS_KEY_ID", "testing"),
+            ("OCAAS_SNAPSHOT_S3_SECRET_ACCESS_KEY", "testing"),
             ("OCAAS_LLM_API_KEY", crate::broker::OPERATOR_KEY),
             ("OCAAS_LLM_MODEL", crate::broker::MODEL),
         ];
         let server = serve_process_on(&self.gateway, &self.database_url, &self.data_dir, &self.image, &env).ready().await;
         self.bases.push(format!("http://{}:{}", self.gateway, server.port));
         self.servers.push(server);
+    }
+
+    /// Where the fleet keeps snapshots.
+    pub fn bucket_url(&self) -> String {
+        format!("{}/{}/fleet", self.bucket.url, crate::s3::BUCKET)
     }
 
     /// `ocaas admin …` on the fleet's database; its output.
@@ -232,6 +244,9 @@ impl Fleet {
             .env("OCAAS_DATA_DIR", &self.data_dir)
             .env("OCAAS_SANDBOX_IMAGE", &self.image)
             .env("OCAAS_INSTANCE_DISK", "256m")
+            .env("OCAAS_SNAPSHOT_S3_URL", self.bucket_url())
+            .env("OCAAS_SNAPSHOT_S3_ACCESS_KEY_ID", "testing")
+            .env("OCAAS_SNAPSHOT_S3_SECRET_ACCESS_KEY", "testing")
             .output()
             .unwrap();
         assert!(output.status.success(), "ocaas admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));

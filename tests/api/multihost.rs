@@ -127,12 +127,18 @@ async fn instances_spread_over_nodes_work_through_either_replica_and_survive_nod
     let a_token = node_env(&fleet, "node-a", &sandboxes[0], "OCAAS_LLM_API_KEY");
     let b_token = node_env(&fleet, "node-b", &sandboxes[1], "OCAAS_LLM_API_KEY");
     assert!(a_token.starts_with("ocb_") && b_token.starts_with("ocb_") && a_token != b_token);
-    let (status, body) = broker_models(&fleet, &b, &a_token).await;
+    let (status, body) = broker_models(&fleet, &b, "/models", &a_token).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("another sandbox"), "{body}");
-    let (status, body) = broker_models(&fleet, &b, &b_token).await;
+    let (status, body) = broker_models(&fleet, &b, "/models", &b_token).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(crate::broker::MODEL), "{body}");
+    // Only the broker's paths are relayed: nothing reaches the server's other routes.
+    for path in ["/../../../api/instances", "/../../nodes/join", "/%2e%2e/%2e%2e/api/account"] {
+        let (status, body) = broker_models(&fleet, &b, path, &b_token).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("the broker serves"), "{path}: {body}");
+    }
 
     let term_url = format!("{}/api/instances/{b}/terminal/ws", fleet.bases[0].replacen("http", "ws", 1));
     let mut term = ws::open_with_key(&term_url, &fleet.key).await.expect("a terminal on node b");
@@ -236,11 +242,11 @@ fn node_env(fleet: &Fleet, node: &str, sandbox: &str, name: &str) -> String {
     env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap_or_default().to_owned()
 }
 
-/// From inside the sandbox: `GET {its broker}/models` with `token`; (status, body).
-async fn broker_models(fleet: &Fleet, id: &str, token: &str) -> (u16, String) {
+/// From inside the sandbox: `GET {its broker}{path}` with `token`; (status, body).
+async fn broker_models(fleet: &Fleet, id: &str, path: &str, token: &str) -> (u16, String) {
     let script = format!(
         "python3 - <<'EOF'\nimport os, urllib.request, urllib.error\n\
-         req = urllib.request.Request(os.environ['OCAAS_LLM_BASE_URL'] + '/models', headers={{'Authorization': 'Bearer {token}'}})\n\
+         req = urllib.request.Request(os.environ['OCAAS_LLM_BASE_URL'] + '{path}', headers={{'Authorization': 'Bearer {token}'}})\n\
          try:\n    r = urllib.request.urlopen(req, timeout=10); print(r.status, r.read().decode())\n\
          except urllib.error.HTTPError as e: print(e.code, e.read().decode())\nEOF"
     );
@@ -285,6 +291,9 @@ async fn a_drained_node_is_emptied_by_moves_with_identical_files_and_a_replica_k
     assert_eq!(node_docker(fleet.host("node-a"), &["ps", "-aq", "--filter", "label=ocaas.managed=true"]), "", "no sandbox left on node a");
     let leftover = crate::helpers::docker(&["exec", &fleet.hosts[0].container, "ls", "-A", "/var/lib/ocaas-node/instances"]);
     assert_eq!(leftover, "", "no storage left on node a");
+    // The move's snapshot went through the bucket the replicas share, not a host's disk.
+    let kept = crate::s3::objects(&fleet.bucket).await;
+    assert!(kept.len() == 1 && kept[0].0.starts_with("fleet/") && kept[0].1 > 3_000_000, "{kept:?}");
     assert!(fleet.admin(&["nodes", "remove", "node-a"]).contains("removed"));
     assert_eq!(fleet.nodes().len(), 1);
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::helpers::{ready_instance, sandbox_sh, spawn_app_with_docker};
 use crate::snapshots::{manifest, restore, snapshot, write_tree};
 
-const BUCKET: &str = "ocaas-snapshots";
+pub const BUCKET: &str = "ocaas-snapshots";
 
 /// moto's S3 server on a loopback port, stopped when dropped.
 pub struct Moto {

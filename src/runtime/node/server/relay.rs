@@ -3,8 +3,9 @@
 //! gateway, on a port the egress policy opens for sandboxes) and relays each call to the
 //! server's `/internal/broker/v1/…` with three facts: this node's id, its relay key, and the
 //! sandbox that called, found by the caller's address on this host's own sandbox network. The
-//! server still checks the broker token, now against that sandbox and this node. Bodies are
-//! bounded, answers stream back unbuffered, and the number of calls in flight is capped.
+//! server still checks the broker token, now against that sandbox and this node. Only the
+//! broker's two paths are relayed; bodies are bounded in size and time, answers stream back
+//! unbuffered, and calls in flight are capped per sandbox and per node.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,8 +24,13 @@ use crate::runtime::{Runtime, RuntimeError, RuntimeResult};
 
 /// Largest request body relayed (the real gateway sends about 60 KB; the broker's own cap).
 const MAX_REQUEST: usize = 8 << 20;
-/// Calls relayed at once from all of this node's sandboxes.
+/// Calls relayed at once from all of this node's sandboxes, and from any one of them.
 const MAX_IN_FLIGHT: usize = 256;
+const MAX_PER_SANDBOX: usize = 16;
+/// How long a request body may take to arrive.
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// The only paths relayed: the broker's own.
+const PATHS: [&str; 2] = ["/v1/chat/completions", "/v1/models"];
 /// Request headers passed on; everything else (hop-by-hop, the sandbox's idea of the host,
 /// anything claiming to be a relay header) stays here.
 const PASSED: [header::HeaderName; 3] = [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT];
@@ -50,6 +56,35 @@ pub struct Relay {
     host_ports: Mutex<Vec<(u16, u16)>>,
     bound: OnceCell<SocketAddr>,
     in_flight: Arc<Semaphore>,
+    /// Calls in flight per calling address.
+    per_sandbox: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One call counted against its sandbox until dropped.
+struct Counted(Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, std::net::IpAddr);
+
+impl Counted {
+    fn take(counts: &Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr) -> Option<Counted> {
+        let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = map.entry(ip).or_default();
+        if *held >= MAX_PER_SANDBOX {
+            return None;
+        }
+        *held += 1;
+        Some(Counted(counts.clone(), ip))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = map.get_mut(&self.1) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
 }
 
 impl Relay {
@@ -58,7 +93,7 @@ impl Relay {
         // provider after 2 minutes, so a silent server is gone after a little more.
         let http = crate::runtime::outbound::client(Duration::from_secs(5), Some(Duration::from_secs(150)), None)?;
         let (host_ports, bound, in_flight) = (Mutex::default(), OnceCell::new(), Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
-        Ok(Relay { config, runtime, http, serve, host_ports, bound, in_flight })
+        Ok(Relay { config, runtime, http, serve, host_ports, bound, in_flight, per_sandbox: Arc::default() })
     }
 
     /// Remembers which host ports the egress policy opens to sandboxes.
@@ -94,6 +129,16 @@ fn openai_error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn forward(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+    // Only the broker's own paths: nothing a sandbox sends reaches another route of the server.
+    let path = request.uri().path();
+    if !PATHS.contains(&path) {
+        return openai_error(StatusCode::NOT_FOUND, "Not found: the broker serves /v1/chat/completions and /v1/models.");
+    }
+    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let path = format!("{path}{query}");
+    let Some(counted) = Counted::take(&relay.per_sandbox, peer.ip()) else {
+        return openai_error(StatusCode::TOO_MANY_REQUESTS, "This sandbox has too many model calls in flight; retry when one ends.");
+    };
     let Ok(permit) = relay.in_flight.clone().try_acquire_owned() else {
         return openai_error(StatusCode::TOO_MANY_REQUESTS, "Too many model calls on this host at once; retry shortly.");
     };
@@ -103,10 +148,11 @@ async fn forward(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo
         Err(_) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "The node cannot tell which sandbox called right now."),
     };
     let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST).await else {
-        return openai_error(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large for the model broker.");
+    let body = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_REQUEST)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return openai_error(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large for the model broker."),
+        Err(_) => return openai_error(StatusCode::REQUEST_TIMEOUT, "The request body arrived too slowly."),
     };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(sandbox_header) = HeaderValue::from_str(&sandbox) else {
         return openai_error(StatusCode::FORBIDDEN, "Only this host's sandboxes may call the model broker.");
     };
@@ -131,9 +177,9 @@ async fn forward(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo
                         response = response.header(name, value);
                     }
                 }
-                // The permit is held until the answer has streamed out.
+                // The permits are held until the answer has streamed out.
                 let stream = answer.bytes_stream().map(move |chunk| {
-                    let _held = &permit;
+                    let _held = (&permit, &counted);
                     chunk
                 });
                 return response.body(Body::from_stream(stream)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response());
