@@ -5,6 +5,7 @@
 //! `GET /api/instances/{id}/usage` and `GET /api/account/usage` (`usage`).
 
 pub mod bounds;
+pub mod caller;
 pub mod limits;
 pub mod meter;
 pub mod model;

@@ -1,16 +1,14 @@
 //! The OpenAI-compatible surface sandboxes call (`POST /v1/chat/completions`, `GET /v1/models`):
-//! authenticated by the instance's broker token *and* the caller's address (a token copied into
-//! another sandbox is refused), forwarded to the operator's provider with the operator's key,
+//! authenticated by the instance's broker token *and* where the call came from (`caller`),
+//! forwarded to the operator's provider with the operator's key,
 //! streamed back unbuffered while the usage is read on the way (`meter`). Errors are
 //! OpenAI-style JSON, which the gateway understands.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -20,9 +18,9 @@ use serde_json::{Value, json};
 
 use super::BrokerState;
 use super::bounds::{self, BODY_GRACE, PER_INSTANCE, Refusal};
+use super::caller::BrokerCaller;
 use super::meter::{Metered, Recorder, Tally, usage_of};
-use super::repo::{self, TokenOwner};
-use crate::auth::extractor::bearer_token;
+use super::repo;
 use crate::inflight::deadline::DeadlineBody;
 
 /// Largest request body from a gateway (the real one sends about 60 KB).
@@ -34,73 +32,8 @@ const MAX_ERROR: usize = 16 << 10;
 /// How long the provider may take to answer a request's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn openai_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+pub(super) fn openai_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": {"message": message.into(), "type": kind}}))).into_response()
-}
-
-/// The instance a broker call comes from.
-pub struct BrokerCaller(pub TokenOwner);
-
-impl FromRequestParts<BrokerState> for BrokerCaller {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &BrokerState) -> Result<Self, Response> {
-        let refuse = |message: &str| openai_error(StatusCode::UNAUTHORIZED, "invalid_request_error", message);
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or_else(|| refuse("Missing bearer token: use the instance's broker token."))?;
-        let hash = crate::auth::secrets::sha256(token);
-        let (owner, own) = match state.callers.get(&hash) {
-            Some(known) => known,
-            None => {
-                let owner = repo::owner_of(&state.app.db, &hash)
-                    .await
-                    .map_err(|_| openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", "The broker cannot check tokens right now."))?
-                    .ok_or_else(|| refuse("Unknown broker token."))?;
-                (owner, None)
-            }
-        };
-        let other = || refuse("This broker token belongs to another sandbox.");
-        match parts.extensions.get::<super::relay::Relayed>() {
-            // Relayed by a node: the node named the calling sandbox by its address there.
-            Some(relayed) => {
-                if owner.node_id != Some(relayed.node) || owner.sandbox_id != relayed.sandbox {
-                    return Err(other());
-                }
-                state.callers.put(hash, (owner.clone(), own));
-            }
-            // On this host's sandbox network: the token is only good from its own sandbox's address.
-            None => {
-                // A sandbox on a node calls through its node's relay, never here: sandbox
-                // addresses repeat from host to host.
-                if owner.node_id.is_some() {
-                    return Err(other());
-                }
-                let own = match own {
-                    Some(own) => own,
-                    None => state
-                        .app
-                        .runtime
-                        .inspect(&owner.sandbox_id)
-                        .await
-                        .ok()
-                        .and_then(|info| info.ip)
-                        .ok_or_else(|| refuse("This broker token's sandbox is not running."))?,
-                };
-                state.callers.put(hash, (owner.clone(), Some(own)));
-                let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-                if peer != Some(own) {
-                    return Err(other());
-                }
-            }
-        }
-        // The agent's own work keeps its instance awake.
-        state.app.activity.touch(owner.instance_id);
-        Ok(BrokerCaller(owner))
-    }
 }
 
 pub async fn models(State(state): State<BrokerState>, _caller: BrokerCaller) -> Response {

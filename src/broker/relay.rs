@@ -1,7 +1,7 @@
 //! Broker calls relayed by nodes (`runtime::node::server::relay`): a sandbox on a node calls
 //! its node, which passes the call on here, to `/internal/broker/v1/…` of the public listener,
 //! naming itself, its relay key and the calling sandbox. Only a call whose relay key is that
-//! node's gets through to the broker's own handlers, marked `Relayed`; `proxy::BrokerCaller`
+//! node's gets through to the broker's own handlers, marked `Relayed`; `caller::BrokerCaller`
 //! then accepts the broker token only if it is that sandbox's, placed on that node.
 
 use std::sync::Arc;
