@@ -124,14 +124,14 @@ pub async fn status(State(state): State<AppState>, OwnedInstance { instance, .. 
     let node = crate::nodes::repo::node_of_instance(&state.db, instance.id, crate::nodes::FRESH_SECS).await?;
     let (container, running) = match state.runtime.inspect(&instance.sandbox_id).await {
         Ok(info) => {
-            let view = ContainerStatus { state: info.state.clone(), started_at: info.started_at, exit_code: info.exit_code };
+            let view = ContainerStatus { state: SandboxState::of(&info), started_at: info.started_at, exit_code: info.exit_code };
             // A frozen gateway would not answer: not asked.
             (view, info.running && !info.paused)
         }
-        Err(RuntimeError::NotFound(_)) => (ContainerStatus { state: "missing".into(), started_at: None, exit_code: None }, false),
+        Err(RuntimeError::NotFound(_)) => (ContainerStatus { state: SandboxState::Missing, started_at: None, exit_code: None }, false),
         // Its node does not answer: said here (`node.reachable`), not an error of this call.
         Err(RuntimeError::Unavailable(_)) if node.is_some() => {
-            (ContainerStatus { state: "unreachable".into(), started_at: None, exit_code: None }, false)
+            (ContainerStatus { state: SandboxState::Unreachable, started_at: None, exit_code: None }, false)
         }
         Err(error) => return Err(error.into()),
     };

@@ -144,11 +144,43 @@ pub struct UpdateInstanceRequest {
     pub name: Option<String>,
 }
 
+/// The sandbox as its host sees it right now, in ocaas's own words whatever the backend
+/// (Docker's state words stay behind the runtime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    /// Made, never started.
+    Created,
+    Running,
+    /// Frozen: its processes keep their memory but get no CPU.
+    Paused,
+    Restarting,
+    /// Not running (it exited or was stopped).
+    Stopped,
+    /// Failed beyond restarting; the instance's `last_error` says why.
+    Dead,
+    /// No sandbox exists for the instance.
+    Missing,
+    /// The host it runs on does not answer (`node.reachable` is false).
+    Unreachable,
+}
+
+impl SandboxState {
+    pub fn of(info: &crate::runtime::ContainerInfo) -> Self {
+        match (info.paused, info.running, info.state.as_str()) {
+            (true, _, _) => SandboxState::Paused,
+            (false, true, _) => SandboxState::Running,
+            (_, _, "created") => SandboxState::Created,
+            (_, _, "restarting") => SandboxState::Restarting,
+            (_, _, "dead") => SandboxState::Dead,
+            _ => SandboxState::Stopped,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContainerStatus {
-    /// Docker's state: `created`, `running`, `exited`, …, `missing`, or `unreachable` while the
-    /// instance's node does not answer.
-    pub state: String,
+    pub state: SandboxState,
     #[serde(with = "crate::timefmt::option")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
