@@ -171,12 +171,24 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let runtime = host_runtime(&settings).await;
     let state = AppState::new(pool.clone(), settings, runtime).await.expect("building the app state");
     start_background_tasks(&state);
+    first_reconcile(&state).await;
     tokio::spawn(serve::serve(listener, state.clone(), std::future::pending()));
 
     let user = service::create_user(&pool, "seed@example.com", PASSWORD, None).await.expect("seeding a user");
     let key = service::create_api_key(&pool, user.id, Some("seed"), None).await.expect("seeding a key").key;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     TestApp { address, db: pool, database_url, client, user: SeededUser { id: user.id, email: user.email, key }, state, owns_storage: true }
+}
+
+/// Waits for the reconciler's first pass (it runs at start): rows a test inserts afterwards
+/// are looked at one interval later, not by a pass that happened to be under way.
+async fn first_reconcile(state: &AppState) {
+    let passes = || ["ok", "error"].iter().map(|o| state.metrics.reconcile_passes.with_label_values(&[o]).get()).sum::<u64>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while passes() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the reconciler's first pass did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The runtime a test server uses: this host's engine in process, or — the one switch,

@@ -68,8 +68,8 @@ async fn snapshots_go_to_the_bucket_whole_and_come_back_from_it() {
     let key = format!("site-a/{}/{sid}.tar.gz", app.user.id);
     assert_eq!(objects(&moto).await, vec![(key.clone(), size)], "the archive is the bucket's one object");
     assert!(size > 32 << 20, "32 MiB of random bytes: more than one 16 MiB part ({size})");
-    let on_disk = walkdir(&app.state.settings.snapshots.root);
-    assert!(on_disk.is_empty(), "nothing kept on the host: {on_disk:?}");
+    let on_disk = walkdir(&app.state.settings.snapshots.root.join(app.user.id.to_string()));
+    assert!(on_disk.is_empty(), "nothing kept on the host for this user: {on_disk:?}");
 
     // The download is the object, whose digest is the snapshot's.
     let object = reqwest::get(format!("{}/{BUCKET}/{key}", moto.url)).await.unwrap().bytes().await.unwrap();
