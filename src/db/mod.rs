@@ -110,3 +110,9 @@ pub async fn create_database_if_missing(admin: &PgConnectOptions, name: &str) ->
     }
     Ok(())
 }
+
+/// A read-only transaction in which every query sees the same snapshot: for answers made of
+/// several queries that must agree (a row and its children).
+pub async fn snapshot(db: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await
+}

@@ -187,10 +187,14 @@ pub async fn rotate(
         (status = 404, description = "`webhook_not_found`", body = ErrorBody),
     ))]
 pub async fn deliveries(State(state): State<AppState>, OwnedWebhook { row, .. }: OwnedWebhook) -> AppResult<Json<Vec<DeliveryView>>> {
-    let rows = repo::deliveries(&state.db, row.id, DELIVERIES_SHOWN).await?;
+    // One snapshot: an attempt in the log is always one the delivery's own fields include.
+    let mut tx = crate::db::snapshot(&state.db).await?;
+    let rows = repo::deliveries(&mut *tx, row.id, DELIVERIES_SHOWN).await?;
     let ids: Vec<Uuid> = rows.iter().map(|d| d.id).collect();
+    let attempts = repo::attempts(&mut *tx, &ids).await?;
+    tx.commit().await?;
     let mut logs: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
-    for a in repo::attempts(&state.db, &ids).await? {
+    for a in attempts {
         let view = AttemptView { attempt: a.attempt, at: a.at, status_code: a.status_code, error: a.error, duration_ms: a.duration_ms };
         logs.entry(a.delivery_id).or_default().push(view);
     }
