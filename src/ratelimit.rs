@@ -2,9 +2,14 @@
 //! logins and registrations, and by account for logins, so neither one address nor many
 //! addresses aimed at one account can guess passwords at speed. Over the limit: 429
 //! `rate_limited` with `Retry-After`. Keys that have been quiet are forgotten periodically, so
-//! the tables stay small however many addresses show up.
+//! the tables stay small however many addresses show up. And `Counts`: how many of
+//! something each key holds at once (connections per address, calls per instance, slots per
+//! user), each given back when its guard drops.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -54,6 +59,50 @@ fn check(limiter: &DefaultKeyedRateLimiter<String>, key: String, whose: &str) ->
         let secs = wait.as_secs() + 1;
         AppError::new(ErrorCode::RateLimited, format!("Too many sign-in attempts {whose}; try again in {secs} s.")).with_retry_after(secs)
     })
+}
+
+/// How many of something each key holds; a `Held` guard gives its one back when dropped.
+pub struct Counts<K: Hash + Eq> {
+    taken: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K: Hash + Eq> Default for Counts<K> {
+    fn default() -> Self {
+        Counts { taken: Arc::default() }
+    }
+}
+
+/// One held count of a key, until dropped.
+pub struct Held<K: Hash + Eq> {
+    taken: Arc<Mutex<HashMap<K, usize>>>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq> Drop for Held<K> {
+    fn drop(&mut self) {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = self.key.take()
+            && let Some(count) = taken.get_mut(&key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                taken.remove(&key);
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Counts<K> {
+    /// One more for `key`, unless it holds `max` already.
+    pub fn try_take(&self, key: K, max: usize) -> Option<Held<K>> {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let count = taken.entry(key.clone()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Held { taken: self.taken.clone(), key: Some(key) })
+    }
 }
 
 #[cfg(test)]

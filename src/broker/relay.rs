@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -47,9 +47,10 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .layer(axum::extract::DefaultBodyLimit::disable()))
 }
 
+/// `proxy::openai_error` with the kind its status implies.
 fn refuse(status: StatusCode, message: &str) -> Response {
     let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
-    (status, axum::Json(serde_json::json!({"error": {"message": message, "type": kind}}))).into_response()
+    super::proxy::openai_error(status, kind, message)
 }
 
 async fn relayed(State(check): State<Check>, mut request: Request, next: Next) -> Response {

@@ -7,6 +7,30 @@
 
 use super::{LABEL_DEPLOYMENT, Runtime, RuntimeError, SandboxSpec};
 
+/// A sandbox for the checks: `name` from `image`, its storage under `root`, labelled managed
+/// for `deployment`, with what a gateway needs to start (a token and a model endpoint that is
+/// never called).
+pub fn spec(name: &str, image: &str, root: &std::path::Path, deployment: &str) -> SandboxSpec {
+    use std::collections::HashMap;
+    let labels = HashMap::from([(super::LABEL_MANAGED.to_owned(), "true".to_owned()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
+    let env = [
+        "OPENCLAW_GATEWAY_TOKEN=conformance",
+        "HOME=/home/sandbox",
+        "OCAAS_STATE_DIR=/agent-state",
+        "OCAAS_LLM_BASE_URL=http://127.0.0.1:9/v1",
+        "OCAAS_LLM_API_KEY=none",
+        "OCAAS_LLM_MODEL=none",
+    ];
+    SandboxSpec {
+        name: name.to_owned(),
+        image: image.to_owned(),
+        disk: super::disk::DiskSpec { dir: root.join(name), quota_bytes: 0 },
+        labels,
+        env: env.map(String::from).to_vec(),
+        limits: super::Limits { memory_bytes: 512 << 20, nano_cpus: 1_000_000_000, pids: 256, log_bytes: 1 << 20 },
+    }
+}
+
 /// A failed check: which, and what the runtime answered.
 #[derive(Debug)]
 pub struct Failed(pub String);
@@ -106,20 +130,14 @@ pub async fn processes(runtime: &dyn Runtime, spec: &SandboxSpec) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     use super::*;
-    use crate::runtime::disk::DiskSpec;
     use crate::runtime::memory::MemoryRuntime;
-    use crate::runtime::sandbox::{GATEWAY_PORT, LABEL_MANAGED};
-    use crate::runtime::{LABEL_DEPLOYMENT, Limits};
+    use crate::runtime::sandbox::GATEWAY_PORT;
 
     fn spec(name: &str) -> SandboxSpec {
-        let labels = HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned()), (LABEL_DEPLOYMENT.to_owned(), "conformance".to_owned())]);
-        let disk = DiskSpec { dir: std::path::PathBuf::from("/srv/instances").join(name), quota_bytes: 0 };
-        let limits = Limits { memory_bytes: 256 << 20, nano_cpus: 1_000_000_000, pids: 128, log_bytes: 1 << 20 };
-        SandboxSpec { name: name.to_owned(), image: "none".into(), disk, labels, env: vec![], limits }
+        super::spec(name, "none", std::path::Path::new("/srv/instances"), "conformance")
     }
 
     #[tokio::test]

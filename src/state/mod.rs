@@ -19,13 +19,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use crate::ratelimit::{Counts, Held};
 pub use activity::{Activity, Busy, Call};
 pub use cancels::{ABORT_CHANNEL, Cancels, Registered};
 pub use credentials::{Cached, Credentials, credentials_revoked};
 pub use drivers::{DriverHold, Drivers};
 pub use events::EventHub;
 pub use keyed_locks::KeyedLocks;
-pub use slots::{Counts, Held, Slot, SlotKind, UserSlots};
+pub use slots::{Slot, SlotKind, UserSlots};
 pub use ttl_cache::TtlCache;
 pub use user_views::{CachedJson, UserViews, follow, user_data_written};
 

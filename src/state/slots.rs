@@ -2,14 +2,13 @@
 //! streams open at once. One user cannot take the server's connections, engine execs or
 //! memory from the others; past a cap the request gets 429 `too_many_concurrent`.
 
-use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
 use crate::config::SlotLimits;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::ratelimit::{Counts, Held};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotKind {
@@ -40,50 +39,6 @@ fn limit_of(limits: &SlotLimits, kind: SlotKind) -> usize {
         SlotKind::Desktop => limits.desktop,
         SlotKind::Stream => limits.stream,
         SlotKind::Request => limits.request,
-    }
-}
-
-/// How many of something each key holds; a `Held` guard gives its one back when dropped.
-pub struct Counts<K: Hash + Eq> {
-    taken: Arc<Mutex<HashMap<K, usize>>>,
-}
-
-impl<K: Hash + Eq> Default for Counts<K> {
-    fn default() -> Self {
-        Counts { taken: Arc::default() }
-    }
-}
-
-/// One held count of a key, until dropped.
-pub struct Held<K: Hash + Eq> {
-    taken: Arc<Mutex<HashMap<K, usize>>>,
-    key: Option<K>,
-}
-
-impl<K: Hash + Eq> Drop for Held<K> {
-    fn drop(&mut self) {
-        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(key) = self.key.take()
-            && let Some(count) = taken.get_mut(&key)
-        {
-            *count -= 1;
-            if *count == 0 {
-                taken.remove(&key);
-            }
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone> Counts<K> {
-    /// One more for `key`, unless it holds `max` already.
-    pub fn try_take(&self, key: K, max: usize) -> Option<Held<K>> {
-        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        let count = taken.entry(key.clone()).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(Held { taken: self.taken.clone(), key: Some(key) })
     }
 }
 

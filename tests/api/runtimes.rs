@@ -3,38 +3,14 @@
 //! same answers the in-memory runtime gives in the unit tests, so the domains above cannot
 //! tell which one they run on.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use ocaas::runtime::conformance::{lifecycle, processes};
-use ocaas::runtime::disk::DiskSpec;
+use ocaas::runtime::Runtime;
+use ocaas::runtime::conformance::{lifecycle, processes, spec};
 use ocaas::runtime::docker::DockerRuntime;
 use ocaas::runtime::sandbox::GATEWAY_PORT;
-use ocaas::runtime::{LABEL_DEPLOYMENT, LABEL_MANAGED, Limits, Runtime, SandboxSpec};
 
 use crate::helpers::{sandbox_image, test_settings};
-
-fn spec(image: &str, root: &std::path::Path, deployment: &str, name: &str) -> SandboxSpec {
-    let labels = HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned()), (LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]);
-    SandboxSpec {
-        name: name.to_owned(),
-        image: image.to_owned(),
-        disk: DiskSpec { dir: root.join(name), quota_bytes: 0 },
-        labels,
-        // What the gateway needs to start: a token and a model endpoint (never called here).
-        env: [
-            "OPENCLAW_GATEWAY_TOKEN=conformance",
-            "HOME=/home/sandbox",
-            "OCAAS_STATE_DIR=/agent-state",
-            "OCAAS_LLM_BASE_URL=http://127.0.0.1:9/v1",
-            "OCAAS_LLM_API_KEY=none",
-            "OCAAS_LLM_MODEL=none",
-        ]
-        .map(String::from)
-        .to_vec(),
-        limits: Limits { memory_bytes: 512 << 20, nano_cpus: 1_000_000_000, pids: 256, log_bytes: 1 << 20 },
-    }
-}
 
 #[tokio::test]
 async fn docker_and_a_node_in_front_of_it_pass_the_runtime_conformance_checks() {
@@ -45,7 +21,7 @@ async fn docker_and_a_node_in_front_of_it_pass_the_runtime_conformance_checks() 
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let deployment = format!("conformance-{tag}");
     let root = std::env::temp_dir().join(format!("ocaas-conformance-{tag}"));
-    let spec = |what: &str| spec(&image, &root, &deployment, &format!("ocaas-conf-{tag}-{what}"));
+    let spec = |what: &str| spec(&format!("ocaas-conf-{tag}-{what}"), &image, &root, &deployment);
 
     lifecycle(docker.as_ref(), &spec("docker"), GATEWAY_PORT).await.expect("Docker: lifecycle");
     processes(docker.as_ref(), &spec("docker-exec")).await.expect("Docker: processes");

@@ -57,34 +57,7 @@ pub struct Relay {
     bound: OnceCell<SocketAddr>,
     in_flight: Arc<Semaphore>,
     /// Calls in flight per calling address.
-    per_sandbox: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-}
-
-/// One call counted against its sandbox until dropped.
-struct Counted(Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, std::net::IpAddr);
-
-impl Counted {
-    fn take(counts: &Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr) -> Option<Counted> {
-        let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let held = map.entry(ip).or_default();
-        if *held >= MAX_PER_SANDBOX {
-            return None;
-        }
-        *held += 1;
-        Some(Counted(counts.clone(), ip))
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(held) = map.get_mut(&self.1) {
-            *held -= 1;
-            if *held == 0 {
-                map.remove(&self.1);
-            }
-        }
-    }
+    per_sandbox: crate::ratelimit::Counts<std::net::IpAddr>,
 }
 
 impl Relay {
@@ -93,7 +66,7 @@ impl Relay {
         // provider after 2 minutes, so a silent server is gone after a little more.
         let http = crate::runtime::outbound::client(Duration::from_secs(5), Some(Duration::from_secs(150)), None)?;
         let (host_ports, bound, in_flight) = (Mutex::default(), OnceCell::new(), Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
-        Ok(Relay { config, runtime, http, serve, host_ports, bound, in_flight, per_sandbox: Arc::default() })
+        Ok(Relay { config, runtime, http, serve, host_ports, bound, in_flight, per_sandbox: Default::default() })
     }
 
     /// Remembers which host ports the egress policy opens to sandboxes.
@@ -136,7 +109,7 @@ async fn forward(State(relay): State<Arc<Relay>>, ConnectInfo(peer): ConnectInfo
     }
     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let path = format!("{path}{query}");
-    let Some(counted) = Counted::take(&relay.per_sandbox, peer.ip()) else {
+    let Some(counted) = relay.per_sandbox.try_take(peer.ip(), MAX_PER_SANDBOX) else {
         return openai_error(StatusCode::TOO_MANY_REQUESTS, "This sandbox has too many model calls in flight; retry when one ends.");
     };
     let Ok(permit) = relay.in_flight.clone().try_acquire_owned() else {
