@@ -15,22 +15,20 @@ pub async fn device(db: &PgPool, instance_id: Uuid) -> sqlx::Result<Option<Devic
         .await
 }
 
-/// Records a new identity unless one exists (then the stored one wins: two replicas agree).
+/// Records a new identity unless one exists, then reads the stored one (which wins: two
+/// replicas agree). Two statements on purpose: when another transaction inserts the row first,
+/// `ON CONFLICT DO NOTHING` waits for it, but a `SELECT` in the same statement still reads the
+/// snapshot from before it and finds nothing.
 pub async fn insert_device(db: &PgPool, instance_id: Uuid, device_id: &str, seed_sealed: &[u8]) -> sqlx::Result<DeviceRow> {
-    sqlx::query_as!(
-        DeviceRow,
-        r#"WITH made AS (
-               INSERT INTO gateway_devices (instance_id, device_id, seed_sealed) VALUES ($1, $2, $3)
-               ON CONFLICT (instance_id) DO NOTHING RETURNING seed_sealed, device_token_sealed)
-           SELECT seed_sealed AS "seed_sealed!", device_token_sealed FROM made
-           UNION ALL
-           SELECT seed_sealed, device_token_sealed FROM gateway_devices WHERE instance_id = $1 AND NOT EXISTS (SELECT 1 FROM made)"#,
+    sqlx::query!(
+        "INSERT INTO gateway_devices (instance_id, device_id, seed_sealed) VALUES ($1, $2, $3) ON CONFLICT (instance_id) DO NOTHING",
         instance_id,
         device_id,
         seed_sealed
     )
-    .fetch_one(db)
-    .await
+    .execute(db)
+    .await?;
+    device(db, instance_id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 pub async fn set_device_token(db: &PgPool, instance_id: Uuid, sealed: &[u8]) -> sqlx::Result<()> {
