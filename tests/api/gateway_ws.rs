@@ -2,8 +2,8 @@
 //! gateway speaking it as captured: tool steps streamed, fed to a second replica and kept in
 //! history across a restart; a turn stopped mid-tool; turns made on the gateway directly
 //! imported; the device pairing kept across a reboot, redone after a wipe and raced by several
-//! callers at once; lost frames
-//! recovered; and the HTTP door used where the gateway has no WebSocket.
+//! callers at once; lost frames recovered; and the HTTP door used where the gateway has no
+//! WebSocket.
 
 use std::time::{Duration, Instant};
 
