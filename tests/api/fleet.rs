@@ -110,7 +110,9 @@ fn image_tar(image: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let tar = dir.join(format!("{}.tar", image.replace([':', '/'], "_")));
     if !tar.exists() {
-        let part = tar.with_extension("part");
+        // Each test runs in a process of its own and the multi-host tests start together: each
+        // writes its own part, and the renames (atomic) put one whole tar in place.
+        let part = tar.with_extension(format!("{}.part", std::process::id()));
         run("docker", &["save", "-o", part.to_str().unwrap(), image]);
         std::fs::rename(&part, &tar).unwrap();
     }
