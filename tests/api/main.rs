@@ -11,6 +11,7 @@ mod auth_cache;
 mod broker;
 mod browser;
 mod chat;
+mod concurrent_facts;
 mod conformance;
 mod dashboard;
 mod deploy;

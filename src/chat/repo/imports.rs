@@ -11,20 +11,25 @@ use super::{MessageRow, SessionRow};
 use crate::chat::models::{MessageStatus, Role, SessionOrigin};
 use crate::chat::tools::ToolStep;
 
-/// The imported session with this gateway key, made if there is none yet (`None` when the
-/// instance has `max` sessions already).
+/// The imported session with this gateway key, made if there is none yet (`None` when it is
+/// new and the instance has `max` sessions already). The row comes from `RETURNING`: the
+/// statement's own reads see neither the row its `INSERT` makes nor one another replica made
+/// meanwhile.
 pub async fn gateway_session(db: &PgPool, instance_id: Uuid, key: &str, max: i64) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as!(
         SessionRow,
         r#"WITH made AS (
                INSERT INTO chat_sessions (id, instance_id, title, gateway_key, origin)
-               SELECT $1, $2, $3, $3, 'gateway' WHERE (SELECT count(*) FROM chat_sessions WHERE instance_id = $2) < $4
+               SELECT $1, $2, $3, $3, 'gateway'
+                WHERE (SELECT count(*) FROM chat_sessions WHERE instance_id = $2) < $4
+                   OR EXISTS (SELECT 1 FROM chat_sessions WHERE instance_id = $2 AND gateway_key = $3)
                ON CONFLICT (instance_id, gateway_key) WHERE gateway_key IS NOT NULL DO UPDATE SET last_activity_at = now()
-               RETURNING id)
-           SELECT s.id, s.instance_id, s.title, s.created_at, s.last_activity_at,
+               RETURNING id, instance_id, title, created_at, last_activity_at, origin, gateway_key, active_turn)
+           SELECT s.id AS "id!", s.instance_id AS "instance_id!", s.title, s.created_at AS "created_at!",
+                  s.last_activity_at AS "last_activity_at!",
                   (SELECT count(*) FROM chat_messages m WHERE m.session_id = s.id) AS "message_count!",
-                  s.origin AS "origin: SessionOrigin", s.gateway_key, s.active_turn
-           FROM chat_sessions s WHERE s.id = (SELECT id FROM made)"#,
+                  s.origin AS "origin!: SessionOrigin", s.gateway_key, s.active_turn
+           FROM made s"#,
         uuid::Uuid::now_v7(),
         instance_id,
         key,
