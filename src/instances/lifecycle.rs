@@ -128,6 +128,9 @@ pub fn orphan_disk_spec(state: &AppState, sandbox_id: &str) -> DiskSpec {
     Facts::for_new(&state.settings.instances, sandbox_id).disk()
 }
 
+const NO_BROKER: &str = "the model broker is not listening on the sandbox network (the server's log says why), so the sandbox \
+would have no model endpoint; start the instance again once it listens";
+
 /// Starts the instance's container, creating it first (with a fresh broker token) if it does
 /// not exist. A container that exists already (a provision resumed after a crash) keeps its
 /// token, whose hash was stored before the container was created.
@@ -142,10 +145,8 @@ async fn create_and_start(state: &AppState, instance: &InstanceRow) -> Result<()
                 Some(relay) => Some(format!("http://{relay}/v1")),
                 None => crate::broker::url(state).await,
             };
-            let url = url.unwrap_or_else(|| {
-                tracing::warn!(id = %instance.id, "the model broker is not listening: the sandbox gets no model endpoint");
-                String::new()
-            });
+            // Without one the gateway would refuse its configuration and exit: say why instead.
+            let url = url.ok_or_else(|| DriveError::Failed(NO_BROKER.to_owned()))?;
             let token = crate::broker::rotate_token(&state.db, instance.id).await.map_err(|e| DriveError::Failed(e.to_string()))?;
             runtime.create_sandbox(&sandbox_spec(state, instance, &BrokerAccess { url, token })).await?;
             // A clone's storage gets its source snapshot before the first start.

@@ -190,6 +190,23 @@ async fn a_killed_sandbox_shows_as_error_within_the_reconcile_interval() {
     wait_for(&app, id, "ready").await;
 }
 
+/// A server whose model broker cannot listen (its one port taken) starts no sandbox without a
+/// model endpoint, whose gateway would refuse to start: the create ends in `error` saying why.
+#[tokio::test]
+async fn a_create_while_the_model_broker_cannot_listen_ends_in_a_clear_error() {
+    // A port held on every address: the broker's bind on the sandbox network's gateway fails.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let app = spawn_app_with_docker(|s| s.instances.broker_ports = (port, port)).await;
+    grant(&app, 1).await;
+    let created = create(&app).await;
+    let failed = wait_for(&app, created["id"].as_str().unwrap(), "error").await;
+    assert!(failed["last_error"].as_str().unwrap().contains("model broker is not listening"), "{failed}");
+    let sandbox = created["sandbox_id"].as_str().unwrap();
+    assert_eq!(docker(&["ps", "-aq", "--filter", &format!("name={sandbox}")]), "", "no sandbox was started without a model");
+    drop(held);
+}
+
 #[tokio::test]
 async fn an_instance_left_provisioning_by_a_dead_server_still_becomes_ready() {
     let app = spawn_app_with_docker(|s| s.instances.reconcile_interval = Duration::from_secs(3600)).await;
