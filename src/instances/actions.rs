@@ -11,7 +11,7 @@ use super::lifecycle;
 use super::machine::{self, Op};
 use super::models::*;
 use super::power;
-use super::repo;
+use super::repo::{self, Guard};
 use crate::audit::AuditAction;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ClientAddr};
@@ -102,7 +102,7 @@ pub async fn start(State(state): State<AppState>, owned: OwnedInstance, client: 
         (status = 409, description = "`invalid_state`: only `ready` instances pause", body = ErrorBody),
     ))]
 pub async fn pause(State(state): State<AppState>, OwnedInstance { instance, .. }: OwnedInstance) -> AppResult<Json<Instance>> {
-    Ok(Json(power::pause(&state, &instance, Op::Pause).await?.into()))
+    Ok(Json(power::pause(&state, &instance, Op::Pause, Guard::None).await?.into()))
 }
 
 /// Resume an instance

@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::models::{InstanceStatus, StopReason};
-use super::repo::{self, Change, InstanceRow};
+use super::repo::{self, Change, Guard, InstanceRow};
 use crate::error::{AppError, ErrorCode};
 
 use InstanceStatus::*;
@@ -139,6 +139,8 @@ pub struct Extra<'a> {
     pub last_error: Option<&'a str>,
     pub pending_snapshot: Option<Uuid>,
     pub image: Option<&'a str>,
+    /// What else the row must still be (`repo::Guard`).
+    pub guard: Guard,
 }
 
 /// `apply` with what the op carries. An op that ends an operation clears the pending snapshot
@@ -147,7 +149,7 @@ pub async fn apply_with(db: &PgPool, id: Uuid, op: Op, extra: Extra<'_>) -> sqlx
     let (from, to) = op.rule();
     let (stop_reason, keep_reason) = op.stop_reason();
     let last_error = extra.last_error.filter(|_| to == Error || op == Op::RolledBack);
-    let mut change = Change { last_error, stop_reason, keep_reason, ..Change::default() };
+    let mut change = Change { last_error, stop_reason, keep_reason, guard: extra.guard, ..Change::default() };
     match op {
         Op::Restore => change.pending_snapshot = Some(extra.pending_snapshot),
         // `Op::Upgrade` is made by `begin_upgrade`, which also records the old image.

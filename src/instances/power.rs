@@ -9,21 +9,22 @@ use std::time::{Duration, Instant};
 use super::lifecycle;
 use super::machine::{self, Op};
 use super::models::InstanceStatus;
-use super::repo::{self, InstanceRow};
+use super::repo::{self, Guard, InstanceRow};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::state::AppState;
 
 /// How long a pause waits for commands and file operations in progress.
 const CALLS_GRACE: Duration = Duration::from_secs(5);
 
-/// Freezes a `ready` instance (`Op::Pause` by its user, `Op::IdlePause` by the policy), once
-/// no command or file operation is working in it (else 409: freezing would hang them).
-pub async fn pause(state: &AppState, instance: &InstanceRow, op: Op) -> AppResult<InstanceRow> {
+/// Freezes a `ready` instance (`Op::Pause` by its user, `Op::IdlePause` by the policy, which
+/// guards it with what it saw), once no command or file operation is working in it (else 409:
+/// freezing would hang them).
+pub async fn pause(state: &AppState, instance: &InstanceRow, op: Op, guard: Guard) -> AppResult<InstanceRow> {
     let _held = state.drivers.hold(instance.id).await;
     if !state.activity.freeze(instance.id, CALLS_GRACE).await {
         return Err(AppError::new(ErrorCode::InvalidState, "Commands or file operations are running in the instance; pause it when they are done."));
     }
-    let paused = machine::apply(&state.db, instance.id, op).await;
+    let paused = machine::apply_with(&state.db, instance.id, op, machine::Extra { guard, ..Default::default() }).await;
     let engine = match &paused {
         Ok(Some(_)) => Some(state.runtime.pause(&instance.sandbox_id).await),
         _ => None,

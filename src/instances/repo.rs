@@ -158,6 +158,19 @@ pub struct Change<'a> {
     pub pending_snapshot: Option<Option<Uuid>>,
     pub image: Option<&'a str>,
     pub upgrade_from: Option<Option<&'a str>>,
+    pub guard: Guard,
+}
+
+/// What the row must still be, besides its status, for a decision made on an earlier read to
+/// hold (another replica may have claimed, pinned or used the instance since).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Guard {
+    #[default]
+    None,
+    /// Still nobody's: a pool sandbox no create claimed meanwhile.
+    Unowned,
+    /// Still idle: not pinned, and not used after this time.
+    IdleSince(DateTime<Utc>),
 }
 
 /// Moves the instance to `to` if its status is one of `from`; `None` when it was not. Waking
@@ -179,6 +192,8 @@ pub async fn transition(
                 image = COALESCE($9, image),
                 upgrade_from_image = CASE WHEN $10 THEN $11 ELSE upgrade_from_image END
          WHERE id = $1 AND status = ANY($2)
+           AND (NOT $12 OR user_id IS NULL)
+           AND ($13::timestamptz IS NULL OR (NOT keep_awake AND last_active_at <= $13))
          RETURNING id, user_id, sandbox_id, name, status AS "status: InstanceStatus", last_error, image, gateway_token, created_at, updated_at,
                 last_active_at, stop_reason AS "stop_reason: StopReason", keep_awake, openclaw_version, pending_snapshot_id, upgrade_from_image, storage_kind AS "storage_kind: StorageKind", storage_dir, disk_quota_bytes, memory_bytes, nano_cpus, pids, org_id"#,
             id,
@@ -191,7 +206,12 @@ pub async fn transition(
             change.pending_snapshot.flatten(),
             change.image,
             change.upgrade_from.is_some(),
-            change.upgrade_from.flatten()
+            change.upgrade_from.flatten(),
+            change.guard == Guard::Unowned,
+            match change.guard {
+                Guard::IdleSince(seen) => Some(seen),
+                _ => None,
+            }
         )
         .fetch_optional(db)
         .await,

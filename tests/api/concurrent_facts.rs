@@ -1,9 +1,13 @@
 //! Facts about an instance that several callers (replicas, the dashboard's parallel requests)
 //! write at once, against the real database: each caller gets the one row stored, never an
-//! error or nothing. A statement's own reads see neither the row its `INSERT` makes nor one
-//! another transaction commits meanwhile, so these are the races to test.
+//! error or nothing (a statement's own reads see neither the row its `INSERT` makes nor one
+//! another transaction commits meanwhile); and a state change decided on an earlier read does
+//! not go through once another replica made that read untrue.
 
 use std::time::Duration;
+
+use ocaas::instances::machine::{self, Op};
+use ocaas::instances::repo::Guard;
 
 /// A conversation begun on the gateway (a messenger, the agent's own UI) gets its imported
 /// session at its first event, even when that event is its last; at the instance's cap, an
@@ -60,4 +64,57 @@ async fn callers_pairing_an_instance_at_once_all_get_its_one_identity() {
         }
         assert!(seeds.windows(2).all(|pair| pair[0] == pair[1]), "one identity for all: {seeds:?}");
     }
+}
+
+/// The state change a replica decided on an earlier read, applied after another replica acted.
+async fn apply_guarded(app: &crate::helpers::TestApp, id: uuid::Uuid, op: Op, guard: Guard) -> Option<String> {
+    let extra = machine::Extra { guard, ..Default::default() };
+    machine::apply_with(&app.db, id, op, extra).await.unwrap().map(|row| row.status.as_str().to_owned())
+}
+
+async fn status_of(app: &crate::helpers::TestApp, id: uuid::Uuid) -> String {
+    sqlx::query_scalar("SELECT status::text FROM instances WHERE id = $1").bind(id).fetch_one(&app.db).await.unwrap()
+}
+
+/// A replica on another image lists a pool sandbox as stale; meanwhile a create on another
+/// replica gives it to a user. The stale replica's removal must not delete the user's instance.
+#[tokio::test]
+async fn a_pool_sandbox_claimed_after_it_was_listed_as_stale_is_not_removed() {
+    let app = crate::helpers::spawn_app().await;
+    let claimed = app.ready_instance_row().await;
+    assert_eq!(apply_guarded(&app, claimed, Op::Delete, Guard::Unowned).await, None);
+    assert_eq!(status_of(&app, claimed).await, "ready", "the user's instance is left alone");
+    let pooled = app.ready_instance_row().await;
+    sqlx::query("UPDATE instances SET user_id = NULL, status = 'pooled' WHERE id = $1").bind(pooled).execute(&app.db).await.unwrap();
+    assert_eq!(apply_guarded(&app, pooled, Op::Delete, Guard::Unowned).await.as_deref(), Some("deleting"), "a pool sandbox still nobody's goes");
+}
+
+/// A ready instance unused for two hours; what the idle policy read of it.
+async fn idle_row(app: &crate::helpers::TestApp) -> (uuid::Uuid, chrono::DateTime<chrono::Utc>) {
+    let id = app.ready_instance_row().await;
+    let seen = sqlx::query_scalar("UPDATE instances SET last_active_at = now() - interval '2 hours' WHERE id = $1 RETURNING last_active_at")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    (id, seen)
+}
+
+/// The idle policy found an instance idle; before it acts, another replica wakes it (a chat
+/// resumed it) or its user pins it. Neither a stop nor a pause goes through then.
+#[tokio::test]
+async fn an_instance_woken_or_pinned_after_the_idle_policy_looked_is_left_running() {
+    let app = crate::helpers::spawn_app().await;
+    let (used, seen) = idle_row(&app).await;
+    sqlx::query("UPDATE instances SET last_active_at = now() WHERE id = $1").bind(used).execute(&app.db).await.unwrap();
+    for op in [Op::IdleStop, Op::IdlePause] {
+        assert_eq!(apply_guarded(&app, used, op, Guard::IdleSince(seen)).await, None, "{op:?} of an instance used since");
+    }
+    let (pinned, seen) = idle_row(&app).await;
+    sqlx::query("UPDATE instances SET keep_awake = true WHERE id = $1").bind(pinned).execute(&app.db).await.unwrap();
+    assert_eq!(apply_guarded(&app, pinned, Op::IdleStop, Guard::IdleSince(seen)).await, None, "a stop of an instance pinned since");
+    assert_eq!((status_of(&app, used).await, status_of(&app, pinned).await), ("ready".to_owned(), "ready".to_owned()));
+    // Still idle as seen: the policy's stop goes through.
+    let (idle, seen) = idle_row(&app).await;
+    assert_eq!(apply_guarded(&app, idle, Op::IdleStop, Guard::IdleSince(seen)).await.as_deref(), Some("stopping"));
 }

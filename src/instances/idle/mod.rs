@@ -12,13 +12,14 @@ pub mod repo;
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::lifecycle;
 use super::machine::{self, Op};
 use super::models::InstanceStatus;
 use super::power;
+use super::repo::Guard;
 use crate::config::IdleSettings;
 use crate::error::AppResult;
 use crate::state::AppState;
@@ -114,24 +115,26 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<()> {
         let stop_after = policy(candidate.stop_after_secs, defaults.stop_after);
         match verdict(candidate.status, idle_for, pause_after, stop_after) {
             Verdict::Leave => {}
-            Verdict::Pause => pause(state, candidate.id).await,
-            Verdict::Stop => stop(state, candidate.id).await?,
+            // Only if still idle when it happens: another replica may wake or pin it meanwhile.
+            Verdict::Pause => pause(state, candidate.id, candidate.last_active_at).await,
+            Verdict::Stop => stop(state, candidate.id, candidate.last_active_at).await?,
         }
     }
     Ok(())
 }
 
-async fn pause(state: &AppState, id: Uuid) {
+async fn pause(state: &AppState, id: Uuid, seen: DateTime<Utc>) {
     let Ok(Some(instance)) = super::repo::get(&state.db, id).await else { return };
-    match power::pause(state, &instance, Op::IdlePause).await {
+    match power::pause(state, &instance, Op::IdlePause, Guard::IdleSince(seen)).await {
         Ok(_) => tracing::info!(%id, "idle: paused"),
         // Used or changed in the meantime: the guarded update refused, which is right.
         Err(error) => tracing::debug!(%id, %error, "idle: not paused"),
     }
 }
 
-async fn stop(state: &AppState, id: Uuid) -> sqlx::Result<()> {
-    if machine::apply(&state.db, id, Op::IdleStop).await?.is_some() {
+async fn stop(state: &AppState, id: Uuid, seen: DateTime<Utc>) -> sqlx::Result<()> {
+    let still_idle = machine::Extra { guard: Guard::IdleSince(seen), ..Default::default() };
+    if machine::apply_with(&state.db, id, Op::IdleStop, still_idle).await?.is_some() {
         tracing::info!(%id, "idle: stopping");
         lifecycle::spawn_drive(state, id);
     }
