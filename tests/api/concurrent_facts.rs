@@ -118,3 +118,54 @@ async fn an_instance_woken_or_pinned_after_the_idle_policy_looked_is_left_runnin
     let (idle, seen) = idle_row(&app).await;
     assert_eq!(apply_guarded(&app, idle, Op::IdleStop, Guard::IdleSince(seen)).await.as_deref(), Some("stopping"));
 }
+
+/// Two writers of one feed at once: the first holds its change uncommitted while the second
+/// comes. A reader resuming by id (`Last-Event-ID`) meanwhile must not see the second's larger
+/// id yet, or it would skip the first's for good (a message left "streaming" in its feed).
+#[tokio::test]
+async fn a_feed_never_shows_a_later_event_before_an_earlier_one() {
+    use ocaas::chat::models::{MessageStatus, Role};
+    use ocaas::chat::repo as chat;
+    use ocaas::gateway::repo::agent;
+    let app = crate::helpers::spawn_app().await;
+    let id = app.ready_instance_row().await;
+    let session = chat::insert_session_capped(&app.db, id, None, 10).await.unwrap().unwrap().id;
+    let message =
+        |content: &'static str| chat::insert_message(&app.db, uuid::Uuid::now_v7(), session, Role::Assistant, content, MessageStatus::Streaming);
+    let (first, second) = (message("a").await.unwrap(), message("b").await.unwrap());
+    let cursor = chat::last_event(&app.db, session).await.unwrap();
+
+    let mut held = app.db.begin().await.unwrap();
+    let early: i64 = sqlx::query_scalar("UPDATE chat_messages SET content = 'a!' WHERE id = $1 RETURNING event_id")
+        .bind(first.id)
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    let db = app.db.clone();
+    let late = tokio::spawn(async move { chat::update_message(&db, second.id, "b!", MessageStatus::Complete, None, None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = chat::changed_since(&app.db, session, cursor, 10).await.unwrap();
+    assert!(seen.is_empty(), "a reader saw event {:?} while event {early} was not committed", seen.iter().map(|m| m.event_id).collect::<Vec<_>>());
+    held.commit().await.unwrap();
+    let late = late.await.unwrap().unwrap().event_id;
+    let seen: Vec<i64> = chat::changed_since(&app.db, session, cursor, 10).await.unwrap().iter().map(|m| m.event_id).collect();
+    assert_eq!(seen, vec![early, late]);
+
+    // The agent feed (approvals, schedule runs) the same way.
+    let cursor = agent::last_event(&app.db, id).await.unwrap();
+    let mut held = app.db.begin().await.unwrap();
+    let early: i64 =
+        sqlx::query_scalar("INSERT INTO agent_events (instance_id, kind, dedupe, data) VALUES ($1, 'approval', 'one', '{}') RETURNING id")
+            .bind(id)
+            .fetch_one(&mut *held)
+            .await
+            .unwrap();
+    let db = app.db.clone();
+    let late = tokio::spawn(async move { agent::insert_event(&db, id, "approval", "two", &serde_json::json!({})).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(agent::events_after(&app.db, id, cursor, 10).await.unwrap().is_empty(), "an agent event seen before event {early} was committed");
+    held.commit().await.unwrap();
+    late.await.unwrap().unwrap();
+    let seen: Vec<i64> = agent::events_after(&app.db, id, cursor, 10).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!((seen.len(), seen[0]), (2, early));
+}
