@@ -149,7 +149,20 @@ pub async fn scheduled_beyond(db: &PgPool, instance_id: Uuid, keep: i64) -> sqlx
     .await
 }
 
-/// An instance due for a scheduled backup, with its plan's schedule.
+/// Whether a scheduled backup of the instance (being taken, or taken) is newer than `seen`
+/// (another replica took one since this one looked).
+pub async fn scheduled_after(db: &PgPool, instance_id: Uuid, seen: Option<DateTime<Utc>>) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM snapshots WHERE instance_id = $1 AND kind = 'scheduled' AND status IN ('creating', 'ready')
+                          AND created_at > COALESCE($2, '-infinity'::timestamptz)) AS "newer!""#,
+        instance_id,
+        seen
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// An instance due for a scheduled backup (a backup being taken counts), with its plan's schedule.
 pub struct Due {
     pub instance_id: Uuid,
     pub interval_secs: Option<i32>,
@@ -163,7 +176,7 @@ pub async fn backup_candidates(db: &PgPool) -> sqlx::Result<Vec<Due>> {
     sqlx::query_as!(
         Due,
         r#"SELECT i.id AS instance_id, s.backup_interval_secs AS "interval_secs?", s.backup_keep AS "keep?", i.last_active_at,
-                  (SELECT max(created_at) FROM snapshots b WHERE b.instance_id = i.id AND b.kind = 'scheduled' AND b.status = 'ready') AS last_backup
+                  (SELECT max(created_at) FROM snapshots b WHERE b.instance_id = i.id AND b.kind = 'scheduled' AND b.status IN ('creating', 'ready')) AS last_backup
          FROM instances i LEFT JOIN subscriptions s ON s.user_id = i.user_id
          WHERE i.user_id IS NOT NULL AND i.status IN ('ready', 'paused', 'stopped')"#
     )

@@ -1,14 +1,14 @@
 //! Scheduled backups: every instance gets a `scheduled` snapshot once per interval (the plan's
 //! or `OCAAS_BACKUP_INTERVAL`), at most `OCAAS_BACKUP_CONCURRENCY` at a time, and only the
 //! newest `keep` of them stay. An instance unused since its last backup (a stopped one, say)
-//! is not backed up again: nothing changed.
+//! is not backed up again: nothing changed. With several replicas, each instance is backed up
+//! once per interval all the same (`back_up`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use uuid::Uuid;
 
 use super::models::SnapshotKind;
 use super::repo::{self, Due};
@@ -55,7 +55,7 @@ pub async fn run_once(state: &AppState, slots: &Arc<Semaphore>) -> anyhow::Resul
         let Some(keep) = due(&candidate, settings.backup_interval, settings.backup_keep) else { continue };
         let (state, slot) = (state.clone(), slots.clone().acquire_owned().await?);
         work.spawn(async move {
-            back_up(&state, candidate.instance_id, keep).await;
+            back_up(&state, &candidate, keep).await;
             drop(slot);
         });
     }
@@ -63,9 +63,18 @@ pub async fn run_once(state: &AppState, slots: &Arc<Semaphore>) -> anyhow::Resul
     Ok(())
 }
 
-async fn back_up(state: &AppState, instance_id: Uuid, keep: i64) {
+async fn back_up(state: &AppState, due: &Due, keep: i64) {
+    let instance_id = due.instance_id;
+    // Every replica runs the schedule: the instance's lock (a lease across processes) makes
+    // them take turns, and the one that comes second finds the first one's backup and stops.
+    let held = state.drivers.hold(instance_id).await;
+    if !matches!(repo::scheduled_after(&state.db, instance_id, due.last_backup).await, Ok(false)) {
+        return;
+    }
     let Ok(Some(instance)) = crate::instances::repo::get(&state.db, instance_id).await else { return };
-    if let Err(error) = service::take(state, &instance, SnapshotKind::Scheduled, Some("scheduled backup")).await {
+    let taken = service::take_locked(state, &instance, SnapshotKind::Scheduled, Some("scheduled backup")).await;
+    drop(held);
+    if let Err(error) = taken {
         tracing::warn!(%instance_id, %error, "scheduled backup failed");
         return;
     }
@@ -85,7 +94,7 @@ mod tests {
 
     fn candidate(interval: Option<i32>, last_backup_ago: Option<i64>, active_ago: i64) -> Due {
         Due {
-            instance_id: Uuid::nil(),
+            instance_id: uuid::Uuid::nil(),
             interval_secs: interval,
             keep: None,
             last_backup: last_backup_ago.map(|s| Utc::now() - chrono::Duration::seconds(s)),

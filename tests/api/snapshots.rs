@@ -183,6 +183,28 @@ async fn scheduled_backups_run_and_keep_only_the_newest() {
     assert!(listed.as_array().unwrap().iter().all(|s| s["kind"] == "scheduled"), "{listed}");
 }
 
+/// Every replica runs the backup schedule: two passes at once back a due instance up once.
+#[tokio::test]
+async fn two_replicas_schedules_back_an_instance_up_once_per_interval() {
+    // An hour apart: only the passes this test runs can find the instance due.
+    let app = spawn_app_with_docker(|settings| settings.snapshots.backup_interval = Duration::from_secs(3600)).await;
+    let other = crate::helpers::respawn(&app).await;
+    let (id, _) = ready_instance(&app).await;
+    let pass = |app: &TestApp| {
+        let state = app.state.clone();
+        tokio::spawn(async move { ocaas::snapshots::schedule::run_once(&state, &std::sync::Arc::new(tokio::sync::Semaphore::new(1))).await })
+    };
+    let (first, second) = (pass(&app), pass(&other));
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    let taken: Vec<String> = sqlx::query_scalar("SELECT status FROM snapshots WHERE instance_id = $1::uuid AND kind = 'scheduled'")
+        .bind(&id)
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(taken, vec!["ready".to_owned()], "one backup, not one per replica");
+}
+
 #[tokio::test]
 async fn snapshots_past_the_users_storage_quota_are_refused_stopped_mid_pack_and_leave_nothing() {
     let app = spawn_app_with_docker(|settings| settings.snapshots.quota_bytes = 2 << 20).await;
