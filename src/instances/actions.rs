@@ -11,7 +11,7 @@ use super::lifecycle;
 use super::machine::{self, Op};
 use super::models::*;
 use super::power;
-use super::repo::{self, Guard};
+use super::repo::{self, Guard, InstanceRow};
 use crate::audit::AuditAction;
 use crate::error::{AppError, AppResult, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ClientAddr};
@@ -140,17 +140,34 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateInstanceRequest>,
 ) -> AppResult<Json<Instance>> {
     let name = body.name.as_deref().map(super::access::check_name).transpose()?;
-    if body.keep_awake == Some(true) && !instance.keep_awake {
-        let allowed = super::idle::keep_awake_allowance(&state, user.user_id).await?;
-        if repo::count_kept_awake(&state.db, user.user_id, instance.id).await? >= i64::from(allowed) {
+    let pinning = body.keep_awake == Some(true) && !instance.keep_awake;
+    let allowed = if pinning { Some(super::idle::keep_awake_allowance(&state, user.user_id).await?) } else { None };
+    let updated = update_within(&state.db, user.user_id, instance.id, name, body.keep_awake, allowed).await?;
+    Ok(Json(updated.into()))
+}
+
+/// Renames and pins or unpins; a pin only while the user has fewer than `allowed` others.
+async fn update_within(
+    db: &sqlx::PgPool,
+    user_id: uuid::Uuid,
+    id: uuid::Uuid,
+    name: Option<Option<&str>>,
+    keep_awake: Option<bool>,
+    allowed: Option<u32>,
+) -> AppResult<InstanceRow> {
+    let mut tx = db.begin().await?;
+    if let Some(allowed) = allowed {
+        repo::lock_user_pins(&mut *tx, user_id).await?;
+        if repo::count_kept_awake(&mut *tx, user_id, id).await? >= i64::from(allowed) {
             return Err(AppError::new(
                 ErrorCode::KeepAwakeLimit,
                 format!("Your plan lets you keep {allowed} instance(s) awake; unpin another one first."),
             ));
         }
     }
-    let updated = repo::update(&state.db, instance.id, name, body.keep_awake).await?.ok_or_else(crate::extract::instance_not_found)?;
-    Ok(Json(updated.into()))
+    let updated = repo::update(&mut *tx, id, name, keep_awake).await?.ok_or_else(crate::extract::instance_not_found)?;
+    tx.commit().await?;
+    Ok(updated)
 }
 
 /// Upgrade an instance

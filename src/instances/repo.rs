@@ -265,7 +265,7 @@ pub async fn set_version(db: &PgPool, id: Uuid, version: &str) -> sqlx::Result<(
 }
 
 /// Changes the instance's label and pin; `None` leaves a field as it is.
-pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awake: Option<bool>) -> sqlx::Result<Option<InstanceRow>> {
+pub async fn update(db: impl PgExecutor<'_>, id: Uuid, name: Option<Option<&str>>, keep_awake: Option<bool>) -> sqlx::Result<Option<InstanceRow>> {
     written(
         sqlx::query_as!(
             InstanceRow,
@@ -284,10 +284,18 @@ pub async fn update(db: &PgPool, id: Uuid, name: Option<Option<&str>>, keep_awak
 }
 
 /// How many of the user's instances other than `except` are pinned awake.
-pub async fn count_kept_awake(db: &PgPool, user_id: Uuid, except: Uuid) -> sqlx::Result<i64> {
+pub async fn count_kept_awake(db: impl PgExecutor<'_>, user_id: Uuid, except: Uuid) -> sqlx::Result<i64> {
     sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM instances WHERE user_id = $1 AND keep_awake AND id <> $2"#, user_id, except)
         .fetch_one(db)
         .await
+}
+
+/// Locks the user's row for the transaction: a user's pins are counted and changed one request
+/// at a time, whichever replica serves them (the count must be read after the lock, in a
+/// statement of its own, to see what the request before committed).
+pub async fn lock_user_pins(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id).fetch_optional(db).await?;
+    Ok(())
 }
 
 /// Records activity seen in this process (written in batches, not per request).

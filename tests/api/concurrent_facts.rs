@@ -169,3 +169,25 @@ async fn a_feed_never_shows_a_later_event_before_an_earlier_one() {
     let seen: Vec<i64> = agent::events_after(&app.db, id, cursor, 10).await.unwrap().iter().map(|e| e.id).collect();
     assert_eq!((seen.len(), seen[0]), (2, early));
 }
+
+/// A plan that lets a user pin one instance awake: pins of several instances sent at once (to
+/// any replicas) leave exactly one pinned, the others refused with `keep_awake_limit`.
+#[tokio::test]
+async fn pins_sent_at_once_stay_within_the_plans_allowance() {
+    let app = crate::helpers::spawn_app_with(|s| s.idle.keep_awake_max = 1).await;
+    let other = crate::helpers::respawn(&app).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(app.ready_instance_row().await);
+    }
+    let pins = ids.iter().enumerate().map(|(n, id)| {
+        let server = if n % 2 == 0 { &app } else { &other };
+        server.api(reqwest::Method::PATCH, &format!("/api/instances/{id}")).json(&serde_json::json!({"keep_awake": true})).send()
+    });
+    let answers = futures_util::future::join_all(pins).await;
+    let mut codes: Vec<u16> = answers.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 403, 403, 403, 403, 403, 403, 403]);
+    let pinned: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE keep_awake").fetch_one(&app.db).await.unwrap();
+    assert_eq!(pinned, 1);
+}
