@@ -116,3 +116,11 @@ pub async fn create_database_if_missing(admin: &PgConnectOptions, name: &str) ->
 pub async fn snapshot(db: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await
 }
+
+/// Locks the user's row until the transaction ends: a limit on what a user has (pins, webhook
+/// endpoints) is counted and used one request at a time, whichever replica serves it. The
+/// count must be a statement after this one, to see what the request before committed.
+pub async fn lock_user(tx: &mut sqlx::PgConnection, user_id: uuid::Uuid) -> sqlx::Result<()> {
+    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id).fetch_optional(tx).await?;
+    Ok(())
+}

@@ -157,7 +157,7 @@ async fn update_within(
 ) -> AppResult<InstanceRow> {
     let mut tx = db.begin().await?;
     if let Some(allowed) = allowed {
-        repo::lock_user_pins(&mut *tx, user_id).await?;
+        crate::db::lock_user(&mut tx, user_id).await?;
         if repo::count_kept_awake(&mut *tx, user_id, id).await? >= i64::from(allowed) {
             return Err(AppError::new(
                 ErrorCode::KeepAwakeLimit,

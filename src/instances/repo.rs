@@ -290,14 +290,6 @@ pub async fn count_kept_awake(db: impl PgExecutor<'_>, user_id: Uuid, except: Uu
         .await
 }
 
-/// Locks the user's row for the transaction: a user's pins are counted and changed one request
-/// at a time, whichever replica serves them (the count must be read after the lock, in a
-/// statement of its own, to see what the request before committed).
-pub async fn lock_user_pins(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id).fetch_optional(db).await?;
-    Ok(())
-}
-
 /// Records activity seen in this process (written in batches, not per request).
 pub async fn touch_active(db: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
     written(sqlx::query!("UPDATE instances SET last_active_at = now() WHERE id = ANY($1)", ids).execute(db).await)?;

@@ -81,14 +81,10 @@ pub async fn create(
     let events = service::check_events(body.events)?;
     service::check_grant(user.grant(), &events)?;
     let description = service::check_description(body.description.as_deref())?;
-    if repo::count_for_user(&state.db, user.user_id).await? >= service::MAX_ENDPOINTS {
-        let message = format!("An account may have {} webhook endpoints; delete one first.", service::MAX_ENDPOINTS);
-        return Err(AppError::new(ErrorCode::WebhookLimitReached, message));
-    }
     let secret = service::new_secret();
     let sealed = state.settings.secret_key.seal(secret.as_bytes());
     let new = repo::NewEndpoint { id: Uuid::now_v7(), user_id: user.user_id, url: &url, events: &events, description, secret_sealed: &sealed };
-    let row = repo::insert(&state.db, &new).await?;
+    let row = service::insert_within_limit(&state.db, &new).await?;
     crate::audit::record_action(&state.db, AuditAction::WebhookCreated, &user, client.as_deref(), Some(row.id.to_string())).await?;
     Ok((StatusCode::CREATED, Json(WebhookWithSecret { webhook: service::view(row, Utc::now()), secret })))
 }

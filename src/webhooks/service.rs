@@ -15,6 +15,20 @@ const MAX_URL: usize = 2048;
 const MAX_DESCRIPTION: usize = 500;
 /// Endpoints an account may have.
 pub const MAX_ENDPOINTS: i64 = 20;
+
+/// Adds the endpoint unless the account has `MAX_ENDPOINTS` already (counted under the user's
+/// lock, so creates sent at once through any replicas cannot pass the limit together).
+pub async fn insert_within_limit(db: &sqlx::PgPool, new: &super::repo::NewEndpoint<'_>) -> AppResult<EndpointRow> {
+    let mut tx = db.begin().await?;
+    crate::db::lock_user(&mut tx, new.user_id).await?;
+    if super::repo::count_for_user(&mut *tx, new.user_id).await? >= MAX_ENDPOINTS {
+        let message = format!("An account may have {MAX_ENDPOINTS} webhook endpoints; delete one first.");
+        return Err(AppError::new(ErrorCode::WebhookLimitReached, message));
+    }
+    let row = super::repo::insert(&mut *tx, new).await?;
+    tx.commit().await?;
+    Ok(row)
+}
 /// Deliveries pending past which an endpoint takes no test send.
 pub const MAX_PENDING_FOR_TEST: i64 = 100;
 /// How long the previous secret still signs after a rotation.

@@ -1,8 +1,9 @@
 //! Facts about an instance that several callers (replicas, the dashboard's parallel requests)
 //! write at once, against the real database: each caller gets the one row stored, never an
 //! error or nothing (a statement's own reads see neither the row its `INSERT` makes nor one
-//! another transaction commits meanwhile); and a state change decided on an earlier read does
-//! not go through once another replica made that read untrue.
+//! another transaction commits meanwhile); a state change decided on an earlier read does not
+//! go through once another replica made that read untrue; feeds show ids in order; and limits
+//! counted per user hold for requests sent at once.
 
 use std::time::Duration;
 
@@ -190,4 +191,21 @@ async fn pins_sent_at_once_stay_within_the_plans_allowance() {
     assert_eq!(codes, [200, 403, 403, 403, 403, 403, 403, 403]);
     let pinned: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE keep_awake").fetch_one(&app.db).await.unwrap();
     assert_eq!(pinned, 1);
+}
+
+/// Webhook endpoints created at once (through two replicas) stop at the account's limit.
+#[tokio::test]
+async fn webhook_endpoints_created_at_once_stop_at_the_accounts_limit() {
+    let app = crate::helpers::spawn_app_with(|s| s.webhook_allow_private = true).await;
+    let other = crate::helpers::respawn(&app).await;
+    let limit = ocaas::webhooks::service::MAX_ENDPOINTS as usize;
+    let creates = (0..limit + 6).map(|n| {
+        let server = if n % 2 == 0 { &app } else { &other };
+        let body = serde_json::json!({"url": format!("http://127.0.0.1:9/hook-{n}")});
+        server.api(reqwest::Method::POST, "/api/account/webhooks").json(&body).send()
+    });
+    let codes: Vec<u16> = futures_util::future::join_all(creates).await.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
+    assert_eq!((codes.iter().filter(|c| **c == 201).count(), codes.iter().filter(|c| **c == 403).count()), (limit, 6), "{codes:?}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints").fetch_one(&app.db).await.unwrap();
+    assert_eq!(stored, limit as i64);
 }
