@@ -10,7 +10,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 
 const MAX_NAME_CHARS: usize = 100;
 /// Organisations one user may belong to.
-const MAX_ORGS_PER_USER: usize = 50;
+pub const MAX_ORGS_PER_USER: usize = 50;
 
 pub fn org_not_found() -> AppError {
     AppError::new(ErrorCode::OrgNotFound, "No organisation with this id has you as a member.")
@@ -41,11 +41,13 @@ pub fn check_name(raw: &str) -> AppResult<&str> {
 
 pub async fn create(db: &PgPool, owner: Uuid, name: &str) -> AppResult<OrgView> {
     let name = check_name(name)?;
-    if repo::list_for_user(db, owner).await?.len() >= MAX_ORGS_PER_USER {
-        return Err(AppError::new(ErrorCode::InvalidRequest, format!("You belong to {MAX_ORGS_PER_USER} organisations already.")));
-    }
     let id = Uuid::now_v7();
     let mut tx = db.begin().await?;
+    // Counted under the user's lock: creates sent at once cannot pass the limit together.
+    crate::db::lock_user(&mut tx, owner).await?;
+    if repo::list_for_user(&mut *tx, owner).await?.len() >= MAX_ORGS_PER_USER {
+        return Err(AppError::new(ErrorCode::InvalidRequest, format!("You belong to {MAX_ORGS_PER_USER} organisations already.")));
+    }
     repo::create(&mut tx, id, name, owner).await?;
     tx.commit().await?;
     repo::get_for_member(db, id, owner).await?.ok_or_else(org_not_found)

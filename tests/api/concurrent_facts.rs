@@ -209,3 +209,17 @@ async fn webhook_endpoints_created_at_once_stop_at_the_accounts_limit() {
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints").fetch_one(&app.db).await.unwrap();
     assert_eq!(stored, limit as i64);
 }
+
+/// Organisations created at once (through two replicas) stop at the most one user may have.
+#[tokio::test]
+async fn organisations_created_at_once_stop_at_the_most_a_user_may_have() {
+    let app = crate::helpers::spawn_app().await;
+    let other = crate::helpers::respawn(&app).await;
+    let most = ocaas::orgs::service::MAX_ORGS_PER_USER;
+    let creates = (0..most + 4).map(|n| {
+        let server = if n % 2 == 0 { &app } else { &other };
+        server.api(reqwest::Method::POST, "/api/orgs").json(&serde_json::json!({"name": format!("team {n}")})).send()
+    });
+    let codes: Vec<u16> = futures_util::future::join_all(creates).await.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
+    assert_eq!((codes.iter().filter(|c| **c == 201).count(), codes.iter().filter(|c| **c == 400).count()), (most, 4), "{codes:?}");
+}
