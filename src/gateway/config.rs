@@ -207,11 +207,15 @@ fn path_of(pointer: &str) -> String {
 
 /// Keeps the file the gateway runs with now, sealed (it holds secrets), as the last good one.
 pub async fn keep_last_good(link: &Link, disk: &DiskSpec, instance: &InstanceRow) -> AppResult<()> {
+    let sealed = running_sealed(link, disk, instance).await?;
+    repo::set_last_good(&link.db, instance.id, &sealed, Utc::now()).await?;
+    Ok(())
+}
+
+/// The configuration file the gateway runs with now, sealed (to keep as the last good one).
+pub async fn running_sealed(link: &Link, disk: &DiskSpec, instance: &InstanceRow) -> AppResult<Vec<u8>> {
     match link.runtime.read_state_file(disk, FILE, MAX_FILE).await {
-        Ok(content) if serde_json::from_slice::<Map<String, Value>>(&content).is_ok() => {
-            repo::set_last_good(&link.db, instance.id, &link.key.seal(&content), Utc::now()).await?;
-            Ok(())
-        }
+        Ok(content) if serde_json::from_slice::<Map<String, Value>>(&content).is_ok() => Ok(link.key.seal(&content)),
         Ok(_) => Err(AppError::new(ErrorCode::InvalidConfig, "The configuration file on the instance is not a JSON object; fix it first.")),
         Err(error) => {
             tracing::warn!(instance = %instance.id, %error, "config: the running configuration could not be kept");

@@ -55,10 +55,17 @@ async fn check(state: &AppState, probation: Probation) {
     match instance.status {
         InstanceStatus::Ready if rpc::answers(&link, &instance).await => {
             let disk = crate::instances::lifecycle::disk_spec(state, &instance);
-            if let Err(error) = config::keep_last_good(&link, &disk, &instance).await {
-                tracing::warn!(instance = %instance.id, error = %error.into_message(), "config: keeping the confirmed configuration");
-            }
-            let _ = repo::confirm(&state.db, instance.id, probation.pending_until).await;
+            // Read while this probation still holds off new patches; kept only if the
+            // probation is still the one seen (another replica may have ended it, and the
+            // user patched again since: that file is not proven).
+            let good = match config::running_sealed(&link, &disk, &instance).await {
+                Ok(sealed) => Some(sealed),
+                Err(error) => {
+                    tracing::warn!(instance = %instance.id, error = %error.into_message(), "config: keeping the confirmed configuration");
+                    None
+                }
+            };
+            let _ = repo::confirm(&state.db, instance.id, probation.pending_until, good.as_deref()).await;
             return;
         }
         InstanceStatus::Ready | InstanceStatus::Error => {}
@@ -66,7 +73,7 @@ async fn check(state: &AppState, probation: Probation) {
         // probation lapses (the next start shows whether the file is good).
         _ => {
             if probation.overdue {
-                let _ = repo::confirm(&state.db, instance.id, probation.pending_until).await;
+                let _ = repo::confirm(&state.db, instance.id, probation.pending_until, None).await;
             }
             return;
         }

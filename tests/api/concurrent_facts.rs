@@ -223,3 +223,24 @@ async fn organisations_created_at_once_stop_at_the_most_a_user_may_have() {
     let codes: Vec<u16> = futures_util::future::join_all(creates).await.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
     assert_eq!((codes.iter().filter(|c| **c == 201).count(), codes.iter().filter(|c| **c == 400).count()), (most, 4), "{codes:?}");
 }
+
+/// One replica confirms a configuration on probation and the user patches again (a new
+/// probation); a replica late to judge the first probation keeps nothing: the file it would
+/// keep now is the new, unproven one, and a rollback must not come back to it.
+#[tokio::test]
+async fn a_replica_late_to_confirm_a_probation_keeps_no_unproven_configuration() {
+    use ocaas::gateway::repo as gateway;
+    let app = crate::helpers::spawn_app().await;
+    let id = app.ready_instance_row().await;
+    let pending = || async { gateway::probations(&app.db).await.unwrap().into_iter().find(|p| p.instance_id == id).map(|p| p.pending_until) };
+    gateway::start_probation_after(&app.db, id, Duration::ZERO, Duration::from_secs(45)).await.unwrap();
+    let first = pending().await.unwrap();
+    assert!(gateway::confirm(&app.db, id, first, Some(b"proven".as_slice())).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    gateway::start_probation_after(&app.db, id, Duration::ZERO, Duration::from_secs(45)).await.unwrap();
+    assert!(!gateway::confirm(&app.db, id, first, Some(b"unproven".as_slice())).await.unwrap(), "the first probation ended already");
+    let kept: Vec<u8> =
+        sqlx::query_scalar("SELECT last_good_sealed FROM gateway_configs WHERE instance_id = $1").bind(id).fetch_one(&app.db).await.unwrap();
+    assert_eq!(kept, b"proven");
+    assert!(pending().await.is_some_and(|until| until > first), "the new probation runs on");
+}

@@ -115,12 +115,17 @@ pub async fn probations(db: &PgPool) -> sqlx::Result<Vec<Probation>> {
     .await
 }
 
-/// Ends the probation seen as `pending_until` with the gateway ready (one process wins).
-pub async fn confirm(db: &PgPool, instance_id: Uuid, seen: DateTime<Utc>) -> sqlx::Result<bool> {
+/// Ends the probation seen as `pending_until` with the gateway ready (one process wins), and
+/// keeps `good_sealed` (the file it ran with) as the last good one in the same guarded write:
+/// a replica late to judge an ended probation stores nothing.
+pub async fn confirm(db: &PgPool, instance_id: Uuid, seen: DateTime<Utc>, good_sealed: Option<&[u8]>) -> sqlx::Result<bool> {
     let done = sqlx::query!(
-        "UPDATE gateway_configs SET pending_since = NULL, pending_until = NULL WHERE instance_id = $1 AND pending_until = $2",
+        "UPDATE gateway_configs SET pending_since = NULL, pending_until = NULL,
+                last_good_sealed = COALESCE($3, last_good_sealed), last_good_at = CASE WHEN $3::bytea IS NULL THEN last_good_at ELSE now() END
+          WHERE instance_id = $1 AND pending_until = $2",
         instance_id,
-        seen
+        seen,
+        good_sealed
     )
     .execute(db)
     .await?;
