@@ -128,6 +128,11 @@ pub async fn apply(db: &PgPool, id: Uuid, op: Op) -> sqlx::Result<Option<Instanc
     apply_with_error(db, id, op, None).await
 }
 
+/// `apply`, only if the row is still what the decision was made on (`repo::Guard`).
+pub async fn apply_guarded(db: &PgPool, id: Uuid, op: Op, guard: Guard) -> sqlx::Result<Option<InstanceRow>> {
+    apply_with(db, id, op, Extra { guard, ..Extra::default() }).await
+}
+
 /// `apply`, recording why the instance is in `error`.
 pub async fn apply_with_error(db: &PgPool, id: Uuid, op: Op, last_error: Option<&str>) -> sqlx::Result<Option<InstanceRow>> {
     apply_with(db, id, op, Extra { last_error, ..Extra::default() }).await

@@ -24,7 +24,7 @@ pub async fn pause(state: &AppState, instance: &InstanceRow, op: Op, guard: Guar
     if !state.activity.freeze(instance.id, CALLS_GRACE).await {
         return Err(AppError::new(ErrorCode::InvalidState, "Commands or file operations are running in the instance; pause it when they are done."));
     }
-    let paused = machine::apply_with(&state.db, instance.id, op, machine::Extra { guard, ..Default::default() }).await;
+    let paused = machine::apply_guarded(&state.db, instance.id, op, guard).await;
     let engine = match &paused {
         Ok(Some(_)) => Some(state.runtime.pause(&instance.sandbox_id).await),
         _ => None,

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use ocaas::instances::machine::{self, Op};
 use ocaas::instances::repo::Guard;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::TestApp;
 
 /// A conversation begun on the gateway (a messenger, the agent's own UI) gets its imported
 /// session at its first event, even when that event is its last; at the instance's cap, an
@@ -68,12 +72,21 @@ async fn callers_pairing_an_instance_at_once_all_get_its_one_identity() {
 }
 
 /// The state change a replica decided on an earlier read, applied after another replica acted.
-async fn apply_guarded(app: &crate::helpers::TestApp, id: uuid::Uuid, op: Op, guard: Guard) -> Option<String> {
-    let extra = machine::Extra { guard, ..Default::default() };
-    machine::apply_with(&app.db, id, op, extra).await.unwrap().map(|row| row.status.as_str().to_owned())
+async fn apply_guarded(app: &TestApp, id: uuid::Uuid, op: Op, guard: Guard) -> Option<String> {
+    machine::apply_guarded(&app.db, id, op, guard).await.unwrap().map(|row| row.status.as_str().to_owned())
 }
 
-async fn status_of(app: &crate::helpers::TestApp, id: uuid::Uuid) -> String {
+/// `count` requests made by `request(server, n)`, sent at once, alternately through `app` and a
+/// second replica on its database: their statuses, sorted.
+async fn statuses_at_once(app: &TestApp, count: usize, request: impl Fn(&TestApp, usize) -> reqwest::RequestBuilder) -> Vec<u16> {
+    let other = crate::helpers::respawn(app).await;
+    let sent = (0..count).map(|n| request(if n % 2 == 0 { app } else { &other }, n).send());
+    let mut codes: Vec<u16> = futures_util::future::join_all(sent).await.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
+    codes.sort_unstable();
+    codes
+}
+
+async fn status_of(app: &TestApp, id: uuid::Uuid) -> String {
     sqlx::query_scalar("SELECT status::text FROM instances WHERE id = $1").bind(id).fetch_one(&app.db).await.unwrap()
 }
 
@@ -91,7 +104,7 @@ async fn a_pool_sandbox_claimed_after_it_was_listed_as_stale_is_not_removed() {
 }
 
 /// A ready instance unused for two hours; what the idle policy read of it.
-async fn idle_row(app: &crate::helpers::TestApp) -> (uuid::Uuid, chrono::DateTime<chrono::Utc>) {
+async fn idle_row(app: &TestApp) -> (uuid::Uuid, chrono::DateTime<chrono::Utc>) {
     let id = app.ready_instance_row().await;
     let seen = sqlx::query_scalar("UPDATE instances SET last_active_at = now() - interval '2 hours' WHERE id = $1 RETURNING last_active_at")
         .bind(id)
@@ -162,7 +175,7 @@ async fn a_feed_never_shows_a_later_event_before_an_earlier_one() {
             .await
             .unwrap();
     let db = app.db.clone();
-    let late = tokio::spawn(async move { agent::insert_event(&db, id, "approval", "two", &serde_json::json!({})).await });
+    let late = tokio::spawn(async move { agent::insert_event(&db, id, "approval", "two", &json!({})).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(agent::events_after(&app.db, id, cursor, 10).await.unwrap().is_empty(), "an agent event seen before event {early} was committed");
     held.commit().await.unwrap();
@@ -176,19 +189,12 @@ async fn a_feed_never_shows_a_later_event_before_an_earlier_one() {
 #[tokio::test]
 async fn pins_sent_at_once_stay_within_the_plans_allowance() {
     let app = crate::helpers::spawn_app_with(|s| s.idle.keep_awake_max = 1).await;
-    let other = crate::helpers::respawn(&app).await;
     let mut ids = Vec::new();
     for _ in 0..8 {
         ids.push(app.ready_instance_row().await);
     }
-    let pins = ids.iter().enumerate().map(|(n, id)| {
-        let server = if n % 2 == 0 { &app } else { &other };
-        server.api(reqwest::Method::PATCH, &format!("/api/instances/{id}")).json(&serde_json::json!({"keep_awake": true})).send()
-    });
-    let answers = futures_util::future::join_all(pins).await;
-    let mut codes: Vec<u16> = answers.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
-    codes.sort_unstable();
-    assert_eq!(codes, [200, 403, 403, 403, 403, 403, 403, 403]);
+    let pin = |server: &TestApp, n: usize| server.api(Method::PATCH, &format!("/api/instances/{}", ids[n])).json(&json!({"keep_awake": true}));
+    assert_eq!(statuses_at_once(&app, ids.len(), pin).await, [200, 403, 403, 403, 403, 403, 403, 403]);
     let pinned: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE keep_awake").fetch_one(&app.db).await.unwrap();
     assert_eq!(pinned, 1);
 }
@@ -197,15 +203,11 @@ async fn pins_sent_at_once_stay_within_the_plans_allowance() {
 #[tokio::test]
 async fn webhook_endpoints_created_at_once_stop_at_the_accounts_limit() {
     let app = crate::helpers::spawn_app_with(|s| s.webhook_allow_private = true).await;
-    let other = crate::helpers::respawn(&app).await;
     let limit = ocaas::webhooks::service::MAX_ENDPOINTS as usize;
-    let creates = (0..limit + 6).map(|n| {
-        let server = if n % 2 == 0 { &app } else { &other };
-        let body = serde_json::json!({"url": format!("http://127.0.0.1:9/hook-{n}")});
-        server.api(reqwest::Method::POST, "/api/account/webhooks").json(&body).send()
-    });
-    let codes: Vec<u16> = futures_util::future::join_all(creates).await.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
-    assert_eq!((codes.iter().filter(|c| **c == 201).count(), codes.iter().filter(|c| **c == 403).count()), (limit, 6), "{codes:?}");
+    let create =
+        |server: &TestApp, n: usize| server.api(Method::POST, "/api/account/webhooks").json(&json!({"url": format!("http://127.0.0.1:9/hook-{n}")}));
+    let codes = statuses_at_once(&app, limit + 6, create).await;
+    assert_eq!(codes, [vec![201; limit], vec![403; 6]].concat());
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints").fetch_one(&app.db).await.unwrap();
     assert_eq!(stored, limit as i64);
 }
@@ -214,14 +216,9 @@ async fn webhook_endpoints_created_at_once_stop_at_the_accounts_limit() {
 #[tokio::test]
 async fn organisations_created_at_once_stop_at_the_most_a_user_may_have() {
     let app = crate::helpers::spawn_app().await;
-    let other = crate::helpers::respawn(&app).await;
     let most = ocaas::orgs::service::MAX_ORGS_PER_USER;
-    let creates = (0..most + 4).map(|n| {
-        let server = if n % 2 == 0 { &app } else { &other };
-        server.api(reqwest::Method::POST, "/api/orgs").json(&serde_json::json!({"name": format!("team {n}")})).send()
-    });
-    let codes: Vec<u16> = futures_util::future::join_all(creates).await.iter().map(|a| a.as_ref().unwrap().status().as_u16()).collect();
-    assert_eq!((codes.iter().filter(|c| **c == 201).count(), codes.iter().filter(|c| **c == 400).count()), (most, 4), "{codes:?}");
+    let create = |server: &TestApp, n: usize| server.api(Method::POST, "/api/orgs").json(&json!({"name": format!("team {n}")}));
+    assert_eq!(statuses_at_once(&app, most + 4, create).await, [vec![201; most], vec![400; 4]].concat());
 }
 
 /// One replica confirms a configuration on probation and the user patches again (a new

@@ -133,8 +133,7 @@ async fn pause(state: &AppState, id: Uuid, seen: DateTime<Utc>) {
 }
 
 async fn stop(state: &AppState, id: Uuid, seen: DateTime<Utc>) -> sqlx::Result<()> {
-    let still_idle = machine::Extra { guard: Guard::IdleSince(seen), ..Default::default() };
-    if machine::apply_with(&state.db, id, Op::IdleStop, still_idle).await?.is_some() {
+    if machine::apply_guarded(&state.db, id, Op::IdleStop, Guard::IdleSince(seen)).await?.is_some() {
         tracing::info!(%id, "idle: stopping");
         lifecycle::spawn_drive(state, id);
     }

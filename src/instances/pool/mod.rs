@@ -82,8 +82,7 @@ pub async fn fill_once(state: &AppState) -> anyhow::Result<()> {
 /// Removes a pool sandbox (the deleting driver removes container and storage, then the row),
 /// unless a create claimed it since it was listed (another replica's, on another image).
 async fn release(state: &AppState, id: Uuid) -> sqlx::Result<()> {
-    let unclaimed = machine::Extra { guard: instances_repo::Guard::Unowned, ..Default::default() };
-    if machine::apply_with(&state.db, id, Op::Delete, unclaimed).await?.is_some() {
+    if machine::apply_guarded(&state.db, id, Op::Delete, instances_repo::Guard::Unowned).await?.is_some() {
         tracing::info!(%id, "warm pool: removing a stale or surplus sandbox");
         lifecycle::spawn_drive(state, id);
     }
